@@ -1,0 +1,157 @@
+/**
+ * kay's errors. One module, one base class, a stable literal `code` on every error.
+ *
+ * Match on `err.code`, not on `instanceof`: errors cross worker-thread boundaries as plain
+ * data ({@link SerializedError}) and are re-created here by {@link errorFromJSON}, so the code
+ * is the only identity that survives every hop.
+ */
+
+export type ErrorCode =
+  | 'KAY_NOT_READY'
+  | 'KAY_TIMEOUT'
+  | 'KAY_OUTPUT_LIMIT'
+  | 'KAY_AUTH_FAILED'
+  | 'KAY_HOST_KEY_MISMATCH'
+  | 'KAY_HOST_KEY_UNKNOWN'
+  | 'KAY_HOST_KEY_REVOKED'
+  | 'KAY_CLOSED'
+  | 'KAY_SHARD_RESTARTED'
+  | 'KAY_SUPERVISOR_FATAL'
+  | 'KAY_QUEUE_FULL'
+  | 'KAY_CHANNEL_OPEN_FAILED'
+  | 'KAY_CONNECT_FAILED'
+  | 'KAY_HANDSHAKE_TIMEOUT'
+  | 'KAY_KEEPALIVE_TIMEOUT'
+  | 'KAY_CONNECTION_LOST'
+  | 'KAY_PARSE_ERROR'
+  | 'KAY_STREAM_FAILED'
+  | 'KAY_CONFIG'
+  | 'KAY_KEY_PERMISSIONS'
+  | 'KAY_KEY_ENCRYPTED'
+  | 'KAY_KEY_INVALID'
+  | 'KAY_EXPANSION_LIMIT'
+  | 'KAY_ABORTED'
+  | 'KAY_UNKNOWN_HOST'
+  | 'KAY_INTERNAL'
+
+/** The plain-data form of an error: what crosses threads and goes into `--json` output. */
+export interface SerializedError {
+  code: ErrorCode
+  message: string
+  host?: string
+  /** Extra data, specific to the code (fingerprints, retry time, methods offered, ...). */
+  details?: Record<string, unknown>
+}
+
+export interface KayErrorOptions {
+  host?: string | undefined
+  cause?: unknown
+  details?: Record<string, unknown> | undefined
+}
+
+export class KayError extends Error {
+  readonly code: ErrorCode
+  readonly host: string | undefined
+  readonly details: Record<string, unknown>
+
+  constructor(code: ErrorCode, message: string, opts: KayErrorOptions = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause })
+    this.name = 'KayError'
+    this.code = code
+    this.host = opts.host
+    this.details = opts.details ?? {}
+  }
+
+  toJSON(): SerializedError {
+    const out: SerializedError = { code: this.code, message: this.message }
+    if (this.host !== undefined) out.host = this.host
+    if (Object.keys(this.details).length > 0) out.details = this.details
+    return out
+  }
+}
+
+function defineError<C extends ErrorCode>(code: C, name: string) {
+  const cls = class extends KayError {
+    declare readonly code: C
+    constructor(message: string, opts: KayErrorOptions = {}) {
+      super(code, message, opts)
+      this.name = name
+    }
+  }
+  Object.defineProperty(cls, 'name', { value: name })
+  registry.set(code, cls)
+  return cls
+}
+
+const registry = new Map<ErrorCode, new (message: string, opts?: KayErrorOptions) => KayError>()
+
+/** The connection is not ready; answered at once, never after waiting for a dial. details: state, nextRetryAt. */
+export const NotReadyError = defineError('KAY_NOT_READY', 'NotReadyError')
+/** A command (or a collection) passed its deadline. */
+export const TimeoutError = defineError('KAY_TIMEOUT', 'TimeoutError')
+/** A command produced more output than its cap; the channel was closed, the connection kept. */
+export const OutputLimitError = defineError('KAY_OUTPUT_LIMIT', 'OutputLimitError')
+/** Public-key authentication failed. details: methodsOffered, keysTried. Never retried fast. */
+export const AuthFailedError = defineError('KAY_AUTH_FAILED', 'AuthFailedError')
+/** The host offered a key different from its pin. details: expected, offered (SHA256 fingerprints). Terminal. */
+export const HostKeyMismatchError = defineError('KAY_HOST_KEY_MISMATCH', 'HostKeyMismatchError')
+/** StrictHostKeyChecking yes and no pin for the host. details: offered. */
+export const HostKeyUnknownError = defineError('KAY_HOST_KEY_UNKNOWN', 'HostKeyUnknownError')
+/** The host offered a key marked @revoked. Terminal. */
+export const HostKeyRevokedError = defineError('KAY_HOST_KEY_REVOKED', 'HostKeyRevokedError')
+/** The actor or supervisor was closed; in-flight and queued work is rejected with this. */
+export const ClosedError = defineError('KAY_CLOSED', 'ClosedError')
+/** The shard worker hosting this host died; the request was in flight. The host is being re-created. */
+export const ShardRestartedError = defineError('KAY_SHARD_RESTARTED', 'ShardRestartedError')
+/** Shard restarts exceeded the supervisor's intensity; the supervisor stopped. */
+export const SupervisorFatalError = defineError('KAY_SUPERVISOR_FATAL', 'SupervisorFatalError')
+/** A bounded queue is full (channel wait queue, dial wait queue). */
+export const QueueFullError = defineError('KAY_QUEUE_FULL', 'QueueFullError')
+/** The server refused to open a channel (e.g. MaxSessions). details: reason. The connection is kept. */
+export const ChannelOpenError = defineError('KAY_CHANNEL_OPEN_FAILED', 'ChannelOpenError')
+/** TCP connect or the SSH handshake failed (refused, reset, banner garbage). details: level, pressure. */
+export const ConnectError = defineError('KAY_CONNECT_FAILED', 'ConnectError')
+/** TCP connect + key exchange + auth did not finish within the handshake deadline. */
+export const HandshakeTimeoutError = defineError('KAY_HANDSHAKE_TIMEOUT', 'HandshakeTimeoutError')
+/** A keepalive probe got no reply within its deadline; the connection was torn down. */
+export const KeepaliveTimeoutError = defineError('KAY_KEEPALIVE_TIMEOUT', 'KeepaliveTimeoutError')
+/** The established connection closed or errored. */
+export const ConnectionLostError = defineError('KAY_CONNECTION_LOST', 'ConnectionLostError')
+/** Collected output did not parse; for that host only. */
+export const ParseError = defineError('KAY_PARSE_ERROR', 'ParseError')
+/** The persistent collection stream failed; the host falls back to exec for this tick. */
+export const StreamError = defineError('KAY_STREAM_FAILED', 'StreamError')
+/** Bad input: options, arguments, config files. */
+export const ConfigError = defineError('KAY_CONFIG', 'ConfigError')
+/** A private key file is readable by group or others. */
+export const KeyPermissionsError = defineError('KAY_KEY_PERMISSIONS', 'KeyPermissionsError')
+/** A private key is passphrase-protected and no agent can use it. */
+export const KeyEncryptedError = defineError('KAY_KEY_ENCRYPTED', 'KeyEncryptedError')
+/** A private key could not be parsed or is too weak. */
+export const KeyInvalidError = defineError('KAY_KEY_INVALID', 'KeyInvalidError')
+/** A host-list expression expands past the limit. */
+export const ExpansionLimitError = defineError('KAY_EXPANSION_LIMIT', 'ExpansionLimitError')
+/** The caller's AbortSignal fired. */
+export const AbortedError = defineError('KAY_ABORTED', 'AbortedError')
+/** A request named a host that the supervisor does not manage. */
+export const UnknownHostError = defineError('KAY_UNKNOWN_HOST', 'UnknownHostError')
+/** A bug: something that must not happen did. */
+export const InternalError = defineError('KAY_INTERNAL', 'InternalError')
+
+/** Re-create an error from its plain-data form, as the same class (matched by code). */
+export function errorFromJSON(data: SerializedError): KayError {
+  const cls = registry.get(data.code)
+  const opts: KayErrorOptions = { host: data.host, details: data.details }
+  return cls ? new cls(data.message, opts) : new KayError(data.code, data.message, opts)
+}
+
+/** Any thrown value as a KayError (unknown errors become KAY_INTERNAL, keeping the message). */
+export function toKayError(err: unknown, host?: string): KayError {
+  if (err instanceof KayError) return err
+  const message = err instanceof Error ? err.message : String(err)
+  return new InternalError(message, { host, cause: err })
+}
+
+export function isKayError(err: unknown, code?: ErrorCode): err is KayError {
+  return err instanceof KayError && (code === undefined || err.code === code)
+}

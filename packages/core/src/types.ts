@@ -1,0 +1,88 @@
+import type { ParsedKey } from 'ssh2'
+
+/**
+ * One host as kay dials it: what ssh_config / host lists resolve to. `id` is the identity the operator
+ * named (alias or `[user@]host[:port]` as given, normalised); it is the key for sharding, pins by alias,
+ * results and metrics labels. `hostname`/`port` is where the TCP connection goes.
+ */
+export interface HostTarget {
+  id: string
+  hostname: string
+  port: number
+  user: string
+  /** ProxyJump chain, outermost first. Each hop is itself a pooled connection. */
+  jump?: HostTarget[]
+  /** Per-host connection settings from ssh_config (override defaults, overridden by explicit options). */
+  connectTimeoutMs?: number
+  keepaliveIntervalMs?: number
+  keepaliveCountMax?: number
+  /** IdentityFile paths for this host (already `~`-expanded). */
+  identityFiles?: string[]
+  identitiesOnly?: boolean
+  /** IdentityAgent socket path, or 'none'. */
+  identityAgent?: string
+  userKnownHostsFiles?: string[]
+  strictHostKeyChecking?: StrictHostKeyChecking
+}
+
+export type StrictHostKeyChecking = 'yes' | 'accept-new' | 'no'
+
+/**
+ * Credentials for public-key auth. Keys are parsed once (ssh2 re-parses PEM on every signature when given a
+ * string; a ParsedKey passed through authHandler is signed with a cached key object).
+ */
+export interface Identity {
+  username: string
+  keys: ReadonlyArray<{ key: ParsedKey; source: string }>
+  /** ssh-agent socket path. Tried after the keys. */
+  agent?: string
+}
+
+/** Where a host key was presented: the alias as named and the resolved address. */
+export interface HostKeyTarget {
+  id: string
+  hostname: string
+  port: number
+}
+
+/** A host key verdict, as data (x/crypto/ssh/knownhosts: unknown vs mismatch). */
+export type HostKeyVerdict =
+  | { kind: 'trusted' }
+  | { kind: 'pinned'; fingerprint: string }
+  | { kind: 'unknown'; fingerprint: string }
+  | { kind: 'mismatch'; expected: string[]; offered: string }
+  | { kind: 'revoked'; offered: string }
+
+/**
+ * Decides whether a host key is acceptable. `key` is the SSH wire-format public key blob.
+ * `trusted` and `pinned` (first use, recorded) accept; `unknown` (strict mode), `mismatch` and `revoked` refuse.
+ */
+export interface HostKeyVerifier {
+  verify(target: HostKeyTarget, key: Buffer): Promise<HostKeyVerdict>
+}
+
+/** The actor's lifecycle. `quarantined`: a terminal refusal (host-key mismatch/revoked) — no automatic redial. */
+export type ActorState = 'idle' | 'dialing' | 'ready' | 'backoff' | 'quarantined' | 'closed'
+
+/** How a host's metrics are collected: a persistent stream channel (by loop flavour) or a new exec channel per tick. */
+export type CollectMode = 'stream-bash' | 'stream-perl' | 'stream-sh' | 'exec'
+
+/** An immutable snapshot of one host's connection, for tables, JSON and Prometheus. */
+export interface HostStatus {
+  id: string
+  state: ActorState
+  /** Epoch ms of the next dial attempt while in backoff. */
+  nextRetryAt?: number
+  /** Consecutive failed dials since the last stable connection. */
+  attempts: number
+  lastError?: import('./errors.js').SerializedError
+  /** Last keepalive probe round trip, ms. */
+  rttMs?: number
+  /** Epoch ms when the current connection became ready. */
+  readySince?: number
+  /** Handshakes (dials that reached TCP connect) so far. */
+  handshakes: number
+  collectMode?: CollectMode
+  /** Epoch ms of the last successful collection. */
+  lastSuccessAt?: number
+}
