@@ -505,9 +505,11 @@ export class HostActor extends EventEmitter<HostActorEvents> {
 
   /**
    * Open an exec channel on the pooled connection, retrying briefly on reason-2 refusals (sshd frees a
-   * MaxSessions slot only after reaping the child). Does not take a channel slot: callers do.
+   * MaxSessions slot only after reaping the child). Does not take a channel slot: callers do. `setup` runs
+   * synchronously when the channel opens, before any of its data, exit or close events can be emitted (ssh2 may
+   * parse the open confirmation, the output and the close from one TCP chunk).
    */
-  openExec(command: string): Promise<ClientChannel> {
+  openExec(command: string, setup?: (channel: ClientChannel) => void): Promise<ClientChannel> {
     const client = this.#client
     if (this.#state !== 'ready' || !client) return Promise.reject(this.notReady())
     const gen = this.#connGen
@@ -520,6 +522,7 @@ export class HostActor extends EventEmitter<HostActorEvents> {
         try {
           client.exec(command, (err, channel) => {
             if (!err) {
+              setup?.(channel)
               resolve(channel)
               return
             }
@@ -539,9 +542,8 @@ export class HostActor extends EventEmitter<HostActorEvents> {
               }),
             )
           })
-        } catch (err) {
+        } catch {
           reject(this.notReady())
-          void err
         }
       }
       attempt(0)
@@ -589,9 +591,7 @@ export class HostActor extends EventEmitter<HostActorEvents> {
           channel.stderr.removeAllListeners('data')
           if (err) {
             // Ask the remote process to stop where the server allows it, then close the channel.
-            try {
-              channel.signal('TERM')
-            } catch {}
+            signalChannel(channel, 'TERM')
             try {
               channel.close()
             } catch {}
@@ -616,6 +616,55 @@ export class HostActor extends EventEmitter<HostActorEvents> {
       signal?.addEventListener('abort', onAbort, { once: true })
       this.#inflight.add(onConnLoss)
 
+      const out: Buffer[] = []
+      const errOut: Buffer[] = []
+      let bytes = 0
+      let exitCode: number | null = null
+      let exitSignal: string | null = null
+      const onData = (into: Buffer[]) => (chunk: Buffer) => {
+        if (settled) return
+        bytes += chunk.length
+        if (bytes > maxOutput) {
+          finish(
+            new OutputLimitError(`${this.id}: output exceeded ${maxOutput} bytes`, {
+              host: this.id,
+              details: { maxOutputBytes: maxOutput },
+            }),
+          )
+          return
+        }
+        into.push(chunk)
+      }
+      const setup = (ch: ClientChannel) => {
+        channel = ch
+        if (settled) {
+          ch.close()
+          return
+        }
+        ch.on('data', onData(out))
+        ch.stderr.on('data', onData(errOut))
+        ch.on('exit', (code: number | null, sig?: string) => {
+          if (typeof code === 'number') exitCode = code
+          if (sig) exitSignal = sig
+        })
+        ch.on('close', () => {
+          if (holdsSlot) {
+            holdsSlot = false
+            this.#releaseChannel()
+          }
+          finish(undefined, {
+            stdout: Buffer.concat(out).toString('utf8'),
+            stderr: Buffer.concat(errOut).toString('utf8'),
+            exitCode,
+            signal: exitSignal,
+            durationMs: this.#clock.now() - started,
+          })
+        })
+        // Send stdin then EOF. The channel stays open for signals (see signalChannel).
+        if (opts.stdin !== undefined) ch.end(opts.stdin)
+        else ch.end()
+      }
+
       this.#acquireChannel(queueAbort.signal)
         .then(() => {
           holdsSlot = true
@@ -624,58 +673,9 @@ export class HostActor extends EventEmitter<HostActorEvents> {
             this.#releaseChannel()
             return undefined
           }
-          return this.openExec(command)
+          return this.openExec(command, setup)
         })
-        .then(
-          (ch) => {
-            if (!ch) return
-            channel = ch
-            if (settled) {
-              ch.close()
-              return
-            }
-            const out: Buffer[] = []
-            const errOut: Buffer[] = []
-            let bytes = 0
-            const onData = (into: Buffer[]) => (chunk: Buffer) => {
-              bytes += chunk.length
-              if (bytes > maxOutput) {
-                finish(
-                  new OutputLimitError(`${this.id}: output exceeded ${maxOutput} bytes`, {
-                    host: this.id,
-                    details: { maxOutputBytes: maxOutput },
-                  }),
-                )
-                return
-              }
-              into.push(chunk)
-            }
-            let exitCode: number | null = null
-            let exitSignal: string | null = null
-            ch.on('data', onData(out))
-            ch.stderr.on('data', onData(errOut))
-            ch.on('exit', (code: number | null, sig?: string) => {
-              if (typeof code === 'number') exitCode = code
-              if (sig) exitSignal = sig
-            })
-            ch.on('close', () => {
-              if (holdsSlot) {
-                holdsSlot = false
-                this.#releaseChannel()
-              }
-              finish(undefined, {
-                stdout: Buffer.concat(out).toString('utf8'),
-                stderr: Buffer.concat(errOut).toString('utf8'),
-                exitCode,
-                signal: exitSignal,
-                durationMs: this.#clock.now() - started,
-              })
-            })
-            if (opts.stdin !== undefined) ch.end(opts.stdin)
-            else ch.end()
-          },
-          (err: unknown) => finish(err instanceof KayError ? err : this.notReady()),
-        )
+        .then(undefined, (err: unknown) => finish(err instanceof KayError ? err : this.notReady()))
     })
   }
 
@@ -721,6 +721,25 @@ export class HostActor extends EventEmitter<HostActorEvents> {
 
 function errMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err)
+}
+
+/**
+ * Send a `signal` channel request. ssh2's `channel.signal()` refuses once our side sent EOF (it checks
+ * `writable`), but the channel is still open and RFC 4254 §6.9 allows the request: send it directly.
+ */
+function signalChannel(channel: ClientChannel, name: string): void {
+  const ch = channel as unknown as {
+    outgoing?: { id: number; state: string }
+    _client?: { _protocol?: { signal?: (id: number, name: string) => void } }
+  }
+  try {
+    const st = ch.outgoing?.state
+    if ((st === 'open' || st === 'eof') && ch._client?._protocol?.signal)
+      ch._client._protocol.signal(ch.outgoing!.id, name)
+    else channel.signal(name)
+  } catch {
+    // the channel is already closing: nothing to signal
+  }
 }
 
 /** A want-reply global request (`keepalive@openssh.com`); any reply, success or failure, proves liveness. */

@@ -1,0 +1,294 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { HostActor, type HostActorOptions } from '../src/actor.js'
+import { LocalDialGate } from '../src/dial-gate.js'
+import { type SimFleet, startSimFleet } from '../src/sim/index.js'
+import type { Identity } from '../src/types.js'
+import { clientIdentity, memoryVerifier, settledNow, until, waitForState } from './support/fixtures.js'
+import { ManualClock } from './support/manual-clock.js'
+
+let fleet: SimFleet
+let identity: Identity
+const actors: HostActor[] = []
+
+beforeAll(async () => {
+  const c = clientIdentity()
+  identity = c.identity
+  fleet = await startSimFleet({ hosts: 8, authorizedKeys: [c.publicKey] })
+})
+
+afterAll(async () => {
+  await fleet.close()
+})
+
+afterEach(async () => {
+  await Promise.all(actors.splice(0).map((a) => a.close()))
+  for (let i = 0; i < fleet.hosts.length; i++) {
+    fleet.setFault(i, {
+      refuse: false,
+      halfOpen: false,
+      stallHandshake: false,
+      maxSessions: 10,
+      passwordOnly: false,
+    })
+  }
+})
+
+function actorFor(i: number, extra: Partial<HostActorOptions> = {}): HostActor {
+  const h = fleet.hosts[i]!
+  const a = new HostActor({
+    target: { id: h.name, hostname: h.host, port: h.port, user: 'kay' },
+    identity,
+    verifier: memoryVerifier(),
+    dialGate: new LocalDialGate({ cap: 4 }),
+    ...extra,
+  })
+  actors.push(a)
+  return a
+}
+
+describe('HostActor against the simulator', () => {
+  it('runs 100 commands over one connection with exactly one handshake', async () => {
+    const a = actorFor(0)
+    fleet.host(0).stats() // touch
+    const before = fleet.host(0).stats().handshakesStarted
+    a.start()
+    await waitForState(a, 'ready')
+    for (let i = 0; i < 100; i++) {
+      const r = await a.run(`echo tick${i}`)
+      expect(r.stdout).toBe(`tick${i}\n`)
+      expect(r.exitCode).toBe(0)
+    }
+    expect(fleet.host(0).stats().handshakesStarted - before).toBe(1)
+    expect(a.status().handshakes).toBe(1)
+  })
+
+  it('answers NotReady at once while dialing and while backing off, without any time passing', async () => {
+    const clock = new ManualClock()
+    fleet.setFault(1, { refuse: true })
+    const a = actorFor(1, { clock, random: () => 0.5 })
+    const p0 = a.run('echo x')
+    expect(await settledNow(p0)).toBe(true)
+    await expect(p0).rejects.toMatchObject({ code: 'KAY_NOT_READY', details: { state: 'idle' } })
+    a.start()
+    const p1 = a.run('echo x')
+    expect(await settledNow(p1)).toBe(true)
+    await expect(p1).rejects.toMatchObject({ code: 'KAY_NOT_READY', details: { state: 'dialing' } })
+    await waitForState(a, 'backoff')
+    const p2 = a.run('echo x')
+    expect(await settledNow(p2)).toBe(true)
+    const err = await p2.catch((e) => e)
+    expect(err.code).toBe('KAY_NOT_READY')
+    expect(err.details.state).toBe('backoff')
+    expect(err.details.nextRetryAt).toBe(clock.now() + 500) // random 0.5 × base 1000 for attempt 0
+  })
+
+  it('detects a half-open host within keepalive interval + probe deadline', async () => {
+    const clock = new ManualClock()
+    const a = actorFor(2, { clock, keepaliveIntervalMs: 15_000, probeDeadlineMs: 5_000, random: () => 0.5 })
+    a.start()
+    await waitForState(a, 'ready')
+    // A live host answers the probe: RTT recorded, still ready.
+    clock.advance(15_000)
+    await until(() => a.status().rttMs !== undefined, 5000, 'probe reply')
+    expect(a.state).toBe('ready')
+    fleet.setFault(2, { halfOpen: true })
+    clock.advance(15_000) // idle interval: probe sent, no reply
+    await new Promise((r) => setTimeout(r, 5))
+    expect(a.state).toBe('ready')
+    clock.advance(5_000) // probe deadline
+    expect(a.state).toBe('backoff')
+    expect(a.status().lastError?.code).toBe('KAY_KEEPALIVE_TIMEOUT')
+    fleet.setFault(2, { halfOpen: false })
+  })
+
+  it('counts inbound traffic as proof of life: no probe while data flows', async () => {
+    const clock = new ManualClock()
+    const a = actorFor(3, { clock, keepaliveIntervalMs: 15_000 })
+    a.start()
+    await waitForState(a, 'ready')
+    const g0 = fleet.host(3).stats().globalRequests
+    clock.advance(10_000)
+    await a.run('echo alive')
+    clock.advance(5_000) // interval ends with traffic seen: re-arm, no probe
+    await new Promise((r) => setTimeout(r, 5))
+    expect(fleet.host(3).stats().globalRequests).toBe(g0)
+    expect(a.state).toBe('ready')
+  })
+
+  it('redials with backoff after a host restart and heals', async () => {
+    const clock = new ManualClock()
+    const a = actorFor(4, { clock, random: () => 0.25 })
+    a.start()
+    await waitForState(a, 'ready')
+    await fleet.restart(4)
+    await waitForState(a, 'backoff')
+    expect(a.status().lastError?.code).toBe('KAY_CONNECTION_LOST')
+    expect(a.status().nextRetryAt).toBe(clock.now() + 250)
+    clock.advance(250)
+    await waitForState(a, 'ready')
+    expect((await a.run('hostname')).stdout.trim()).toBe(fleet.hosts[4]!.name)
+    expect(a.status().handshakes).toBe(2)
+  })
+
+  it('never opens more channels than its limit and queues the rest', async () => {
+    const a = actorFor(5, { maxChannels: 2 })
+    a.start()
+    await waitForState(a, 'ready')
+    const before = fleet.host(5).stats()
+    const results = await Promise.all(Array.from({ length: 20 }, (_, i) => a.run(`echo ${i}`)))
+    expect(results.map((r) => r.stdout.trim())).toEqual(Array.from({ length: 20 }, (_, i) => String(i)))
+    const after = fleet.host(5).stats()
+    expect(after.maxConcurrentChannels).toBeLessThanOrEqual(2)
+    expect(after.channelsOpened - before.channelsOpened).toBe(20)
+  })
+
+  it('bounds the channel queue with KAY_QUEUE_FULL', async () => {
+    const a = actorFor(5, { maxChannels: 1, maxQueued: 2 })
+    a.start()
+    await waitForState(a, 'ready')
+    const ps = Array.from({ length: 4 }, () => a.run('echo q'))
+    const settled = await Promise.allSettled(ps)
+    expect(settled.filter((s) => s.status === 'rejected').map((s) => (s as PromiseRejectedResult).reason.code)).toEqual(
+      ['KAY_QUEUE_FULL'],
+    )
+  })
+
+  it('retries reason-2 channel refusals (MaxSessions) instead of failing the run', async () => {
+    fleet.setFault(6, { maxSessions: 1 })
+    const a = actorFor(6, { maxChannels: 3 })
+    a.start()
+    await waitForState(a, 'ready')
+    const before = fleet.host(6).stats()
+    const rs = await Promise.allSettled(Array.from({ length: 3 }, () => a.run('echo s')))
+    const after = fleet.host(6).stats()
+    expect(after.channelsRejected - before.channelsRejected).toBeGreaterThan(0)
+    expect(rs.every((r) => r.status === 'fulfilled')).toBe(true)
+    expect(a.state).toBe('ready')
+  })
+
+  // The signal itself is asserted against real sshd (actor.sshd.test.ts): ssh2's Server drops channel requests
+  // that arrive after the client's EOF, so the simulator cannot observe it.
+  it('times out a command, closes its channel and keeps the connection', async () => {
+    const clock = new ManualClock()
+    const a = actorFor(7, { clock })
+    a.start()
+    await waitForState(a, 'ready')
+    const p = a.run('sleep 30', { timeoutMs: 1000 })
+    await until(() => fleet.host(7).stats().commands > 0, 5000, 'command started')
+    clock.advance(1000)
+    await expect(p).rejects.toMatchObject({ code: 'KAY_TIMEOUT', host: fleet.hosts[7]!.name })
+    await until(() => fleet.host(7).stats().currentConnections === 1, 5000, 'still connected')
+    expect((await a.run('echo still')).stdout).toBe('still\n')
+    expect(a.status().handshakes).toBe(1)
+  })
+
+  it('caps output with KAY_OUTPUT_LIMIT and keeps the connection', async () => {
+    const a = actorFor(7)
+    a.start()
+    await waitForState(a, 'ready')
+    await expect(a.run('flood 10000000', { maxOutputBytes: 64 * 1024 })).rejects.toMatchObject({
+      code: 'KAY_OUTPUT_LIMIT',
+    })
+    expect((await a.run('echo ok')).stdout).toBe('ok\n')
+    expect(a.status().handshakes).toBe(1)
+  })
+
+  it('reports exit codes and stderr', async () => {
+    const a = actorFor(0)
+    a.start()
+    await waitForState(a, 'ready')
+    const r = await a.run('nosuchcommand')
+    expect(r.exitCode).toBe(127)
+    expect(r.stderr).toContain('not found')
+  })
+
+  it('close() is idempotent, rejects in-flight runs with KAY_CLOSED and leaves no timer', async () => {
+    const clock = new ManualClock()
+    const a = actorFor(0, { clock })
+    a.start()
+    await waitForState(a, 'ready')
+    const p = a.run('sleep 30', { timeoutMs: 60_000 })
+    await new Promise((r) => setTimeout(r, 5))
+    const rejected = expect(p).rejects.toMatchObject({ code: 'KAY_CLOSED' })
+    await Promise.all([a.close(), a.close()])
+    await rejected
+    await expect(a.run('echo x')).rejects.toMatchObject({ code: 'KAY_CLOSED' })
+    expect(a.state).toBe('closed')
+    expect(clock.pending).toBe(0)
+  })
+})
+
+describe('dial slots are released exactly once on every path', () => {
+  it.each([
+    ['success', {}],
+    ['refused', { refuse: true }],
+    ['auth failure', { passwordOnly: true }],
+  ] as const)('%s', async (_name, fault) => {
+    const gate = new LocalDialGate({ cap: 1 })
+    fleet.setFault(1, fault)
+    const a = actorFor(1, { dialGate: gate, clock: new ManualClock() })
+    a.start()
+    await until(() => a.state === 'ready' || a.state === 'backoff', 5000, 'dial settled')
+    expect(gate.stats().inFlight).toBe(0)
+    await a.close()
+    expect(gate.stats().inFlight).toBe(0)
+  })
+
+  it('handshake deadline (stalled banner)', async () => {
+    const clock = new ManualClock()
+    const gate = new LocalDialGate({ cap: 1 })
+    fleet.setFault(1, { stallHandshake: true })
+    const a = actorFor(1, { dialGate: gate, clock, handshakeTimeoutMs: 10_000 })
+    a.start()
+    await until(() => fleet.host(1).stats().accepted > 0 && gate.stats().inFlight === 1, 5000, 'dial started')
+    clock.advance(10_000)
+    expect(a.state).toBe('backoff')
+    expect(a.status().lastError?.code).toBe('KAY_HANDSHAKE_TIMEOUT')
+    expect(gate.stats().inFlight).toBe(0)
+  })
+
+  it('close while dialing', async () => {
+    const gate = new LocalDialGate({ cap: 1 })
+    fleet.setFault(1, { stallHandshake: true })
+    const a = actorFor(1, { dialGate: gate, clock: new ManualClock() })
+    a.start()
+    await until(() => gate.stats().inFlight === 1, 5000, 'dial started')
+    await a.close()
+    expect(gate.stats().inFlight).toBe(0)
+  })
+})
+
+describe('trust and auth outcomes', () => {
+  it('quarantines a host whose key changed and never redials it', async () => {
+    const clock = new ManualClock()
+    const verifier = memoryVerifier()
+    const a = actorFor(3, { clock, verifier })
+    a.start()
+    await waitForState(a, 'ready')
+    await fleet.restart(3, { newHostKey: true })
+    await waitForState(a, 'backoff')
+    clock.advance(60_000)
+    await waitForState(a, 'quarantined')
+    const st = a.status()
+    expect(st.lastError?.code).toBe('KAY_HOST_KEY_MISMATCH')
+    expect(st.lastError?.details).toMatchObject({ expected: [expect.stringMatching(/^SHA256:/)] })
+    const hs = st.handshakes
+    clock.advance(10 * 60_000)
+    expect(a.status().handshakes).toBe(hs)
+    await expect(a.run('echo x')).rejects.toMatchObject({ code: 'KAY_NOT_READY', details: { state: 'quarantined' } })
+  })
+
+  it('types an auth failure, never tries a password, and backs off slowly', async () => {
+    const clock = new ManualClock()
+    fleet.setFault(2, { passwordOnly: true })
+    const a = actorFor(2, { clock, random: () => 0 })
+    const pw0 = fleet.host(2).stats().passwordAttempts
+    a.start()
+    await waitForState(a, 'backoff')
+    const st = a.status()
+    expect(st.lastError?.code).toBe('KAY_AUTH_FAILED')
+    expect(st.lastError?.details).toMatchObject({ methodsOffered: ['password'] })
+    expect(st.nextRetryAt! - clock.now()).toBeGreaterThanOrEqual(30_000)
+    expect(fleet.host(2).stats().passwordAttempts).toBe(pw0)
+  })
+})

@@ -1,0 +1,72 @@
+import { createHash } from 'node:crypto'
+import type { HostActor } from '../../src/actor.js'
+import { generateClientKey } from '../../src/sim/index.js'
+import type { ActorState, HostKeyVerdict, HostKeyVerifier, Identity } from '../../src/types.js'
+
+/** An in-memory TOFU verifier for actor tests (the real one lives in trust/known-hosts.ts). */
+export function memoryVerifier(): HostKeyVerifier & { pins: Map<string, string>; calls: number } {
+  const pins = new Map<string, string>()
+  const v = {
+    pins,
+    calls: 0,
+    async verify(target: { id: string }, key: Buffer): Promise<HostKeyVerdict> {
+      v.calls++
+      const fp = `SHA256:${createHash('sha256').update(key).digest('base64').replace(/=+$/, '')}`
+      const known = pins.get(target.id)
+      if (known === undefined) {
+        pins.set(target.id, fp)
+        return { kind: 'pinned', fingerprint: fp }
+      }
+      return known === fp ? { kind: 'trusted' } : { kind: 'mismatch', expected: [known], offered: fp }
+    },
+  }
+  return v
+}
+
+export function clientIdentity(username = 'kay'): { identity: Identity; publicKey: string } {
+  const k = generateClientKey()
+  return { identity: { username, keys: [{ key: k.parsed, source: 'test-key' }] }, publicKey: k.publicKey }
+}
+
+/** Resolves when the actor reaches `state` (bounded: rejects after `ms` of real time). */
+export function waitForState(actor: HostActor, state: ActorState, ms = 5000): Promise<void> {
+  if (actor.state === state) return Promise.resolve()
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => {
+      actor.off('state', on)
+      reject(new Error(`${actor.id}: still ${actor.state} after ${ms} ms, wanted ${state}`))
+    }, ms)
+    const on = (s: { state: ActorState }) => {
+      if (s.state === state) {
+        clearTimeout(t)
+        actor.off('state', on)
+        resolve()
+      }
+    }
+    actor.on('state', on)
+  })
+}
+
+/** Polls `cond` on the event loop (no fixed sleeps) until true; bounded by `ms` of real time. */
+export async function until(cond: () => boolean, ms = 5000, what = 'condition'): Promise<void> {
+  const end = Date.now() + ms
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setImmediate(r))
+  }
+}
+
+/** True if the promise is already settled after the current microtasks drain (no timers, no I/O). */
+export async function settledNow(p: Promise<unknown>): Promise<boolean> {
+  let settled = false
+  p.then(
+    () => {
+      settled = true
+    },
+    () => {
+      settled = true
+    },
+  )
+  for (let i = 0; i < 5; i++) await Promise.resolve()
+  return settled
+}
