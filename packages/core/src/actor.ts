@@ -1,14 +1,12 @@
-import { randomBytes } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 import { connect as netConnect, type Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
-import { type AuthenticationType, Client, type ClientChannel, type NextAuthHandler } from 'ssh2'
+import { Client, type ClientChannel } from 'ssh2'
 import { type BackoffOptions, backoffDelay, verifyBackoff } from './backoff.js'
 import { type Clock, systemClock, type TimerHandle } from './clock.js'
 import type { DialGate, DialOutcome, DialSlot } from './dial-gate.js'
 import {
   AbortedError,
-  AuthFailedError,
   ChannelOpenError,
   ClosedError,
   ConnectError,
@@ -24,6 +22,7 @@ import {
   QueueFullError,
   TimeoutError,
 } from './errors.js'
+import { type AuthState, createAuthState } from './trust/keys.js'
 import type { ActorState, HostKeyVerdict, HostKeyVerifier, HostStatus, HostTarget, Identity } from './types.js'
 
 /** Opens the byte stream an SSH connection runs over: TCP by default, a jump host's channel for ProxyJump. */
@@ -193,7 +192,7 @@ export class HostActor extends EventEmitter<HostActorEvents> {
   }
 
   /** Fail fast unless ready. The error carries the state and the next retry time. */
-  notReady(): NotReadyError {
+  notReady(): KayError {
     const details: Record<string, unknown> = { state: this.#state }
     if (this.#nextRetryAt !== undefined) details.nextRetryAt = this.#nextRetryAt
     if (this.#lastError) details.lastError = this.#lastError.code
@@ -255,7 +254,7 @@ export class HostActor extends EventEmitter<HostActorEvents> {
     const client = new Client()
     this.#client = client
     let verdict: HostKeyVerdict | undefined
-    const auth = authState(this.#opts.identity)
+    const auth = createAuthState(this.#opts.identity)
     let firstError: unknown
     let sawBanner = false
 
@@ -317,7 +316,7 @@ export class HostActor extends EventEmitter<HostActorEvents> {
       client.connect({
         sock,
         username: this.#opts.identity.username,
-        authHandler: auth.handler,
+        authHandler: auth.authHandler,
         hostVerifier: hostVerifier as never,
         readyTimeout: 0, // the actor's own deadline covers TCP + kex + auth as a whole
         keepaliveInterval: 0, // ssh2's keepalive is replaced by the idle-only probe below
@@ -805,59 +804,10 @@ function classifyHandshakeError(
     )
   }
   const level = (err as { level?: string } | undefined)?.level
-  if (level === 'client-authentication') {
-    return new AuthFailedError(
-      `${host}: authentication failed (server offers: ${auth.methodsOffered.join(',') || 'none'}; tried: ${
-        auth.keysTried.join(', ') || 'no keys'
-      })`,
-      { host, details: { methodsOffered: auth.methodsOffered, keysTried: auth.keysTried } },
-    )
-  }
+  if (level === 'client-authentication') return auth.toError(host)
   return new ConnectError(`${host}: handshake failed: ${err === undefined ? 'connection closed' : errMessage(err)}`, {
     host,
     cause: err,
     details: level ? { level } : undefined,
   })
-}
-
-interface AuthState {
-  handler: (methodsLeft: AuthenticationType[], partial: boolean, next: NextAuthHandler) => void
-  methodsOffered: string[]
-  keysTried: string[]
-}
-
-/**
- * Public key only: each parsed key (signed with ssh2's cached key object), then the agent. Never password or
- * keyboard-interactive, whatever the server offers.
- */
-export function authState(identity: Identity): AuthState {
-  const state: AuthState = { methodsOffered: [], keysTried: [], handler: () => {} }
-  let i = 0
-  let agentTried = false
-  state.handler = (methodsLeft, _partial, next) => {
-    if (Array.isArray(methodsLeft)) state.methodsOffered = methodsLeft.slice()
-    if (methodsLeft && !methodsLeft.includes('publickey')) {
-      next(false as never)
-      return
-    }
-    const k = identity.keys[i++]
-    if (k) {
-      state.keysTried.push(k.source)
-      next({ type: 'publickey', username: identity.username, key: k.key } as never)
-      return
-    }
-    if (identity.agent && !agentTried) {
-      agentTried = true
-      state.keysTried.push(`agent:${identity.agent}`)
-      next({ type: 'agent', username: identity.username, agent: identity.agent } as never)
-      return
-    }
-    next(false as never)
-  }
-  return state
-}
-
-/** A random per-channel token (16 hex chars) for the collection stream's frame ends. */
-export function randomToken(): string {
-  return randomBytes(8).toString('hex')
 }

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Prepare this machine for kay's real-OpenSSH test tier (packages/core/src/testing/sshd.ts).
+#
+# Idempotent: safe to run again. It installs openssh-server (plus procps for `ps` and iproute2 for `ss`),
+# makes the privilege-separation directory, and creates the dedicated login user `kaytest`.
+# It never starts the system sshd service and never touches /etc/ssh/sshd_config: every test sshd runs
+# with its own config from a temp dir.
+set -euo pipefail
+
+TEST_USER=kaytest
+TEST_HOME=/home/${TEST_USER}
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "setup-sshd.sh: must run as root (apt-get, useradd)" >&2
+  exit 1
+fi
+
+missing=()
+[[ -x /usr/sbin/sshd ]] || missing+=(openssh-server)
+[[ -x /usr/bin/ssh-keygen ]] || missing+=(openssh-client)
+command -v ps >/dev/null 2>&1 || missing+=(procps)
+command -v ss >/dev/null 2>&1 || missing+=(iproute2)
+if [[ ${#missing[@]} -gt 0 ]]; then
+  export DEBIAN_FRONTEND=noninteractive
+  # policy-rc.d 101 keeps the package's postinst from starting the system sshd service.
+  policy=/usr/sbin/policy-rc.d
+  created_policy=0
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 0755 "$policy"
+    created_policy=1
+  fi
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  if [[ $created_policy -eq 1 ]]; then rm -f "$policy"; fi
+fi
+
+# Privilege separation: sshd refuses to start without it (it is normally made by the service unit).
+install -d -m 0755 /run/sshd
+
+if ! id -u "$TEST_USER" >/dev/null 2>&1; then
+  # No skeleton: .bashrc/.profile would cost CPU on every session; the login shell is dash.
+  useradd --no-create-home --home-dir "$TEST_HOME" --shell /bin/sh "$TEST_USER"
+fi
+# Re-assert the settings every time, so a user made some other way ends up the same.
+IFS=: read -r _ _ _ _ _ home shell < <(getent passwd "$TEST_USER")
+if [[ $shell != /bin/sh || $home != "$TEST_HOME" ]]; then usermod --shell /bin/sh --home "$TEST_HOME" "$TEST_USER"; fi
+# With `UsePAM no`, sshd rejects accounts whose password field starts with `!` (useradd's "locked" default)
+# as locked; `*` means "no password can match" but the account is usable with keys.
+if [[ $(getent shadow "$TEST_USER" | cut -d: -f2) != '*' ]]; then usermod --password '*' "$TEST_USER"; fi
+install -d -m 0755 -o "$TEST_USER" -g "$(id -gn "$TEST_USER")" "$TEST_HOME"
+rm -f "$TEST_HOME/.profile" "$TEST_HOME/.bashrc" "$TEST_HOME/.bash_profile" "$TEST_HOME/.bash_logout"
+# No motd / last-login lines on interactive sessions.
+touch "$TEST_HOME/.hushlogin"
+chown "$TEST_USER:$(id -gn "$TEST_USER")" "$TEST_HOME/.hushlogin"
+
+echo "setup-sshd.sh: $(/usr/sbin/sshd -V 2>&1 | head -n1); user ${TEST_USER} ready (shell /bin/sh, home ${TEST_HOME})"

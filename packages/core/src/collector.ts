@@ -1,0 +1,320 @@
+import type { ClientChannel } from 'ssh2'
+import type { HostActor } from './actor.js'
+import { backoffDelay } from './backoff.js'
+import { type Clock, systemClock, type TimerHandle } from './clock.js'
+import { KayError, ParseError, StreamError, TimeoutError } from './errors.js'
+import {
+  COLLECT_COMMAND,
+  computeMetrics,
+  DETAIL_COMMAND,
+  FrameDecoder,
+  parseDetail,
+  parseSample,
+  parseSections,
+  type RawSample,
+  randomStreamToken,
+  type StreamFlavour,
+  streamCommand,
+  streamRequest,
+} from './metrics/index.js'
+import type { HostDetail, HostMetrics } from './metrics/types.js'
+import type { CollectMode } from './types.js'
+
+export type CollectPreference = 'stream' | 'exec'
+
+export interface CollectorOptions {
+  /** `stream` (default): a persistent collection channel, falling back to exec per host; `exec`: a new channel per tick. */
+  mode?: CollectPreference
+  clock?: Clock
+  random?: () => number
+  /** Stream flavours to probe, cheapest first. Default bash, perl, sh. */
+  flavours?: StreamFlavour[]
+  /** Ask for the `df` section every Nth stream request (df forks on the host). Default 12. */
+  dfEvery?: number
+  /** Longest wait for a stream frame before falling back to exec for the tick, ms. Default 2000. */
+  streamTimeoutMs?: number
+  /** Largest accepted frame / exec output, bytes. Default 256 KiB. */
+  maxFrameBytes?: number
+  /** Stream re-open backoff window base and cap, ms. Defaults 5 s and 5 min. */
+  reopenBaseMs?: number
+  reopenCapMs?: number
+}
+
+const DEFAULT_FLAVOURS: StreamFlavour[] = ['bash', 'perl', 'sh']
+
+interface OpenStream {
+  channel: ClientChannel
+  decoder: FrameDecoder
+  flavour: StreamFlavour
+  seq: number
+  pending?: { seq: number; resolve: (body: string) => void; reject: (err: KayError) => void } | undefined
+}
+
+/**
+ * Collects one host's metrics on its actor's pooled connection. In stream mode, one long-lived exec channel
+ * runs a small loop (docs/collection-protocol.md); each tick is one request line and one frame back, so the
+ * host forks nothing per tick. The flavour is probed once per connection, in the background; until a stream
+ * is up (or when it fails) the tick is collected with a new exec channel, so no tick is lost.
+ */
+export class HostCollector {
+  readonly #actor: HostActor
+  readonly #clock: Clock
+  readonly #random: () => number
+  readonly #pref: CollectPreference
+  readonly #flavours: StreamFlavour[]
+  readonly #dfEvery: number
+  readonly #streamTimeoutMs: number
+  readonly #maxFrameBytes: number
+  readonly #reopenBaseMs: number
+  readonly #reopenCapMs: number
+
+  #prev: RawSample | undefined
+  #prevDetail: RawSample | undefined
+  #lastFsPct: number | undefined
+  #stream: OpenStream | undefined
+  #probing = false
+  #streamFailures = 0
+  #reopenAt = 0
+  #reopenTimer: TimerHandle | undefined
+  #mode: CollectMode | undefined
+  #closed = false
+  /** Frames dropped as stale, forged or unexpected (never attributed to a tick). */
+  droppedFrames = 0
+
+  constructor(actor: HostActor, opts: CollectorOptions = {}) {
+    this.#actor = actor
+    this.#clock = opts.clock ?? systemClock
+    this.#random = opts.random ?? Math.random
+    this.#pref = opts.mode ?? 'stream'
+    this.#flavours = opts.flavours ?? DEFAULT_FLAVOURS
+    this.#dfEvery = opts.dfEvery ?? 12
+    this.#streamTimeoutMs = opts.streamTimeoutMs ?? 2000
+    this.#maxFrameBytes = opts.maxFrameBytes ?? 256 * 1024
+    this.#reopenBaseMs = opts.reopenBaseMs ?? 5000
+    this.#reopenCapMs = opts.reopenCapMs ?? 300_000
+    actor.on('state', (s) => {
+      if (s.state !== 'ready') this.#dropStream()
+    })
+  }
+
+  /** How the last tick was collected (undefined before the first). */
+  get mode(): CollectMode | undefined {
+    return this.#mode
+  }
+
+  /**
+   * One tick: metrics now (CPU % and rates against the previous sample). Rejects at once with KAY_NOT_READY when
+   * the connection is down, KAY_PARSE_ERROR when the host's output does not parse, KAY_TIMEOUT past `timeoutMs`.
+   */
+  async collect(timeoutMs = 10_000): Promise<HostMetrics> {
+    if (this.#actor.state !== 'ready') throw this.#actor.notReady()
+    const started = this.#clock.now()
+    let text: string | undefined
+    const s = this.#stream
+    if (s && !s.pending) {
+      try {
+        text = await this.#request(s, Math.min(this.#streamTimeoutMs, Math.max(1, Math.floor(timeoutMs / 2))))
+        this.#mode = `stream-${s.flavour}`
+        this.#streamFailures = 0
+      } catch {
+        // The stream failed this tick: it is closed; the tick falls back to exec and the stream reopens later.
+        this.#streamFailed()
+      }
+    }
+    if (text === undefined) {
+      const left = timeoutMs - (this.#clock.now() - started)
+      if (left <= 0) throw new TimeoutError(`${this.#actor.id}: collection timed out`, { host: this.#actor.id })
+      const r = await this.#actor.run(COLLECT_COMMAND, { timeoutMs: left, maxOutputBytes: this.#maxFrameBytes })
+      text = r.stdout
+      this.#mode = 'exec'
+      this.#maybeOpenStream()
+    }
+    return this.#toMetrics(text)
+  }
+
+  /** Drill-in detail on a new channel of the same connection (no second handshake). */
+  async detail(timeoutMs = 10_000): Promise<HostDetail> {
+    const r = await this.#actor.run(DETAIL_COMMAND, { timeoutMs, maxOutputBytes: 1024 * 1024 })
+    const at = this.#clock.now()
+    return this.#forHost(() => {
+      const sections = parseSections(r.stdout)
+      const detail = parseDetail(sections, this.#prevDetail ?? this.#prev, at)
+      this.#prevDetail = parseSample(sections, at)
+      return detail
+    })
+  }
+
+  /** Parse errors name the host they came from. */
+  #forHost<T>(fn: () => T): T {
+    try {
+      return fn()
+    } catch (err) {
+      if (err instanceof KayError && err.host === undefined) {
+        throw new ParseError(err.message, { host: this.#actor.id, details: err.details })
+      }
+      throw err
+    }
+  }
+
+  #toMetrics(text: string): HostMetrics {
+    const at = this.#clock.now()
+    const sample = this.#forHost(() => parseSample(parseSections(text), at))
+    const m = computeMetrics(this.#prev, sample)
+    this.#prev = sample
+    if (m.rootFsUsedPct !== undefined) this.#lastFsPct = m.rootFsUsedPct
+    else if (this.#lastFsPct !== undefined) m.rootFsUsedPct = this.#lastFsPct
+    return m
+  }
+
+  #request(s: OpenStream, timeoutMs: number): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const seq = ++s.seq
+      const timer = this.#clock.setTimeout(() => {
+        if (s.pending?.seq !== seq) return
+        s.pending = undefined
+        reject(new TimeoutError(`${this.#actor.id}: stream frame ${seq} not complete in ${timeoutMs} ms`))
+      }, timeoutMs)
+      s.pending = {
+        seq,
+        resolve: (body) => {
+          this.#clock.clearTimeout(timer)
+          resolve(body)
+        },
+        reject: (err) => {
+          this.#clock.clearTimeout(timer)
+          reject(err)
+        },
+      }
+      s.decoder.expect(seq)
+      const wantDf = seq === 1 || seq % this.#dfEvery === 0
+      s.channel.write(streamRequest(seq, wantDf))
+    })
+  }
+
+  #maybeOpenStream(): void {
+    if (this.#pref !== 'stream' || this.#stream || this.#probing || this.#closed) return
+    if (this.#clock.now() < this.#reopenAt) return
+    if (!this.#actor.reserveChannel()) return
+    this.#probing = true
+    void this.#probe().finally(() => {
+      this.#probing = false
+    })
+  }
+
+  async #probe(): Promise<void> {
+    for (const flavour of this.#flavours) {
+      if (this.#closed || this.#actor.state !== 'ready') break
+      const s = await this.#open(flavour).catch(() => undefined)
+      if (!s) continue
+      try {
+        await this.#request(s, this.#streamTimeoutMs * 2)
+        if (this.#closed || this.#actor.state !== 'ready') {
+          s.channel.close()
+          break
+        }
+        this.#stream = s
+        return
+      } catch {
+        try {
+          s.channel.close()
+        } catch {}
+      }
+    }
+    // No flavour works on this host now: exec per tick, and try again later.
+    this.#actor.releaseReservedChannel()
+    this.#scheduleReopen()
+  }
+
+  #open(flavour: StreamFlavour): Promise<OpenStream> {
+    const token = randomStreamToken()
+    return this.#actor.openExec(streamCommand(flavour, token)).then((channel) => {
+      const s: OpenStream = {
+        channel,
+        flavour,
+        seq: 0,
+        decoder: new FrameDecoder({ token, maxFrameBytes: this.#maxFrameBytes }),
+      }
+      channel.on('data', (chunk: Buffer) => {
+        let frames: Array<{ seq: number; body: string }>
+        try {
+          frames = s.decoder.push(chunk)
+        } catch (err) {
+          const p = s.pending
+          s.pending = undefined
+          p?.reject(err instanceof KayError ? err : new StreamError(String(err), { host: this.#actor.id }))
+          try {
+            channel.close()
+          } catch {}
+          return
+        }
+        for (const f of frames) {
+          const p = s.pending
+          if (p && p.seq === f.seq) {
+            s.pending = undefined
+            p.resolve(f.body)
+          } else {
+            this.droppedFrames++
+          }
+        }
+      })
+      channel.stderr.resume()
+      channel.on('close', () => {
+        const p = s.pending
+        s.pending = undefined
+        p?.reject(new StreamError(`${this.#actor.id}: collection stream (${flavour}) closed`, { host: this.#actor.id }))
+        if (this.#stream === s) {
+          this.#stream = undefined
+          this.#actor.releaseReservedChannel()
+          this.#streamFailures++
+          this.#scheduleReopen()
+        }
+      })
+      return s
+    })
+  }
+
+  #streamFailed(): void {
+    const s = this.#stream
+    if (!s) return
+    this.#stream = undefined
+    this.#actor.releaseReservedChannel()
+    this.#streamFailures++
+    try {
+      s.channel.close()
+    } catch {}
+    this.#scheduleReopen()
+  }
+
+  #scheduleReopen(): void {
+    const delay = Math.max(
+      1,
+      backoffDelay(this.#streamFailures, { baseMs: this.#reopenBaseMs, capMs: this.#reopenCapMs }, this.#random),
+    )
+    this.#reopenAt = this.#clock.now() + delay
+  }
+
+  #dropStream(): void {
+    const s = this.#stream
+    this.#stream = undefined
+    this.#prev = undefined
+    this.#streamFailures = 0
+    this.#reopenAt = 0
+    if (s) {
+      const p = s.pending
+      s.pending = undefined
+      p?.reject(this.#actor.notReady())
+    }
+    this.#clock.clearTimeout(this.#reopenTimer)
+  }
+
+  close(): void {
+    this.#closed = true
+    const s = this.#stream
+    this.#dropStream()
+    if (s) {
+      try {
+        s.channel.close()
+      } catch {}
+    }
+  }
+}

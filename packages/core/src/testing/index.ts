@@ -1,0 +1,28 @@
+/**
+ * Test-only helpers (the `@kay/core/testing` entry): real OpenSSH sshd instances and fleets on loopback.
+ * Nothing in the product imports this.
+ */
+export { Cgroup, cgroupRoot } from './cgroup.js'
+export { descendantsOf, isAlive, type ProcessInfo, processTable, pssKb } from './procs.js'
+export {
+  type ClientKey,
+  FLEET_START_CONCURRENCY,
+  type FleetOptions,
+  fingerprintOf,
+  fleetAddress,
+  isLoopbackAddress,
+  makeClientKey,
+  type RestartOptions,
+  requireSshd,
+  SSH_KEYGEN_PATH,
+  SSHD_LOG,
+  SSHD_PATH,
+  SSHD_TEST_USER,
+  type SshdFleet,
+  type SshdOptions,
+  SshdServer,
+  sshdAvailable,
+  sshdVersion,
+  startSshd,
+  startSshdFleet,
+} from './sshd.js'

@@ -1,0 +1,149 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { HostActor } from '../src/actor.js'
+import { type CollectorOptions, HostCollector } from '../src/collector.js'
+import { LocalDialGate } from '../src/dial-gate.js'
+import { type SimFleet, startSimFleet } from '../src/sim/index.js'
+import type { Identity } from '../src/types.js'
+import { clientIdentity, memoryVerifier, until, waitForState } from './support/fixtures.js'
+
+let fleet: SimFleet
+let identity: Identity
+const open: Array<{ a: HostActor; c: HostCollector }> = []
+
+beforeAll(async () => {
+  const c = clientIdentity()
+  identity = c.identity
+  fleet = await startSimFleet({
+    hosts: 6,
+    authorizedKeys: [c.publicKey],
+    hostOverrides: {
+      1: { streamFlavours: ['sh'] },
+      2: { streamFlavours: [] },
+      3: { streamFault: 'forge-token' },
+      4: { streamFault: 'split-marker' },
+    },
+  })
+})
+afterAll(() => fleet.close())
+afterEach(async () => {
+  for (const { a, c } of open.splice(0)) {
+    c.close()
+    await a.close()
+  }
+})
+
+async function collectorFor(i: number, opts: CollectorOptions = {}) {
+  const h = fleet.hosts[i]!
+  const a = new HostActor({
+    target: { id: h.name, hostname: h.host, port: h.port, user: 'kay' },
+    identity,
+    verifier: memoryVerifier(),
+    dialGate: new LocalDialGate(),
+  })
+  const c = new HostCollector(a, { streamTimeoutMs: 1000, ...opts })
+  open.push({ a, c })
+  a.start()
+  await waitForState(a, 'ready')
+  return { a, c }
+}
+
+async function settleStream(c: HostCollector, ticks = 6): Promise<void> {
+  for (let i = 0; i < ticks; i++) {
+    await c.collect()
+    if (c.mode?.startsWith('stream')) return
+    await new Promise((r) => setTimeout(r, 20))
+  }
+}
+
+describe('HostCollector', () => {
+  it('collects over a persistent stream: no new channel per tick after the first', async () => {
+    const { c } = await collectorFor(0)
+    const first = await c.collect()
+    expect(c.mode).toBe('exec') // the first tick never waits for the stream probe
+    expect(first.cpuPct).toBeUndefined()
+    await settleStream(c)
+    expect(c.mode).toBe('stream-bash')
+    const ch0 = fleet.host(0).stats().channelsOpened
+    let m = await c.collect()
+    for (let i = 0; i < 20; i++) m = await c.collect()
+    // /proc jiffies tick at 100 Hz: give the simulated counters a few ticks to move before the CPU % sample.
+    await new Promise((r) => setTimeout(r, 30))
+    m = await c.collect()
+    expect(fleet.host(0).stats().channelsOpened).toBe(ch0)
+    expect(m.cpuPct).toBeGreaterThanOrEqual(0)
+    expect(m.cpuPct).toBeLessThanOrEqual(100)
+    expect(m.memTotalBytes).toBeGreaterThan(0)
+    expect(m.rootFsUsedPct).toBeGreaterThan(0)
+  })
+
+  it('uses the sh loop on a host without bash or perl', async () => {
+    const { c } = await collectorFor(1)
+    await settleStream(c)
+    expect(c.mode).toBe('stream-sh')
+  })
+
+  it('falls back to exec per tick on a host where every stream flavour fails', async () => {
+    const { c } = await collectorFor(2)
+    for (let i = 0; i < 4; i++) {
+      await c.collect()
+      expect(c.mode).toBe('exec')
+    }
+  })
+
+  it('drops forged frames, never attributing them to a tick, and still reports the tick', async () => {
+    const { c } = await collectorFor(3)
+    for (let i = 0; i < 4; i++) {
+      const m = await c.collect()
+      expect(m.memTotalBytes).toBeGreaterThan(0)
+      expect(c.mode).toBe('exec')
+    }
+  })
+
+  it('reassembles an end marker split across chunks', async () => {
+    const { c } = await collectorFor(4)
+    await settleStream(c)
+    expect(c.mode).toBe('stream-bash')
+    expect((await c.collect()).load1).toBeGreaterThanOrEqual(0)
+  })
+
+  it('falls back to exec for the tick when the stream stalls, then reopens it later', async () => {
+    const { c } = await collectorFor(5, { reopenBaseMs: 1, reopenCapMs: 1 })
+    await settleStream(c)
+    expect(c.mode).toBe('stream-bash')
+    fleet.setFault(5, { streamFault: 'stall' })
+    const m = await c.collect(4000)
+    expect(m.memTotalBytes).toBeGreaterThan(0)
+    expect(c.mode).toBe('exec')
+    fleet.setFault(5, { streamFault: 'none' })
+    await until(() => c.mode === 'exec', 100)
+    await settleStream(c, 20)
+    expect(c.mode).toBe('stream-bash')
+  })
+
+  it('gives a typed parse error for garbage /proc content, for that host only', async () => {
+    const { c } = await collectorFor(0, { mode: 'exec' })
+    fleet.setFault(0, { procFault: 'binary' })
+    try {
+      await expect(c.collect()).rejects.toMatchObject({ code: 'KAY_PARSE_ERROR', host: fleet.hosts[0]!.name })
+    } finally {
+      fleet.setFault(0, { procFault: 'none' })
+    }
+    expect((await c.collect()).memTotalBytes).toBeGreaterThan(0)
+  })
+
+  it('answers NotReady at once when the connection is down', async () => {
+    const { a, c } = await collectorFor(0)
+    await a.close()
+    await expect(c.collect()).rejects.toMatchObject({ code: 'KAY_CLOSED' })
+  })
+
+  it('drills in on a new channel of the same connection', async () => {
+    const { a, c } = await collectorFor(0)
+    await c.collect()
+    const d = await c.detail()
+    expect(d.processes.length).toBeGreaterThan(0)
+    expect(d.filesystems.length).toBeGreaterThan(0)
+    expect(d.perCpuPct.length).toBe(d.metrics.cpus)
+    expect(a.status().handshakes).toBe(1)
+  })
+})

@@ -1,0 +1,44 @@
+import { type Identity, KeyInvalidError, KnownHostsStore, loadIdentity } from '@kay/core'
+import ssh2 from 'ssh2'
+import type { ShardWorkerData } from './protocol.js'
+import type { ShardDeps } from './shard.js'
+import { SharedDialGate } from './shared-dial-gate.js'
+
+/** Parse the identity once (per shard, or once in the supervisor to fail fast on a bad key). */
+export async function buildIdentity(cfg: ShardWorkerData['config']['identity']): Promise<Identity> {
+  const inline = (cfg.keys ?? []).map((text, i) => {
+    const parsed = ssh2.utils.parseKey(text)
+    const key = Array.isArray(parsed) ? parsed[0] : parsed
+    if (!key || key instanceof Error) {
+      throw new KeyInvalidError(`inline key #${i + 1}: ${key instanceof Error ? key.message : 'no key found'}`)
+    }
+    return { key, source: `inline key #${i + 1}` }
+  })
+  const fromFiles =
+    cfg.keyFiles.length > 0 || inline.length === 0
+      ? await loadIdentity({
+          username: cfg.username,
+          identityFiles: cfg.keyFiles,
+          ...(cfg.agent === undefined ? {} : { agent: cfg.agent }),
+        })
+      : { username: cfg.username, keys: [] }
+  const identity: Identity = { username: cfg.username, keys: [...inline, ...fromFiles.keys] }
+  const agent = 'agent' in fromFiles ? fromFiles.agent : cfg.agent
+  if (agent !== undefined && agent !== 'none') identity.agent = agent
+  return identity
+}
+
+/** What a shard needs from its thread's point of view: the shared gate, the identity and the pin store. */
+export async function createShardDeps(data: ShardWorkerData): Promise<ShardDeps> {
+  const { config } = data
+  return {
+    gate: new SharedDialGate(data.gateBuffer, data.shardIndex),
+    identity: await buildIdentity(config.identity),
+    verifier: new KnownHostsStore({
+      path: config.trust.knownHostsPath,
+      userFiles: config.trust.extraKnownHosts,
+      globalFiles: [],
+      policy: config.trust.policy,
+    }),
+  }
+}

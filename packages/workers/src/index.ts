@@ -1,0 +1,22 @@
+/**
+ * @kay/workers — the fleet supervisor: kay's public embedding API.
+ */
+export { CLUSTER_SALT, hostHash, inShard, parseShardSpec, type ShardSpec, shardOf } from './hash.js'
+export type {
+  HostCollectResult,
+  HostExecResult,
+  RunOptionsWire as RunOptions,
+  RunResultWire as RunResult,
+  ShardConfig,
+} from './protocol.js'
+export { SharedDialGate } from './shared-dial-gate.js'
+export {
+  type CollectResultEntry,
+  type CollectTick,
+  type ExecResult,
+  type HostRunner,
+  Supervisor,
+  type SupervisorEvents,
+  type SupervisorOptions,
+  type SupervisorStats,
+} from './supervisor.js'

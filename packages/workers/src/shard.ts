@@ -1,0 +1,315 @@
+/**
+ * The shard: a worker thread hosting many HostActors. It answers the supervisor's batched requests (one
+ * `collect` per tick, one reply with all its hosts) and coalesces host events per short window.
+ *
+ * `runShard` is transport-agnostic (it takes a port-like object) so tests can run a shard in-thread;
+ * `shard-worker.ts` is the thread entry that binds it to `parentPort`.
+ */
+import {
+  type Connector,
+  type DialGate,
+  HostActor,
+  HostCollector,
+  type HostKeyVerifier,
+  type HostStatus,
+  type HostTarget,
+  type Identity,
+  tcpConnector,
+  toKayError,
+  UnknownHostError,
+} from '@kay/core'
+import type {
+  HostCollectResult,
+  HostEvent,
+  HostExecResult,
+  RunOptionsWire,
+  ShardConfig,
+  ShardMessage,
+  ShardRequest,
+  ShardStats,
+} from './protocol.js'
+
+export interface ShardPort {
+  postMessage(msg: ShardMessage): void
+}
+
+export interface ShardDeps {
+  gate: DialGate
+  identity: Identity
+  verifier: HostKeyVerifier
+}
+
+/** Bound on commands in flight per shard for `exec` across hosts (each connection also caps its channels). */
+const EXEC_CONCURRENCY = 512
+/** exec results are flushed when this many are pending, or at the event window. */
+const EXEC_BATCH = 200
+
+interface Entry {
+  actor: HostActor
+  collector: HostCollector
+}
+
+export class Shard {
+  readonly #port: ShardPort
+  readonly #config: ShardConfig
+  readonly #deps: ShardDeps
+  readonly #hosts = new Map<string, Entry>()
+  /** ProxyJump hops, shared by every host behind them (one pooled connection per jump host). */
+  readonly #jumps = new Map<string, HostActor>()
+  readonly #pendingEvents = new Map<string, HostEvent>()
+  readonly #pendingPins: HostEvent[] = []
+  #eventTimer: ReturnType<typeof setTimeout> | undefined
+  #stopping = false
+
+  constructor(port: ShardPort, config: ShardConfig, deps: ShardDeps) {
+    this.#port = port
+    this.#config = config
+    this.#deps = deps
+  }
+
+  add(targets: HostTarget[]): void {
+    if (this.#stopping) return
+    for (const t of targets) {
+      if (this.#hosts.has(t.id)) continue
+      const actor = this.#makeActor(t, this.#connectorFor(t))
+      const collector = new HostCollector(actor, {
+        mode: this.#config.collect.mode,
+        dfEvery: this.#config.collect.dfEvery,
+      })
+      this.#hosts.set(t.id, { actor, collector })
+      actor.start()
+    }
+  }
+
+  async remove(ids: string[]): Promise<void> {
+    await Promise.all(
+      ids.map((id) => {
+        const e = this.#hosts.get(id)
+        if (!e) return undefined
+        this.#hosts.delete(id)
+        this.#pendingEvents.delete(id)
+        e.collector.close()
+        return e.actor.close()
+      }),
+    )
+  }
+
+  #makeActor(t: HostTarget, connector: Connector): HostActor {
+    const a = this.#config.actor
+    const actor = new HostActor({
+      target: t,
+      identity: this.#deps.identity,
+      verifier: this.#deps.verifier,
+      dialGate: this.#deps.gate,
+      connector,
+      backoff: a.backoff,
+      handshakeTimeoutMs: t.connectTimeoutMs ?? a.handshakeTimeoutMs,
+      keepaliveIntervalMs: t.keepaliveIntervalMs ?? a.keepaliveIntervalMs,
+      probeDeadlineMs: a.probeDeadlineMs,
+      maxChannels: a.maxChannels,
+    })
+    actor.on('state', (status) => this.#queueEvent({ kind: 'state', status }))
+    actor.on('pinned', (p) => this.#queuePin({ kind: 'pinned', host: p.id, fingerprint: p.fingerprint }))
+    return actor
+  }
+
+  /** TCP, or through the last ProxyJump hop's pooled connection (each hop started on first use). */
+  #connectorFor(t: HostTarget): Connector {
+    const chain = t.jump
+    if (!chain || chain.length === 0) return tcpConnector
+    let hop: HostActor | undefined
+    for (const j of chain) {
+      const key = `${j.user}@${j.hostname}:${j.port}`
+      let actor = this.#jumps.get(key)
+      if (!actor) {
+        const prev = hop
+        const conn: Connector = prev ? (target) => prev.forwardOut(target.hostname, target.port) : tcpConnector
+        actor = this.#makeActor({ ...j, id: `jump:${key}` }, conn)
+        this.#jumps.set(key, actor)
+        actor.start()
+      }
+      hop = actor
+    }
+    const last = hop!
+    return (target) => last.forwardOut(target.hostname, target.port)
+  }
+
+  #queueEvent(e: HostEvent & { kind: 'state' }): void {
+    if (this.#stopping) return
+    this.#pendingEvents.set(e.status.id, e)
+    this.#armEvents()
+  }
+
+  #queuePin(e: HostEvent): void {
+    this.#pendingPins.push(e)
+    this.#armEvents()
+  }
+
+  #armEvents(): void {
+    if (this.#eventTimer) return
+    this.#eventTimer = setTimeout(() => this.#flushEvents(), this.#config.eventWindowMs)
+  }
+
+  #flushEvents(): void {
+    this.#eventTimer = undefined
+    if (this.#pendingEvents.size === 0 && this.#pendingPins.length === 0) return
+    const events = [...this.#pendingPins.splice(0), ...this.#pendingEvents.values()]
+    this.#pendingEvents.clear()
+    this.#port.postMessage({ type: 'events', events })
+  }
+
+  async collect(id: number, timeoutMs: number): Promise<void> {
+    const results = await Promise.all(
+      [...this.#hosts.values()].map(async ({ actor, collector }): Promise<HostCollectResult> => {
+        try {
+          const metrics = await collector.collect(timeoutMs)
+          const r: HostCollectResult = { host: actor.id, status: actor.status(), metrics }
+          if (collector.mode) r.collectMode = collector.mode
+          return r
+        } catch (err) {
+          const r: HostCollectResult = {
+            host: actor.id,
+            status: actor.status(),
+            error: toKayError(err, actor.id).toJSON(),
+          }
+          if (collector.mode) r.collectMode = collector.mode
+          return r
+        }
+      }),
+    )
+    this.#port.postMessage({ type: 'collect-result', id, results })
+  }
+
+  async run(id: number, host: string, command: string, opts: RunOptionsWire): Promise<void> {
+    const e = this.#hosts.get(host)
+    if (!e) {
+      this.#port.postMessage({ type: 'run-result', id, host, error: unknownHost(host) })
+      return
+    }
+    try {
+      const result = await e.actor.run(command, opts)
+      this.#port.postMessage({ type: 'run-result', id, host, result })
+    } catch (err) {
+      this.#port.postMessage({ type: 'run-result', id, host, error: toKayError(err, host).toJSON() })
+    }
+  }
+
+  async exec(req: ShardRequest & { type: 'exec' }): Promise<void> {
+    let pending: HostExecResult[] = []
+    let flushTimer: ReturnType<typeof setTimeout> | undefined
+    const flush = (done: boolean) => {
+      if (flushTimer) clearTimeout(flushTimer)
+      flushTimer = undefined
+      const items = pending
+      pending = []
+      if (items.length > 0 || done) this.#port.postMessage({ type: 'exec-items', id: req.id, items, done })
+    }
+    const push = (item: HostExecResult) => {
+      pending.push(item)
+      if (pending.length >= EXEC_BATCH) flush(false)
+      else if (!flushTimer) flushTimer = setTimeout(() => flush(false), this.#config.eventWindowMs)
+    }
+    let next = 0
+    const worker = async () => {
+      while (next < req.hosts.length) {
+        const host = req.hosts[next++]!
+        const e = this.#hosts.get(host)
+        if (!e) {
+          push({ host, error: unknownHost(host) })
+          continue
+        }
+        try {
+          push({ host, result: await e.actor.run(req.command, req.opts) })
+        } catch (err) {
+          push({ host, error: toKayError(err, host).toJSON() })
+        }
+      }
+    }
+    await Promise.all(Array.from({ length: Math.min(EXEC_CONCURRENCY, req.hosts.length) }, worker))
+    flush(true)
+  }
+
+  async detail(id: number, host: string, timeoutMs: number): Promise<void> {
+    const e = this.#hosts.get(host)
+    if (!e) {
+      this.#port.postMessage({ type: 'detail-result', id, host, error: unknownHost(host) })
+      return
+    }
+    try {
+      const detail = await e.collector.detail(timeoutMs)
+      this.#port.postMessage({ type: 'detail-result', id, host, detail })
+    } catch (err) {
+      this.#port.postMessage({ type: 'detail-result', id, host, error: toKayError(err, host).toJSON() })
+    }
+  }
+
+  status(id: number): void {
+    const statuses: HostStatus[] = []
+    const stats: ShardStats = { hosts: this.#hosts.size, byState: {}, handshakes: 0, droppedFrames: 0, byMode: {} }
+    for (const { actor, collector } of this.#hosts.values()) {
+      const s = actor.status()
+      if (collector.mode) s.collectMode = collector.mode
+      statuses.push(s)
+      stats.byState[s.state] = (stats.byState[s.state] ?? 0) + 1
+      stats.handshakes += s.handshakes
+      stats.droppedFrames += collector.droppedFrames
+      if (collector.mode) stats.byMode[collector.mode] = (stats.byMode[collector.mode] ?? 0) + 1
+    }
+    for (const j of this.#jumps.values()) stats.handshakes += j.status().handshakes
+    this.#port.postMessage({ type: 'status-result', id, statuses, stats })
+  }
+
+  /** Close every actor (in-flight work gets KAY_CLOSED), flush events, leave no timer behind. */
+  async stop(id: number): Promise<void> {
+    this.#stopping = true
+    if (this.#eventTimer) clearTimeout(this.#eventTimer)
+    this.#eventTimer = undefined
+    await this.remove([...this.#hosts.keys()])
+    await Promise.all([...this.#jumps.values()].map((j) => j.close()))
+    this.#jumps.clear()
+    const gate = this.#deps.gate as DialGate & { close?: () => void }
+    gate.close?.()
+    this.#port.postMessage({ type: 'stopped', id })
+  }
+
+  /** Dispatch one request. Never throws: every request with an id gets exactly one reply. */
+  handle(req: ShardRequest): void {
+    switch (req.type) {
+      case 'add':
+        this.add(req.hosts)
+        return
+      case 'remove':
+        void this.remove(req.ids)
+        return
+      case 'collect':
+        void this.collect(req.id, req.timeoutMs)
+        return
+      case 'run':
+        void this.run(req.id, req.host, req.command, req.opts)
+        return
+      case 'exec':
+        void this.exec(req)
+        return
+      case 'detail':
+        void this.detail(req.id, req.host, req.timeoutMs)
+        return
+      case 'status':
+        this.status(req.id)
+        return
+      case 'stop':
+        void this.stop(req.id)
+        return
+      case 'crash':
+        if (!this.#config.testHooks) return
+        if (req.how === 'exit') process.exit(70)
+        setImmediate(() => {
+          throw new Error('shard crash requested (test hook)')
+        })
+        return
+    }
+  }
+}
+
+function unknownHost(host: string) {
+  return new UnknownHostError(`${host}: not managed by this supervisor`, { host }).toJSON()
+}

@@ -1,0 +1,646 @@
+import { EventEmitter } from 'node:events'
+import { availableParallelism, homedir } from 'node:os'
+import { join } from 'node:path'
+import { Worker } from 'node:worker_threads'
+import {
+  ClosedError,
+  ConfigError,
+  DEFAULT_BACKOFF,
+  errorFromJSON,
+  type HostDetail,
+  type HostMetrics,
+  type HostStatus,
+  type HostTarget,
+  type KayError,
+  type SerializedError,
+  ShardRestartedError,
+  SupervisorFatalError,
+  TimeoutError,
+  UnknownHostError,
+  verifyBackoff,
+} from '@kay/core'
+import { buildIdentity } from './deps.js'
+import { shardOf } from './hash.js'
+import {
+  type HostCollectResult,
+  type HostExecResult,
+  PROTOCOL_VERSION,
+  type RunOptionsWire,
+  type RunResultWire,
+  type ShardConfig,
+  type ShardMessage,
+  type ShardRequest,
+  type ShardStats,
+  type ShardWorkerData,
+} from './protocol.js'
+import { SharedDialGate } from './shared-dial-gate.js'
+
+export interface SupervisorOptions {
+  /** The fleet. Ids must be unique; duplicates are collapsed (first wins). */
+  hosts: HostTarget[]
+  /** Worker shards. Default: available cores (min 1). */
+  threads?: number
+  /** Global cap on dials in flight across all shards. Default 16. */
+  dialCap?: number
+  /** Pushback governor (AIMD on server pushback). Default on. */
+  governor?: boolean
+  identity: ShardConfig['identity']
+  trust?: Partial<ShardConfig['trust']>
+  /** Keepalive: probe after `intervalMs` without inbound traffic; tear down if no reply within `probeDeadlineMs`. */
+  keepalive?: { intervalMs?: number; probeDeadlineMs?: number }
+  backoff?: Partial<ShardConfig['actor']['backoff']>
+  /** TCP connect + key exchange + auth, ms. Default 10000. */
+  handshakeTimeoutMs?: number
+  /** Channels in flight per connection. Default 4. */
+  maxChannels?: number
+  /** `stream` (default) or `exec`. */
+  collectMode?: 'stream' | 'exec'
+  /** Ask for df every Nth stream tick. Default 12. */
+  dfEvery?: number
+  /** Shard restart intensity: more than `intensity` restarts within `periodMs` stops the supervisor. Default 5 / 30 s. */
+  restart?: { intensity?: number; periodMs?: number }
+  /** Host event coalescing window, ms. Default 50. */
+  eventWindowMs?: number
+  /** Worker start deadline, ms. Default 30000. */
+  startTimeoutMs?: number
+  /** @internal Enables test hooks (crashing a shard on request). */
+  testHooks?: boolean
+}
+
+export interface CollectResultEntry {
+  host: string
+  status: HostStatus
+  metrics?: HostMetrics
+  error?: KayError
+  collectMode?: HostCollectResult['collectMode']
+}
+
+export interface CollectTick {
+  tick: number
+  startedAt: number
+  durationMs: number
+  /** Every host of the fleet, exactly once: metrics or a typed error. */
+  hosts: CollectResultEntry[]
+}
+
+export interface ExecResult {
+  host: string
+  result?: RunResultWire
+  error?: KayError
+}
+
+export interface SupervisorStats {
+  hosts: number
+  shards: number
+  byState: Record<string, number>
+  byMode: Record<string, number>
+  dialsInFlight: number
+  dialCap: number
+  effectiveDialCap: number
+  dialsWaiting: number
+  pressureEvents: number
+  handshakes: number
+  restarts: number
+  ticks: number
+  droppedFrames: number
+}
+
+/** A runner bound to one host: drill-in reuses that host's pooled connection. */
+export interface HostRunner {
+  readonly host: string
+  run(command: string, opts?: RunOptionsWire): Promise<RunResultWire>
+  detail(opts?: { timeoutMs?: number }): Promise<HostDetail>
+}
+
+export interface SupervisorEvents {
+  /** A host's connection state changed (coalesced per shard per event window). */
+  host: [HostStatus]
+  /** A host key was pinned on first use. */
+  pinned: [{ host: string; fingerprint: string }]
+  /** A shard worker died and was restarted. */
+  'shard-restart': [{ shard: number; code: number; restarts: number }]
+  /** Restart intensity exceeded: the supervisor stopped itself. */
+  fatal: [KayError]
+}
+
+type Pending = {
+  resolve: (m: ShardMessage) => void
+  reject: (e: KayError) => void
+  onItems?: (items: HostExecResult[], done: boolean) => void
+  hosts?: string[]
+}
+
+interface ShardHandle {
+  index: number
+  worker: Worker | undefined
+  hosts: Map<string, HostTarget>
+  pending: Map<number, Pending>
+  ready: Promise<void>
+  stats: ShardStats | undefined
+}
+
+const STOP_TIMEOUT_MS = 5000
+
+/**
+ * The fleet supervisor and kay's public embedding API. It owns W shard workers; each host lives in exactly one
+ * shard (a stable rendezvous hash of its id), so its actor and connection never move while the shard lives.
+ * Supervision is OTP one-for-one: a dead shard's in-flight requests fail with KAY_SHARD_RESTARTED, its dial
+ * slots are reclaimed, and it is restarted with the same hosts; more than `intensity` restarts in `periodMs`
+ * stop the supervisor with KAY_SUPERVISOR_FATAL.
+ */
+export class Supervisor extends EventEmitter<SupervisorEvents> {
+  readonly #opts: SupervisorOptions
+  readonly #config: ShardConfig
+  readonly #gateBuffer: SharedArrayBuffer
+  readonly #shards: ShardHandle[] = []
+  readonly #statuses = new Map<string, HostStatus>()
+  readonly #restartTimes: number[] = []
+  readonly #intensity: number
+  readonly #periodMs: number
+  #nextId = 1
+  #ticks = 0
+  #restarts = 0
+  #stopping = false
+  #fatal: KayError | undefined
+
+  private constructor(opts: SupervisorOptions) {
+    super()
+    this.#opts = opts
+    this.#config = resolveConfig(opts)
+    this.#intensity = opts.restart?.intensity ?? 5
+    this.#periodMs = opts.restart?.periodMs ?? 30_000
+    const threads = opts.threads ?? Math.max(1, availableParallelism())
+    if (!Number.isInteger(threads) || threads < 1 || threads > 256) {
+      throw new ConfigError(`threads must be an integer from 1 to 256, got ${threads}`)
+    }
+    const dialCap = opts.dialCap ?? 16
+    if (!Number.isInteger(dialCap) || dialCap < 1)
+      throw new ConfigError(`dialCap must be an integer >= 1, got ${dialCap}`)
+    this.#gateBuffer = SharedDialGate.createBuffer({
+      cap: dialCap,
+      maxShards: threads,
+      governor: opts.governor ?? true,
+    })
+    for (let i = 0; i < threads; i++) {
+      this.#shards.push({
+        index: i,
+        worker: undefined,
+        hosts: new Map(),
+        pending: new Map(),
+        ready: Promise.resolve(),
+        stats: undefined,
+      })
+    }
+    for (const h of opts.hosts) this.#place(h)
+  }
+
+  /** Start the shards and begin dialing every host (through the global dial cap). */
+  static async start(opts: SupervisorOptions): Promise<Supervisor> {
+    const sup = new Supervisor(opts)
+    // Parse the keys once here so a bad key is one clear error, not a crash loop of shards.
+    await buildIdentity(sup.#config.identity)
+    for (const s of sup.#shards) sup.#spawn(s)
+    try {
+      await Promise.all(sup.#shards.map((s) => s.ready))
+    } catch (err) {
+      await sup.stop({ timeoutMs: 1000 })
+      throw err
+    }
+    return sup
+  }
+
+  #place(h: HostTarget): boolean {
+    if (this.#statuses.has(h.id)) return false
+    const s = this.#shards[shardOf(h.id, this.#shards.length)]!
+    s.hosts.set(h.id, h)
+    this.#statuses.set(h.id, { id: h.id, state: 'idle', attempts: 0, handshakes: 0 })
+    return true
+  }
+
+  #spawn(s: ShardHandle): void {
+    const data: ShardWorkerData = {
+      version: PROTOCOL_VERSION,
+      shardIndex: s.index,
+      gateBuffer: this.#gateBuffer,
+      config: this.#config,
+      hosts: [...s.hosts.values()],
+    }
+    const worker = new Worker(workerEntry(), { workerData: data, execArgv: workerExecArgv() })
+    s.worker = worker
+    s.ready = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        reject(new TimeoutError(`shard ${s.index} did not start within ${this.#opts.startTimeoutMs ?? 30_000} ms`))
+      }, this.#opts.startTimeoutMs ?? 30_000)
+      worker.on('message', (m: ShardMessage) => {
+        if (m.type === 'ready') {
+          clearTimeout(timer)
+          resolve()
+          return
+        }
+        this.#onMessage(s, m)
+      })
+      worker.once('exit', (code) => {
+        clearTimeout(timer)
+        reject(new ShardRestartedError(`shard ${s.index} exited during start (code ${code})`))
+      })
+    })
+    s.ready.catch(() => {})
+    // An uncaught exception inside the worker arrives here, then 'exit' follows.
+    worker.on('error', () => {})
+    worker.on('exit', (code) => this.#onExit(s, worker, code))
+  }
+
+  #onMessage(s: ShardHandle, m: ShardMessage): void {
+    switch (m.type) {
+      case 'events':
+        for (const e of m.events) {
+          if (e.kind === 'state') {
+            if (!s.hosts.has(e.status.id)) continue
+            this.#statuses.set(e.status.id, e.status)
+            this.emit('host', e.status)
+          } else {
+            this.emit('pinned', { host: e.host, fingerprint: e.fingerprint })
+          }
+        }
+        return
+      case 'exec-items': {
+        const p = s.pending.get(m.id)
+        if (!p) return
+        p.onItems?.(m.items, m.done)
+        if (m.done) {
+          s.pending.delete(m.id)
+          p.resolve(m)
+        }
+        return
+      }
+      case 'ready':
+        return
+      default: {
+        const p = s.pending.get(m.id)
+        if (!p) return
+        s.pending.delete(m.id)
+        p.resolve(m)
+      }
+    }
+  }
+
+  #onExit(s: ShardHandle, worker: Worker, code: number): void {
+    if (s.worker !== worker) return
+    s.worker = undefined
+    // Nothing in flight is left hanging: every pending request of the dead shard fails now.
+    const err = (host?: string) =>
+      new ShardRestartedError(`shard ${s.index} died (exit code ${code}); its hosts are being re-created`, {
+        ...(host === undefined ? {} : { host }),
+      })
+    for (const [id, p] of s.pending) {
+      s.pending.delete(id)
+      if (p.onItems && p.hosts) p.onItems([], true)
+      p.reject(err())
+    }
+    SharedDialGate.reclaim(this.#gateBuffer, s.index)
+    if (this.#stopping || this.#fatal) return
+    for (const id of s.hosts.keys()) {
+      const st: HostStatus = { id, state: 'idle', attempts: 0, handshakes: this.#statuses.get(id)?.handshakes ?? 0 }
+      st.lastError = err(id).toJSON()
+      this.#statuses.set(id, st)
+    }
+    const now = Date.now()
+    this.#restartTimes.push(now)
+    while (this.#restartTimes.length > 0 && now - this.#restartTimes[0]! > this.#periodMs) this.#restartTimes.shift()
+    if (this.#restartTimes.length > this.#intensity) {
+      this.#fatal = new SupervisorFatalError(
+        `more than ${this.#intensity} shard restarts within ${this.#periodMs} ms; the supervisor stopped`,
+      )
+      this.emit('fatal', this.#fatal)
+      void this.stop({ timeoutMs: 1000 })
+      return
+    }
+    this.#restarts++
+    this.#spawn(s)
+    this.emit('shard-restart', { shard: s.index, code, restarts: this.#restarts })
+  }
+
+  #check(): void {
+    if (this.#fatal) throw this.#fatal
+    if (this.#stopping) throw new ClosedError('supervisor stopped')
+  }
+
+  #request<T extends ShardMessage>(s: ShardHandle, req: ShardRequest & { id: number }, extra?: Partial<Pending>) {
+    return new Promise<T>((resolve, reject) => {
+      const w = s.worker
+      if (!w) {
+        reject(new ShardRestartedError(`shard ${s.index} is restarting`))
+        return
+      }
+      s.pending.set(req.id, { resolve: resolve as (m: ShardMessage) => void, reject, ...extra })
+      w.postMessage(req)
+    })
+  }
+
+  #shardFor(host: string): ShardHandle {
+    const s = this.#shards[shardOf(host, this.#shards.length)]!
+    if (!s.hosts.has(host)) throw new UnknownHostError(`${host}: not managed by this supervisor`, { host })
+    return s
+  }
+
+  /**
+   * One tick: metrics from every READY host now; every other host is reported with its state and a typed error
+   * (KAY_NOT_READY while connecting or backing off). Never waits for a host to connect.
+   */
+  async collect(opts: { timeoutMs?: number } = {}): Promise<CollectTick> {
+    this.#check()
+    const timeoutMs = opts.timeoutMs ?? 10_000
+    const startedAt = Date.now()
+    const tick = ++this.#ticks
+    const parts = await Promise.all(
+      this.#shards.map(async (s) => {
+        try {
+          const m = await this.#request<ShardMessage & { type: 'collect-result' }>(s, {
+            type: 'collect',
+            id: this.#nextId++,
+            timeoutMs,
+          })
+          return m.results.map((r) => this.#collectEntry(r))
+        } catch (e) {
+          const err = e as KayError
+          return [...s.hosts.keys()].map((host) => ({
+            host,
+            status: this.#statuses.get(host)!,
+            error: errorFromJSON({ ...err.toJSON(), host }),
+          }))
+        }
+      }),
+    )
+    return { tick, startedAt, durationMs: Date.now() - startedAt, hosts: parts.flat() }
+  }
+
+  #collectEntry(r: HostCollectResult): CollectResultEntry {
+    this.#statuses.set(r.host, r.status)
+    const e: CollectResultEntry = { host: r.host, status: r.status }
+    if (r.metrics) e.metrics = r.metrics
+    if (r.error) e.error = errorFromJSON(r.error)
+    if (r.collectMode) e.collectMode = r.collectMode
+    return e
+  }
+
+  /** One command on one host's pooled connection. KAY_NOT_READY at once if the host is not connected. */
+  async run(host: string, command: string, opts: RunOptionsWire = {}): Promise<RunResultWire> {
+    this.#check()
+    const s = this.#shardFor(host)
+    const m = await this.#request<ShardMessage & { type: 'run-result' }>(s, {
+      type: 'run',
+      id: this.#nextId++,
+      host,
+      command,
+      opts,
+    })
+    if (m.error) throw errorFromJSON(m.error)
+    return m.result!
+  }
+
+  /** Run a command on many hosts; results arrive as they complete. Every host yields exactly one result. */
+  async *exec(hosts: string[], command: string, opts: RunOptionsWire = {}): AsyncIterable<ExecResult> {
+    this.#check()
+    const queue: ExecResult[] = []
+    let wake: (() => void) | undefined
+    let remaining = 0
+    const byShard = new Map<ShardHandle, string[]>()
+    for (const host of new Set(hosts)) {
+      const s = this.#shards[shardOf(host, this.#shards.length)]!
+      if (!s.hosts.has(host)) {
+        queue.push({ host, error: new UnknownHostError(`${host}: not managed by this supervisor`, { host }) })
+        continue
+      }
+      const list = byShard.get(s) ?? []
+      list.push(host)
+      byShard.set(s, list)
+    }
+    remaining = byShard.size
+    for (const [s, list] of byShard) {
+      const seen = new Set<string>()
+      const onItems = (items: HostExecResult[]) => {
+        for (const it of items) {
+          seen.add(it.host)
+          const r: ExecResult = { host: it.host }
+          if (it.result) r.result = it.result
+          if (it.error) r.error = errorFromJSON(it.error)
+          queue.push(r)
+        }
+        wake?.()
+      }
+      const finish = (err?: KayError) => {
+        if (err) {
+          for (const h of list)
+            if (!seen.has(h)) queue.push({ host: h, error: errorFromJSON({ ...err.toJSON(), host: h }) })
+        }
+        remaining--
+        wake?.()
+      }
+      this.#request(s, { type: 'exec', id: this.#nextId++, hosts: list, command, opts }, { onItems, hosts: list }).then(
+        () => finish(),
+        (err: KayError) => finish(err),
+      )
+    }
+    for (;;) {
+      while (queue.length > 0) yield queue.shift()!
+      if (remaining === 0) return
+      await new Promise<void>((r) => {
+        wake = r
+      })
+      wake = undefined
+    }
+  }
+
+  /** A runner bound to one host (drill-in reuses its pooled connection: no second handshake). */
+  runner(host: string): HostRunner {
+    this.#shardFor(host)
+    return {
+      host,
+      run: (command, opts) => this.run(host, command, opts),
+      detail: async (opts = {}) => {
+        this.#check()
+        const s = this.#shardFor(host)
+        const m = await this.#request<ShardMessage & { type: 'detail-result' }>(s, {
+          type: 'detail',
+          id: this.#nextId++,
+          host,
+          timeoutMs: opts.timeoutMs ?? 10_000,
+        })
+        if (m.error) throw errorFromJSON(m.error)
+        return m.detail!
+      },
+    }
+  }
+
+  /** Add hosts while running; they dial through the dial cap. Returns the ids actually added. */
+  add(hosts: HostTarget[]): string[] {
+    this.#check()
+    const added = new Map<ShardHandle, HostTarget[]>()
+    for (const h of hosts) {
+      if (!this.#place(h)) continue
+      const s = this.#shards[shardOf(h.id, this.#shards.length)]!
+      const list = added.get(s) ?? []
+      list.push(h)
+      added.set(s, list)
+    }
+    for (const [s, list] of added) s.worker?.postMessage({ type: 'add', hosts: list } satisfies ShardRequest)
+    return [...added.values()].flat().map((h) => h.id)
+  }
+
+  /** Remove hosts while running; their connections close. */
+  remove(ids: string[]): void {
+    this.#check()
+    const removed = new Map<ShardHandle, string[]>()
+    for (const id of ids) {
+      const s = this.#shards[shardOf(id, this.#shards.length)]!
+      if (!s.hosts.delete(id)) continue
+      this.#statuses.delete(id)
+      const list = removed.get(s) ?? []
+      list.push(id)
+      removed.set(s, list)
+    }
+    for (const [s, list] of removed) s.worker?.postMessage({ type: 'remove', ids: list } satisfies ShardRequest)
+  }
+
+  /** The hosts managed, in no particular order. */
+  hosts(): string[] {
+    return [...this.#statuses.keys()]
+  }
+
+  /** The last known status of every host (from coalesced events and collect replies). */
+  statuses(): HostStatus[] {
+    return [...this.#statuses.values()]
+  }
+
+  /** Refresh per-shard counters (handshakes, collect modes, dropped frames) from the shards. */
+  async refreshStats(): Promise<SupervisorStats> {
+    this.#check()
+    await Promise.all(
+      this.#shards.map(async (s) => {
+        try {
+          const m = await this.#request<ShardMessage & { type: 'status-result' }>(s, {
+            type: 'status',
+            id: this.#nextId++,
+          })
+          s.stats = m.stats
+          for (const st of m.statuses) if (s.hosts.has(st.id)) this.#statuses.set(st.id, st)
+        } catch {
+          // a restarting shard reports at the next refresh
+        }
+      }),
+    )
+    return this.stats()
+  }
+
+  /** An immutable snapshot: per-state counts, dials in flight, cap, handshakes, restarts. */
+  stats(): SupervisorStats {
+    const byState: Record<string, number> = {}
+    const byMode: Record<string, number> = {}
+    let handshakes = 0
+    for (const st of this.#statuses.values()) {
+      byState[st.state] = (byState[st.state] ?? 0) + 1
+      handshakes += st.handshakes
+      if (st.collectMode) byMode[st.collectMode] = (byMode[st.collectMode] ?? 0) + 1
+    }
+    let dropped = 0
+    for (const s of this.#shards) dropped += s.stats?.droppedFrames ?? 0
+    const g = SharedDialGate.snapshot(this.#gateBuffer)
+    return Object.freeze({
+      hosts: this.#statuses.size,
+      shards: this.#shards.length,
+      byState,
+      byMode,
+      dialsInFlight: g.inFlight,
+      dialCap: g.cap,
+      effectiveDialCap: g.effectiveCap,
+      dialsWaiting: g.waiting,
+      pressureEvents: g.pressureEvents,
+      handshakes,
+      restarts: this.#restarts,
+      ticks: this.#ticks,
+      droppedFrames: dropped,
+    })
+  }
+
+  /** @internal Test hook: crash a shard (`throw` = uncaught exception, `exit` = process.exit in the worker). */
+  crashShard(index: number, how: 'throw' | 'exit' | 'terminate'): void {
+    const w = this.#shards[index]?.worker
+    if (!w) return
+    if (how === 'terminate') void w.terminate()
+    else w.postMessage({ type: 'crash', how } satisfies ShardRequest)
+  }
+
+  /** The shard index hosting a host. */
+  shardOf(host: string): number {
+    return shardOf(host, this.#shards.length)
+  }
+
+  /**
+   * Stop: ask every shard to close its actors (in-flight work gets KAY_CLOSED), wait up to `timeoutMs`, then
+   * terminate the threads. Leaves no thread, socket or timer behind. Idempotent.
+   */
+  async stop(opts: { timeoutMs?: number } = {}): Promise<void> {
+    const timeoutMs = opts.timeoutMs ?? STOP_TIMEOUT_MS
+    this.#stopping = true
+    await Promise.all(
+      this.#shards.map(async (s) => {
+        const w = s.worker
+        if (!w) return
+        let timer: ReturnType<typeof setTimeout> | undefined
+        await Promise.race([
+          this.#request(s, { type: 'stop', id: this.#nextId++ }).catch(() => {}),
+          new Promise<void>((r) => {
+            timer = setTimeout(r, timeoutMs)
+          }),
+        ])
+        clearTimeout(timer)
+        s.worker = undefined
+        for (const [id, p] of s.pending) {
+          s.pending.delete(id)
+          p.reject(new ClosedError('supervisor stopped'))
+        }
+        await w.terminate()
+      }),
+    )
+    this.removeAllListeners('host')
+  }
+}
+
+function resolveConfig(opts: SupervisorOptions): ShardConfig {
+  if (!opts.identity || typeof opts.identity.username !== 'string' || opts.identity.username === '') {
+    throw new ConfigError('identity.username is required')
+  }
+  const backoff = verifyBackoff({ ...DEFAULT_BACKOFF, ...opts.backoff })
+  const policy = opts.trust?.policy ?? 'accept-new'
+  return {
+    identity: opts.identity,
+    trust: {
+      knownHostsPath: opts.trust?.knownHostsPath ?? join(homedir(), '.config', 'kay', 'known_hosts'),
+      extraKnownHosts: opts.trust?.extraKnownHosts ?? [],
+      policy,
+    },
+    actor: {
+      handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 10_000,
+      keepaliveIntervalMs: opts.keepalive?.intervalMs ?? 15_000,
+      probeDeadlineMs: opts.keepalive?.probeDeadlineMs ?? 5_000,
+      maxChannels: opts.maxChannels ?? 4,
+      backoff,
+    },
+    collect: { mode: opts.collectMode ?? 'stream', dfEvery: opts.dfEvery ?? 12 },
+    eventWindowMs: opts.eventWindowMs ?? 50,
+    testHooks: opts.testHooks ?? false,
+  }
+}
+
+const fromSource = import.meta.url.endsWith('.ts')
+
+function workerEntry(): URL {
+  return new URL(fromSource ? './shard-boot.mjs' : './shard-worker.js', import.meta.url)
+}
+
+/** Running from TypeScript sources (tests, `pnpm kay`), the worker resolves workspace packages to sources. */
+function workerExecArgv(): string[] {
+  return fromSource ? ['--conditions=kay-source'] : []
+}
+
+export type { SerializedError }

@@ -1,0 +1,237 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { HostTarget } from '@kay/core'
+import { generateClientKey, type SimFleet, startSimFleet } from '@kay/core/sim'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { Supervisor, type SupervisorOptions } from '../src/supervisor.js'
+
+let dir: string
+let key: ReturnType<typeof generateClientKey>
+const running: Supervisor[] = []
+const fleets: SimFleet[] = []
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'kay-sup-'))
+  key = generateClientKey()
+})
+
+afterEach(async () => {
+  await Promise.all(running.splice(0).map((s) => s.stop({ timeoutMs: 2000 })))
+  await Promise.all(fleets.splice(0).map((f) => f.close()))
+})
+
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true })
+})
+
+async function fleetOf(n: number, opts: Partial<Parameters<typeof startSimFleet>[0]> = {}) {
+  const f = await startSimFleet({ hosts: n, authorizedKeys: [key.publicKey], ...opts })
+  fleets.push(f)
+  return f
+}
+
+function targets(f: SimFleet): HostTarget[] {
+  return f.hosts.map((h) => ({ id: h.name, hostname: h.host, port: h.port, user: 'kay' }))
+}
+
+let pinFile = 0
+async function supervise(f: SimFleet, opts: Partial<SupervisorOptions> = {}): Promise<Supervisor> {
+  const sup = await Supervisor.start({
+    hosts: targets(f),
+    threads: 2,
+    identity: { username: 'kay', keyFiles: [], keys: [key.privateKey] },
+    trust: { knownHostsPath: join(dir, `known_hosts.${++pinFile}`), policy: 'accept-new' },
+    backoff: { baseMs: 50, capMs: 500, stableAfterMs: 10_000 },
+    ...opts,
+  })
+  running.push(sup)
+  return sup
+}
+
+async function allReady(sup: Supervisor, n: number, ms = 60_000): Promise<void> {
+  const end = Date.now() + ms
+  for (;;) {
+    const st = await sup.refreshStats()
+    if ((st.byState.ready ?? 0) === n) return
+    if (Date.now() > end) throw new Error(`not all ready: ${JSON.stringify(st.byState)}`)
+    await new Promise((r) => setTimeout(r, 20))
+  }
+}
+
+describe('Supervisor with the simulator', () => {
+  it.each([1, 4, 16])(
+    'connects 1,000 hosts over 2 shards with dial cap %i: never more concurrent handshakes than the cap, one each',
+    async (cap) => {
+      const f = await fleetOf(1000)
+      const sup = await supervise(f, { dialCap: cap })
+      await allReady(sup, 1000, 120_000)
+      const s = f.stats()
+      expect(s.maxConcurrentHandshakes).toBeLessThanOrEqual(cap)
+      expect(s.maxConcurrentHandshakes).toBeGreaterThanOrEqual(1)
+      expect(s.hosts.every((h) => h.handshakesStarted === 1)).toBe(true)
+      // Collects reuse the connections.
+      for (let i = 0; i < 3; i++) {
+        const tick = await sup.collect({ timeoutMs: 10_000 })
+        expect(tick.hosts).toHaveLength(1000)
+        expect(new Set(tick.hosts.map((h) => h.host)).size).toBe(1000)
+        expect(tick.hosts.filter((h) => h.metrics).length).toBe(1000)
+      }
+      expect(f.stats().totals.handshakesStarted).toBe(1000)
+      expect(sup.stats().dialsInFlight).toBe(0)
+    },
+    180_000,
+  )
+
+  it('reports every host in every tick: data for ready hosts, typed errors for the rest', async () => {
+    const f = await fleetOf(20, { hostOverrides: { 3: { refuse: true }, 7: { procFault: 'binary' } } })
+    const sup = await supervise(f, { collectMode: 'exec' })
+    await allReady(sup, 18)
+    const tick = await sup.collect()
+    expect(tick.hosts).toHaveLength(20)
+    const byHost = new Map(tick.hosts.map((h) => [h.host, h]))
+    expect(byHost.get(f.hosts[3]!.name)?.error?.code).toBe('KAY_NOT_READY')
+    expect(byHost.get(f.hosts[7]!.name)?.error?.code).toBe('KAY_PARSE_ERROR')
+    expect(tick.hosts.filter((h) => h.metrics).length).toBe(17)
+  })
+
+  it('runs, execs and drills in over the pooled connections without new handshakes', async () => {
+    const f = await fleetOf(30)
+    const sup = await supervise(f)
+    await allReady(sup, 30)
+    const h0 = f.stats().totals.handshakesStarted
+    const one = await sup.run(f.hosts[0]!.name, 'hostname')
+    expect(one.stdout.trim()).toBe(f.hosts[0]!.name)
+    const seen = new Map<string, string>()
+    for await (const r of sup.exec(
+      f.hosts.map((h) => h.name),
+      'hostname',
+    )) {
+      seen.set(r.host, r.result!.stdout.trim())
+    }
+    expect(seen.size).toBe(30)
+    for (const [host, out] of seen) expect(out).toBe(host)
+    const detail = await sup.runner(f.hosts[1]!.name).detail()
+    expect(detail.processes.length).toBeGreaterThan(0)
+    expect(f.stats().totals.handshakesStarted).toBe(h0)
+    await expect(sup.run('nope', 'echo')).rejects.toMatchObject({ code: 'KAY_UNKNOWN_HOST' })
+  })
+
+  it.each(['terminate', 'throw'] as const)(
+    'restarts a shard killed mid-collect (%s): callers get KAY_SHARD_RESTARTED, other shards stay up',
+    async (how) => {
+      const f = await fleetOf(60)
+      const sup = await supervise(f, { testHooks: true })
+      await allReady(sup, 60)
+      const victim = sup.shardOf(f.hosts[0]!.name)
+      const victimHosts = new Set(f.hosts.map((h) => h.name).filter((n) => sup.shardOf(n) === victim))
+      const otherBefore = f
+        .stats()
+        .hosts.filter((h) => !victimHosts.has(h.name))
+        .map((h) => h.handshakesStarted)
+      const restarted = new Promise((r) => sup.once('shard-restart', r))
+      const tickP = sup.collect({ timeoutMs: 10_000 })
+      sup.crashShard(victim, how)
+      const tick = await tickP
+      await restarted
+      expect(tick.hosts).toHaveLength(60)
+      const victimResults = tick.hosts.filter((h) => victimHosts.has(h.host))
+      // Either the shard answered before dying, or every one of its hosts carries KAY_SHARD_RESTARTED.
+      expect(victimResults.every((h) => h.metrics || h.error?.code === 'KAY_SHARD_RESTARTED')).toBe(true)
+      await allReady(sup, 60)
+      const otherAfter = f
+        .stats()
+        .hosts.filter((h) => !victimHosts.has(h.name))
+        .map((h) => h.handshakesStarted)
+      expect(otherAfter).toEqual(otherBefore)
+      // No duplicate connections after restart: one live connection per host.
+      await until(() => f.stats().hosts.every((h) => h.currentConnections === 1), 'old connections closed')
+      expect(sup.stats().dialsInFlight).toBe(0)
+      expect(sup.stats().restarts).toBe(1)
+    },
+    60_000,
+  )
+
+  it('stops itself with KAY_SUPERVISOR_FATAL when shards crash past the restart intensity', async () => {
+    const f = await fleetOf(4)
+    const sup = await supervise(f, { testHooks: true, threads: 1, restart: { intensity: 2, periodMs: 60_000 } })
+    const fatal = new Promise<{ code: string }>((r) => sup.once('fatal', r))
+    for (let i = 0; i < 3; i++) {
+      const restarted = new Promise((r) => sup.once('shard-restart', r))
+      sup.crashShard(0, 'exit')
+      if (i < 2) await restarted
+    }
+    expect((await fatal).code).toBe('KAY_SUPERVISOR_FATAL')
+    await expect(sup.collect()).rejects.toMatchObject({ code: 'KAY_SUPERVISOR_FATAL' })
+  })
+
+  it('lowers dial concurrency under MaxStartups pushback and still connects every host', async () => {
+    const f = await fleetOf(120, { sharedMaxStartups: 3 })
+    const sup = await supervise(f, { dialCap: 16, backoff: { baseMs: 20, capMs: 300, stableAfterMs: 10_000 } })
+    await allReady(sup, 120, 60_000)
+    const st = sup.stats()
+    expect(st.pressureEvents).toBeGreaterThan(0)
+    expect(st.effectiveDialCap).toBeLessThan(16)
+    expect(f.stats().totals.handshakesCompleted).toBe(120)
+  })
+
+  it('adds and removes hosts while collecting', async () => {
+    const f = await fleetOf(40)
+    const all = targets(f)
+    const sup = await Supervisor.start({
+      hosts: all.slice(0, 20),
+      threads: 2,
+      identity: { username: 'kay', keyFiles: [], keys: [key.privateKey] },
+      trust: { knownHostsPath: join(dir, 'known_hosts.addrm'), policy: 'accept-new' },
+    })
+    running.push(sup)
+    await allReady(sup, 20)
+    const tickP = sup.collect()
+    expect(sup.add(all.slice(20))).toHaveLength(20)
+    sup.remove(all.slice(0, 10).map((h) => h.id))
+    await tickP
+    await allReady(sup, 30)
+    const tick = await sup.collect()
+    expect(tick.hosts.map((h) => h.host).sort()).toEqual(
+      all
+        .slice(10)
+        .map((h) => h.id)
+        .sort(),
+    )
+    await until(
+      () =>
+        f
+          .stats()
+          .hosts.slice(0, 10)
+          .every((h) => h.currentConnections === 0),
+      'removed hosts closed',
+    )
+  })
+
+  it('stop() with hosts mid-dial leaves no thread, socket or timer behind', async () => {
+    const f = await fleetOf(50, { hostDefaults: { stallHandshake: true } })
+    const before = resourceCounts()
+    const sup = await supervise(f, { dialCap: 8 })
+    await until(() => f.stats().currentHandshakes === 8, 'dials in flight')
+    await sup.stop({ timeoutMs: 2000 })
+    await until(() => f.stats().totals.currentConnections === 0, 'sockets closed')
+    const after = resourceCounts()
+    expect(after.Worker ?? 0).toBe(before.Worker ?? 0)
+    expect(after.TCPSocketWrap ?? 0).toBeLessThanOrEqual(before.TCPSocketWrap ?? 0)
+    expect(after.Timeout ?? 0).toBeLessThanOrEqual((before.Timeout ?? 0) + 1)
+  })
+})
+
+function resourceCounts(): Record<string, number> {
+  const out: Record<string, number> = {}
+  for (const r of process.getActiveResourcesInfo()) out[r] = (out[r] ?? 0) + 1
+  return out
+}
+
+async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 10))
+  }
+}
