@@ -254,7 +254,9 @@ export class HostActor extends EventEmitter<HostActorEvents> {
     const client = new Client()
     this.#client = client
     let verdict: HostKeyVerdict | undefined
-    const auth = createAuthState(this.#opts.identity)
+    // The login name is the host's (ssh_config User, -l, user@host); the identity supplies the keys.
+    const username = this.target.user || this.#opts.identity.username
+    const auth = createAuthState({ ...this.#opts.identity, username })
     let firstError: unknown
     let sawBanner = false
 
@@ -315,7 +317,7 @@ export class HostActor extends EventEmitter<HostActorEvents> {
     try {
       client.connect({
         sock,
-        username: this.#opts.identity.username,
+        username,
         authHandler: auth.authHandler,
         hostVerifier: hostVerifier as never,
         readyTimeout: 0, // the actor's own deadline covers TCP + kex + auth as a whole

@@ -29,6 +29,54 @@ export interface HostDetail {
   /** Per-core busy % over the interval (index = cpu number); empty on the first sample. */
   perCpuPct: number[]
   processes: Array<{ pid: number; user: string; cpuPct: number; memPct: number; rssKb: number; command: string }>
-  filesystems: Array<{ filesystem: string; sizeKb: number; usedKb: number; availKb: number; usedPct: number; mount: string }>
+  filesystems: Array<{
+    filesystem: string
+    sizeKb: number
+    usedKb: number
+    availKb: number
+    usedPct: number
+    mount: string
+  }>
   interfaces: Array<{ name: string; rxBytes: number; txBytes: number; rxBytesPerSec?: number; txBytesPerSec?: number }>
+}
+
+/** The CPU states kay reports, in /proc/stat column order. */
+export type CpuState = 'user' | 'nice' | 'system' | 'idle' | 'iowait' | 'irq' | 'softirq' | 'steal'
+
+/** One network interface's cumulative counters (bytes since the interface came up). */
+export interface InterfaceCounters {
+  name: string
+  rxBytes: number
+  txBytes: number
+}
+
+/**
+ * The raw counters of one collection, as parsed (no rates). Keep the previous one per host and hand both to
+ * `computeMetrics`: CPU % and network rates are deltas between two samples.
+ */
+export interface RawSample {
+  /** Epoch ms when the sample was taken (collector clock). */
+  at: number
+  /** Number of `cpuN` lines in /proc/stat (online CPUs). */
+  cpus: number
+  /** The cpu number of each `cpuN` line, in order. */
+  cpuIds: number[]
+  /**
+   * Jiffies, flat: 8 per row in {@link CpuState} order; row 0 is the aggregate `cpu` line, row k+1 is `cpuIds[k]`.
+   * Flat so that a sample of a 64-CPU host is two arrays, not 65 objects.
+   */
+  cpuTimes: number[]
+  memTotalBytes: number
+  memFreeBytes: number
+  memAvailableBytes: number
+  swapTotalBytes: number
+  swapFreeBytes: number
+  load1: number
+  load5: number
+  load15: number
+  uptimeSeconds: number
+  /** Interfaces other than lo; undefined when the netdev section is absent. */
+  interfaces?: InterfaceCounters[]
+  /** Root filesystem use %, when this collection carried a df section (or, after `computeMetrics`, an earlier one). */
+  rootFsUsedPct?: number
 }

@@ -1,0 +1,172 @@
+/**
+ * The interactive fleet view: a render loop over the pure screen model (ui/screen.ts). Data comes from one
+ * collect per tick; the drill-in view refreshes every second over the host's pooled connection.
+ */
+import type { HostDetail, HostMetrics } from '@kay/core'
+import type { Supervisor } from '@kay/workers'
+import { rowsOf, sleep } from './app.js'
+import { EXIT, type ExitCode } from './help.js'
+import { renderDetail } from './ui/detail.js'
+import { parseKeys } from './ui/keys.js'
+import { initialScreen, reduce, resize, type ScreenState, selectedRow, setRows } from './ui/screen.js'
+import { bodyHeight, type FleetRow, type FleetSummary, renderFleet } from './ui/table.js'
+
+export interface TuiOptions {
+  intervalMs: number
+  ticks?: number | undefined
+  signal: AbortSignal
+  out: NodeJS.WritableStream & { columns?: number; rows?: number }
+}
+
+const DETAIL_REFRESH_MS = 1000
+
+export async function runTui(sup: Supervisor, opts: TuiOptions): Promise<ExitCode> {
+  const out = opts.out
+  const stdin = process.stdin
+  const metrics = new Map<string, HostMetrics>()
+  const errors = new Map<string, FleetRow['lastError']>()
+  let tick = 0
+  let everyoneReadyOnce = false
+  const size = () => ({ width: out.columns ?? 120, height: out.rows ?? 40 })
+  const summary = (): FleetSummary => {
+    const st = sup.stats()
+    return {
+      tick,
+      handshakes: st.handshakes,
+      dialSlotsInUse: st.dialsInFlight,
+      dialSlotsCap: st.dialCap,
+      coldStart: !everyoneReadyOnce,
+    }
+  }
+  let state: ScreenState = initialScreen(rowsOf(sup.statuses(), metrics, errors), {
+    pageSize: bodyHeight(size().height, summary()),
+  })
+  let detail: { host: string; data?: HostDetail; error?: string } | undefined
+  let quit = false
+  let wake: (() => void) | undefined
+
+  const draw = () => {
+    const { width, height } = size()
+    let lines: string[]
+    if (state.view.kind === 'detail') {
+      const host = state.view.host
+      const status = state.all.find((r) => r.id === host)
+      lines = renderDetail(host, detail?.host === host ? detail.data : undefined, {
+        width,
+        height,
+        color: true,
+        ...(status ? { status } : {}),
+      })
+      if (detail?.error) lines.push(detail.error.slice(0, width))
+    } else {
+      lines = renderFleet(state.table, {
+        width,
+        height,
+        offset: state.offset,
+        selected: state.selected,
+        color: true,
+        summary: summary(),
+        filterDraft: state.filterDraft,
+      })
+    }
+    out.write(`\x1b[H\x1b[2J${lines.join('\r\n')}`)
+  }
+
+  const refreshRows = () => {
+    state = setRows(state, rowsOf(sup.statuses(), metrics, errors))
+  }
+
+  const onKeys = (chunk: Buffer) => {
+    for (const key of parseKeys(chunk)) {
+      const before = state.view
+      state = reduce(state, key)
+      if (state.quit) {
+        quit = true
+        wake?.()
+        return
+      }
+      if (state.view.kind === 'detail' && before.kind !== 'detail') {
+        detail = { host: state.view.host }
+        wake?.()
+      }
+    }
+    draw()
+  }
+  const onResize = () => {
+    state = resize(state, bodyHeight(size().height, summary()))
+    draw()
+  }
+  const onHost = () => {
+    // State changes are coalesced by the shards; redraw at most on their window.
+    refreshRows()
+    if (state.view.kind === 'fleet') draw()
+  }
+
+  out.write('\x1b[?1049h\x1b[?25l') // alternate screen, hide cursor
+  stdin.setRawMode?.(true)
+  stdin.resume()
+  stdin.on('data', onKeys)
+  out.on('resize', onResize)
+  sup.on('host', onHost)
+  try {
+    draw()
+    let nextTick = Date.now()
+    while (!quit && !opts.signal.aborted && (opts.ticks === undefined || tick < opts.ticks)) {
+      const now = Date.now()
+      if (state.view.kind === 'detail') {
+        const host = state.view.host
+        try {
+          const d = await sup.runner(host).detail({ timeoutMs: DETAIL_REFRESH_MS * 5 })
+          detail = { host, data: d }
+        } catch (err) {
+          detail = {
+            host,
+            ...(detail?.host === host && detail.data ? { data: detail.data } : {}),
+            error: String((err as Error).message),
+          }
+        }
+        draw()
+        await waitOrKey(DETAIL_REFRESH_MS)
+        continue
+      }
+      if (now >= nextTick) {
+        nextTick = now + opts.intervalMs
+        const t = await sup.collect({ timeoutMs: opts.intervalMs })
+        tick = t.tick
+        for (const h of t.hosts) {
+          if (h.metrics) metrics.set(h.host, h.metrics)
+          if (h.error) errors.set(h.host, { code: h.error.code, message: h.error.message })
+          else errors.delete(h.host)
+        }
+        await sup.refreshStats()
+        if (!everyoneReadyOnce && (sup.stats().byState.ready ?? 0) === sup.stats().hosts) everyoneReadyOnce = true
+        refreshRows()
+        if (selectedRow(state) === undefined) state = resize(state, bodyHeight(size().height, summary()))
+        draw()
+      }
+      await waitOrKey(Math.max(0, nextTick - Date.now()))
+    }
+  } finally {
+    sup.off('host', onHost)
+    out.off('resize', onResize)
+    stdin.off('data', onKeys)
+    stdin.setRawMode?.(false)
+    stdin.pause()
+    out.write('\x1b[?25h\x1b[?1049l') // show cursor, leave the alternate screen
+  }
+  return opts.signal.aborted ? EXIT.interrupted : EXIT.ok
+
+  function waitOrKey(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const ac = new AbortController()
+      const done = () => {
+        wake = undefined
+        ac.abort()
+        resolve()
+      }
+      wake = done
+      opts.signal.addEventListener('abort', done, { once: true, signal: ac.signal })
+      void sleep(ms, ac.signal).then(done)
+    })
+  }
+}

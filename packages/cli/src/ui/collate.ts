@@ -1,0 +1,183 @@
+/**
+ * `kay exec` output modes:
+ * - `--prefix` (default): `host: line` for every line as it arrives. A {@link PrefixWriter} per host and stream
+ *   buffers partial lines, so lines from different hosts never interleave mid-line.
+ * - `--collate`: hosts with identical output and exit status grouped under one folded host list
+ *   (`web[01-05,07]`), dshbak -c style, printed when all hosts are done.
+ * - `--json`: one NDJSON object per host.
+ */
+import { StringDecoder } from 'node:string_decoder'
+import { foldHosts } from '../../../core/src/trust/hostlist.js'
+import { ansi, sanitize } from './format.js'
+
+/** One host's outcome of `kay exec`. */
+export interface ExecResult {
+  host: string
+  /** The command ran and exited 0. */
+  ok: boolean
+  /** The remote exit status; null when it did not exit normally (signal, timeout, connection error). */
+  exitCode: number | null
+  stdout: string
+  stderr: string
+  durationMs: number
+  error?: { code: string; message: string }
+}
+
+/** Hosts that produced the same result. */
+export interface CollateGroup {
+  /** Host ids, in natural order. */
+  hosts: string[]
+  /** `hosts` folded (`web[01-05,07]`). */
+  folded: string
+  stdout: string
+  stderr: string
+  exitCode: number | null
+  /** The error, with this group's host names replaced by `<host>` so that per-host messages still group. */
+  error?: { code: string; message: string }
+}
+
+const collator = new Intl.Collator('en', { numeric: true })
+
+function errorKeyMessage(host: string, message: string): string {
+  return host === '' ? message : message.split(host).join('<host>')
+}
+
+/**
+ * Group results with identical stdout, stderr, exit status and error. Groups are ordered largest first
+ * (the common answer, then the outliers), ties by first host.
+ */
+export function collateResults(results: readonly ExecResult[]): CollateGroup[] {
+  const groups = new Map<string, CollateGroup>()
+  for (const r of results) {
+    const error =
+      r.error === undefined ? undefined : { code: r.error.code, message: errorKeyMessage(r.host, r.error.message) }
+    const key = JSON.stringify([r.stdout, r.stderr, r.exitCode, error?.code ?? null, error?.message ?? null])
+    let g = groups.get(key)
+    if (g === undefined) {
+      g = { hosts: [], folded: '', stdout: r.stdout, stderr: r.stderr, exitCode: r.exitCode }
+      if (error !== undefined) g.error = error
+      groups.set(key, g)
+    }
+    g.hosts.push(r.host)
+  }
+  const out = [...groups.values()]
+  for (const g of out) {
+    g.hosts.sort(collator.compare)
+    g.folded = foldHosts(g.hosts)
+  }
+  out.sort((a, b) => b.hosts.length - a.hosts.length || collator.compare(a.hosts[0]!, b.hosts[0]!))
+  return out
+}
+
+function withNewline(text: string): string {
+  return text === '' || text.endsWith('\n') ? text : `${text}\n`
+}
+
+/** The status part of a group header: `exit 0`, `exit 3`, `KAY_TIMEOUT: …`. */
+function statusText(g: CollateGroup): string {
+  if (g.error !== undefined) return `${g.error.code}: ${sanitize(g.error.message)}`
+  return g.exitCode === null ? 'no exit status' : `exit ${g.exitCode}`
+}
+
+/**
+ * Render groups dshbak -c style:
+ * ```
+ * ----------------
+ * web[01-05,07] (6 hosts) exit 0
+ * ----------------
+ * <output>
+ * ```
+ * stderr follows stdout under a `-- stderr --` marker. Output always ends with a newline.
+ */
+export function renderCollated(groups: readonly CollateGroup[], opts: { color?: boolean } = {}): string {
+  const rule = '----------------'
+  let out = ''
+  for (const g of groups) {
+    const count = g.hosts.length === 1 ? '(1 host)' : `(${g.hosts.length} hosts)`
+    let header = `${g.folded} ${count} ${statusText(g)}`
+    if (opts.color === true) header = g.error !== undefined || g.exitCode !== 0 ? ansi.red(header) : ansi.bold(header)
+    out += `${rule}\n${header}\n${rule}\n${withNewline(g.stdout)}`
+    if (g.stderr !== '') out += `-- stderr --\n${withNewline(g.stderr)}`
+  }
+  return out
+}
+
+export interface PrefixWriterOptions {
+  /** A partial line longer than this (characters) is emitted as a line of its own; bounds the buffer. */
+  maxLineLength?: number
+}
+
+export const DEFAULT_MAX_LINE_LENGTH = 64 * 1024
+
+/**
+ * Turns one host's output stream into `prefix: line` lines. Chunks may split lines (and UTF-8 characters) anywhere;
+ * `emit` is called once per complete line, never with a fragment, so writers for different hosts can share one
+ * output without interleaving mid-line. `end()` completes a final line that had no newline.
+ */
+export class PrefixWriter {
+  readonly #prefix: string
+  readonly #emit: (line: string) => void
+  readonly #max: number
+  readonly #decoder = new StringDecoder('utf8')
+  #partial = ''
+  #ended = false
+
+  constructor(prefix: string, emit: (line: string) => void, opts: PrefixWriterOptions = {}) {
+    this.#prefix = `${prefix}: `
+    this.#emit = emit
+    this.#max = Math.max(1, opts.maxLineLength ?? DEFAULT_MAX_LINE_LENGTH)
+  }
+
+  write(chunk: string | Uint8Array): void {
+    if (this.#ended) return
+    const text = typeof chunk === 'string' ? chunk : this.#decoder.write(Buffer.from(chunk))
+    const all = this.#partial + text
+    let start = 0
+    for (let nl = all.indexOf('\n'); nl !== -1; nl = all.indexOf('\n', start)) {
+      this.#line(all.slice(start, nl))
+      start = nl + 1
+    }
+    let buf = all.slice(start)
+    while (buf.length > this.#max) {
+      this.#line(buf.slice(0, this.#max))
+      buf = buf.slice(this.#max)
+    }
+    this.#partial = buf
+  }
+
+  /** Flush a final partial line (completed with a newline by the caller's line writer). Idempotent. */
+  end(): void {
+    if (this.#ended) return
+    const rest = this.#partial + this.#decoder.end()
+    this.#partial = ''
+    this.#ended = true
+    if (rest !== '') this.#line(rest)
+  }
+
+  #line(line: string): void {
+    this.#emit(this.#prefix + (line.endsWith('\r') ? line.slice(0, -1) : line))
+  }
+}
+
+/** All of `text` as `host: line` lines (for output that is already complete). */
+export function prefixLines(host: string, text: string): string[] {
+  const lines: string[] = []
+  const w = new PrefixWriter(host, (l) => lines.push(l))
+  w.write(text)
+  w.end()
+  return lines
+}
+
+/** One NDJSON line (without the newline) for `kay exec --json`. */
+export function execJsonLine(r: ExecResult): string {
+  const obj: Record<string, unknown> = {
+    host: r.host,
+    ok: r.ok,
+    exitCode: r.exitCode,
+    stdout: r.stdout,
+    stderr: r.stderr,
+    durationMs: Math.round(r.durationMs),
+  }
+  if (r.error !== undefined) obj.error = { code: r.error.code, message: r.error.message }
+  return JSON.stringify(obj)
+}

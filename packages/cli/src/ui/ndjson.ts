@@ -1,0 +1,79 @@
+/**
+ * NDJSON for `kay collect --json` and `kay fleet --json`: one object per host, then one summary object per tick.
+ * Field names are a public contract (scripts parse them); add fields, never rename.
+ */
+
+import type { ActorState, CollectMode } from '@kay/core'
+import type { HostMetrics } from '../../../core/src/metrics/types.js'
+
+/** One host's result for one tick. */
+export interface HostReport {
+  host: string
+  /** Metrics were collected this tick. */
+  ok: boolean
+  state: ActorState
+  metrics?: HostMetrics
+  error?: { code: string; message: string }
+  rttMs?: number
+  collectMode?: CollectMode
+}
+
+export interface HostLine {
+  host: string
+  ok: boolean
+  state: ActorState
+  metrics?: HostMetrics
+  error?: { code: string; message: string }
+  rttMs?: number
+  collectMode?: CollectMode
+}
+
+export interface SummaryLine {
+  summary: true
+  hosts: number
+  ok: number
+  failed: number
+  /** Failed hosts per error code (hosts that failed without a code count as `KAY_INTERNAL`). */
+  byCode: Record<string, number>
+  tick: number
+  durationMs: number
+}
+
+/** The per-host object (only the documented fields, in a stable order). */
+export function hostLine(r: HostReport): HostLine {
+  const o: HostLine = { host: r.host, ok: r.ok, state: r.state }
+  if (r.metrics !== undefined) o.metrics = r.metrics
+  if (r.error !== undefined) o.error = { code: r.error.code, message: r.error.message }
+  if (r.rttMs !== undefined) o.rttMs = r.rttMs
+  if (r.collectMode !== undefined) o.collectMode = r.collectMode
+  return o
+}
+
+export function summaryLine(reports: Iterable<HostReport>, tick: number, durationMs: number): SummaryLine {
+  const s: SummaryLine = {
+    summary: true,
+    hosts: 0,
+    ok: 0,
+    failed: 0,
+    byCode: {},
+    tick,
+    durationMs: Math.round(durationMs),
+  }
+  for (const r of reports) {
+    s.hosts++
+    if (r.ok) s.ok++
+    else {
+      s.failed++
+      const code = r.error?.code ?? 'KAY_INTERNAL'
+      s.byCode[code] = (s.byCode[code] ?? 0) + 1
+    }
+  }
+  return s
+}
+
+/** All lines for one tick (each without a trailing newline): one per host, then the summary. */
+export function tickLines(reports: readonly HostReport[], tick: number, durationMs: number): string[] {
+  const lines = reports.map((r) => JSON.stringify(hostLine(r)))
+  lines.push(JSON.stringify(summaryLine(reports, tick, durationMs)))
+  return lines
+}

@@ -1,0 +1,207 @@
+import { describe, expect, it, vi } from 'vitest'
+import { formatUptime, humanBytes, stripAnsi } from '../src/ui/format.js'
+import {
+  bodyHeight,
+  COLUMN_DROP_ORDER,
+  type FleetRow,
+  type FleetSummary,
+  formatRow,
+  layoutColumns,
+  prepareTable,
+  type RenderOptions,
+  renderFleet,
+  stateText,
+} from '../src/ui/table.js'
+import { fleet, metrics, readyRow } from './support/fixtures.js'
+
+const summary: FleetSummary = { tick: 7, handshakes: 120, dialSlotsInUse: 3, dialSlotsCap: 16 }
+const opts = (over: Partial<RenderOptions> = {}): RenderOptions => ({
+  width: 160,
+  height: 20,
+  offset: 0,
+  color: false,
+  summary,
+  formatTime: () => '12:34:56',
+  ...over,
+})
+
+const visibleWidth = (line: string): number => Array.from(stripAnsi(line)).length
+
+describe('formatters', () => {
+  it('formats sizes, uptimes and state labels compactly', () => {
+    expect([
+      humanBytes(0),
+      humanBytes(999),
+      humanBytes(1536),
+      humanBytes(1023 * 1024),
+      humanBytes(16 * 1024 ** 3),
+    ]).toEqual(['0B', '999B', '1.5K', '1.0M', '16G'])
+    expect([formatUptime(45), formatUptime(725), formatUptime(3 * 86_400 + 4 * 3600 + 59)]).toEqual([
+      '45s',
+      '12m5s',
+      '3d4h',
+    ])
+    const t = () => '10:00:00'
+    expect(stateText({ id: 'a', state: 'dialing' }, t)).toBe('connecting')
+    expect(stateText({ id: 'a', state: 'ready' }, t)).toBe('ready')
+    expect(stateText({ id: 'a', state: 'backoff', nextRetryAt: 1 }, t)).toBe('backoff until 10:00:00')
+    expect(
+      stateText({ id: 'a', state: 'quarantined', lastError: { code: 'KAY_HOST_KEY_MISMATCH', message: 'x' } }, t),
+    ).toBe('key mismatch')
+    expect(stateText({ id: 'a', state: 'backoff', lastError: { code: 'KAY_AUTH_FAILED', message: 'x' } }, t)).toBe(
+      'auth failed',
+    )
+  })
+})
+
+describe('renderFleet', () => {
+  const rows = fleet(300)
+  const table = prepareTable(rows)
+
+  it('shows every column with human units on a wide terminal', () => {
+    const lines = renderFleet(prepareTable([readyRow('web01')]), opts({ width: 200 }))
+    expect(lines[1]).toMatch(
+      /^HOST +STATE +CPU% +MEM used\/total +LOAD 1\/5\/15 +UPTIME +NET rx\/tx +FS% +RTT MODE +LAST ERROR/,
+    )
+    expect(lines[2]).toMatch(
+      /^web01 +ready +12\.5 +6\.0G\/16G +0\.42\/0\.30\/0\.25 +3d4h +146K\/20K +41\.2 +0\.8ms stream-bash/,
+    )
+  })
+
+  it('has a summary line with counts, tick, handshakes and dial slots', () => {
+    const lines = renderFleet(table, opts())
+    expect(lines[0]).toBe(
+      `${table.counts.ready} ready · ${table.counts.connecting} connecting · ${table.counts.down} down · tick 7 · handshakes 120 · dial slots 3/16`,
+    )
+    expect(table.counts.ready + table.counts.connecting + table.counts.down).toBe(300)
+    expect(table.counts.down).toBe(6)
+  })
+
+  it('shows a connected X / N progress bar during cold start', () => {
+    const half = [
+      ...Array.from({ length: 5 }, (_, i) => readyRow(`r${i}`)),
+      ...Array.from({ length: 5 }, (_, i) => ({ id: `d${i}`, state: 'idle' as const })),
+    ]
+    const lines = renderFleet(prepareTable(half), opts({ width: 80, summary: { ...summary, coldStart: true } }))
+    expect(lines[1]).toMatch(/^connected 5 \/ 10 \[#+\.+\]$/)
+    const bar = lines[1]!.slice(lines[1]!.indexOf('['))
+    expect(bar.split('#').length - 1).toBe(bar.split('.').length - 1)
+  })
+
+  it('shows backoff retry time and the last error', () => {
+    const lines = renderFleet(table, opts({ width: 200 }))
+    const backoff = lines.find((l) => l.startsWith('host00008'))
+    expect(backoff).toMatch(/backoff until 12:34:56 .*connect ECONNREFUSED 127\.0\.0\.1:22/)
+  })
+
+  it('never renders a line wider than the terminal, at any width from 40 to 200', () => {
+    const mixed: FleetRow[] = [
+      ...rows.slice(0, 30),
+      readyRow('a-very-long-host-name-that-goes-on-and-on.example.internal.corp'),
+      { id: 'k', state: 'quarantined', lastError: { code: 'KAY_HOST_KEY_MISMATCH', message: 'x'.repeat(300) } },
+    ]
+    const t = prepareTable(mixed)
+    for (let width = 40; width <= 200; width++) {
+      for (const color of [false, true]) {
+        const lines = renderFleet(
+          t,
+          opts({ width, height: 40, selected: 3, color, summary: { ...summary, coldStart: true } }),
+        )
+        for (const line of lines) expect(visibleWidth(line), `width ${width}: ${line}`).toBeLessThanOrEqual(width)
+        expect(lines.length).toBeLessThanOrEqual(40)
+      }
+    }
+  })
+
+  it('drops low-priority columns first as the terminal narrows', () => {
+    let previous = layoutColumns(300, 10).map((c) => c.key)
+    expect(previous).toHaveLength(11)
+    const dropped: string[] = []
+    for (let width = 300; width >= 20; width--) {
+      const keys = layoutColumns(width, 10).map((c) => c.key)
+      for (const k of previous) if (!keys.includes(k)) dropped.push(k)
+      previous = keys
+      expect(keys.slice(0, 2)).toEqual(['host', 'state'])
+    }
+    expect(dropped).toEqual([...COLUMN_DROP_ORDER])
+  })
+
+  it('keeps HOST and STATE at 40 columns and drops only MODE and RTT at 120', () => {
+    expect(layoutColumns(40, 10).map((c) => c.key)).toEqual(['host', 'state', 'cpu'])
+    const at120 = layoutColumns(120, 10).map((c) => c.key)
+    expect(at120).not.toContain('mode')
+    expect(at120).toContain('cpu')
+    expect(at120).toContain('error')
+  })
+
+  it('writes no escape codes at all when colour is off, and highlights only the selected row when on', () => {
+    const plain = renderFleet(table, opts({ selected: 2 }))
+    expect(plain.join('\n')).not.toContain('\x1b')
+    const coloured = renderFleet(table, opts({ selected: 2, color: true }))
+    const inverse = coloured.filter((l) => l.includes('\x1b[7m'))
+    expect(inverse).toHaveLength(1)
+    expect(stripAnsi(inverse[0]!)).toMatch(/^host00003 /)
+  })
+
+  it('renders only the viewport: a 10,000-row table formats exactly the visible rows', () => {
+    const big = prepareTable(fleet(10_000))
+    const spy = vi.fn(formatRow)
+    const lines = renderFleet(big, opts({ height: 30, offset: 5000, formatRow: spy }))
+    const body = bodyHeight(30, summary)
+    expect(spy).toHaveBeenCalledTimes(body)
+    expect(spy.mock.calls[0]![0].id).toBe(big.rows[5000]!.id)
+    expect(lines).toHaveLength(30)
+    expect(lines.at(-1)).toContain(`rows 5001-${5000 + body} of 10000`)
+  })
+
+  it('clamps the offset so the last page is full', () => {
+    const spy = vi.fn(formatRow)
+    const lines = renderFleet(table, opts({ height: 13, offset: 10_000, formatRow: spy }))
+    expect(spy).toHaveBeenCalledTimes(10)
+    expect(stripAnsi(lines[lines.length - 2]!)).toMatch(/^host00300 /)
+  })
+
+  it('fits a tiny terminal without throwing', () => {
+    expect(renderFleet(table, opts({ width: 10, height: 2 }))).toHaveLength(2)
+    expect(renderFleet(table, opts({ width: 40, height: 0 }))).toEqual([])
+  })
+})
+
+describe('prepareTable', () => {
+  const rows: FleetRow[] = [
+    readyRow('web10', { metrics: metrics({ cpuPct: 10 }) }),
+    readyRow('web2', { metrics: metrics({ cpuPct: 90 }) }),
+    { id: 'web1', state: 'backoff', lastError: { code: 'KAY_CONNECT_FAILED', message: 'refused' } },
+    readyRow('db1', { metrics: metrics({ cpuPct: 50 }) }),
+  ]
+
+  it('sorts hosts in natural order', () => {
+    expect(prepareTable(rows).rows.map((r) => r.id)).toEqual(['db1', 'web1', 'web2', 'web10'])
+  })
+
+  it('sorts metrics largest first with hosts lacking metrics last', () => {
+    expect(prepareTable(rows, { sort: 'cpu' }).rows.map((r) => r.id)).toEqual(['web2', 'db1', 'web10', 'web1'])
+  })
+
+  it('sorts problems first by state', () => {
+    expect(prepareTable(rows, { sort: 'state' }).rows[0]!.id).toBe('web1')
+  })
+
+  it('filters by host, state label or error code, but counts the whole fleet', () => {
+    expect(prepareTable(rows, { filter: 'WEB' }).rows).toHaveLength(3)
+    expect(prepareTable(rows, { filter: 'backoff' }).rows.map((r) => r.id)).toEqual(['web1'])
+    expect(prepareTable(rows, { filter: 'connect_failed' }).rows.map((r) => r.id)).toEqual(['web1'])
+    expect(prepareTable(rows, { filter: 'zzz' }).counts.total).toBe(4)
+  })
+
+  it('does not modify the input array', () => {
+    const copy = rows.slice()
+    prepareTable(rows, { sort: 'cpu' })
+    expect(rows).toEqual(copy)
+  })
+
+  it('sizes the HOST column from the longest id, clamped', () => {
+    expect(prepareTable([readyRow('a')]).hostWidth).toBe(4)
+    expect(prepareTable([readyRow('x'.repeat(100))]).hostWidth).toBe(40)
+  })
+})

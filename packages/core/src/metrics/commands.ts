@@ -1,0 +1,170 @@
+/**
+ * The commands kay sends to a host (docs/collection-protocol.md). Nothing is installed on the host: each string
+ * is the exec request itself, and sshd runs it as `$SHELL -c '<string>'`, where the login shell may be bash,
+ * dash, zsh or another POSIX-ish shell. So:
+ *
+ * - the one-shot commands use only POSIX sh syntax that zsh parses the same way (no word splitting of unquoted
+ *   variables, no globs outside `case` patterns, no `local`, no arrays);
+ * - the stream loops `exec` a known interpreter (`bash`, `perl`, `sh`) and pass the script as ONE single-quoted
+ *   argument, so the login shell only sees `exec <interp> -c '<script>' kay <token>`. The scripts therefore
+ *   contain no single quote at all (checked at module load), and the token travels as an argument, not as text
+ *   spliced into the script.
+ */
+
+import { randomBytes } from 'node:crypto'
+import { ConfigError, InternalError } from '../errors.js'
+
+/** The interpreters a stream loop can run under, cheapest host CPU first (the probe order). */
+export type StreamFlavour = 'bash' | 'perl' | 'sh'
+
+/** Probe order: the first flavour whose first frame arrives intact wins. */
+export const STREAM_FLAVOURS: readonly StreamFlavour[] = ['bash', 'perl', 'sh']
+
+/** The sections every collection (and every stream frame) carries, in order. */
+export const COLLECT_SECTIONS = ['loadavg', 'meminfo', 'stat', 'uptime', 'netdev'] as const
+
+const PROC_FILES = 'loadavg meminfo stat uptime net/dev'
+const DETAIL_PROC_FILES = 'stat meminfo loadavg uptime net/dev'
+const PS = 'ps -eo pid,user,pcpu,pmem,rss,comm --sort=-pcpu'
+
+/**
+ * Prints `@@kay <name>\n<content>\n` per /proc file. `$(cat …)` strips trailing newlines and printf adds exactly
+ * one, so every header starts a line whatever the source ends with; a missing file gives an empty section.
+ */
+function shProcLoop(files: string): string {
+  return (
+    `for f in ${files};do x=$(cat /proc/$f 2>/dev/null);` +
+    `case $f in net/dev) n=netdev;;*) n=$f;;esac;printf '@@kay %s\\n%s\\n' "$n" "$x";done`
+  )
+}
+
+/**
+ * One-shot collection (exec mode, the fallback when no stream flavour works): sections loadavg meminfo stat
+ * uptime netdev df (`df -P /`), then exit 0.
+ */
+export const COLLECT_COMMAND =
+  ': kay-collect v1;' + shProcLoop(PROC_FILES) + `;x=$(df -P / 2>/dev/null);printf '@@kay df\\n%s\\n' "$x"`
+
+/**
+ * One-shot drill-in detail: sections stat meminfo loadavg uptime netdev df (`df -P`, all filesystems: `-x` is
+ * not portable) and ps (the 20 busiest processes; GNU ps `--sort`, an empty section where ps lacks it).
+ */
+export const DETAIL_COMMAND =
+  ': kay-detail v1;' +
+  shProcLoop(DETAIL_PROC_FILES) +
+  `;x=$(df -P 2>/dev/null);printf '@@kay df\\n%s\\n' "$x"` +
+  `;x=$(${PS} 2>/dev/null|head -n 21);printf '@@kay ps\\n%s\\n' "$x"`
+
+// The stream loops. Each reads request lines `<seq>` or `<seq> df` from stdin, ignores anything else, answers
+// with the sections then `@@kay-end <token> <seq>`, and exits 0 at stdin EOF. `$1` / `$ARGV[0]` is the token.
+
+/** Shared request-line validation for the shell loops: sets s (seq) and d (non-empty when df is asked for). */
+// biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+const SH_REQUEST = 'case $l in *" df") s=${l% df};d=1;;*) s=$l;d=;;esac;' + 'case $s in ""|*[!0-9]*) continue;;esac;'
+
+/**
+ * bash: each file read whole by the `read` builtin (no fork per file). `read -d ""` returns 1 at EOF with the
+ * content complete, so it is never a loop condition; the frame is built in one string and written by one printf.
+ */
+const BASH_LOOP =
+  't=$1;printf -v nl "\\n";' +
+  'while IFS= read -r l;do ' +
+  SH_REQUEST +
+  'o=;for f in loadavg meminfo stat uptime net/dev;do ' +
+  'x=;IFS= read -r -d "" x 2>/dev/null </proc/$f;' +
+  '[[ $x == *"$nl" ]]||x+=$nl;' +
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+  'o+="@@kay ${f/\\//}$nl$x";' +
+  'done;' +
+  'if [[ -n $d ]];then x=$(df -P / 2>/dev/null);o+="@@kay df$nl$x$nl";fi;' +
+  'printf "%s@@kay-end %s %s\\n" "$o" "$t" "$s";' +
+  'done;exit 0'
+
+/** perl: each file read with sysread; one print (autoflushed) per frame. */
+const PERL_LOOP =
+  '$|=1;my $t=shift;my @f=qw(loadavg meminfo stat uptime net/dev);' +
+  'while(defined(my $l=<STDIN>)){' +
+  'next unless $l=~/\\A(\\d+)( df)?\\n?\\z/;my($s,$d)=($1,$2);my $o="";' +
+  'for my $f(@f){my $x="";' +
+  'if(open(my $h,"<","/proc/$f")){1 while sysread($h,$x,65536,length $x);close $h}' +
+  '$x.="\\n" unless $x=~/\\n\\z/;(my $n=$f)=~s{/}{};$o.="\\@\\@kay $n\\n$x"}' +
+  'if(defined $d){my $x=qx(df -P / 2>/dev/null);$x.="\\n" unless $x=~/\\n\\z/;$o.="\\@\\@kay df\\n$x"}' +
+  'print $o,"\\@\\@kay-end $t $s\\n"}' +
+  'exit 0'
+
+/** sh: `cat` per file (forks; the fallback that works everywhere). */
+const SH_LOOP =
+  't=$1;while IFS= read -r l;do ' +
+  SH_REQUEST +
+  'for f in loadavg meminfo stat uptime net/dev;do x=$(cat /proc/$f 2>/dev/null);' +
+  'case $f in net/dev) n=netdev;;*) n=$f;;esac;printf "@@kay %s\\n%s\\n" "$n" "$x";done;' +
+  'if [ -n "$d" ];then x=$(df -P / 2>/dev/null);printf "@@kay df\\n%s\\n" "$x";fi;' +
+  'printf "@@kay-end %s %s\\n" "$t" "$s";' +
+  'done;exit 0'
+
+for (const script of [BASH_LOOP, PERL_LOOP, SH_LOOP]) {
+  // The scripts are wrapped in single quotes for the login shell; one inside would end the quoting.
+  if (script.includes("'")) throw new InternalError('stream script contains a single quote')
+}
+
+const TOKEN_RE = /^[A-Za-z0-9_-]{1,64}$/
+
+/**
+ * The exec command for a persistent collection stream of the given flavour. `token` identifies the channel's
+ * frames (see `randomStreamToken`); it must be 1–64 characters of [A-Za-z0-9_-] (kay uses 16 hex chars), which
+ * is what makes it safe to pass unquoted.
+ */
+export function streamCommand(flavour: StreamFlavour, token: string): string {
+  if (typeof token !== 'string' || !TOKEN_RE.test(token)) {
+    throw new ConfigError('stream token must be 1-64 characters of [A-Za-z0-9_-]')
+  }
+  const head = `: kay-stream v1 ${flavour} ${token};`
+  switch (flavour) {
+    case 'bash':
+      return `${head}exec bash -c '${BASH_LOOP}' kay ${token}`
+    case 'perl':
+      return `${head}exec perl -e '${PERL_LOOP}' ${token}`
+    case 'sh':
+      return `${head}exec sh -c '${SH_LOOP}' kay ${token}`
+    default:
+      throw new ConfigError(`unknown stream flavour: ${String(flavour)}`)
+  }
+}
+
+/** A fresh random stream token: 16 hex chars. */
+export function randomStreamToken(): string {
+  return randomBytes(8).toString('hex')
+}
+
+/** The request line for `seq` (with `df` when the root filesystem figure is wanted this tick). */
+export function streamRequest(seq: number, df = false): string {
+  if (!Number.isSafeInteger(seq) || seq < 0) throw new ConfigError(`seq must be a non-negative integer, got ${seq}`)
+  return df ? `${seq} df\n` : `${seq}\n`
+}
+
+/** What a command string is, read from its `:` head (for the simulator and for logs). */
+export type KayCommand =
+  | { kind: 'collect' }
+  | { kind: 'detail' }
+  | { kind: 'stream'; flavour: StreamFlavour; token: string }
+  | { kind: 'other' }
+
+/** Recognises kay's commands by their head, e.g. `: kay-stream v1 bash 0123456789abcdef;`. */
+export function identifyCommand(command: string): KayCommand {
+  if (command.startsWith(': kay-collect v1;')) return { kind: 'collect' }
+  if (command.startsWith(': kay-detail v1;')) return { kind: 'detail' }
+  if (command.startsWith(': kay-stream v1 ')) {
+    const semi = command.indexOf(';')
+    const parts = command.slice(16, semi === -1 ? undefined : semi).split(' ')
+    const [flavour, token] = parts
+    if (
+      parts.length === 2 &&
+      (flavour === 'bash' || flavour === 'perl' || flavour === 'sh') &&
+      token !== undefined &&
+      TOKEN_RE.test(token)
+    ) {
+      return { kind: 'stream', flavour, token }
+    }
+  }
+  return { kind: 'other' }
+}

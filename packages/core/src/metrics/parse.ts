@@ -1,0 +1,686 @@
+/**
+ * Parsing collected /proc text into counters ({@link RawSample}) and counters into {@link HostMetrics}.
+ *
+ * This runs once per host per tick (10,000 hosts at 5 s is 2,000 calls/s per process), on text a remote host
+ * controls. So it is written as linear scans with `indexOf`/`charCodeAt` (no regex splitting, few substrings),
+ * it caps its input, and every failure — garbage, truncation, binary, absurd numbers — is a {@link ParseError}
+ * naming the section, never another kind of exception and never a loop that does not advance.
+ */
+
+import { type KayError, ParseError } from '../errors.js'
+import type { CpuState, HostDetail, HostMetrics, InterfaceCounters, RawSample } from './types.js'
+
+/** Input larger than this (in UTF-16 units, ≈ bytes for /proc text) is refused before any parsing. */
+export const MAX_INPUT_CHARS = 1024 * 1024
+/** More `cpuN` lines than this is not a real host. */
+export const MAX_CPUS = 4096
+/** More interfaces than this in /proc/net/dev is refused. */
+export const MAX_INTERFACES = 65_536
+/** Load averages above this are refused as absurd. */
+export const MAX_LOAD = 1_000_000
+/** Uptimes above this (≈ 317 years) are refused as absurd. */
+export const MAX_UPTIME_SECONDS = 1e10
+
+/** The CPU states in /proc/stat column order (the order of each row of {@link RawSample.cpuTimes}). */
+export const CPU_STATES: readonly CpuState[] = ['user', 'nice', 'system', 'idle', 'iowait', 'irq', 'softirq', 'steal']
+
+const NSTATES = 8
+const MAX_SAFE = Number.MAX_SAFE_INTEGER
+const MAX_KB = Math.floor(MAX_SAFE / 1024)
+const MAX_SECTION_NAME = 32
+const MAX_PS_ROWS = 100
+const MAX_DF_ROWS = 10_000
+
+const C_NL = 10
+const C_SPACE = 32
+const C_TAB = 9
+const C_0 = 48
+const C_9 = 57
+const C_DOT = 46
+
+function bad(section: string, what: string): KayError {
+  return new ParseError(`${section}: ${what}`, { details: { section } })
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Sections
+
+/**
+ * Splits collected output into its sections: each `@@kay <name>` header at the start of a line opens a section
+ * that runs to the next header (or to a `@@kay-end` marker line, or the end). Text before the first header (a
+ * login banner, say) and sections with malformed names are ignored; unknown names are kept (callers ignore
+ * them); a repeated name keeps the last. Throws {@link ParseError} only when the input is not a string or is
+ * larger than {@link MAX_INPUT_CHARS}.
+ */
+export function parseSections(text: string): Map<string, string> {
+  if (typeof text !== 'string') throw bad('input', 'not a string')
+  if (text.length > MAX_INPUT_CHARS) throw bad('input', `too large (${text.length} > ${MAX_INPUT_CHARS} chars)`)
+  const out = new Map<string, string>()
+  const len = text.length
+  let name: string | undefined
+  let bodyStart = 0
+  let p = text.startsWith('@@kay', 0) ? 0 : nextCandidate(text, 0)
+  while (p !== -1) {
+    const c = text.charCodeAt(p + 5)
+    const isHeader = c === C_SPACE
+    const isEnd = !isHeader && text.startsWith('@@kay-end', p) && (p + 9 >= len || isBlankOrNl(text, p + 9))
+    if (!isHeader && !isEnd) {
+      p = nextCandidate(text, p + 1)
+      continue
+    }
+    if (name !== undefined) out.set(name, text.slice(bodyStart, p))
+    let e = text.indexOf('\n', p)
+    if (e === -1) e = len
+    name = isHeader ? sectionName(text, p + 6, e) : undefined
+    bodyStart = e < len ? e + 1 : len
+    p = nextCandidate(text, e)
+  }
+  if (name !== undefined) out.set(name, text.slice(bodyStart))
+  return out
+}
+
+function nextCandidate(text: string, from: number): number {
+  const r = text.indexOf('\n@@kay', from)
+  return r === -1 ? -1 : r + 1
+}
+
+function isBlankOrNl(s: string, i: number): boolean {
+  const c = s.charCodeAt(i)
+  return c === C_SPACE || c === C_NL || c === C_TAB
+}
+
+/** A section name is 1–32 of [a-z0-9_-]; anything else makes the header's section ignored. */
+function sectionName(s: string, start: number, end: number): string | undefined {
+  if (end <= start || end - start > MAX_SECTION_NAME) return undefined
+  for (let i = start; i < end; i++) {
+    const c = s.charCodeAt(i)
+    const ok = (c >= 97 && c <= 122) || (c >= C_0 && c <= C_9) || c === 95 || c === 45
+    if (!ok) return undefined
+  }
+  return s.slice(start, end)
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Number readers. They return -1 for "no valid number here" and leave the index after the number in `pos`
+// (a module-level cursor instead of a returned tuple: no allocation per number).
+
+let pos = 0
+
+function skipBlanks(s: string, i: number, end: number): number {
+  while (i < end) {
+    const c = s.charCodeAt(i)
+    if (c !== C_SPACE && c !== C_TAB) break
+    i++
+  }
+  return i
+}
+
+function lineEnd(s: string, i: number, end: number): number {
+  const e = s.indexOf('\n', i)
+  return e === -1 || e > end ? end : e
+}
+
+/** A number must end at a blank, a newline or the end; `12x` is not a number. */
+function endsToken(s: string, i: number, end: number): boolean {
+  if (i >= end) return true
+  const c = s.charCodeAt(i)
+  return c === C_SPACE || c === C_TAB || c === C_NL
+}
+
+/** An unsigned decimal integer ≤ 2^53−1 after optional blanks; -1 if there is none. */
+function readUint(s: string, i: number, end: number): number {
+  i = skipBlanks(s, i, end)
+  const start = i
+  let n = 0
+  while (i < end) {
+    const d = s.charCodeAt(i) - C_0
+    if (d < 0 || d > 9) break
+    n = n * 10 + d
+    i++
+  }
+  pos = i
+  if (i === start || i - start > 16 || n > MAX_SAFE || !endsToken(s, i, end)) return -1
+  return n
+}
+
+/** An unsigned decimal `123` or `123.45` after optional blanks; -1 if there is none. */
+function readDecimal(s: string, i: number, end: number): number {
+  i = skipBlanks(s, i, end)
+  const start = i
+  let n = 0
+  while (i < end) {
+    const d = s.charCodeAt(i) - C_0
+    if (d < 0 || d > 9) break
+    n = n * 10 + d
+    i++
+  }
+  if (i === start || i - start > 15) {
+    pos = i
+    return -1
+  }
+  if (i < end && s.charCodeAt(i) === C_DOT) {
+    i++
+    let scale = 1
+    let frac = 0
+    const fstart = i
+    while (i < end) {
+      const d = s.charCodeAt(i) - C_0
+      if (d < 0 || d > 9) break
+      // Digits past the ninth cannot matter for a metric; read them, ignore them.
+      if (i - fstart < 9) {
+        frac = frac * 10 + d
+        scale *= 10
+      }
+      i++
+    }
+    if (i === fstart) {
+      pos = i
+      return -1
+    }
+    n += frac / scale
+  }
+  pos = i
+  return endsToken(s, i, end) ? n : -1
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Sample
+
+function required(sections: Map<string, string>, name: string): string {
+  const s = sections.get(name)
+  if (typeof s !== 'string') throw bad(name, 'section missing')
+  if (s.length === 0) throw bad(name, 'section empty')
+  return s
+}
+
+function optional(sections: Map<string, string>, name: string): string | undefined {
+  const s = sections.get(name)
+  return typeof s === 'string' ? s : undefined
+}
+
+/**
+ * Reads the counters of one collection. Needs the `loadavg`, `meminfo`, `stat` and `uptime` sections; `netdev`
+ * and `df` are optional. `at` is the collector's epoch ms for the sample. Throws {@link ParseError} naming the
+ * section on anything malformed or absurd.
+ */
+export function parseSample(sections: Map<string, string>, at: number): RawSample {
+  if (!(sections instanceof Map)) throw bad('input', 'sections is not a Map')
+  if (typeof at !== 'number' || !Number.isFinite(at)) throw bad('input', 'sample time is not a finite number')
+  const loadavg = required(sections, 'loadavg')
+  const meminfo = required(sections, 'meminfo')
+  const stat = required(sections, 'stat')
+  const uptime = required(sections, 'uptime')
+
+  const lend = loadavg.length
+  const load1 = readDecimal(loadavg, 0, lend)
+  const load5 = load1 < 0 ? -1 : readDecimal(loadavg, pos, lend)
+  const load15 = load5 < 0 ? -1 : readDecimal(loadavg, pos, lend)
+  if (load15 < 0) throw bad('loadavg', 'expected three load averages')
+  if (load1 > MAX_LOAD || load5 > MAX_LOAD || load15 > MAX_LOAD) throw bad('loadavg', 'load average out of range')
+
+  const uptimeSeconds = readDecimal(uptime, 0, uptime.length)
+  if (uptimeSeconds < 0) throw bad('uptime', 'expected the uptime in seconds')
+  if (uptimeSeconds > MAX_UPTIME_SECONDS) throw bad('uptime', 'uptime out of range')
+
+  const sample: RawSample = {
+    at,
+    cpus: 0,
+    cpuIds: [],
+    cpuTimes: [],
+    memTotalBytes: 0,
+    memFreeBytes: 0,
+    memAvailableBytes: 0,
+    swapTotalBytes: 0,
+    swapFreeBytes: 0,
+    load1,
+    load5,
+    load15,
+    uptimeSeconds,
+  }
+  parseStat(stat, sample)
+  parseMeminfo(meminfo, sample)
+  const netdev = optional(sections, 'netdev')
+  if (netdev !== undefined) sample.interfaces = parseNetdev(netdev)
+  const df = optional(sections, 'df')
+  if (df !== undefined) {
+    const root = rootFsPct(df)
+    if (root !== undefined) sample.rootFsUsedPct = root
+  }
+  return sample
+}
+
+function parseStat(s: string, out: RawSample): void {
+  const end = s.length
+  const times = out.cpuTimes
+  const ids = out.cpuIds
+  for (let k = 0; k < NSTATES; k++) times.push(0)
+  let seenAggregate = false
+  let inCpuBlock = false
+  let i = 0
+  while (i < end) {
+    const e = lineEnd(s, i, end)
+    if (s.charCodeAt(i) === 99 && s.startsWith('cpu', i)) {
+      let j = i + 3
+      const c = s.charCodeAt(j)
+      let row: number
+      if (c >= C_0 && c <= C_9) {
+        const id = readUint(s, j, e)
+        if (id < 0 || id > 65_535) throw bad('stat', 'bad cpu number')
+        if (ids.length >= MAX_CPUS) throw bad('stat', `more than ${MAX_CPUS} cpus`)
+        j = pos
+        ids.push(id)
+        row = times.length
+        for (let k = 0; k < NSTATES; k++) times.push(0)
+      } else if (c === C_SPACE || c === C_TAB) {
+        if (seenAggregate) throw bad('stat', 'two aggregate cpu lines')
+        seenAggregate = true
+        row = 0
+      } else {
+        // `cpufoo ...`: not a cpu line.
+        if (inCpuBlock) break
+        i = e + 1
+        continue
+      }
+      inCpuBlock = true
+      let n = 0
+      for (;;) {
+        j = skipBlanks(s, j, e)
+        if (j >= e) break
+        const v = readUint(s, j, e)
+        if (v < 0) throw bad('stat', 'bad cpu counter')
+        if (n < NSTATES) times[row + n] = v
+        n++
+        j = pos
+      }
+      if (n < 4) throw bad('stat', 'cpu line has fewer than 4 counters')
+    } else if (inCpuBlock) {
+      // The cpu lines are one block at the top; the rest (a long `intr` line) is not needed.
+      break
+    }
+    i = e + 1
+  }
+  if (!seenAggregate) throw bad('stat', 'no aggregate cpu line')
+  if (ids.length === 0) throw bad('stat', 'no per-cpu lines')
+  out.cpus = ids.length
+}
+
+// Scratch for meminfo values, reused across calls (the parser is synchronous): no allocation per sample.
+const MEM_TOTAL = 0
+const MEM_FREE = 1
+const MEM_AVAILABLE = 2
+const BUFFERS = 3
+const CACHED = 4
+const SRECLAIMABLE = 5
+const SWAP_TOTAL = 6
+const SWAP_FREE = 7
+const memScratch = new Float64Array(8)
+
+function memKey(s: string, i: number): number {
+  switch (s.charCodeAt(i)) {
+    case 77: // M
+      if (s.startsWith('MemTotal:', i)) return MEM_TOTAL
+      if (s.startsWith('MemFree:', i)) return MEM_FREE
+      if (s.startsWith('MemAvailable:', i)) return MEM_AVAILABLE
+      return -1
+    case 66: // B
+      return s.startsWith('Buffers:', i) ? BUFFERS : -1
+    case 67: // C
+      return s.startsWith('Cached:', i) ? CACHED : -1
+    case 83: // S
+      if (s.startsWith('SwapTotal:', i)) return SWAP_TOTAL
+      if (s.startsWith('SwapFree:', i)) return SWAP_FREE
+      if (s.startsWith('SReclaimable:', i)) return SRECLAIMABLE
+      return -1
+    default:
+      return -1
+  }
+}
+
+const MEM_KEY_LEN = [9, 8, 13, 8, 7, 13, 10, 9]
+
+function parseMeminfo(s: string, out: RawSample): void {
+  const v = memScratch
+  v.fill(-1)
+  const end = s.length
+  let found = 0
+  let i = 0
+  while (i < end && found < 8) {
+    const e = lineEnd(s, i, end)
+    const key = memKey(s, i)
+    if (key >= 0 && v[key]! < 0) {
+      const kb = readUint(s, i + MEM_KEY_LEN[key]!, e)
+      if (kb < 0) throw bad('meminfo', 'bad value')
+      if (kb > MAX_KB) throw bad('meminfo', 'value out of range')
+      const u = skipBlanks(s, pos, e)
+      if (u < e && !(e - u === 2 && s.startsWith('kB', u))) throw bad('meminfo', 'unexpected unit')
+      v[key] = kb
+      found++
+    }
+    i = e + 1
+  }
+  const total = v[MEM_TOTAL]!
+  const free = v[MEM_FREE]!
+  if (total < 0) throw bad('meminfo', 'MemTotal missing')
+  if (total === 0) throw bad('meminfo', 'MemTotal is 0')
+  if (free < 0) throw bad('meminfo', 'MemFree missing')
+  let avail = v[MEM_AVAILABLE]!
+  if (avail < 0) {
+    // Kernels before 3.14 have no MemAvailable: estimate it the way free(1) used to.
+    avail = free + Math.max(0, v[BUFFERS]!) + Math.max(0, v[CACHED]!) + Math.max(0, v[SRECLAIMABLE]!)
+  }
+  const swapTotal = Math.max(0, v[SWAP_TOTAL]!)
+  const swapFree = Math.max(0, v[SWAP_FREE]!)
+  // Containers (lxcfs) can report inconsistent figures; clamp rather than report used < 0.
+  out.memTotalBytes = total * 1024
+  out.memFreeBytes = Math.min(free, total) * 1024
+  out.memAvailableBytes = Math.min(avail, total) * 1024
+  out.swapTotalBytes = swapTotal * 1024
+  out.swapFreeBytes = Math.min(swapFree, swapTotal) * 1024
+}
+
+function parseNetdev(s: string): InterfaceCounters[] {
+  const out: InterfaceCounters[] = []
+  const end = s.length
+  let i = 0
+  while (i < end) {
+    const e = lineEnd(s, i, end)
+    const colon = s.indexOf(':', i)
+    // Lines without a colon are the two header lines (`Inter-|   Receive ...`).
+    if (colon !== -1 && colon < e) {
+      const ns = skipBlanks(s, i, colon)
+      let ne = colon
+      while (ne > ns && (s.charCodeAt(ne - 1) === C_SPACE || s.charCodeAt(ne - 1) === C_TAB)) ne--
+      if (ne === ns || ne - ns > 64) throw bad('netdev', 'bad interface name')
+      const rx = readUint(s, colon + 1, e)
+      if (rx < 0) throw bad('netdev', 'bad counter')
+      for (let k = 0; k < 7; k++) {
+        if (readUint(s, pos, e) < 0) throw bad('netdev', 'bad counter')
+      }
+      const tx = readUint(s, pos, e)
+      if (tx < 0) throw bad('netdev', 'bad counter')
+      if (!(ne - ns === 2 && s.startsWith('lo', ns))) {
+        if (out.length >= MAX_INTERFACES) throw bad('netdev', 'too many interfaces')
+        out.push({ name: s.slice(ns, ne), rxBytes: rx, txBytes: tx })
+      }
+    }
+    i = e + 1
+  }
+  return out
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// df and ps (tolerant: rows that do not parse are skipped; these sections are optional and tools differ)
+
+type FsRow = HostDetail['filesystems'][number]
+type PsRow = HostDetail['processes'][number]
+
+/** Splits a line into blank-separated tokens with their start offsets. */
+function tokens(s: string, start: number, end: number, words: string[], starts: number[]): void {
+  words.length = 0
+  starts.length = 0
+  let i = start
+  while (i < end) {
+    i = skipBlanks(s, i, end)
+    if (i >= end) break
+    const t = i
+    while (i < end && s.charCodeAt(i) !== C_SPACE && s.charCodeAt(i) !== C_TAB) i++
+    words.push(s.slice(t, i))
+    starts.push(t)
+  }
+}
+
+/** A possibly negative integer token (GNU df prints a negative Available when reserved blocks are in use). */
+function intToken(w: string | undefined): number {
+  if (w === undefined) return Number.NaN
+  const neg = w.charCodeAt(0) === 45
+  const v = readUint(w, neg ? 1 : 0, w.length)
+  if (v < 0 || pos !== w.length) return Number.NaN
+  return neg ? -v : v
+}
+
+function pctToken(w: string | undefined): number {
+  if (w === undefined) return Number.NaN
+  if (w === '-') return 0
+  if (w.length < 2 || w.charCodeAt(w.length - 1) !== 37) return Number.NaN
+  const v = readUint(w, 0, w.length - 1)
+  return v < 0 ? Number.NaN : v
+}
+
+function parseDfRows(s: string, rootOnly: boolean): FsRow[] {
+  const out: FsRow[] = []
+  const words: string[] = []
+  const starts: number[] = []
+  const end = s.length
+  let i = 0
+  while (i < end && out.length < MAX_DF_ROWS) {
+    const e = lineEnd(s, i, end)
+    tokens(s, i, e, words, starts)
+    // Filesystem names and mount points may contain spaces: find the first `size used avail pct%` run with at
+    // least one token before it and one after it.
+    for (let c = 4; c < words.length - 1; c++) {
+      const usedPct = pctToken(words[c])
+      if (Number.isNaN(usedPct)) continue
+      const sizeKb = intToken(words[c - 3])
+      const usedKb = intToken(words[c - 2])
+      const availKb = intToken(words[c - 1])
+      if (Number.isNaN(sizeKb) || Number.isNaN(usedKb) || Number.isNaN(availKb) || sizeKb < 0 || usedKb < 0) continue
+      const mount = s.slice(starts[c + 1]!, e).trimEnd()
+      if (rootOnly && mount !== '/') break
+      out.push({
+        filesystem: c === 4 ? words[0]! : s.slice(starts[0]!, starts[c - 3]!).trimEnd(),
+        sizeKb,
+        usedKb,
+        availKb: Math.max(0, availKb),
+        usedPct: Math.min(100, usedPct),
+        mount,
+      })
+      break
+    }
+    i = e + 1
+  }
+  return out
+}
+
+function rootFsPct(df: string): number | undefined {
+  const rows = parseDfRows(df, true)
+  return rows.length > 0 ? rows[0]!.usedPct : undefined
+}
+
+function parsePs(s: string): PsRow[] {
+  const out: PsRow[] = []
+  const words: string[] = []
+  const starts: number[] = []
+  const end = s.length
+  let i = 0
+  while (i < end && out.length < MAX_PS_ROWS) {
+    const e = lineEnd(s, i, end)
+    tokens(s, i, e, words, starts)
+    if (words.length >= 6) {
+      const pid = intToken(words[0])
+      const cpuPct = readDecimal(words[2]!, 0, words[2]!.length)
+      const memPct = readDecimal(words[3]!, 0, words[3]!.length)
+      const rssKb = intToken(words[4])
+      // The header row (`PID USER ...`) fails the pid test and is skipped like any malformed row.
+      if (pid >= 0 && cpuPct >= 0 && memPct >= 0 && memPct <= 100 && rssKb >= 0) {
+        out.push({ pid, user: words[1]!, cpuPct, memPct, rssKb, command: s.slice(starts[5]!, e).trimEnd() })
+      }
+    }
+    i = e + 1
+  }
+  return out
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Deltas
+
+const deltaScratch = new Float64Array(NSTATES)
+
+/**
+ * Fills `deltaScratch` with the per-state jiffy deltas of one row and returns their total, or -1 when the row's
+ * counters went backwards as a whole (a reset). A single state going backwards is clamped to 0: iowait is known
+ * to decrease on NO_HZ kernels.
+ */
+function cpuRowDelta(prev: number[], prevRow: number, cur: number[], curRow: number): number {
+  let raw = 0
+  let total = 0
+  for (let k = 0; k < NSTATES; k++) {
+    const d = (cur[curRow + k] ?? 0) - (prev[prevRow + k] ?? 0)
+    raw += d
+    const c = Math.max(d, 0)
+    deltaScratch[k] = c
+    total += c
+  }
+  return raw < 0 || !Number.isFinite(total) ? -1 : total
+}
+
+function clampPct(x: number): number {
+  return Math.min(Math.max(x, 0), 100)
+}
+
+function busyPct(total: number): number {
+  return clampPct(100 * (1 - (deltaScratch[3]! + deltaScratch[4]!) / total))
+}
+
+/** True when cur cannot be compared with prev: the host rebooted (its uptime went back). */
+function incomparable(prev: RawSample, cur: RawSample): boolean {
+  return cur.uptimeSeconds < prev.uptimeSeconds
+}
+
+function netTotals(prev: RawSample, cur: RawSample, seconds: number): { rx: number; tx: number } | undefined {
+  const a = prev.interfaces
+  const b = cur.interfaces
+  if (a === undefined || b === undefined || !(seconds > 0)) return undefined
+  let rx = 0
+  let tx = 0
+  for (let k = 0; k < b.length; k++) {
+    const p = findIface(a, b[k]!.name, k)
+    // A new interface has no previous counters; it is left out of this interval.
+    if (p === undefined) continue
+    const drx = b[k]!.rxBytes - p.rxBytes
+    const dtx = b[k]!.txBytes - p.txBytes
+    // A counter that went backwards wrapped (32-bit counters) or was reset: no honest rate this interval.
+    if (drx < 0 || dtx < 0) return undefined
+    rx += drx
+    tx += dtx
+  }
+  return { rx: rx / seconds, tx: tx / seconds }
+}
+
+function findIface(list: InterfaceCounters[], name: string, hint: number): InterfaceCounters | undefined {
+  const h = list[hint]
+  if (h !== undefined && h.name === name) return h
+  for (const x of list) if (x.name === name) return x
+  return undefined
+}
+
+/**
+ * Turns counters into metrics. Without `prev` (the first sample) there is no CPU % and no network rate; the
+ * same holds when the host rebooted between the two samples, when time did not advance, or when counters went
+ * backwards (resets, 32-bit wraps): the rate is undefined, never negative.
+ *
+ * df is collected only every Nth tick, so when `cur` has no root filesystem figure it inherits `prev`'s, and
+ * that is written into `cur` so that it carries over to the next tick too.
+ */
+export function computeMetrics(prev: RawSample | undefined, cur: RawSample): HostMetrics {
+  if (cur.rootFsUsedPct === undefined && prev?.rootFsUsedPct !== undefined) cur.rootFsUsedPct = prev.rootFsUsedPct
+  const used = cur.memTotalBytes - cur.memAvailableBytes
+  const m: HostMetrics = {
+    at: cur.at,
+    cpus: cur.cpus,
+    memTotalBytes: cur.memTotalBytes,
+    memUsedBytes: Math.max(used, 0),
+    memAvailableBytes: cur.memAvailableBytes,
+    swapTotalBytes: cur.swapTotalBytes,
+    swapUsedBytes: cur.swapTotalBytes - cur.swapFreeBytes,
+    load1: cur.load1,
+    load5: cur.load5,
+    load15: cur.load15,
+    uptimeSeconds: cur.uptimeSeconds,
+  }
+  if (cur.rootFsUsedPct !== undefined) m.rootFsUsedPct = cur.rootFsUsedPct
+  if (prev === undefined || incomparable(prev, cur)) return m
+  const total = cpuRowDelta(prev.cpuTimes, 0, cur.cpuTimes, 0)
+  if (total > 0) {
+    m.cpuPct = busyPct(total)
+    const d = deltaScratch
+    m.cpuStates = {
+      user: (100 * d[0]!) / total,
+      nice: (100 * d[1]!) / total,
+      system: (100 * d[2]!) / total,
+      idle: (100 * d[3]!) / total,
+      iowait: (100 * d[4]!) / total,
+      irq: (100 * d[5]!) / total,
+      softirq: (100 * d[6]!) / total,
+      steal: (100 * d[7]!) / total,
+    }
+  }
+  const net = netTotals(prev, cur, (cur.at - prev.at) / 1000)
+  if (net !== undefined) {
+    m.netRxBytesPerSec = net.rx
+    m.netTxBytesPerSec = net.tx
+  }
+  return m
+}
+
+/**
+ * Parses collected text and computes metrics against the previous sample in one call: what a host actor does
+ * per tick. Keep `sample` as the next call's `prev`.
+ */
+export function parseCollection(
+  text: string,
+  at: number,
+  prev?: RawSample,
+): { sample: RawSample; metrics: HostMetrics } {
+  const sample = parseSample(parseSections(text), at)
+  return { sample, metrics: computeMetrics(prev, sample) }
+}
+
+/**
+ * Parses a `: kay-detail v1;` reply. Per-core % and interface rates need `prev` (e.g. the last sample from the
+ * collection stream); without it, or across a reboot or CPU hotplug, `perCpuPct` is empty. `perCpuPct[k]` is
+ * the k-th online CPU (the cpu number when all are online).
+ */
+export function parseDetail(sections: Map<string, string>, prev?: RawSample, at: number = Date.now()): HostDetail {
+  const cur = parseSample(sections, at)
+  const metrics = computeMetrics(prev, cur)
+  const perCpuPct: number[] = []
+  const comparable = prev !== undefined && !incomparable(prev, cur)
+  if (comparable && sameCpus(prev, cur)) {
+    for (let k = 0; k < cur.cpus; k++) {
+      const row = (k + 1) * NSTATES
+      const total = cpuRowDelta(prev.cpuTimes, row, cur.cpuTimes, row)
+      if (total < 0) {
+        perCpuPct.length = 0
+        break
+      }
+      perCpuPct.push(total === 0 ? 0 : busyPct(total))
+    }
+  }
+  const seconds = prev === undefined ? 0 : (cur.at - prev.at) / 1000
+  const interfaces: HostDetail['interfaces'] = []
+  for (let k = 0; k < (cur.interfaces?.length ?? 0); k++) {
+    const x = cur.interfaces![k]!
+    const row: HostDetail['interfaces'][number] = { name: x.name, rxBytes: x.rxBytes, txBytes: x.txBytes }
+    const p = comparable && seconds > 0 && prev.interfaces ? findIface(prev.interfaces, x.name, k) : undefined
+    if (p !== undefined && x.rxBytes >= p.rxBytes && x.txBytes >= p.txBytes) {
+      row.rxBytesPerSec = (x.rxBytes - p.rxBytes) / seconds
+      row.txBytesPerSec = (x.txBytes - p.txBytes) / seconds
+    }
+    interfaces.push(row)
+  }
+  const df = sections.get('df')
+  const ps = sections.get('ps')
+  return {
+    metrics,
+    perCpuPct,
+    processes: typeof ps === 'string' ? parsePs(ps) : [],
+    filesystems: typeof df === 'string' ? parseDfRows(df, false) : [],
+    interfaces,
+  }
+}
+
+function sameCpus(a: RawSample, b: RawSample): boolean {
+  if (a.cpus !== b.cpus || a.cpuTimes.length !== b.cpuTimes.length) return false
+  for (let k = 0; k < a.cpus; k++) if (a.cpuIds[k] !== b.cpuIds[k]) return false
+  return true
+}

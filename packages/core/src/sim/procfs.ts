@@ -1,0 +1,371 @@
+import type { ProcFault } from './types.js'
+
+/**
+ * A simulated Linux host's /proc: deterministic per seed, with counters that only grow with time and a CPU
+ * load that drifts (a slow sine plus noise), so successive collections show realistic, changing numbers.
+ */
+
+/** mulberry32: a small, fast, seeded PRNG (uniform in [0, 1)). */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+/** Mix a fleet seed and a host index into one 32-bit seed. */
+export function hostSeed(seed: number, index: number): number {
+  let h = (seed ^ 0x9e3779b9) >>> 0
+  h = Math.imul(h ^ index, 0x85ebca6b) >>> 0
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35) >>> 0
+  return (h ^ (h >>> 16)) >>> 0
+}
+
+const HZ = 100
+/** Fields of a `cpu` line: user nice system idle iowait irq softirq steal guest guest_nice. */
+const CPU_FIELDS = 10
+const PROCS = [
+  'systemd',
+  'sshd',
+  'nginx',
+  'postgres',
+  'java',
+  'node',
+  'python3',
+  'redis-server',
+  'dockerd',
+  'kworker/0:1',
+]
+const USERS = ['root', 'www-data', 'postgres', 'app', 'redis', 'nobody']
+
+/** The /proc sources the simulator serves, by section name. */
+export type SectionName = 'loadavg' | 'meminfo' | 'stat' | 'uptime' | 'netdev' | 'df' | 'ps'
+
+export class ProcModel {
+  readonly cpus: number
+  readonly memTotalKb: number
+  readonly swapTotalKb: number
+  readonly #rand: () => number
+  readonly #bootMs: number
+  readonly #baseLoad: number
+  readonly #amp: number
+  readonly #periodS: number
+  readonly #phase: number
+  readonly #memBase: number
+  readonly #rxRate: number
+  readonly #diskKb: number
+  readonly #diskUsed: number
+  /** Per-CPU counters, in jiffies (floats; printed floored). */
+  readonly #cpu: Float64Array
+  readonly #skew: Float64Array
+  #lastMs: number
+  #ctxt: number
+  #forks: number
+  #noise = 0
+  #rx: number
+  #tx: number
+  #loRx: number
+
+  constructor(seed: number, nowMs: number) {
+    const r = seededRandom(seed)
+    this.#rand = r
+    // 2..64 CPUs, weighted towards small machines as real fleets are.
+    this.cpus = [2, 2, 4, 4, 4, 8, 8, 8, 16, 16, 24, 32, 48, 64][Math.floor(r() * 14)] ?? 4
+    const gbPerCpu = [1, 2, 4, 4, 8][Math.floor(r() * 5)] ?? 4
+    this.memTotalKb = Math.round(this.cpus * gbPerCpu * 1024 * 1024 * (0.96 + r() * 0.02))
+    this.swapTotalKb = r() < 0.3 ? 0 : Math.round(Math.min(this.memTotalKb / 2, 8 * 1024 * 1024))
+    const uptimeS = 600 + r() * 120 * 86_400
+    this.#bootMs = nowMs - uptimeS * 1000
+    this.#baseLoad = 0.03 + r() * 0.6
+    this.#amp = r() * 0.25
+    this.#periodS = 60 + r() * 540
+    this.#phase = r() * Math.PI * 2
+    this.#memBase = 0.2 + r() * 0.55
+    this.#rxRate = 1e4 * 10 ** (r() * 3)
+    this.#diskKb = Math.round((20 + r() * 480) * 1024 * 1024)
+    this.#diskUsed = 0.1 + r() * 0.75
+    this.#skew = new Float64Array(this.cpus)
+    for (let i = 0; i < this.cpus; i++) this.#skew[i] = 0.6 + r() * 0.8
+    this.#cpu = new Float64Array(this.cpus * CPU_FIELDS)
+    // As if the host had run at its base load since boot.
+    this.#accrue(uptimeS, this.#baseLoad)
+    this.#lastMs = nowMs
+    this.#ctxt = Math.round(uptimeS * this.cpus * (800 + r() * 4000))
+    this.#forks = Math.round(uptimeS * (0.5 + r() * 5))
+    this.#rx = Math.round(uptimeS * this.#rxRate * 0.6)
+    this.#tx = Math.round(this.#rx * (0.3 + r() * 1.2))
+    this.#loRx = Math.round(uptimeS * (100 + r() * 5000))
+  }
+
+  /** Load (0..1) at a time, seconds since boot. */
+  #load(tS: number): number {
+    const u = this.#baseLoad + this.#amp * Math.sin((2 * Math.PI * tS) / this.#periodS + this.#phase) + this.#noise
+    return Math.min(0.98, Math.max(0.01, u))
+  }
+
+  #accrue(dtS: number, load: number): void {
+    const jiffies = dtS * HZ
+    for (let c = 0; c < this.cpus; c++) {
+      const busy = Math.min(0.99, load * (this.#skew[c] ?? 1))
+      const b = jiffies * busy
+      const o = c * CPU_FIELDS
+      const cpu = this.#cpu
+      cpu[o] = (cpu[o] ?? 0) + b * 0.7 // user
+      cpu[o + 1] = (cpu[o + 1] ?? 0) + b * 0.02 // nice
+      cpu[o + 2] = (cpu[o + 2] ?? 0) + b * 0.2 // system
+      cpu[o + 3] = (cpu[o + 3] ?? 0) + jiffies * (1 - busy) * 0.98 // idle
+      cpu[o + 4] = (cpu[o + 4] ?? 0) + jiffies * (1 - busy) * 0.02 // iowait
+      cpu[o + 5] = (cpu[o + 5] ?? 0) + b * 0.01 // irq
+      cpu[o + 6] = (cpu[o + 6] ?? 0) + b * 0.05 // softirq
+      cpu[o + 7] = (cpu[o + 7] ?? 0) + b * 0.02 // steal
+    }
+  }
+
+  /** Move the counters forward to `nowMs` (never backwards). */
+  advance(nowMs: number): void {
+    const dtS = (nowMs - this.#lastMs) / 1000
+    if (dtS <= 0) return
+    this.#lastMs = nowMs
+    this.#noise = (this.#rand() - 0.5) * 0.1
+    const load = this.#load(this.#uptimeS())
+    this.#accrue(dtS, load)
+    this.#ctxt += Math.round(dtS * this.cpus * (500 + 5000 * load))
+    this.#forks += Math.round(dtS * (1 + 20 * load * this.#rand()))
+    const rx = dtS * this.#rxRate * (0.5 + load)
+    this.#rx += Math.round(rx)
+    this.#tx += Math.round(rx * 0.8)
+    this.#loRx += Math.round(dtS * 2000 * this.#rand())
+  }
+
+  #uptimeS(): number {
+    return (this.#lastMs - this.#bootMs) / 1000
+  }
+
+  loadavg(): string {
+    const t = this.#uptimeS()
+    const l1 = this.#load(t) * this.cpus * 1.1
+    const l5 = this.#load(t - 150) * this.cpus
+    const l15 = this.#load(t - 450) * this.cpus * 0.95
+    const total = 150 + this.cpus * 8 + (this.#forks % 37)
+    const running = 1 + Math.min(total - 1, Math.floor(l1))
+    return `${l1.toFixed(2)} ${l5.toFixed(2)} ${l15.toFixed(2)} ${running}/${total} ${100 + (this.#forks % 4_000_000)}\n`
+  }
+
+  #mem(): { free: number; buffers: number; cached: number; available: number; swapFree: number; shmem: number } {
+    const t = this.#uptimeS()
+    const used = Math.min(0.95, this.#memBase + 0.05 * Math.sin(t / 900 + this.#phase) + this.#noise * 0.2)
+    const total = this.memTotalKb
+    const cached = Math.round(total * (1 - used) * 0.55)
+    const buffers = Math.round(total * 0.02)
+    const free = Math.max(0, Math.round(total * (1 - used)) - cached - buffers)
+    const shmem = Math.round(total * 0.01)
+    const available = Math.min(total, free + buffers + Math.round(cached * 0.85))
+    const swapFree = Math.round(this.swapTotalKb * (0.9 + 0.1 * Math.cos(t / 1200)))
+    return { free, buffers, cached, available, swapFree, shmem }
+  }
+
+  meminfo(): string {
+    const m = this.#mem()
+    const total = this.memTotalKb
+    const rows: Array<[string, number]> = [
+      ['MemTotal', total],
+      ['MemFree', m.free],
+      ['MemAvailable', m.available],
+      ['Buffers', m.buffers],
+      ['Cached', m.cached],
+      ['SwapCached', 0],
+      ['Active', Math.round((total - m.free) * 0.6)],
+      ['Inactive', Math.round((total - m.free) * 0.3)],
+      ['SwapTotal', this.swapTotalKb],
+      ['SwapFree', m.swapFree],
+      ['Dirty', 128 + (this.#forks % 4096)],
+      ['Shmem', m.shmem],
+      ['SReclaimable', Math.round(total * 0.015)],
+      ['SUnreclaim', Math.round(total * 0.005)],
+    ]
+    return rows.map(([k, v]) => meminfoLine(k, v)).join('')
+  }
+
+  stat(): string {
+    const sum = new Float64Array(CPU_FIELDS)
+    const lines: string[] = []
+    for (let c = 0; c < this.cpus; c++) {
+      const f: number[] = []
+      for (let i = 0; i < CPU_FIELDS; i++) {
+        const v = Math.floor(this.#cpu[c * CPU_FIELDS + i] ?? 0)
+        f.push(v)
+        sum[i] = (sum[i] ?? 0) + v
+      }
+      lines.push(`cpu${c} ${f.join(' ')}`)
+    }
+    const btime = Math.floor(this.#bootMs / 1000)
+    const load = this.#load(this.#uptimeS())
+    return (
+      `cpu  ${Array.from(sum).join(' ')}\n${lines.join('\n')}\n` +
+      `intr ${Math.floor(this.#ctxt * 0.7)} 0 9 0 0\nctxt ${this.#ctxt}\nbtime ${btime}\nprocesses ${this.#forks}\n` +
+      `procs_running ${1 + Math.floor(load * this.cpus * 0.5)}\nprocs_blocked 0\n`
+    )
+  }
+
+  uptime(): string {
+    let idle = 0
+    for (let c = 0; c < this.cpus; c++) idle += this.#cpu[c * CPU_FIELDS + 3] ?? 0
+    return `${this.#uptimeS().toFixed(2)} ${(idle / HZ).toFixed(2)}\n`
+  }
+
+  netdev(): string {
+    const row = (name: string, rx: number, tx: number): string => {
+      const rp = Math.floor(rx / 900)
+      const tp = Math.floor(tx / 700)
+      return (
+        `${name.padStart(6)}: ${String(rx).padStart(8)} ${String(rp).padStart(7)}    0    0    0     0          0` +
+        `         0 ${String(tx).padStart(8)} ${String(tp).padStart(7)}    0    0    0     0       0          0\n`
+      )
+    }
+    return (
+      'Inter-|   Receive                                                |  Transmit\n' +
+      ' face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n' +
+      row('lo', this.#loRx, this.#loRx) +
+      row('eth0', this.#rx, this.#tx)
+    )
+  }
+
+  /** `df -P /`, or with `all` the whole `df -P` table. */
+  df(all = false): string {
+    const grow = Math.min(0.99, this.#diskUsed + this.#uptimeS() * 1e-9)
+    const line = (fs: string, size: number, pct: number, mount: string): string => {
+      const used = Math.round(size * pct)
+      const avail = size - used
+      const cap = `${Math.ceil((used / size) * 100)}%`
+      return `${fs.padEnd(14)} ${String(size).padStart(11)} ${String(used).padStart(9)} ${String(avail).padStart(9)} ${cap.padStart(8)} ${mount}\n`
+    }
+    let out = 'Filesystem     1024-blocks      Used Available Capacity Mounted on\n'
+    out += line('/dev/sda1', this.#diskKb, grow, '/')
+    if (all) {
+      const tmp = Math.round(this.memTotalKb / 2)
+      out += line('tmpfs', tmp, 0.001, '/dev/shm')
+      out += line('tmpfs', Math.round(this.memTotalKb / 10), 0.01, '/run')
+      out += line('/dev/sda15', 106_858, 0.06, '/boot/efi')
+      out += line('/dev/sdb1', this.#diskKb * 4, grow * 0.7, '/var/lib/data')
+    }
+    return out
+  }
+
+  /** `ps -eo pid,user,pcpu,pmem,rss,comm --sort=-pcpu`, header plus 20 rows. */
+  ps(): string {
+    const load = this.#load(this.#uptimeS())
+    const rows: Array<{ pid: number; user: string; cpu: number; mem: number; rss: number; comm: string }> = []
+    const r = seededRandom(Math.floor(this.#lastMs / 1000) ^ this.cpus)
+    for (let i = 0; i < 20; i++) {
+      const mem = r() * 5
+      rows.push({
+        pid: 1 + Math.floor(r() * 400_000),
+        user: USERS[Math.floor(r() * USERS.length)] ?? 'root',
+        cpu: (r() * load * 100 * this.cpus) / (i + 1),
+        mem,
+        rss: Math.round((this.memTotalKb * mem) / 100),
+        comm: PROCS[Math.floor(r() * PROCS.length)] ?? 'sh',
+      })
+    }
+    rows.sort((a, b) => b.cpu - a.cpu)
+    let out = '    PID USER     %CPU %MEM   RSS COMMAND\n'
+    for (const p of rows) {
+      out += `${String(p.pid).padStart(7)} ${p.user.padEnd(8)} ${p.cpu.toFixed(1).padStart(4)} ${p.mem.toFixed(1).padStart(4)} ${String(p.rss).padStart(5)} ${p.comm}\n`
+    }
+    return out
+  }
+
+  /** One source's content, by section name. */
+  section(name: SectionName, dfAll = false): string {
+    switch (name) {
+      case 'loadavg':
+        return this.loadavg()
+      case 'meminfo':
+        return this.meminfo()
+      case 'stat':
+        return this.stat()
+      case 'uptime':
+        return this.uptime()
+      case 'netdev':
+        return this.netdev()
+      case 'df':
+        return this.df(dfAll)
+      case 'ps':
+        return this.ps()
+    }
+  }
+}
+
+function meminfoLine(key: string, kb: number): string {
+  return `${`${key}:`.padEnd(15)} ${String(kb).padStart(8)} kB\n`
+}
+
+/** Random bytes that are not valid text: NULs, high bytes, broken UTF-8. */
+export function junkBytes(n: number, rand: () => number = Math.random): Buffer {
+  const b = Buffer.allocUnsafe(n)
+  for (let i = 0; i < n; i++) b[i] = Math.floor(rand() * 256)
+  if (n > 2) {
+    b[0] = 0
+    b[1] = 0xc3 // a UTF-8 lead byte with no continuation
+    b[2] = 0x28
+  }
+  return b
+}
+
+const HUGE_LINE = 300 * 1024
+
+/** Corrupt one section's content per the fault. Sections a fault does not touch pass through. */
+export function corruptSection(name: SectionName, content: string, fault: ProcFault): string | Buffer {
+  switch (fault) {
+    case 'none':
+      return content
+    case 'malformed':
+      if (name === 'loadavg') return 'nan nan\n'
+      if (name === 'meminfo') return 'MemTotal lots\nMemFree: -- kB\nMemAvailable:\n'
+      if (name === 'stat') return 'cpu  12 34 56\ncpu0 x y z\nctxt\n'
+      if (name === 'uptime') return 'up a while\n'
+      return content
+    case 'huge-line':
+      if (name === 'meminfo') return `${content}Huge: ${'9'.repeat(HUGE_LINE)} kB\n`
+      return content
+    case 'binary':
+      if (name === 'stat' || name === 'meminfo') return junkBytes(512)
+      return content
+    case 'absurd':
+      if (name === 'loadavg') return '99999999.99 -1.00 1e308 0/0 -5\n'
+      if (name === 'meminfo')
+        return `${meminfoLine('MemTotal', 0)}${meminfoLine('MemFree', 2 ** 62)}${meminfoLine('MemAvailable', 2 ** 62)}`
+      if (name === 'stat') {
+        // Counters beyond 2^64 that shrink over time: a delta against the previous sample goes negative.
+        const back = (2n ** 70n - BigInt(Date.now())).toString()
+        return `cpu  ${back} 0 ${back} 0 0 0 0 0 0 0\ncpu0 ${back} 0 ${back} 0 0 0 0 0 0 0\nctxt -1\nbtime 0\nprocesses 0\n`
+      }
+      if (name === 'uptime') return '-5.00 -10.00\n'
+      return content
+  }
+}
+
+/**
+ * The sections as they go on the wire: `@@kay <name>\n<content>` each, content ending with a newline (the
+ * emitter adds one when the source lacks it, as the real loop does).
+ */
+export function renderSections(
+  model: ProcModel,
+  names: readonly SectionName[],
+  fault: ProcFault,
+  dfAll = false,
+): Buffer {
+  const parts: Buffer[] = []
+  for (const name of names) {
+    const content = corruptSection(name, model.section(name, dfAll), fault)
+    parts.push(Buffer.from(`@@kay ${name}\n`))
+    const body = typeof content === 'string' ? Buffer.from(content) : content
+    parts.push(body)
+    if (body.length === 0 || body[body.length - 1] !== 0x0a) parts.push(Buffer.from('\n'))
+  }
+  return Buffer.concat(parts)
+}

@@ -1,0 +1,262 @@
+/**
+ * Client identities for public-key auth, and the ssh2 `authHandler` that offers only those.
+ *
+ * Keys are parsed once per path (ssh2 re-parses a PEM string on every signature; a ParsedKey handed over through
+ * `authHandler` signs with a cached key object) and shared by every host that uses them, so 10,000 hosts cost one
+ * parse per key file. Never password, never keyboard-interactive: the handler returns `false` rather than fall
+ * back to them, and records what the server offered so a failure can say why.
+ */
+import { createPublicKey } from 'node:crypto'
+import { readFile, stat } from 'node:fs/promises'
+import os from 'node:os'
+import { join } from 'node:path'
+import type { AnyAuthMethod, AuthenticationType, AuthHandlerMiddleware, NextAuthHandler, ParsedKey } from 'ssh2'
+import ssh2 from 'ssh2'
+import {
+  AuthFailedError,
+  ConfigError,
+  type KayError,
+  KeyEncryptedError,
+  KeyInvalidError,
+  KeyPermissionsError,
+} from '../errors.js'
+import type { Identity } from '../types.js'
+
+/** Smallest RSA modulus kay accepts (OpenSSH's RequiredRSASize default). */
+export const MIN_RSA_BITS = 2048
+
+export interface LoadIdentityOptions {
+  /** Remote user name. */
+  username: string
+  /** Explicit key files (CLI `-i`, ssh_config IdentityFile). A missing one is a {@link ConfigError}... */
+  identityFiles?: readonly string[]
+  /** ...unless this is set: OpenSSH skips a missing ssh_config IdentityFile silently; pass true for those. */
+  skipMissing?: boolean
+  /**
+   * Tried when `identityFiles` is empty or absent; missing ones are skipped silently.
+   * Default `~/.ssh/id_ed25519`, `~/.ssh/id_ecdsa`, `~/.ssh/id_rsa`.
+   */
+  defaultIdentityFiles?: readonly string[]
+  /** ssh-agent socket (IdentityAgent), or `'none'`. Default `SSH_AUTH_SOCK` from `env`. */
+  agent?: string
+  /** Home directory for the default identity files. Default `os.homedir()`. */
+  homeDir?: string
+  /** Environment for `SSH_AUTH_SOCK`. Default `process.env`. */
+  env?: Readonly<Record<string, string | undefined>>
+}
+
+/** What loading one key file produced; cached per path. */
+type KeyLoad =
+  | { kind: 'key'; key: ParsedKey }
+  | { kind: 'missing' }
+  | { kind: 'encrypted' }
+  | { kind: 'error'; error: KayError }
+
+const cache = new Map<string, Promise<KeyLoad>>()
+
+/** Forget every parsed key (after the operator fixed a key file, or in tests). */
+export function clearKeyCache(): void {
+  cache.clear()
+}
+
+/** Default identity files, in the order they are offered (ed25519 first: fewest failed attempts on modern hosts). */
+export function defaultIdentityFiles(homeDir: string = os.homedir()): string[] {
+  return ['id_ed25519', 'id_ecdsa', 'id_rsa'].map((f) => join(homeDir, '.ssh', f))
+}
+
+async function loadKeyFile(path: string): Promise<KeyLoad> {
+  let mode: number
+  try {
+    mode = (await stat(path)).mode
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'missing' }
+    return { kind: 'error', error: new ConfigError(`cannot read key file '${path}': ${(err as Error).message}`) }
+  }
+  // As OpenSSH: a private key others can read is refused outright, not used with a warning.
+  if (process.platform !== 'win32' && (mode & 0o077) !== 0) {
+    const perms = (mode & 0o777).toString(8).padStart(4, '0')
+    return {
+      kind: 'error',
+      error: new KeyPermissionsError(
+        `permissions ${perms} for '${path}' are too open; the key must not be readable by group or others (chmod 600)`,
+        { details: { path, mode: perms } },
+      ),
+    }
+  }
+  let data: Buffer
+  try {
+    data = await readFile(path)
+  } catch (err) {
+    return { kind: 'error', error: new ConfigError(`cannot read key file '${path}': ${(err as Error).message}`) }
+  }
+  const parsed = ssh2.utils.parseKey(data)
+  if (parsed instanceof Error) {
+    if (/passphrase/i.test(parsed.message)) return { kind: 'encrypted' }
+    return {
+      kind: 'error',
+      error: new KeyInvalidError(`cannot parse key '${path}': ${parsed.message}`, { details: { path } }),
+    }
+  }
+  if (!parsed.isPrivateKey()) {
+    return {
+      kind: 'error',
+      error: new KeyInvalidError(`'${path}' is a public key, not a private key`, { details: { path } }),
+    }
+  }
+  const type = parsed.type as string
+  if (type === 'ssh-dss') {
+    return { kind: 'error', error: new KeyInvalidError(`DSA key '${path}' is not supported`, { details: { path } }) }
+  }
+  if (type === 'ssh-rsa') {
+    const bits = createPublicKey(parsed.getPublicPEM()).asymmetricKeyDetails?.modulusLength ?? 0
+    if (bits < MIN_RSA_BITS) {
+      return {
+        kind: 'error',
+        error: new KeyInvalidError(`RSA key '${path}' has ${bits} bits; at least ${MIN_RSA_BITS} are required`, {
+          details: { path, bits },
+        }),
+      }
+    }
+  }
+  return { kind: 'key', key: parsed }
+}
+
+/** Load (or reuse) one key file. */
+function cachedKey(path: string): Promise<KeyLoad> {
+  let p = cache.get(path)
+  if (p === undefined) {
+    p = loadKeyFile(path)
+    cache.set(path, p)
+  }
+  return p
+}
+
+async function agentAvailable(sock: string | undefined): Promise<boolean> {
+  if (sock === undefined || sock === '' || sock === 'none') return false
+  try {
+    await stat(sock)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/**
+ * Load the identity for public-key auth. Errors: {@link KeyPermissionsError} (key readable by group/others),
+ * {@link KeyInvalidError} (unparsable, public, DSA, RSA < 2048), {@link KeyEncryptedError} (passphrase-protected
+ * and no agent to use instead), {@link ConfigError} (an explicitly given file is missing).
+ */
+export async function loadIdentity(opts: LoadIdentityOptions): Promise<Identity> {
+  const env = opts.env ?? process.env
+  const agentPath = opts.agent ?? env.SSH_AUTH_SOCK
+  const hasAgent = await agentAvailable(agentPath)
+  const explicit = opts.identityFiles !== undefined && opts.identityFiles.length > 0
+  const paths = explicit
+    ? (opts.identityFiles as readonly string[])
+    : (opts.defaultIdentityFiles ?? defaultIdentityFiles(opts.homeDir))
+  const keys: Array<{ key: ParsedKey; source: string }> = []
+  const seen = new Set<string>()
+  for (const path of paths) {
+    if (seen.has(path)) continue
+    seen.add(path)
+    const load = await cachedKey(path)
+    switch (load.kind) {
+      case 'key':
+        keys.push({ key: load.key, source: path })
+        break
+      case 'missing':
+        if (explicit && opts.skipMissing !== true)
+          throw new ConfigError(`identity file '${path}' does not exist`, { details: { path } })
+        break
+      case 'encrypted':
+        // The agent presumably holds it (ssh-add); kay never prompts for passphrases.
+        if (!hasAgent) {
+          throw new KeyEncryptedError(
+            `key '${path}' is passphrase-protected and no ssh-agent is available; add it to an agent (ssh-add)`,
+            { details: { path } },
+          )
+        }
+        break
+      case 'error':
+        throw load.error
+    }
+  }
+  const identity: Identity = { username: opts.username, keys }
+  if (hasAgent) identity.agent = agentPath as string
+  return identity
+}
+
+/** What an auth attempt saw, for {@link AuthFailedError} details. */
+export interface AuthFailureDetails {
+  /** Methods the server said can continue (empty if it never answered a failure). */
+  methodsOffered: string[]
+  /** Key sources offered, in order (`agent:<socket>` for the agent). */
+  keysTried: string[]
+}
+
+export interface AuthState {
+  /** Pass as ssh2 `ConnectConfig.authHandler`. */
+  authHandler: AuthHandlerMiddleware
+  /** What happened so far: methods offered by the server and keys tried. */
+  describeFailure(): AuthFailureDetails
+  /** An {@link AuthFailedError} carrying {@link describeFailure} as details. */
+  toError(host?: string): KayError
+}
+
+/**
+ * A fresh per-connection auth state: offers each key, then the agent, and nothing else. A new one is needed for
+ * every dial (it counts what was tried).
+ */
+export function createAuthState(identity: Identity): AuthState {
+  const plan: Array<{ method: AnyAuthMethod; source: string }> = identity.keys.map((k) => ({
+    method: { type: 'publickey', username: identity.username, key: k.key },
+    source: k.source,
+  }))
+  if (identity.agent !== undefined) {
+    plan.push({
+      method: { type: 'agent', username: identity.username, agent: identity.agent },
+      source: `agent:${identity.agent}`,
+    })
+  }
+  let next = 0
+  let methodsOffered: string[] = []
+  const keysTried: string[] = []
+
+  const authHandler: AuthHandlerMiddleware = (
+    methodsLeft: AuthenticationType[] | null,
+    _partialSuccess: boolean | null,
+    cb: NextAuthHandler,
+  ): void => {
+    // ssh2 calls first with null (nothing known yet), then with the server's list after each failure.
+    if (Array.isArray(methodsLeft)) methodsOffered = [...methodsLeft]
+    const canPublicKey = methodsLeft === null || methodsLeft.includes('publickey')
+    const step = canPublicKey ? plan[next++] : undefined
+    if (step === undefined) {
+      // Never fall back to password or keyboard-interactive.
+      ;(cb as (m: AnyAuthMethod | false) => void)(false)
+      return
+    }
+    keysTried.push(step.source)
+    cb(step.method)
+  }
+
+  const describeFailure = (): AuthFailureDetails => ({ methodsOffered: [...methodsOffered], keysTried: [...keysTried] })
+  return {
+    authHandler,
+    describeFailure,
+    toError(host?: string): KayError {
+      const d = describeFailure()
+      const offered = d.methodsOffered.length > 0 ? d.methodsOffered.join(',') : 'unknown'
+      const tried = d.keysTried.length > 0 ? d.keysTried.join(', ') : 'no keys (none found and no agent)'
+      return new AuthFailedError(`public-key authentication failed (server offers: ${offered}; tried: ${tried})`, {
+        host,
+        details: { ...d },
+      })
+    },
+  }
+}
+
+/** Just the ssh2 `authHandler` for an identity (see {@link createAuthState} to also get failure details). */
+export function authHandlerFor(identity: Identity): AuthHandlerMiddleware {
+  return createAuthState(identity).authHandler
+}

@@ -1,0 +1,215 @@
+// The collection commands run for real, locally: each is started the way sshd starts it (`<login shell> -c
+// '<command>'`) under every shell on this machine, fed requests on stdin, and its output decoded and parsed.
+
+import { type ChildProcess, spawn } from 'node:child_process'
+import { existsSync, readFileSync } from 'node:fs'
+import { afterEach, describe, expect, it } from 'vitest'
+import {
+  COLLECT_COMMAND,
+  DETAIL_COMMAND,
+  type Frame,
+  FrameDecoder,
+  identifyCommand,
+  parseCollection,
+  parseDetail,
+  parseSections,
+  randomStreamToken,
+  STREAM_FLAVOURS,
+  streamCommand,
+  streamRequest,
+} from '../src/metrics/index.js'
+
+// Every login shell this machine has (sh is dash on Debian); zsh only where installed.
+const SHELLS = ['/bin/sh', '/bin/bash', '/bin/zsh', '/usr/bin/zsh'].filter(
+  (s, i, all) => existsSync(s) && !(i === 3 && existsSync(all[2]!)),
+)
+const TIMEOUT_MS = 15_000
+
+const started: ChildProcess[] = []
+
+afterEach(() => {
+  // Only the process groups these tests started, by pid.
+  for (const c of started.splice(0)) {
+    if (c.pid !== undefined && c.exitCode === null && c.signalCode === null) {
+      try {
+        process.kill(-c.pid, 'SIGKILL')
+      } catch {}
+    }
+  }
+})
+
+interface Running {
+  child: ChildProcess
+  decoder: FrameDecoder
+  stderr: () => string
+  nextFrame: () => Promise<Frame>
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
+  stdout: () => string
+}
+
+function start(shell: string, command: string, token = 'x', env: NodeJS.ProcessEnv = process.env): Running {
+  // detached: the command gets its own process group, so "nothing left behind" can be checked by group.
+  const child = spawn(shell, ['-c', command], { detached: true, stdio: ['pipe', 'pipe', 'pipe'], env })
+  started.push(child)
+  // A child that exits at once (interpreter missing) closes its stdin: EPIPE on our write is expected.
+  child.stdin!.on('error', () => {})
+  const decoder = new FrameDecoder({ token })
+  const frames: Frame[] = []
+  const waiting: Array<(f: Frame) => void> = []
+  let out = ''
+  let err = ''
+  child.stdout!.on('data', (chunk: Buffer) => {
+    out += chunk.toString('utf8')
+    for (const f of decoder.push(chunk)) {
+      const w = waiting.shift()
+      if (w) w(f)
+      else frames.push(f)
+    }
+  })
+  child.stderr!.on('data', (chunk: Buffer) => {
+    err += chunk.toString('utf8')
+  })
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.on('close', (code, signal) => resolve({ code, signal }))
+  })
+  return {
+    child,
+    decoder,
+    exited,
+    stderr: () => err,
+    stdout: () => out,
+    nextFrame: () => {
+      const f = frames.shift()
+      if (f) return Promise.resolve(f)
+      return withTimeout(new Promise<Frame>((resolve) => waiting.push(resolve)), 'frame')
+    },
+  }
+}
+
+function withTimeout<T>(p: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const t = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no ${what} within ${TIMEOUT_MS} ms`)), TIMEOUT_MS)
+  })
+  return Promise.race([p, t]).finally(() => clearTimeout(timer))
+}
+
+function groupGone(pid: number): boolean {
+  try {
+    process.kill(-pid, 0)
+    return false
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ESRCH'
+  }
+}
+
+/** Section names in order, and every section body ends with a newline. */
+function sectionsOf(body: string): string[] {
+  const m = parseSections(body)
+  for (const [name, content] of m) expect(content.endsWith('\n'), `${name} ends with a newline`).toBe(true)
+  return [...m.keys()]
+}
+
+describe.each(SHELLS)('under %s as the login shell', (shell) => {
+  for (const flavour of STREAM_FLAVOURS) {
+    it(`runs the ${flavour} stream loop: answers requests, ignores malformed ones, exits 0 on EOF`, async () => {
+      const token = randomStreamToken()
+      const r = start(shell, streamCommand(flavour, token), token)
+      r.decoder.expect(1)
+      r.child.stdin!.write(streamRequest(1))
+      const f1 = await r.nextFrame()
+      expect(f1.seq).toBe(1)
+      expect(sectionsOf(f1.body)).toEqual(['loadavg', 'meminfo', 'stat', 'uptime', 'netdev'])
+      const s1 = parseCollection(f1.body, 1000)
+      expect(s1.metrics.cpus).toBeGreaterThan(0)
+      expect(s1.metrics.rootFsUsedPct).toBeUndefined()
+      // The bodies are the files verbatim (line counts of files that do not change shape).
+      const meminfo = parseSections(f1.body).get('meminfo')!
+      expect(meminfo.split('\n').length).toBe(readFileSync('/proc/meminfo', 'utf8').split('\n').length)
+      expect(parseSections(f1.body).get('netdev')!.split('\n').slice(0, 2)).toEqual(
+        readFileSync('/proc/net/dev', 'utf8').split('\n').slice(0, 2),
+      )
+
+      r.child.stdin!.write("junk\n1x\n 2\n-3\n2 dff\n2df\n$(id)\n'\n\n")
+      r.decoder.expect(2)
+      r.child.stdin!.write(streamRequest(2, true))
+      const f2 = await r.nextFrame()
+      expect(f2.seq).toBe(2)
+      expect(sectionsOf(f2.body)).toEqual(['loadavg', 'meminfo', 'stat', 'uptime', 'netdev', 'df'])
+      const s2 = parseCollection(f2.body, 6000, s1.sample)
+      expect(s2.metrics.rootFsUsedPct).toBeGreaterThanOrEqual(0)
+      // Two frames can fall in the same jiffy: then there is no CPU % yet, which is right.
+      expect(s2.metrics.uptimeSeconds).toBeGreaterThanOrEqual(s1.metrics.uptimeSeconds)
+
+      r.decoder.expect(3)
+      r.child.stdin!.end(streamRequest(3))
+      expect((await r.nextFrame()).seq).toBe(3)
+      expect(await withTimeout(r.exited, 'exit')).toEqual({ code: 0, signal: null })
+      expect(r.decoder.dropped).toEqual({ 'foreign-token': 0, 'stale-seq': 0, unexpected: 0 })
+      expect(r.decoder.pendingBytes).toBe(0)
+      expect(r.stderr()).toBe('')
+      expect(groupGone(r.child.pid!)).toBe(true)
+    })
+
+    it(`exits non-zero at once when the ${flavour} interpreter is not on PATH`, async () => {
+      const r = start(shell, streamCommand(flavour, 'abc'), 'abc', { PATH: '/nonexistent' })
+      r.child.stdin!.end(streamRequest(1))
+      const t0 = performance.now()
+      const { code } = await withTimeout(r.exited, 'exit')
+      expect(code).toBe(127)
+      expect(performance.now() - t0).toBeLessThan(TIMEOUT_MS)
+      expect(r.stdout()).toBe('')
+    })
+  }
+
+  it('runs the one-shot collect command: every section, exit 0', async () => {
+    const r = start(shell, COLLECT_COMMAND)
+    r.child.stdin!.end()
+    expect(await withTimeout(r.exited, 'exit')).toEqual({ code: 0, signal: null })
+    expect(sectionsOf(r.stdout())).toEqual(['loadavg', 'meminfo', 'stat', 'uptime', 'netdev', 'df'])
+    expect(parseCollection(r.stdout(), 0).metrics.rootFsUsedPct).toBeGreaterThanOrEqual(0)
+    expect(r.stderr()).toBe('')
+  })
+
+  it('runs the one-shot detail command: every section including ps, exit 0', async () => {
+    const r = start(shell, DETAIL_COMMAND)
+    r.child.stdin!.end()
+    expect(await withTimeout(r.exited, 'exit')).toEqual({ code: 0, signal: null })
+    expect(sectionsOf(r.stdout())).toEqual(['stat', 'meminfo', 'loadavg', 'uptime', 'netdev', 'df', 'ps'])
+    const d = parseDetail(parseSections(r.stdout()), undefined, 0)
+    expect(d.processes.length).toBeGreaterThan(0)
+    expect(d.processes.length).toBeLessThanOrEqual(20)
+    expect(d.filesystems.some((f) => f.mount === '/')).toBe(true)
+  })
+})
+
+describe('command strings', () => {
+  it('name themselves with the heads of the protocol', () => {
+    expect(COLLECT_COMMAND.startsWith(': kay-collect v1;')).toBe(true)
+    expect(DETAIL_COMMAND.startsWith(': kay-detail v1;')).toBe(true)
+    for (const flavour of STREAM_FLAVOURS) {
+      const cmd = streamCommand(flavour, '0123456789abcdef')
+      expect(cmd.startsWith(`: kay-stream v1 ${flavour} 0123456789abcdef;exec `)).toBe(true)
+      expect(identifyCommand(cmd)).toEqual({ kind: 'stream', flavour, token: '0123456789abcdef' })
+    }
+    expect(identifyCommand(COLLECT_COMMAND)).toEqual({ kind: 'collect' })
+    expect(identifyCommand(DETAIL_COMMAND)).toEqual({ kind: 'detail' })
+    expect(identifyCommand('uptime')).toEqual({ kind: 'other' })
+    expect(identifyCommand(': kay-stream v1 fish abc;')).toEqual({ kind: 'other' })
+  })
+
+  it('refuses tokens that would need quoting', () => {
+    for (const bad of ['', "a'b", '$(id)', 'a b', 'x;y', 'a'.repeat(65), 'é']) {
+      expect(() => streamCommand('bash', bad)).toThrow(/token/)
+    }
+  })
+
+  it('makes random 16-hex-char tokens and canonical request lines', () => {
+    const t = randomStreamToken()
+    expect(t).toMatch(/^[0-9a-f]{16}$/)
+    expect(randomStreamToken()).not.toBe(t)
+    expect(streamRequest(12)).toBe('12\n')
+    expect(streamRequest(12, true)).toBe('12 df\n')
+    expect(() => streamRequest(-1)).toThrow(/seq/)
+  })
+})
