@@ -66,11 +66,26 @@ export async function waitSettled(sup: Supervisor, ms: number, signal: AbortSign
   }
 }
 
+/**
+ * The error to report for a host. A `KAY_NOT_READY` answer is replaced by the failure that keeps the host down
+ * (its last dial error: auth, host key, connect…), so the report and the exit code name the cause, not the symptom.
+ */
+export function causeOf(
+  error: { code: string; message: string } | undefined,
+  status: Pick<HostStatus, 'lastError'> | undefined,
+): { code: string; message: string } | undefined {
+  if (error?.code === 'KAY_NOT_READY' && status?.lastError) {
+    return { code: status.lastError.code, message: status.lastError.message }
+  }
+  return error && { code: error.code, message: error.message }
+}
+
 export function reportsOf(tick: CollectTick): HostReport[] {
   return tick.hosts.map((h) => {
     const r: HostReport = { host: h.host, ok: h.metrics !== undefined, state: h.status.state }
     if (h.metrics) r.metrics = h.metrics
-    if (h.error) r.error = { code: h.error.code, message: h.error.message }
+    const error = causeOf(h.error, h.status)
+    if (error) r.error = error
     if (h.status.rttMs !== undefined) r.rttMs = h.status.rttMs
     if (h.collectMode) r.collectMode = h.collectMode
     return r
@@ -78,7 +93,7 @@ export function reportsOf(tick: CollectTick): HostReport[] {
 }
 
 function outcomes(tick: CollectTick): HostOutcome[] {
-  return tick.hosts.map((h) => (h.error ? { ok: false, errorCode: h.error.code } : { ok: true }))
+  return tick.hosts.map((h) => (h.error ? { ok: false, errorCode: causeOf(h.error, h.status)?.code } : { ok: true }))
 }
 
 /** Rows for the table: status + the latest metrics of each host. */
@@ -105,7 +120,8 @@ function printTable(io: Io, tick: CollectTick, sup: Supervisor): void {
   const errors = new Map<string, FleetRow['lastError']>()
   for (const h of tick.hosts) {
     if (h.metrics) metrics.set(h.host, h.metrics)
-    if (h.error) errors.set(h.host, { code: h.error.code, message: h.error.message })
+    const error = causeOf(h.error, h.status)
+    if (error) errors.set(h.host, error)
   }
   const rows = rowsOf(
     tick.hosts.map((h) => h.status),
@@ -151,7 +167,10 @@ export async function cmdCollect(
     await sup.refreshStats()
     if (cmd.json) io.out.write(`${tickLines(reportsOf(tick), tick.tick, tick.durationMs).join('\n')}\n`)
     else printTable(io, tick, sup)
-    for (const h of tick.hosts) if (h.error && !cmd.json) io.err.write(`${errorLine(h.host, h.error)}\n`)
+    for (const h of tick.hosts) {
+      const error = causeOf(h.error, h.status)
+      if (error && !cmd.json) io.err.write(`${errorLine(h.host, error)}\n`)
+    }
     return io.signal.aborted ? EXIT.interrupted : exitCodeFor(outcomes(tick))
   })
 }
@@ -191,6 +210,7 @@ export async function cmdExec(cmd: ParsedCommand & { command: 'exec' }, io: Io):
     await waitSettled(sup, cmd.connection.connectTimeoutMs + 1000, io.signal)
     const results: ExecResult[] = []
     const out: HostOutcome[] = []
+    const statuses = new Map(sup.statuses().map((s) => [s.id, s]))
     for await (const r of sup.exec(
       hosts.map((h) => h.id),
       cmd.remoteCommand,
@@ -204,9 +224,10 @@ export async function cmdExec(cmd: ParsedCommand & { command: 'exec' }, io: Io):
         stderr: r.result?.stderr ?? '',
         durationMs: r.result?.durationMs ?? 0,
       }
-      if (r.error) er.error = { code: r.error.code, message: r.error.message }
+      const error = causeOf(r.error, statuses.get(r.host))
+      if (error) er.error = error
       results.push(er)
-      if (r.error) out.push({ ok: false, errorCode: r.error.code })
+      if (error) out.push({ ok: false, errorCode: error.code })
       else out.push({ ok: r.result?.exitCode === 0, exitCode: r.result?.exitCode ?? -1 })
       if (cmd.output === 'json') io.out.write(`${execJsonLine(er)}\n`)
       else if (cmd.output === 'prefix') {
@@ -217,7 +238,7 @@ export async function cmdExec(cmd: ParsedCommand & { command: 'exec' }, io: Io):
         const e = new PrefixWriter(r.host, (line) => io.err.write(`${line}\n`))
         e.write(er.stderr)
         e.end()
-        if (r.error) io.err.write(`${errorLine(r.host, r.error)}\n`)
+        if (error) io.err.write(`${errorLine(r.host, error)}\n`)
       }
     }
     if (cmd.output === 'collate') io.out.write(renderCollated(collateResults(results)))

@@ -95,8 +95,8 @@ export interface HostActorEvents {
 }
 
 const CHANNEL_RETRY_DELAYS_MS = [25, 100, 250]
-/** ssh2 / RFC 4254 SSH_OPEN_ADMINISTRATIVELY_PROHIBITED: what OpenSSH answers past MaxSessions. */
-const OPEN_ADMINISTRATIVELY_PROHIBITED = 2
+/** RFC 4254 SSH_OPEN_CONNECT_FAILED (2): what OpenSSH answers past MaxSessions (see DESIGN.md facts). */
+const OPEN_CONNECT_FAILED = 2
 
 interface Waiter {
   resolve: () => void
@@ -528,7 +528,7 @@ export class HostActor extends EventEmitter<HostActorEvents> {
               return
             }
             const reason = (err as Error & { reason?: number }).reason
-            if (reason === OPEN_ADMINISTRATIVELY_PROHIBITED && n < CHANNEL_RETRY_DELAYS_MS.length) {
+            if (reason === OPEN_CONNECT_FAILED && n < CHANNEL_RETRY_DELAYS_MS.length) {
               this.#clock.setTimeout(() => attempt(n + 1), CHANNEL_RETRY_DELAYS_MS[n]!)
               return
             }

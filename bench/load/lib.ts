@@ -1,0 +1,110 @@
+/**
+ * Shared helpers for the load benches: summaries (min/median/max), bounded waits, CPU and fd probes, and a
+ * JSON-lines result sink so run.ts can collect every bench's numbers.
+ */
+import { appendFileSync, readdirSync } from 'node:fs'
+import { setTimeout as sleep } from 'node:timers/promises'
+
+export { sleep }
+
+/** min / median / max of a sample (NaN for an empty one). */
+export interface Summary {
+  n: number
+  min: number
+  median: number
+  max: number
+}
+
+export function summarize(xs: readonly number[]): Summary {
+  const s = [...xs].filter((x) => Number.isFinite(x)).sort((a, b) => a - b)
+  if (s.length === 0) return { n: 0, min: Number.NaN, median: Number.NaN, max: Number.NaN }
+  const mid = Math.floor(s.length / 2)
+  const median = s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
+  return { n: s.length, min: s[0]!, median, max: s[s.length - 1]! }
+}
+
+/** `min / median / max` with `digits` decimals. */
+export function fmt(s: Summary, digits = 3): string {
+  if (s.n === 0) return 'n/a'
+  return `${s.min.toFixed(digits)} / ${s.median.toFixed(digits)} / ${s.max.toFixed(digits)}`
+}
+
+/** Process CPU (user + system, all threads of this process) in ms since an earlier reading. */
+export function cpuMsSince(prev: NodeJS.CpuUsage): number {
+  const d = process.cpuUsage(prev)
+  return (d.user + d.system) / 1000
+}
+
+/** Open file descriptors of this process (entries of /proc/self/fd). */
+export function openFds(): number {
+  try {
+    return readdirSync('/proc/self/fd').length
+  } catch {
+    return -1
+  }
+}
+
+/** Poll `check` every `everyMs` until it returns true or `timeoutMs` passes; returns whether it succeeded. */
+export async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs: number, everyMs = 100) {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    if (await check()) return true
+    await sleep(everyMs)
+  }
+  return check()
+}
+
+/** RSS after a best-effort GC (run with --expose-gc for a steadier baseline). */
+export async function settledRss(): Promise<number> {
+  const gc = (globalThis as { gc?: () => void }).gc
+  for (let i = 0; i < 2; i++) {
+    gc?.()
+    await sleep(50)
+  }
+  return process.memoryUsage().rss
+}
+
+/** Append one result record (JSON line) to $KAY_BENCH_OUT when set, and print it. */
+export function record(kind: string, data: object): void {
+  const line = JSON.stringify({ kind, at: new Date().toISOString(), ...data })
+  console.log(line)
+  const out = process.env.KAY_BENCH_OUT
+  if (out) appendFileSync(out, `${line}\n`)
+}
+
+/** Parse `--name value` / `--name=value` flags from argv. */
+export function flags(argv: readonly string[]): Map<string, string> {
+  const m = new Map<string, string>()
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!
+    if (!a.startsWith('--')) continue
+    const eq = a.indexOf('=')
+    if (eq > 0) m.set(a.slice(2, eq), a.slice(eq + 1))
+    else if (argv[i + 1] !== undefined && !argv[i + 1]!.startsWith('--')) m.set(a.slice(2), argv[++i]!)
+    else m.set(a.slice(2), 'true')
+  }
+  return m
+}
+
+/** A comma-separated list of integers from a flag, or the default. */
+export function intList(v: string | undefined, def: number[]): number[] {
+  if (v === undefined) return def
+  const xs = v.split(',').map((s) => Number(s.trim()))
+  if (xs.some((x) => !Number.isInteger(x) || x < 1)) throw new Error(`expected a list of positive integers, got ${v}`)
+  return xs
+}
+
+/** Run `fn` with a hard deadline: rejects after `ms` (the work itself is not cancelled). */
+export async function withDeadline<T>(what: string, ms: number, fn: () => Promise<T>): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  try {
+    return await Promise.race([
+      fn(),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms`)), ms)
+      }),
+    ])
+  } finally {
+    clearTimeout(timer)
+  }
+}

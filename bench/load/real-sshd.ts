@@ -1,0 +1,270 @@
+/**
+ * Against real OpenSSH sshd instances on loopback (127.77.x.y, one per host, one cgroup for the fleet): kay pooled
+ * (stream and exec modes) against OpenSSH ControlMaster (`ssh -S sock -o ControlMaster=no` per host per tick, masters
+ * started beforehand), plain `ssh` per host per tick via `xargs -P16`, and pdsh (-f 16) when installed.
+ *
+ *   bash .ci/setup-sshd.sh   # idempotent
+ *   node --conditions=kay-source --import tsx bench/load/real-sshd.ts --sizes 50 --ticks 5
+ *
+ * Client CPU: kay = process.cpuUsage (main + shard threads); ssh/pdsh = a cgroup v2 group the clients run in
+ * (masters included, since they carry the mux sessions). Server CPU = the fleet's cgroup. Every tick must return
+ * output for every host (counted by the `@@kay df` section header each host prints).
+ */
+import { spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { performance } from 'node:perf_hooks'
+import { COLLECT_COMMAND } from '@kay/core'
+import { Cgroup, makeClientKey, type SshdFleet, sshdAvailable, startSshdFleet } from '@kay/core/testing'
+import { Supervisor } from '@kay/workers'
+import { cpuMsSince, flags, fmt, intList, record, type Summary, sleep, summarize, waitFor } from './lib.js'
+
+const FANOUT = 16
+const SETTLE_MS = 100
+const CHILD_TIMEOUT_MS = 120_000
+
+interface Ctx {
+  fleet: SshdFleet
+  hosts: string[]
+  port: number
+  keyPath: string
+  privateKey: string
+  dir: string
+  clients: Cgroup
+}
+
+interface RealRun {
+  hosts: number
+  method: string
+  ticks: number
+  wallMs: Summary
+  clientCpuPerHostTickMs: Summary
+  serverCpuPerHostTickMs: Summary
+  failedHostTicks: number
+}
+
+function sshOpts(ctx: Ctx): string[] {
+  return [
+    '-F',
+    '/dev/null',
+    '-o',
+    'StrictHostKeyChecking=no',
+    '-o',
+    'UserKnownHostsFile=/dev/null',
+    '-o',
+    'BatchMode=yes',
+    '-o',
+    'LogLevel=ERROR',
+    '-i',
+    ctx.keyPath,
+    '-p',
+    String(ctx.port),
+  ]
+}
+
+/** Run argv inside the client cgroup (the shell moves itself in, then execs), stdin = `input`; resolves stdout. */
+function inGroup(ctx: Ctx, argv: string[], input: string, env: NodeJS.ProcessEnv = process.env): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('sh', ['-c', `echo $$ > ${ctx.clients.procsPath} && exec "$@"`, 'sh', ...argv], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env,
+    })
+    let out = ''
+    let err = ''
+    const timer = setTimeout(() => child.kill('SIGKILL'), CHILD_TIMEOUT_MS)
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      out += d
+    })
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      if (err.length < 4096) err += d
+    })
+    child.on('error', reject)
+    child.on('close', (code) => {
+      clearTimeout(timer)
+      if (code !== 0 && out === '') reject(new Error(`${argv[0]} exited ${code}: ${err.slice(0, 500)}`))
+      else resolve(out)
+    })
+    child.stdin.end(input)
+  })
+}
+
+function countAnswers(out: string): number {
+  return out.split('@@kay df').length - 1
+}
+
+async function measure(
+  ctx: Ctx,
+  method: string,
+  ticks: number,
+  clientCpu: 'self' | 'group',
+  tick: () => Promise<number>,
+): Promise<RealRun> {
+  const n = ctx.hosts.length
+  const walls: number[] = []
+  const cpus: number[] = []
+  const servers: number[] = []
+  let failed = 0
+  for (let i = 0; i < ticks; i++) {
+    const c0 = process.cpuUsage()
+    const g0 = await ctx.clients.cpuUsageUsec()
+    const s0 = (await ctx.fleet.cpuUsageUsec()) ?? Number.NaN
+    const w0 = performance.now()
+    const answered = await tick()
+    const wall = performance.now() - w0
+    await sleep(SETTLE_MS)
+    const client = clientCpu === 'self' ? cpuMsSince(c0) : ((await ctx.clients.cpuUsageUsec()) - g0) / 1000
+    const server = (((await ctx.fleet.cpuUsageUsec()) ?? Number.NaN) - s0) / 1000
+    failed += n - answered
+    walls.push(wall)
+    cpus.push(client / n)
+    servers.push(server / n)
+  }
+  const r: RealRun = {
+    hosts: n,
+    method,
+    ticks,
+    wallMs: summarize(walls),
+    clientCpuPerHostTickMs: summarize(cpus),
+    serverCpuPerHostTickMs: summarize(servers),
+    failedHostTicks: failed,
+  }
+  console.log(
+    `${String(n).padStart(5)} ${method.padEnd(14)} wall ms ${fmt(r.wallMs, 1)} | client ms/host-tick ` +
+      `${fmt(r.clientCpuPerHostTickMs, 3)} | server ms/host-tick ${fmt(r.serverCpuPerHostTickMs, 3)} | failed ${failed}`,
+  )
+  record('real-sshd', r)
+  return r
+}
+
+async function kay(ctx: Ctx, mode: 'stream' | 'exec', ticks: number): Promise<RealRun> {
+  const n = ctx.hosts.length
+  const sup = await Supervisor.start({
+    hosts: ctx.hosts.map((h) => ({ id: h, hostname: h, port: ctx.port, user: 'kaytest' })),
+    identity: { username: 'kaytest', keyFiles: [ctx.keyPath] },
+    trust: { knownHostsPath: join(ctx.dir, 'kay_known_hosts'), policy: 'accept-new', extraKnownHosts: [] },
+    collectMode: mode,
+    keepalive: { intervalMs: 60_000 },
+  })
+  try {
+    if (!(await waitFor(async () => ((await sup.refreshStats()).byState.ready ?? 0) === n, 120_000, 100))) {
+      throw new Error(`kay ${mode}: not all ready: ${JSON.stringify(sup.stats().byState)}`)
+    }
+    for (let i = 0; i < 20; i++) {
+      await sup.collect({ timeoutMs: 30_000 })
+      const st = await sup.refreshStats()
+      if (mode === 'exec' || (st.byMode['stream-bash'] ?? 0) === n) break
+      await sleep(200)
+    }
+    const hs0 = (await sup.refreshStats()).handshakes
+    const r = await measure(ctx, `kay-${mode}`, ticks, 'self', async () => {
+      const t = await sup.collect({ timeoutMs: 30_000 })
+      return t.hosts.filter((h) => h.metrics).length
+    })
+    const hs = (await sup.refreshStats()).handshakes - hs0
+    if (hs !== 0) console.log(`  kay-${mode}: ${hs} handshakes during measured ticks (expected 0)`)
+    return r
+  } finally {
+    await sup.stop({ timeoutMs: 5000 })
+  }
+}
+
+async function plainSsh(ctx: Ctx, ticks: number): Promise<RealRun> {
+  const argv = ['xargs', `-P${FANOUT}`, '-I{}', 'ssh', ...sshOpts(ctx), 'kaytest@{}', COLLECT_COMMAND]
+  return measure(ctx, 'ssh-xargs-P16', ticks, 'group', async () =>
+    countAnswers(await inGroup(ctx, argv, ctx.hosts.join('\n'))),
+  )
+}
+
+async function controlMaster(ctx: Ctx, ticks: number): Promise<RealRun> {
+  const sock = (h: string) => join(ctx.dir, `cm-${h}`)
+  const base = ['xargs', `-P${FANOUT}`, '-I{}', 'ssh', ...sshOpts(ctx), '-S', join(ctx.dir, 'cm-{}')]
+  const input = ctx.hosts.join('\n')
+  await inGroup(ctx, [...base, '-M', '-N', '-f', 'kaytest@{}'], input)
+  const up = await waitFor(() => ctx.hosts.every((h) => existsSync(sock(h))), 30_000, 100)
+  try {
+    if (!up) throw new Error('ControlMaster: not every master socket appeared')
+    return await measure(ctx, 'ssh-controlmaster', ticks, 'group', async () =>
+      countAnswers(await inGroup(ctx, [...base, '-o', 'ControlMaster=no', 'kaytest@{}', COLLECT_COMMAND], input)),
+    )
+  } finally {
+    // Masters exit on `-O exit`; anything left in the client group is ours and is killed with the group later.
+    await inGroup(ctx, [...base, '-O', 'exit', 'kaytest@{}'], input).catch(() => '')
+    await waitFor(async () => (await ctx.clients.pids()).length === 0, 5000, 50)
+  }
+}
+
+async function pdsh(ctx: Ctx, ticks: number): Promise<RealRun | undefined> {
+  if (!existsSync('/usr/bin/pdsh')) {
+    console.log('pdsh: not installed, skipped')
+    return undefined
+  }
+  const env = { ...process.env, PDSH_SSH_ARGS_APPEND: sshOpts(ctx).join(' ') }
+  const argv = ['pdsh', '-R', 'ssh', '-f', String(FANOUT), '-l', 'kaytest', '-w', ctx.hosts.join(','), COLLECT_COMMAND]
+  return measure(ctx, 'pdsh-f16', ticks, 'group', async () => countAnswers(await inGroup(ctx, argv, '', env)))
+}
+
+export async function main(argv: readonly string[]): Promise<number> {
+  const f = flags(argv)
+  const sizes = intList(f.get('sizes'), [50])
+  const ticks = Number(f.get('ticks') ?? 5)
+  const methods = (f.get('methods') ?? 'kay-stream,kay-exec,controlmaster,ssh,pdsh').split(',')
+  if (COLLECT_COMMAND.includes('{}')) throw new Error('COLLECT_COMMAND contains {}: xargs -I would rewrite it')
+  if (!sshdAvailable()) {
+    console.error('sshd or user kaytest missing: run `bash .ci/setup-sshd.sh` first')
+    return 2
+  }
+  let bad = 0
+  for (const n of sizes) {
+    const dir = await mkdtemp(join(tmpdir(), 'kcm-'))
+    const clients = Cgroup.create('bench')
+    if (!clients) throw new Error('no writable cgroup v2 hierarchy: cannot measure ssh client CPU')
+    let fleet: SshdFleet | undefined
+    try {
+      const key = await makeClientKey(dir)
+      const t0 = performance.now()
+      fleet = await startSshdFleet({ count: n, authorizedKeys: [key.publicKey] })
+      console.log(`sshd fleet of ${n} started in ${((performance.now() - t0) / 1000).toFixed(1)} s`)
+      const ctx: Ctx = {
+        fleet,
+        hosts: fleet.servers.map((s) => s.host),
+        port: fleet.servers[0]!.port,
+        keyPath: key.privateKeyPath,
+        privateKey: key.privateKey,
+        dir,
+        clients,
+      }
+      for (const m of methods) {
+        try {
+          let r: RealRun | undefined
+          if (m === 'kay-stream') r = await kay(ctx, 'stream', ticks)
+          else if (m === 'kay-exec') r = await kay(ctx, 'exec', ticks)
+          else if (m === 'controlmaster') r = await controlMaster(ctx, ticks)
+          else if (m === 'ssh') r = await plainSsh(ctx, ticks)
+          else if (m === 'pdsh') r = await pdsh(ctx, ticks)
+          else throw new Error(`unknown method ${m}`)
+          if (r && r.failedHostTicks > 0) bad++
+        } catch (err) {
+          record('real-sshd-error', { hosts: n, method: m, error: String(err) })
+          bad++
+        }
+      }
+    } finally {
+      await fleet?.stop()
+      await clients.destroy()
+      await rm(dir, { recursive: true, force: true })
+    }
+  }
+  return bad === 0 ? 0 : 1
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (err) => {
+      console.error(err)
+      process.exit(1)
+    },
+  )
+}

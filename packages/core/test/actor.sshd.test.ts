@@ -1,0 +1,209 @@
+/**
+ * The actor, collector and trust against real OpenSSH sshd on loopback (CI installs it: never skipped there).
+ */
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { HostActor, type HostActorOptions } from '../src/actor.js'
+import { HostCollector } from '../src/collector.js'
+import { LocalDialGate } from '../src/dial-gate.js'
+import { type ClientKey, makeClientKey, requireSshd, SSHD_LOG, type SshdServer, startSshd } from '../src/testing/index.js'
+import { loadIdentity } from '../src/trust/keys.js'
+import { KnownHostsStore } from '../src/trust/known-hosts.js'
+import type { Identity } from '../src/types.js'
+import { memoryVerifier, until, waitForState } from './support/fixtures.js'
+
+// Real sshd is a requirement of this tier (.ci/setup-sshd.sh installs it); without it these tests fail loudly.
+const d = describe
+
+let dir: string
+let key: ClientKey
+let identity: Identity
+const actors: HostActor[] = []
+
+beforeAll(async () => {
+  if (!requireSshd()) throw new Error('real-sshd tests need /usr/sbin/sshd and the kaytest user: run .ci/setup-sshd.sh')
+  dir = await mkdtemp(join(tmpdir(), 'kay-sshd-actor-'))
+  key = await makeClientKey(dir)
+  identity = await loadIdentity({ username: 'kaytest', identityFiles: [key.privateKeyPath], agent: 'none' })
+})
+
+afterAll(async () => {
+  await Promise.all(actors.splice(0).map((a) => a.close()))
+  if (dir) await rm(dir, { recursive: true, force: true })
+})
+
+function actorFor(s: SshdServer, extra: Partial<HostActorOptions> = {}): HostActor {
+  const a = new HostActor({
+    target: { id: `sshd-${s.port}`, hostname: s.host, port: s.port, user: s.user },
+    identity,
+    verifier: memoryVerifier(),
+    dialGate: new LocalDialGate(),
+    backoff: { baseMs: 20, capMs: 200 },
+    ...extra,
+  })
+  actors.push(a)
+  return a
+}
+
+d('HostActor against real OpenSSH sshd', () => {
+  it('runs 50 commands over one connection: sshd logs one accepted key and 50 sessions', async () => {
+    const s = await startSshd({ authorizedKeys: [key.publicKey] })
+    try {
+      const a = actorFor(s)
+      a.start()
+      await waitForState(a, 'ready')
+      for (let i = 0; i < 50; i++) expect((await a.run(`echo run${i}`)).stdout).toBe(`run${i}\n`)
+      await s.waitForCount(SSHD_LOG.startingSession, 50)
+      expect(await s.count(SSHD_LOG.acceptedPublickey)).toBe(1)
+      expect(a.status().handshakes).toBe(1)
+      await a.close()
+    } finally {
+      await s.stop()
+    }
+  })
+
+  it('respects MaxSessions 2: many concurrent runs queue and retry instead of failing', async () => {
+    const s = await startSshd({ authorizedKeys: [key.publicKey], maxSessions: 2 })
+    try {
+      const a = actorFor(s, { maxChannels: 4 })
+      a.start()
+      await waitForState(a, 'ready')
+      const rs = await Promise.all(Array.from({ length: 12 }, (_, i) => a.run(`echo m${i}`)))
+      expect(rs.map((r) => r.stdout.trim())).toEqual(Array.from({ length: 12 }, (_, i) => `m${i}`))
+      expect(await s.count(SSHD_LOG.acceptedPublickey)).toBe(1)
+      await a.close()
+    } finally {
+      await s.stop()
+    }
+  })
+
+  it('signals the remote process on timeout: no sleep is left behind, the connection is kept', async () => {
+    const s = await startSshd({ authorizedKeys: [key.publicKey] })
+    try {
+      const a = actorFor(s)
+      a.start()
+      await waitForState(a, 'ready')
+      await expect(a.run('sleep 30', { timeoutMs: 300 })).rejects.toMatchObject({ code: 'KAY_TIMEOUT' })
+      await s.waitForProcesses((ps) => !ps.some((p) => /\bsleep 30\b/.test(p.cmd)), 5000)
+      expect((await a.run('echo after')).stdout).toBe('after\n')
+      expect(a.status().handshakes).toBe(1)
+      await a.close()
+    } finally {
+      await s.stop()
+    }
+  })
+
+  it('heals after sshd is restarted', async () => {
+    const s = await startSshd({ authorizedKeys: [key.publicKey] })
+    try {
+      const a = actorFor(s)
+      a.start()
+      await waitForState(a, 'ready')
+      await s.restart()
+      await until(() => a.state !== 'ready', 5000, 'loss noticed')
+      await waitForState(a, 'ready', 10_000)
+      expect((await a.run('echo healed')).stdout).toBe('healed\n')
+      // Dials while sshd was down were refused at TCP; exactly one new authenticated connection.
+      expect(await s.count(SSHD_LOG.acceptedPublickey)).toBe(2)
+      await a.close()
+    } finally {
+      await s.stop()
+    }
+  })
+
+  it('types an auth failure against a password-only sshd and never sends a password', async () => {
+    const s = await startSshd({ authorizedKeys: [key.publicKey], authMethods: 'password' })
+    try {
+      const a = actorFor(s)
+      a.start()
+      await waitForState(a, 'backoff')
+      const st = a.status()
+      expect(st.lastError?.code).toBe('KAY_AUTH_FAILED')
+      expect(st.lastError?.details?.methodsOffered).toEqual(['password'])
+      expect(await s.count(/Failed password|Accepted password/)).toBe(0)
+      await a.close()
+    } finally {
+      await s.stop()
+    }
+  })
+})
+
+d('TOFU pinning end to end against real sshd', () => {
+  it('pins on first use (0600), trusts after, refuses a new key with both fingerprints, never rewrites the pin', async () => {
+    const s = await startSshd({ authorizedKeys: [key.publicKey] })
+    const pinFile = join(dir, 'pins', 'known_hosts')
+    const store = () => new KnownHostsStore({ path: pinFile, userFiles: [], globalFiles: [], policy: 'accept-new' })
+    try {
+      const first = actorFor(s, { verifier: store() })
+      const pinned: string[] = []
+      first.on('pinned', (p) => pinned.push(p.fingerprint))
+      first.start()
+      await waitForState(first, 'ready')
+      expect(pinned).toEqual([s.fingerprint])
+      expect((await stat(pinFile)).mode & 0o777).toBe(0o600)
+      expect((await stat(join(dir, 'pins'))).mode & 0o777).toBe(0o700)
+      await first.close()
+      const before = await readFile(pinFile)
+
+      const second = actorFor(s, { verifier: store() })
+      second.start()
+      await waitForState(second, 'ready')
+      await second.close()
+
+      const oldFp = s.fingerprint
+      await s.restart({ newHostKey: true })
+      const third = actorFor(s, { verifier: store() })
+      third.start()
+      await waitForState(third, 'quarantined')
+      const err = third.status().lastError!
+      expect(err.code).toBe('KAY_HOST_KEY_MISMATCH')
+      expect(err.details).toMatchObject({ expected: [oldFp], offered: s.fingerprint })
+      expect(err.message).toContain('kay trust repin')
+      expect(Buffer.compare(await readFile(pinFile), before)).toBe(0)
+      await third.close()
+    } finally {
+      await s.stop()
+    }
+  })
+})
+
+d('collection against real sshd', () => {
+  it('collects the same metrics over the stream as over exec, with no new session per tick', async () => {
+    const s = await startSshd({ authorizedKeys: [key.publicKey] })
+    try {
+      const a = actorFor(s)
+      const c = new HostCollector(a, { streamTimeoutMs: 2000 })
+      a.start()
+      await waitForState(a, 'ready')
+      const viaExec = await c.collect()
+      expect(c.mode).toBe('exec')
+      for (let i = 0; i < 50 && !c.mode?.startsWith('stream'); i++) {
+        await new Promise((r) => setTimeout(r, 20))
+        await c.collect()
+      }
+      expect(c.mode).toBe('stream-bash')
+      const sessions = await s.count(SSHD_LOG.startingSession)
+      let viaStream = await c.collect()
+      for (let i = 0; i < 10; i++) viaStream = await c.collect()
+      expect(await s.count(SSHD_LOG.startingSession)).toBe(sessions)
+      for (const k of ['cpus', 'memTotalBytes', 'swapTotalBytes'] as const) expect(viaStream[k]).toBe(viaExec[k])
+      expect(viaStream.uptimeSeconds).toBeGreaterThanOrEqual(viaExec.uptimeSeconds)
+
+      // Kill the remote loop: the tick still reports the host (exec fallback), then the stream comes back.
+      const loop = (await s.processes()).find((p) => p.cmd.includes('kay-stream') || /bash -c .*@@kay/.test(p.cmd))
+      expect(loop).toBeDefined()
+      process.kill(loop!.pid, 'SIGKILL')
+      const m = await c.collect()
+      expect(m.memTotalBytes).toBe(viaExec.memTotalBytes)
+
+      c.close()
+      await a.close()
+      // No collector process outlives its channel.
+      await s.waitForProcesses((ps) => !ps.some((p) => /kay-stream|@@kay/.test(p.cmd)), 5000)
+    } finally {
+      await s.stop()
+    }
+  })
+})
