@@ -130,6 +130,34 @@ describe('HostActor against the simulator', () => {
     expect(a.status().handshakes).toBe(2)
   })
 
+  it('resets the backoff attempts only after the connection stayed up for the stable period', async () => {
+    const clock = new ManualClock()
+    const a = actorFor(4, {
+      clock,
+      random: () => 0.999,
+      keepaliveIntervalMs: 0,
+      backoff: { baseMs: 1000, capMs: 60_000, stableAfterMs: 30_000 },
+    })
+    a.start()
+    await waitForState(a, 'ready')
+    // Lost twice quickly: the attempt counter grows, and so does the window.
+    await fleet.restart(4)
+    await waitForState(a, 'backoff')
+    expect(a.status().nextRetryAt! - clock.now()).toBe(999) // attempt 0: window 1 s
+    clock.advance(1000)
+    await waitForState(a, 'ready')
+    await fleet.restart(4)
+    await waitForState(a, 'backoff')
+    expect(a.status().nextRetryAt! - clock.now()).toBe(1998) // attempt 1: window 2 s
+    clock.advance(2000)
+    await waitForState(a, 'ready')
+    // Up for the stable period: the next loss starts from the base window again.
+    clock.advance(30_000)
+    await fleet.restart(4)
+    await waitForState(a, 'backoff')
+    expect(a.status().nextRetryAt! - clock.now()).toBe(999)
+  })
+
   it('never opens more channels than its limit and queues the rest', async () => {
     const a = actorFor(5, { maxChannels: 2 })
     a.start()

@@ -8,7 +8,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { HostActor, type HostActorOptions } from '../src/actor.js'
 import { HostCollector } from '../src/collector.js'
 import { LocalDialGate } from '../src/dial-gate.js'
-import { type ClientKey, makeClientKey, requireSshd, SSHD_LOG, type SshdServer, startSshd } from '../src/testing/index.js'
+import {
+  type ClientKey,
+  makeClientKey,
+  requireSshd,
+  SSHD_LOG,
+  type SshdServer,
+  startSshd,
+} from '../src/testing/index.js'
 import { loadIdentity } from '../src/trust/keys.js'
 import { KnownHostsStore } from '../src/trust/known-hosts.js'
 import type { Identity } from '../src/types.js'

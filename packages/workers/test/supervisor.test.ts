@@ -54,7 +54,15 @@ async function allReady(sup: Supervisor, n: number, ms = 60_000): Promise<void> 
   for (;;) {
     const st = await sup.refreshStats()
     if ((st.byState.ready ?? 0) === n) return
-    if (Date.now() > end) throw new Error(`not all ready: ${JSON.stringify(st.byState)} ${JSON.stringify(sup.statuses().filter((s) => s.state !== "ready").map((s) => [s.id, s.state, s.lastError?.code, s.lastError?.message]))}`)
+    if (Date.now() > end)
+      throw new Error(
+        `not all ready: ${JSON.stringify(st.byState)} ${JSON.stringify(
+          sup
+            .statuses()
+            .filter((s) => s.state !== 'ready')
+            .map((s) => [s.id, s.state, s.lastError?.code, s.lastError?.message]),
+        )}`,
+      )
     await new Promise((r) => setTimeout(r, 20))
   }
 }
