@@ -43,6 +43,8 @@ export async function runTui(sup: Supervisor, opts: TuiOptions): Promise<ExitCod
   })
   let detail: { host: string; data?: HostDetail; error?: string } | undefined
   let quit = false
+  // Raw mode turns Ctrl-C into a key instead of SIGINT; it still means "interrupted" (exit 130), unlike q.
+  let interrupted = false
   let wake: (() => void) | undefined
 
   const draw = () => {
@@ -81,6 +83,7 @@ export async function runTui(sup: Supervisor, opts: TuiOptions): Promise<ExitCod
       const before = state.view
       state = reduce(state, key)
       if (state.quit) {
+        if (key.name === 'ctrl-c') interrupted = true
         quit = true
         wake?.()
         return
@@ -154,7 +157,7 @@ export async function runTui(sup: Supervisor, opts: TuiOptions): Promise<ExitCod
     stdin.pause()
     out.write('\x1b[?25h\x1b[?1049l') // show cursor, leave the alternate screen
   }
-  return opts.signal.aborted ? EXIT.interrupted : EXIT.ok
+  return opts.signal.aborted || interrupted ? EXIT.interrupted : EXIT.ok
 
   function waitOrKey(ms: number): Promise<void> {
     return new Promise<void>((resolve) => {

@@ -27,9 +27,12 @@ afterAll(async () => {
 })
 
 const collect = () =>
-  runKay(['collect', '--json', '--all-config-hosts', ...fx.connArgs, '--connect-timeout', '3s', '--sample-gap', '200ms'], {
-    timeoutMs: 20_000,
-  })
+  runKay(
+    ['collect', '--json', '--all-config-hosts', ...fx.connArgs, '--connect-timeout', '3s', '--sample-gap', '200ms'],
+    {
+      timeoutMs: 20_000,
+    },
+  )
 
 type HostObj = { host: string; ok: boolean; state: string; error?: { code: string; message: string }; metrics?: object }
 type Summary = { summary: true; hosts: number; ok: number; failed: number; byCode: Record<string, number> }

@@ -30,7 +30,8 @@ describe('host-key pinning through the CLI', () => {
     expect(first.code).toBe(0)
     const pinsBefore = await readFile(fx.knownHosts)
     expect(pinsBefore.toString().trim().split('\n')).toHaveLength(3)
-    for (const h of fx.fleet.hosts) expect(pinsBefore.toString()).toContain(`${h.name},[${h.host}]:${h.port} ssh-ed25519 `)
+    for (const h of fx.fleet.hosts)
+      expect(pinsBefore.toString()).toContain(`${h.name},[${h.host}]:${h.port} ssh-ed25519 `)
 
     oldFingerprints = fx.fleet.hosts.map((h) => h.fingerprint)
     const oldFingerprint = oldFingerprints[1]
@@ -41,7 +42,10 @@ describe('host-key pinning through the CLI', () => {
     fx.fleet.setFault(2, { refuse: true })
     const second = await collect().finally(() => fx.fleet.setFault(2, { refuse: false }))
     const objs = ndjson(second.stdout)
-    expect(objs.find((o) => o.host === 'sim0002')).toMatchObject({ ok: false, error: { code: 'KAY_HOST_KEY_MISMATCH' } })
+    expect(objs.find((o) => o.host === 'sim0002')).toMatchObject({
+      ok: false,
+      error: { code: 'KAY_HOST_KEY_MISMATCH' },
+    })
     expect(objs.find((o) => o.host === 'sim0003')).toMatchObject({ ok: false, error: { code: 'KAY_CONNECT_FAILED' } })
     expect(objs.find((o) => o.host === 'sim0001')).toMatchObject({ ok: true, state: 'ready' })
     expect(objs.at(-1)).toMatchObject({ summary: true, hosts: 3, ok: 1, failed: 2 })
@@ -55,9 +59,11 @@ describe('host-key pinning through the CLI', () => {
     expect(list.code).toBe(0)
     const lines = list.stdout.trim().split('\n')
     expect(lines).toHaveLength(3)
-    for (const line of lines) expect(line).toMatch(/^sim000\d,\[127\.0\.0\.1\]:\d+ {2}ssh-ed25519 {2}SHA256:[A-Za-z0-9+/]{43}$/)
+    for (const line of lines)
+      expect(line).toMatch(/^sim000\d,\[127\.0\.0\.1\]:\d+ {2}ssh-ed25519 {2}SHA256:[A-Za-z0-9+/]{43}$/)
     // The listing shows the pinned (old) keys, not what sim0002 offers now.
-    for (const [i, fp] of oldFingerprints.entries()) expect(lines.find((l) => l.startsWith(`sim000${i + 1},`))).toContain(fp)
+    for (const [i, fp] of oldFingerprints.entries())
+      expect(lines.find((l) => l.startsWith(`sim000${i + 1},`))).toContain(fp)
     expect(list.stdout).not.toContain(fx.fleet.hosts[1]!.fingerprint)
 
     const h = fx.fleet.hosts[1]!

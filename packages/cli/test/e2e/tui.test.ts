@@ -47,7 +47,9 @@ describe('kay fleet in a terminal', () => {
     // Every host ready, with CPU% known (two samples) on every row.
     const first = await tmux.waitScreen(
       'the table with every host ready and measured',
-      (s) => s.replace(SGR, '').startsWith(`${HOSTS} ready · 0 connecting · 0 down`) && rows(s).every((r) => !Number.isNaN(r.cpu)),
+      (s) =>
+        s.replace(SGR, '').startsWith(`${HOSTS} ready · 0 connecting · 0 down`) &&
+        rows(s).every((r) => !Number.isNaN(r.cpu)),
       20_000,
       true,
     )
@@ -71,7 +73,12 @@ describe('kay fleet in a terminal', () => {
     await tmux.keys(['sim001'], true)
     await tmux.waitScreen('the filter prompt', (s) => s.includes('filter: sim001_'))
     await tmux.keys(['Enter'])
-    const filtered = await tmux.waitScreen('the filter applied', (s) => footer(s).includes("filter 'sim001'"), 5000, true)
+    const filtered = await tmux.waitScreen(
+      'the filter applied',
+      (s) => footer(s).includes("filter 'sim001'"),
+      5000,
+      true,
+    )
     const shown = rows(filtered).map((r) => r.host)
     expect([...shown].sort()).toEqual(fx.names.filter((n) => n.startsWith('sim001')))
     const target = selectedHost(filtered)

@@ -63,9 +63,7 @@ export async function startFixture(
 
 /** `Host simNNNN / HostName / Port / User` for every host of the fleet. */
 export function sshConfigText(fleet: SimFleet): string {
-  return fleet.hosts
-    .map((h) => `Host ${h.name}\n  HostName ${h.host}\n  Port ${h.port}\n  User kay\n`)
-    .join('\n')
+  return fleet.hosts.map((h) => `Host ${h.name}\n  HostName ${h.host}\n  Port ${h.port}\n  User kay\n`).join('\n')
 }
 
 export interface KayRun {
@@ -102,7 +100,9 @@ export function runKay(args: string[], opts: { timeoutMs?: number; env?: NodeJS.
     })
     const timer = setTimeout(() => {
       if (child.pid !== undefined) process.kill(child.pid, 'SIGKILL')
-      reject(new Error(`kay ${args.join(' ')} did not exit within ${timeoutMs} ms\nstdout:\n${stdout}\nstderr:\n${stderr}`))
+      reject(
+        new Error(`kay ${args.join(' ')} did not exit within ${timeoutMs} ms\nstdout:\n${stdout}\nstderr:\n${stderr}`),
+      )
     }, timeoutMs)
     child.on('error', (err) => {
       clearTimeout(timer)
@@ -178,7 +178,7 @@ export class TmuxSession {
   /** Start a session running an interactive `sh` in `cwd`, `cols`×`rows`. */
   static async start(dir: string, cwd: string, cols = 160, rows = 50): Promise<TmuxSession> {
     const name = `kay-e2e-${process.pid}-${Math.random().toString(36).slice(2, 8)}`
-    const s = new TmuxSession(name, join(dir, 'tmux.sock'))
+    const s = new TmuxSession(name, join(dir, `${name}.sock`))
     await s.tmux(['new-session', '-d', '-s', name, '-x', String(cols), '-y', String(rows), '-c', cwd, 'sh'])
     return s
   }
@@ -204,7 +204,12 @@ export class TmuxSession {
   }
 
   /** Poll the screen until `pred` holds; returns that screen. On timeout the error shows the last screen. */
-  async waitScreen(what: string, pred: (screen: string) => boolean, timeoutMs = 15_000, escapes = false): Promise<string> {
+  async waitScreen(
+    what: string,
+    pred: (screen: string) => boolean,
+    timeoutMs = 15_000,
+    escapes = false,
+  ): Promise<string> {
     let last = ''
     try {
       return await waitFor(

@@ -1,0 +1,85 @@
+/**
+ * `kay demo` in a real terminal (tmux): it starts its own simulated fleet in a child process, renders the table,
+ * and on q (exit 0) or Ctrl-C (exit 130) stops that child and removes its temporary directory.
+ */
+import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import { descendants, KAY_NODE_ARGS, processTable, REPO_ROOT, TmuxSession, waitFor } from './support/kay.js'
+
+const HOSTS = 50
+
+let dir: string
+let tmux: TmuxSession | undefined
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'kay-e2e-demo-'))
+})
+
+afterAll(async () => {
+  await tmux?.kill()
+  await rm(dir, { recursive: true, force: true })
+})
+
+/**
+ * Run `kay demo` in the pane with its own TMPDIR, wait until every simulated host is ready, press `key`, and
+ * return the exit status plus what was left behind.
+ */
+async function demoThenPress(key: string, runTmp: string) {
+  await mkdir(runTmp)
+  tmux = await TmuxSession.start(dir, REPO_ROOT, 160, 40)
+  const shell = await tmux.panePid()
+  const cmd = [process.execPath, ...KAY_NODE_ARGS, 'demo', '--hosts', String(HOSTS), '--interval', '1s']
+  await tmux.typeLine(`TMPDIR=${runTmp} ${cmd.join(' ')}; echo EXIT:$?`)
+  await tmux.waitScreen(
+    'the demo table with every host ready',
+    (s) => s.startsWith(`${HOSTS} ready · 0 connecting · 0 down`) && /^sim0001 +ready/m.test(s),
+    30_000,
+  )
+
+  // The kay process (the shell's child) and everything under it: worker threads live inside it, the simulated
+  // fleet is a forked child.
+  const table = await processTable()
+  const kay = table.find((p) => p.ppid === shell && p.args.includes('packages/cli/src/cli.ts demo'))
+  expect(kay).toBeDefined()
+  const tree = descendants(table, kay!.pid)
+  const during = table.filter((p) => tree.includes(p.pid))
+  expect(during.some((p) => p.pid !== kay!.pid && p.args.includes('sim/main'))).toBe(true)
+  const demoDirs = (await readdir(runTmp)).filter((d) => d.startsWith('kay-demo-'))
+  expect(demoDirs).toHaveLength(1)
+
+  await tmux.keys([key])
+  const done = await tmux.waitScreen('the exit status', (s) => /^EXIT:\d+$/m.test(s), 15_000)
+  const exit = Number(/^EXIT:(\d+)$/m.exec(done)?.[1])
+
+  // Nothing of that tree survives (matched by PID and command line, so a reused PID does not count).
+  const left = await waitFor(
+    'the demo processes to be gone',
+    async () => {
+      const now = await processTable()
+      const alive = now.filter((p) => during.some((d) => d.pid === p.pid && d.args === p.args))
+      return alive.length === 0 ? alive : undefined
+    },
+    5000,
+  )
+  await tmux.kill()
+  tmux = undefined
+  return { exit, left, demoDirsAfter: (await readdir(runTmp)).filter((d) => d.startsWith('kay-demo-')) }
+}
+
+describe('kay demo', () => {
+  test('renders 50 simulated hosts and quits with 0 on q, leaving no process or temp dir behind', async () => {
+    const r = await demoThenPress('q', join(dir, 'q'))
+    expect(r.exit).toBe(0)
+    expect(r.left).toEqual([])
+    expect(r.demoDirsAfter).toEqual([])
+  })
+
+  test('Ctrl-C exits 130 and also leaves no process or temp dir behind', async () => {
+    const r = await demoThenPress('C-c', join(dir, 'ctrl-c'))
+    expect(r.exit).toBe(130)
+    expect(r.left).toEqual([])
+    expect(r.demoDirsAfter).toEqual([])
+  })
+})
