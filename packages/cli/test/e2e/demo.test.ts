@@ -68,7 +68,8 @@ async function demoThenPress(key: string, runTmp: string) {
   return { exit, left, demoDirsAfter: (await readdir(runTmp)).filter((d) => d.startsWith('kay-demo-')) }
 }
 
-describe('kay demo', () => {
+// Several CLI runs per test; the bound is for an overloaded machine, a normal run takes a few seconds.
+describe('kay demo', { timeout: 120_000 }, () => {
   test('renders 50 simulated hosts and quits with 0 on q, leaving no process or temp dir behind', async () => {
     const r = await demoThenPress('q', join(dir, 'q'))
     expect(r.exit).toBe(0)

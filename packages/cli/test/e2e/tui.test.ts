@@ -38,7 +38,8 @@ function footer(screen: string): string {
 
 const selectedHost = (screen: string) => rows(screen).find((r) => r.selected)?.host
 
-describe('kay fleet in a terminal', () => {
+// Several CLI runs per test; the bound is for an overloaded machine, a normal run takes a few seconds.
+describe('kay fleet in a terminal', { timeout: 120_000 }, () => {
   test('renders, sorts, filters, drills in and back without new handshakes, and quits with 0 on q', async () => {
     tmux = await TmuxSession.start(fx.dir, REPO_ROOT, 160, 50)
     const cmd = [process.execPath, ...KAY_NODE_ARGS, 'fleet', 'sim[0001-0030]', ...fx.connArgs, '--interval', '1s']
