@@ -12,6 +12,7 @@
 import { availableParallelism } from 'node:os'
 import type { StrictHostKeyChecking } from '@kay/core'
 import { ConfigError } from '@kay/core'
+import { parseShardSpec } from '@kay/workers'
 import { parseBytes, parseDuration } from './duration.js'
 
 export type CommandName = 'fleet' | 'top' | 'collect' | 'exec' | 'demo' | 'trust' | 'serve'
@@ -26,7 +27,7 @@ export interface HostSelection {
   hostfiles: string[]
   /** `--all-config-hosts`: every concrete `Host` alias in ssh_config (no wildcards). */
   allConfigHosts: boolean
-  /** `--shard i/N`: keep only hosts whose stable hash mod N is i (0 ≤ i < N). */
+  /** `--shard i/N` (1-based on the command line): keep hosts whose rendezvous hash picks collector i of N. `index` is 0-based. */
   shard?: { index: number; count: number }
 }
 
@@ -169,7 +170,7 @@ export const FLAGS = {
     long: 'shard',
     kind: 'value',
     metavar: 'i/N',
-    help: 'keep only hosts whose stable hash mod N equals i (0 <= i < N), to split a fleet over N collectors',
+    help: 'collector i of N (1-based: 1/4 .. 4/4): keep only the hosts a rendezvous hash assigns to it, to split a fleet over N collectors',
   }),
   sshConfig: f({
     long: 'ssh-config',
@@ -714,19 +715,8 @@ function hostSelection(v: Values, positionals: string[]): HostSelection {
   }
   const sel: HostSelection = { include, exclude, hostfiles, allConfigHosts }
   const shard = v.str('shard')
-  if (shard !== undefined) sel.shard = parseShard(shard)
+  if (shard !== undefined) sel.shard = parseShardSpec(shard)
   return sel
-}
-
-/** Parse `--shard i/N` (0 ≤ i < N). */
-export function parseShard(text: string): { index: number; count: number } {
-  const m = /^(\d+)\/(\d+)$/.exec(text.trim())
-  if (m === null) throw new ConfigError(`--shard: '${text}' is not i/N (e.g. 0/4)`)
-  const index = Number(m[1])
-  const count = Number(m[2])
-  if (count < 1) throw new ConfigError(`--shard: N must be at least 1 (got '${text}')`)
-  if (index >= count) throw new ConfigError(`--shard: i must be between 0 and N-1 (got '${text}')`)
-  return { index, count }
 }
 
 /** Split a host list on commas that are not inside `[...]`: `web[1,3],db` → [`web[1,3]`, `db`]. Empty items dropped. */

@@ -71,7 +71,7 @@ describe('parseArgs: commands', () => {
       exclude: ['web03', 'db1', 'db2'],
       hostfiles: ['a.txt', 'b.txt'],
       allConfigHosts: true,
-      shard: { index: 2, count: 4 },
+      shard: { index: 1, count: 4 },
     })
   })
 
@@ -205,9 +205,10 @@ describe('parseArgs: errors', () => {
     ['fleet h --strict-host-keys --insecure-accept-any-host-key', /cannot be combined: choose one host-key policy/],
     ['fleet h --accept-new --strict-host-keys', /cannot be combined/],
     ['fleet h --collect-mode poll', /--collect-mode: 'poll' is not stream or exec/],
-    ['fleet h --shard 4/4', /--shard: i must be between 0 and N-1/],
-    ['fleet h --shard 1/0', /--shard: N must be at least 1/],
-    ['fleet h --shard half', /--shard: 'half' is not i\/N/],
+    ['fleet h --shard 0/4', /--shard i must be in 1\.\.4/],
+    ['fleet h --shard 5/4', /--shard i must be in 1\.\.4/],
+    ['fleet h --shard 1/0', /--shard N must be in 1\.\./],
+    ['fleet h --shard half', /--shard must look like i\/N/],
     ['demo web1', /'kay demo' takes no hosts/],
     ['demo --hosts 0', /--hosts: 0 is out of range/],
     ['fleet h --hosts 3', /--hosts is not an option of 'kay fleet'/],

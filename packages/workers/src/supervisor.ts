@@ -140,6 +140,7 @@ interface ShardHandle {
 }
 
 const STOP_TIMEOUT_MS = 5000
+const EARLY_PINS_MAX = 100_000
 
 /**
  * The fleet supervisor and kay's public embedding API. It owns W shard workers; each host lives in exactly one
@@ -158,6 +159,11 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   readonly #intensity: number
   readonly #periodMs: number
   #nextId = 1
+  /**
+   * Pins made before anyone listened (shards start dialing inside `start()`, before the caller can attach a
+   * listener): kept, bounded, and replayed to the first 'pinned' listener so no pin goes unreported.
+   */
+  #earlyPins: Array<{ host: string; fingerprint: string }> | undefined = []
   #ticks = 0
   #restarts = 0
   #stopping = false
@@ -192,6 +198,15 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       })
     }
     for (const h of opts.hosts) this.#place(h)
+    this.on('newListener', (event) => {
+      if (event !== 'pinned' || !this.#earlyPins) return
+      const early = this.#earlyPins
+      this.#earlyPins = undefined
+      // After the listener is attached (newListener fires before), on the next turn.
+      setImmediate(() => {
+        for (const p of early) this.emit('pinned', p)
+      })
+    })
   }
 
   /** Start the shards and begin dialing every host (through the global dial cap). */
@@ -258,6 +273,9 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
             if (!s.hosts.has(e.status.id)) continue
             this.#statuses.set(e.status.id, e.status)
             this.emit('host', e.status)
+          } else if (this.#earlyPins && this.listenerCount('pinned') === 0) {
+            if (this.#earlyPins.length < EARLY_PINS_MAX)
+              this.#earlyPins.push({ host: e.host, fingerprint: e.fingerprint })
           } else {
             this.emit('pinned', { host: e.host, fingerprint: e.fingerprint })
           }

@@ -243,3 +243,15 @@ async function until(cond: () => boolean, what: string, ms = 10_000): Promise<vo
     await new Promise((r) => setTimeout(r, 10))
   }
 }
+
+describe('pinned events', () => {
+  it('reports pins made before the first listener attached', async () => {
+    const f = await fleetOf(6)
+    const sup = await supervise(f)
+    await allReady(sup, 6)
+    const seen: string[] = []
+    sup.on('pinned', (p) => seen.push(p.host))
+    await until(() => seen.length === 6, 'early pins replayed')
+    expect(seen.sort()).toEqual(f.hosts.map((h) => h.name).sort())
+  })
+})
