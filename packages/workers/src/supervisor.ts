@@ -198,7 +198,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       })
     }
     for (const h of opts.hosts) this.#place(h)
-    this.on('newListener', (event) => {
+    ;(this as EventEmitter).on('newListener', (event: string | symbol) => {
       if (event !== 'pinned' || !this.#earlyPins) return
       const early = this.#earlyPins
       this.#earlyPins = undefined
