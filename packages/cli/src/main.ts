@@ -6,7 +6,7 @@ import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { isKayError } from '@kay/core'
 import { generateClientKey, spawnSimFleet } from '@kay/core/sim'
-import { cmdCollect, cmdExec, cmdFleet, cmdTrust, errorLine, type Io } from './app.js'
+import { cmdCollect, cmdExec, cmdFleet, cmdServe, cmdTrust, errorLine, type Io } from './app.js'
 import { type ConnectionOptions, DEFAULTS, type ParsedCommand, parseArgs } from './args.js'
 import { EXIT, type ExitCode, helpText } from './help.js'
 import { resolveHosts } from './hosts.js'
@@ -81,8 +81,7 @@ async function dispatch(cmd: ParsedCommand, io: Io): Promise<ExitCode> {
     case 'demo':
       return demo(cmd, io)
     case 'serve':
-      io.err.write('kay: serve is not implemented yet (see issue "kay serve")\n')
-      return EXIT.usage
+      return cmdServe(cmd, io)
   }
 }
 

@@ -1,0 +1,187 @@
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { inShard } from '@kay/workers'
+import { afterAll, afterEach, describe, expect, it } from 'vitest'
+import { type FleetFixture, KAY_NODE_ARGS, REPO_ROOT, startFixture, waitFor } from './support/kay.js'
+
+const poll = <T>(check: () => T | undefined | Promise<T | undefined>, o: { timeoutMs?: number; what: string }) =>
+  waitFor(o.what, check, o.timeoutMs ?? 30_000)
+
+const children: ChildProcess[] = []
+const fixtures: FleetFixture[] = []
+const dirs: string[] = []
+
+afterEach(async () => {
+  for (const c of children.splice(0)) if (c.exitCode === null && c.pid) c.kill('SIGKILL')
+})
+afterAll(async () => {
+  await Promise.all(fixtures.splice(0).map((f) => f.close()))
+  await Promise.all(dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })))
+})
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer()
+    s.once('error', reject)
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address()
+      const port = typeof a === 'object' && a ? a.port : 0
+      s.close(() => resolve(port))
+    })
+  })
+}
+
+interface Serving {
+  child: ChildProcess
+  port: number
+  stderr: () => string
+  exited: Promise<number | null>
+}
+
+async function serve(args: string[]): Promise<Serving> {
+  const port = await freePort()
+  const child = spawn(process.execPath, [...KAY_NODE_ARGS, 'serve', ...args, '--listen', `127.0.0.1:${port}`], {
+    cwd: REPO_ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  children.push(child)
+  let err = ''
+  child.stderr!.on('data', (d: Buffer) => {
+    err += d.toString()
+  })
+  child.stdout!.resume()
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)))
+  return { child, port, stderr: () => err, exited }
+}
+
+async function get(port: number, path: string): Promise<{ status: number; body: string }> {
+  const res = await fetch(`http://127.0.0.1:${port}${path}`)
+  return { status: res.status, body: await res.text() }
+}
+
+async function metricsWhen(port: number, pred: (text: string) => boolean, ms = 30_000): Promise<string> {
+  return poll(
+    async () => {
+      try {
+        const r = await get(port, '/metrics')
+        return r.status === 200 && pred(r.body) ? r.body : undefined
+      } catch {
+        return undefined
+      }
+    },
+    { timeoutMs: ms, what: 'metrics' },
+  )
+}
+
+function upHosts(text: string): string[] {
+  return [...text.matchAll(/^kay_host_up\{host="([^"]+)"\} 1$/gm)].map((m) => m[1]!)
+}
+
+describe('kay serve', () => {
+  it('exposes 500 hosts in valid exposition format (promtool), health endpoints, and scrapes do no SSH work', async () => {
+    const fx = await startFixture(500)
+    fixtures.push(fx)
+    const s = await serve(['sim[0001-0500]', ...fx.connArgs, '--interval', '1s'])
+    await poll(async () => (await get(s.port, '/healthz').catch(() => undefined))?.status === 200 || undefined, {
+      timeoutMs: 30_000,
+      what: 'healthz',
+    })
+    const text = await metricsWhen(s.port, (t) => upHosts(t).length === 500, 60_000)
+    expect((await get(s.port, '/readyz')).status).toBe(200)
+    const check = spawnSync('/usr/bin/promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' })
+    expect(check.stderr + check.stdout).toBe('')
+    expect(check.status).toBe(0)
+    expect(new Set(upHosts(text)).size).toBe(500)
+    for (const name of ['kay_host_cpu_percent', 'kay_host_memory_used_bytes', 'kay_dial_cap', 'kay_handshakes_total']) {
+      expect(text).toContain(`# TYPE ${name}`)
+    }
+    // Scrapes read the cached snapshot: no channels are opened by them.
+    const before = fx.fleet.stats().totals.channelsOpened
+    for (let i = 0; i < 5; i++) await get(s.port, '/metrics')
+    expect(fx.fleet.stats().totals.channelsOpened).toBe(before)
+    s.child.kill('SIGTERM')
+    expect(await s.exited).toBe(0)
+  }, 120_000)
+
+  it('reloads the host list on SIGHUP without redialing the hosts it keeps', async () => {
+    const fx = await startFixture(6)
+    fixtures.push(fx)
+    const hostfile = join(fx.dir, 'hosts')
+    await writeFile(hostfile, 'sim0001\nsim0002\nsim0003\nsim0004\n')
+    const s = await serve(['--hostfile', hostfile, ...fx.connArgs, '--interval', '500ms'])
+    await metricsWhen(s.port, (t) => upHosts(t).length === 4)
+    await writeFile(hostfile, 'sim0002\nsim0003\nsim0004\nsim0005\nsim0006\n')
+    s.child.kill('SIGHUP')
+    const text = await metricsWhen(s.port, (t) => upHosts(t).length === 5 && !upHosts(t).includes('sim0001'))
+    expect(upHosts(text).sort()).toEqual(['sim0002', 'sim0003', 'sim0004', 'sim0005', 'sim0006'])
+    const st = fx.fleet.stats().hosts
+    for (const h of st.slice(1, 6)) expect(h.handshakesStarted).toBe(1)
+    await poll(() => fx.fleet.stats().hosts[0]!.currentConnections === 0 || undefined, { what: 'sim0001 dropped' })
+    s.child.kill('SIGTERM')
+    expect(await s.exited).toBe(0)
+  }, 60_000)
+
+  it('splits a fleet over two collectors that a real Prometheus scrapes: every host exactly once', async () => {
+    const fx = await startFixture(40)
+    fixtures.push(fx)
+    const a = await serve(['sim[0001-0040]', ...fx.connArgs, '--interval', '500ms', '--shard', '1/2'])
+    const b = await serve(['sim[0001-0040]', ...fx.connArgs, '--interval', '500ms', '--shard', '2/2'])
+    const expectA = fx.names.filter((n) => inShard(n, 0, 2))
+    await metricsWhen(a.port, (t) => upHosts(t).length === expectA.length)
+    await metricsWhen(b.port, (t) => upHosts(t).length === 40 - expectA.length)
+
+    const dir = await mkdtemp(join(tmpdir(), 'kay-prom-'))
+    dirs.push(dir)
+    const promPort = await freePort()
+    await writeFile(
+      join(dir, 'prometheus.yml'),
+      [
+        'global: { scrape_interval: 1s, evaluation_interval: 1s }',
+        'scrape_configs:',
+        '  - job_name: kay',
+        '    static_configs:',
+        `      - targets: ['127.0.0.1:${a.port}', '127.0.0.1:${b.port}']`,
+        '',
+      ].join('\n'),
+    )
+    const prom = spawn(
+      '/usr/bin/prometheus',
+      [
+        `--config.file=${join(dir, 'prometheus.yml')}`,
+        `--storage.tsdb.path=${join(dir, 'data')}`,
+        `--web.listen-address=127.0.0.1:${promPort}`,
+        '--log.level=warn',
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    )
+    children.push(prom)
+    prom.stderr!.resume()
+    const query = async (q: string) => {
+      const r = await fetch(`http://127.0.0.1:${promPort}/api/v1/query?query=${encodeURIComponent(q)}`)
+      return (await r.json()) as {
+        data: { result: Array<{ metric: Record<string, string>; value: [number, string] }> }
+      }
+    }
+    const result = await poll(
+      async () => {
+        try {
+          const r = await query('count by (host) (kay_host_up == 1)')
+          return r.data.result.length === 40 ? r.data.result : undefined
+        } catch {
+          return undefined
+        }
+      },
+      { timeoutMs: 45_000, what: 'prometheus to scrape both collectors' },
+    )
+    expect(result.map((x) => x.metric.host).sort()).toEqual([...fx.names].sort())
+    expect(result.every((x) => x.value[1] === '1')).toBe(true)
+    prom.kill('SIGTERM')
+    a.child.kill('SIGTERM')
+    b.child.kill('SIGTERM')
+    expect(await a.exited).toBe(0)
+    expect(await b.exited).toBe(0)
+  }, 120_000)
+})
