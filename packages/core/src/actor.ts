@@ -1,7 +1,9 @@
 import { EventEmitter } from 'node:events'
 import { connect as netConnect, type Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
-import { Client, type ClientChannel } from 'ssh2'
+import { Client, type ClientChannel, type ServerHostKeyAlgorithm } from 'ssh2'
+// ssh2 has no exports map: its algorithm tables are reachable, and the defaults must not be duplicated here.
+import ssh2Constants from 'ssh2/lib/protocol/constants.js'
 import { type BackoffOptions, backoffDelay, verifyBackoff } from './backoff.js'
 import { type Clock, systemClock, type TimerHandle } from './clock.js'
 import type { DialGate, DialOutcome, DialSlot } from './dial-gate.js'
@@ -237,7 +239,9 @@ export class HostActor extends EventEmitter<HostActorEvents> {
     }, this.#handshakeTimeoutMs)
 
     let sock: Duplex
+    let preferred: string[] = []
     try {
+      preferred = (await this.#opts.verifier.preferredHostKeyAlgorithms?.(this.target).catch(() => [])) ?? []
       sock = await this.#connector(this.target)
     } catch (err) {
       this.#dialFailed(gen, classifyConnectError(this.id, err), connectOutcome(err))
@@ -247,10 +251,10 @@ export class HostActor extends EventEmitter<HostActorEvents> {
       sock.destroy()
       return
     }
-    this.#handshake(gen, sock)
+    this.#handshake(gen, sock, preferred)
   }
 
-  #handshake(gen: number, sock: Duplex): void {
+  #handshake(gen: number, sock: Duplex, preferredHostKeys: string[]): void {
     const client = new Client()
     this.#client = client
     let verdict: HostKeyVerdict | undefined
@@ -302,7 +306,8 @@ export class HostActor extends EventEmitter<HostActorEvents> {
     })
 
     const hostVerifier = (key: Buffer, verify: (ok: boolean) => void) => {
-      this.#opts.verifier.verify({ id: this.id, hostname: this.target.hostname, port: this.target.port }, key).then(
+      // The whole target: the store honours the host's own StrictHostKeyChecking and UserKnownHostsFile.
+      this.#opts.verifier.verify(this.target, key).then(
         (v) => {
           verdict = v
           if (v.kind === 'pinned') this.emit('pinned', { id: this.id, fingerprint: v.fingerprint })
@@ -320,6 +325,7 @@ export class HostActor extends EventEmitter<HostActorEvents> {
         username,
         authHandler: auth.authHandler,
         hostVerifier: hostVerifier as never,
+        ...hostKeyAlgorithms(preferredHostKeys),
         readyTimeout: 0, // the actor's own deadline covers TCP + kex + auth as a whole
         keepaliveInterval: 0, // ssh2's keepalive is replaced by the idle-only probe below
       })
@@ -754,6 +760,15 @@ function sendProbe(client: Client, onReply: () => void): void {
   }
   // Public fallback: cancel a forward that does not exist; the failure reply proves liveness.
   client.unforwardIn('kay-probe.invalid', 1, () => onReply())
+}
+
+/** Known key types first (in their order), then ssh2's defaults; types ssh2 cannot verify are left out. */
+function hostKeyAlgorithms(preferred: string[]): { algorithms?: { serverHostKey: ServerHostKeyAlgorithm[] } } {
+  const supported = ssh2Constants.SUPPORTED_SERVER_HOST_KEY
+  const first = preferred.filter((a) => supported.includes(a))
+  if (first.length === 0) return {}
+  const rest = ssh2Constants.DEFAULT_SERVER_HOST_KEY.filter((a) => !first.includes(a))
+  return { algorithms: { serverHostKey: [...first, ...rest] as ServerHostKeyAlgorithm[] } }
 }
 
 const PRESSURE_CODES = new Set(['ECONNRESET', 'EPIPE'])

@@ -59,6 +59,12 @@ export type HostKeyVerdict =
  */
 export interface HostKeyVerifier {
   verify(target: HostKeyTarget, key: Buffer): Promise<HostKeyVerdict>
+  /**
+   * Host-key algorithms to ask for first, because a key of that type is already known for the host (OpenSSH
+   * orders HostKeyAlgorithms the same way). Without it, a host pinned with ECDSA that also has ED25519 would
+   * present ED25519 and look unknown.
+   */
+  preferredHostKeyAlgorithms?(target: HostKeyTarget): Promise<string[]>
 }
 
 /** The actor's lifecycle. `quarantined`: a terminal refusal (host-key mismatch/revoked) — no automatic redial. */

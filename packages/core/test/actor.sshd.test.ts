@@ -1,7 +1,8 @@
 /**
  * The actor, collector and trust against real OpenSSH sshd on loopback (CI installs it: never skipped there).
  */
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises'
+import { execFile } from 'node:child_process'
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -209,6 +210,32 @@ d('collection against real sshd', () => {
       await a.close()
       // No collector process outlives its channel.
       await s.waitForProcesses((ps) => !ps.some((p) => /kay-stream|@@kay/.test(p.cmd)), 5000)
+    } finally {
+      await s.stop()
+    }
+  })
+})
+
+d('host-key algorithm preference', () => {
+  it('asks first for the key type already pinned, so a host with several key types is trusted, not unknown', async () => {
+    const ecdsa = join(dir, 'host_ecdsa')
+    await new Promise<void>((resolve, reject) => {
+      execFile('ssh-keygen', ['-q', '-t', 'ecdsa', '-N', '', '-f', ecdsa], (err) => (err ? reject(err) : resolve()))
+    })
+    // The harness's own ed25519 key comes first in sshd_config; ssh2 would pick ed25519 by default.
+    const s = await startSshd({ authorizedKeys: [key.publicKey], extraConfig: [`HostKey ${ecdsa}`] })
+    try {
+      const pub = (await readFile(`${ecdsa}.pub`, 'utf8')).trim().split(/\s+/).slice(0, 2).join(' ')
+      const pinFile = join(dir, 'ecdsa_pins')
+      await writeFile(pinFile, `[${s.host}]:${s.port} ${pub}\n`, { mode: 0o600 })
+      const before = await readFile(pinFile)
+      // Strict: an unknown key would be refused, so reaching ready proves the ECDSA key was negotiated.
+      const store = new KnownHostsStore({ path: pinFile, userFiles: [], globalFiles: [], policy: 'yes' })
+      const a = actorFor(s, { verifier: store })
+      a.start()
+      await waitForState(a, 'ready')
+      expect(Buffer.compare(await readFile(pinFile), before)).toBe(0)
+      await a.close()
     } finally {
       await s.stop()
     }

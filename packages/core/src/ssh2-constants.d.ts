@@ -1,0 +1,8 @@
+// ssh2 ships no types for its algorithm tables; only what kay reads is declared.
+declare module 'ssh2/lib/protocol/constants.js' {
+  const constants: {
+    DEFAULT_SERVER_HOST_KEY: string[]
+    SUPPORTED_SERVER_HOST_KEY: string[]
+  }
+  export default constants
+}
