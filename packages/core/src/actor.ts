@@ -45,7 +45,8 @@ export const tcpConnector: Connector = (target) =>
 
 export interface HostActorOptions {
   target: HostTarget
-  identity: Identity
+  /** Keys (and agent) for public-key auth; a promise when they are still being loaded (per-host IdentityFile). */
+  identity: Identity | Promise<Identity>
   /** Decides on the host key. Required: kay never accepts any host key by default. */
   verifier: HostKeyVerifier
   /** Admission control for dials; held from TCP connect until ready or failed. */
@@ -240,7 +241,9 @@ export class HostActor extends EventEmitter<HostActorEvents> {
 
     let sock: Duplex
     let preferred: string[] = []
+    let identity: Identity
     try {
+      identity = await this.#opts.identity
       preferred = (await this.#opts.verifier.preferredHostKeyAlgorithms?.(this.target).catch(() => [])) ?? []
       sock = await this.#connector(this.target)
     } catch (err) {
@@ -251,16 +254,16 @@ export class HostActor extends EventEmitter<HostActorEvents> {
       sock.destroy()
       return
     }
-    this.#handshake(gen, sock, preferred)
+    this.#handshake(gen, sock, identity, preferred)
   }
 
-  #handshake(gen: number, sock: Duplex, preferredHostKeys: string[]): void {
+  #handshake(gen: number, sock: Duplex, identity: Identity, preferredHostKeys: string[]): void {
     const client = new Client()
     this.#client = client
     let verdict: HostKeyVerdict | undefined
     // The login name is the host's (ssh_config User, -l, user@host); the identity supplies the keys.
-    const username = this.target.user || this.#opts.identity.username
-    const auth = createAuthState({ ...this.#opts.identity, username })
+    const username = this.target.user || identity.username
+    const auth = createAuthState({ ...identity, username })
     let firstError: unknown
     let sawBanner = false
 

@@ -14,6 +14,7 @@ import {
   type HostStatus,
   type HostTarget,
   type Identity,
+  loadIdentity,
   tcpConnector,
   toKayError,
   UnknownHostError,
@@ -56,6 +57,7 @@ export class Shard {
   readonly #hosts = new Map<string, Entry>()
   /** ProxyJump hops, shared by every host behind them (one pooled connection per jump host). */
   readonly #jumps = new Map<string, HostActor>()
+  readonly #identities = new Map<string, Promise<Identity>>()
   readonly #pendingEvents = new Map<string, HostEvent>()
   readonly #pendingPins: HostEvent[] = []
   #eventTimer: ReturnType<typeof setTimeout> | undefined
@@ -94,11 +96,38 @@ export class Shard {
     )
   }
 
+  /**
+   * The host's identity: the fleet's keys (-i first), plus its own ssh_config IdentityFile keys, parsed once per
+   * distinct file list (loadIdentity caches per path too). Missing config IdentityFiles are skipped, as ssh does.
+   */
+  #identityFor(t: HostTarget): Identity | Promise<Identity> {
+    const files = t.identityFiles
+    if (!files || files.length === 0) return this.#deps.identity
+    const cacheKey = `${t.identityAgent ?? ''}\0${files.join('\0')}`
+    let p = this.#identities.get(cacheKey)
+    if (!p) {
+      const base = this.#deps.identity
+      const agent = t.identityAgent ?? base.agent ?? 'none'
+      p = loadIdentity({ username: t.user, identityFiles: files, skipMissing: true, agent }).then((own) => {
+        const seen = new Set(base.keys.map((k) => k.source))
+        const keys = [...base.keys, ...own.keys.filter((k) => !seen.has(k.source))]
+        const id: Identity = { username: base.username, keys }
+        const a = own.agent ?? base.agent
+        if (a !== undefined) id.agent = a
+        return id
+      })
+      // A failed load surfaces as that host's dial error (e.g. KAY_KEY_PERMISSIONS), not as an unhandled rejection.
+      p.catch(() => {})
+      this.#identities.set(cacheKey, p)
+    }
+    return p
+  }
+
   #makeActor(t: HostTarget, connector: Connector): HostActor {
     const a = this.#config.actor
     const actor = new HostActor({
       target: t,
-      identity: this.#deps.identity,
+      identity: this.#identityFor(t),
       verifier: this.#deps.verifier,
       dialGate: this.#deps.gate,
       connector,

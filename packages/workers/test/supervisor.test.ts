@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { HostTarget } from '@kay/core'
@@ -253,5 +253,31 @@ describe('pinned events', () => {
     sup.on('pinned', (p) => seen.push(p.host))
     await until(() => seen.length === 6, 'early pins replayed')
     expect(seen.sort()).toEqual(f.hosts.map((h) => h.name).sort())
+  })
+})
+
+describe('per-host identities', () => {
+  it("adds a host's own IdentityFile keys to the fleet's keys", async () => {
+    const hostKey = generateClientKey()
+    const keyFile = join(dir, 'per-host-key')
+    await writeFile(keyFile, hostKey.privateKey, { mode: 0o600 })
+    const f = await startSimFleet({ hosts: 2, authorizedKeys: [hostKey.publicKey] })
+    fleets.push(f)
+    const [a, b] = targets(f)
+    const sup = await Supervisor.start({
+      hosts: [{ ...a!, identityFiles: [keyFile] }, b!],
+      threads: 1,
+      identity: { username: 'kay', keyFiles: [], keys: [key.privateKey] }, // not authorised on this fleet
+      trust: { knownHostsPath: join(dir, 'known_hosts.perhost'), policy: 'accept-new' },
+      backoff: { baseMs: 50, capMs: 500, stableAfterMs: 10_000 },
+    })
+    running.push(sup)
+    const end = Date.now() + 10_000
+    const settled = () => {
+      const st = new Map(sup.statuses().map((s) => [s.id, s]))
+      return st.get(a!.id)?.state === 'ready' && st.get(b!.id)?.lastError?.code === 'KAY_AUTH_FAILED'
+    }
+    while (!settled() && Date.now() < end) await new Promise((r) => setTimeout(r, 20))
+    expect(settled()).toBe(true)
   })
 })
