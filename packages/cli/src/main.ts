@@ -6,11 +6,11 @@ import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { isKayError } from '@kay/core'
 import { generateClientKey, spawnSimFleet } from '@kay/core/sim'
-import { cmdCollect, cmdExec, cmdFleet, cmdServe, cmdTrust, errorLine, type Io } from './app.js'
+import { cmdCollect, cmdExec, cmdFleet, cmdServe, cmdTop, cmdTrust, errorLine, type Io } from './app.js'
 import { type ConnectionOptions, DEFAULTS, type ParsedCommand, parseArgs } from './args.js'
 import { EXIT, type ExitCode, helpText } from './help.js'
 import { resolveHosts } from './hosts.js'
-import { raiseFileLimit } from './rlimit.js'
+import { fileLimit } from './rlimit.js'
 
 const VERSION = '0.1.0'
 
@@ -57,23 +57,8 @@ async function dispatch(cmd: ParsedCommand, io: Io): Promise<ExitCode> {
       checkFiles(hosts.length, io)
       return cmdFleet(cmd, cmd.connection, io, hosts)
     }
-    case 'top': {
-      const hosts = await resolveHosts(
-        { include: [cmd.host], exclude: [], hostfiles: [], allConfigHosts: false },
-        cmd.connection,
-      )
-      return cmdFleet(
-        {
-          ...cmd,
-          command: 'fleet',
-          json: false,
-          hosts: { include: [cmd.host], exclude: [], hostfiles: [], allConfigHosts: false },
-        },
-        cmd.connection,
-        io,
-        hosts,
-      )
-    }
+    case 'top':
+      return cmdTop(cmd, io)
     case 'exec':
       return cmdExec(cmd, io)
     case 'trust':
@@ -86,7 +71,7 @@ async function dispatch(cmd: ParsedCommand, io: Io): Promise<ExitCode> {
 }
 
 function checkFiles(hosts: number, io: Io): void {
-  const r = raiseFileLimit(hosts + 256)
+  const r = fileLimit()
   if (r.limit < hosts + 64) {
     io.err.write(
       `kay: warning: the open-file limit is ${r.limit} but ${hosts} hosts need about ${hosts + 64} descriptors; ` +

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs'
  * The open-file limit. Node raises its soft RLIMIT_NOFILE to the hard limit at start-up, so there is nothing left
  * to raise from JavaScript; this reports what we have so the CLI can say clearly when a fleet needs more.
  */
-export function raiseFileLimit(_wanted: number): { limit: number } {
+export function fileLimit(): { limit: number } {
   try {
     const line = readFileSync('/proc/self/limits', 'utf8')
       .split('\n')

@@ -16,6 +16,8 @@ export interface TuiOptions {
   ticks?: number | undefined
   signal: AbortSignal
   out: NodeJS.WritableStream & { columns?: number; rows?: number }
+  /** Open straight into this host's detail view (`kay top HOST`). */
+  detailHost?: string
 }
 
 const DETAIL_REFRESH_MS = 1000
@@ -42,6 +44,10 @@ export async function runTui(sup: Supervisor, opts: TuiOptions): Promise<ExitCod
     pageSize: bodyHeight(size().height, summary()),
   })
   let detail: { host: string; data?: HostDetail; error?: string } | undefined
+  if (opts.detailHost !== undefined) {
+    state = { ...state, view: { kind: 'detail', host: opts.detailHost } }
+    detail = { host: opts.detailHost }
+  }
   let quit = false
   // Raw mode turns Ctrl-C into a key instead of SIGINT; it still means "interrupted" (exit 130), unlike q.
   let interrupted = false
