@@ -33,7 +33,8 @@ export interface ShardConfig {
     maxChannels: number
     backoff: { baseMs: number; capMs: number; stableAfterMs: number }
   }
-  collect: { mode: 'stream' | 'exec'; dfEvery: number }
+  /** flavours: stream loops to probe, cheapest first (default bash, perl, sh). */
+  collect: { mode: 'stream' | 'exec'; dfEvery: number; flavours?: Array<'bash' | 'perl' | 'sh'> }
   /** Coalescing window for host events, ms. */
   eventWindowMs: number
   /** Enables the `crash` request (tests only). */
@@ -110,24 +111,122 @@ export type ShardMessage =
   | { type: 'stopped'; id: number }
   | { type: 'events'; events: HostEvent[] }
 
-const REQUEST_TYPES = new Set(['add', 'remove', 'collect', 'run', 'exec', 'detail', 'status', 'stop', 'crash'])
-const MESSAGE_TYPES = new Set([
-  'ready',
-  'collect-result',
-  'run-result',
-  'exec-items',
-  'detail-result',
-  'status-result',
-  'stopped',
-  'events',
-])
+type Obj = Record<string, unknown>
 
-/** Checks the envelope of a request arriving in a shard (the payload types are trusted: same program). */
-export function isShardRequest(v: unknown): v is ShardRequest {
-  return typeof v === 'object' && v !== null && REQUEST_TYPES.has((v as { type?: unknown }).type as string)
+const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v)
+const isStr = (v: unknown): v is string => typeof v === 'string'
+const isId = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0
+const isMs = (v: unknown): boolean => typeof v === 'number' && Number.isFinite(v) && v >= 0
+const optional = (v: unknown, check: (x: unknown) => boolean): boolean => v === undefined || check(v)
+const arrayOf = (v: unknown, check: (x: unknown) => boolean): boolean => Array.isArray(v) && v.every(check)
+
+/** ProxyJump chains are short; a deeper one is not something kay built. */
+const MAX_JUMP_DEPTH = 8
+
+function isHostTarget(v: unknown, depth = 0): boolean {
+  if (!isObj(v) || depth > MAX_JUMP_DEPTH) return false
+  return (
+    isStr(v.id) &&
+    isStr(v.hostname) &&
+    Number.isInteger(v.port) &&
+    (v.port as number) >= 0 &&
+    (v.port as number) <= 65_535 &&
+    isStr(v.user) &&
+    optional(v.jump, (j) => arrayOf(j, (h) => isHostTarget(h, depth + 1)))
+  )
 }
 
-/** Checks the envelope of a message arriving at the supervisor. */
+function isRunOptions(v: unknown): boolean {
+  return isObj(v) && optional(v.timeoutMs, isMs) && optional(v.maxOutputBytes, isMs) && optional(v.stdin, isStr)
+}
+
+/** A serialized KayError as it crosses threads: a `KAY_*` code, a message, optional host and details. */
+export function isSerializedError(v: unknown): v is SerializedError {
+  return (
+    isObj(v) &&
+    isStr(v.code) &&
+    v.code.startsWith('KAY_') &&
+    isStr(v.message) &&
+    optional(v.host, isStr) &&
+    optional(v.details, isObj)
+  )
+}
+
+function isHostStatus(v: unknown): v is HostStatus {
+  return isObj(v) && isStr(v.id) && isStr(v.state) && isMs(v.attempts) && isMs(v.handshakes)
+}
+
+function isRunResult(v: unknown): boolean {
+  return (
+    isObj(v) &&
+    isStr(v.stdout) &&
+    isStr(v.stderr) &&
+    (v.exitCode === null || Number.isInteger(v.exitCode)) &&
+    (v.signal === null || isStr(v.signal)) &&
+    isMs(v.durationMs)
+  )
+}
+
+function isCollectResult(v: unknown): boolean {
+  return (
+    isObj(v) &&
+    isStr(v.host) &&
+    isHostStatus(v.status) &&
+    optional(v.metrics, isObj) &&
+    optional(v.error, isSerializedError) &&
+    optional(v.collectMode, isStr)
+  )
+}
+
+function isExecItem(v: unknown): boolean {
+  return isObj(v) && isStr(v.host) && optional(v.result, isRunResult) && optional(v.error, isSerializedError)
+}
+
+function isHostEvent(v: unknown): boolean {
+  if (!isObj(v)) return false
+  if (v.kind === 'state') return isHostStatus(v.status)
+  return v.kind === 'pinned' && isStr(v.host) && isStr(v.fingerprint)
+}
+
+const REQUEST_CHECKS: Record<string, (m: Obj) => boolean> = {
+  add: (m) => arrayOf(m.hosts, (h) => isHostTarget(h)),
+  remove: (m) => arrayOf(m.ids, isStr),
+  collect: (m) => isId(m.id) && isMs(m.timeoutMs),
+  run: (m) => isId(m.id) && isStr(m.host) && isStr(m.command) && isRunOptions(m.opts),
+  exec: (m) => isId(m.id) && arrayOf(m.hosts, isStr) && isStr(m.command) && isRunOptions(m.opts),
+  detail: (m) => isId(m.id) && isStr(m.host) && isMs(m.timeoutMs),
+  status: (m) => isId(m.id),
+  stop: (m) => isId(m.id),
+  crash: (m) => m.how === 'throw' || m.how === 'exit',
+}
+
+const MESSAGE_CHECKS: Record<string, (m: Obj) => boolean> = {
+  ready: (m) => isId(m.version) && isId(m.shardIndex),
+  'collect-result': (m) => isId(m.id) && arrayOf(m.results, isCollectResult),
+  'run-result': (m) =>
+    isId(m.id) && isStr(m.host) && optional(m.result, isRunResult) && optional(m.error, isSerializedError),
+  'exec-items': (m) => isId(m.id) && arrayOf(m.items, isExecItem) && typeof m.done === 'boolean',
+  'detail-result': (m) =>
+    isId(m.id) && isStr(m.host) && optional(m.detail, isObj) && optional(m.error, isSerializedError),
+  'status-result': (m) => isId(m.id) && arrayOf(m.statuses, isHostStatus) && isObj(m.stats),
+  stopped: (m) => isId(m.id),
+  events: (m) => arrayOf(m.events, isHostEvent),
+}
+
+function check(table: Record<string, (m: Obj) => boolean>, v: unknown): boolean {
+  if (!isObj(v) || !isStr(v.type) || !Object.hasOwn(table, v.type)) return false
+  return table[v.type]!(v)
+}
+
+/**
+ * Validates a request arriving in a shard, payload included: a malformed request is dropped instead of crashing
+ * the shard (and every host in it) on a missing field.
+ */
+export function isShardRequest(v: unknown): v is ShardRequest {
+  return check(REQUEST_CHECKS, v)
+}
+
+/** Validates a message arriving at the supervisor, payload included (metrics and details are checked as objects). */
 export function isShardMessage(v: unknown): v is ShardMessage {
-  return typeof v === 'object' && v !== null && MESSAGE_TYPES.has((v as { type?: unknown }).type as string)
+  return check(MESSAGE_CHECKS, v)
 }

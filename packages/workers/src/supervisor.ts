@@ -57,6 +57,8 @@ export interface SupervisorOptions {
   collectMode?: 'stream' | 'exec'
   /** Ask for df every Nth stream tick. Default 12. */
   dfEvery?: number
+  /** Stream loop flavours to probe, cheapest first. Default bash, perl, sh (benchmarks pin one to measure it). */
+  collectFlavours?: Array<'bash' | 'perl' | 'sh'>
   /** Shard restart intensity: more than `intensity` restarts within `periodMs` stops the supervisor. Default 5 / 30 s. */
   restart?: { intensity?: number; periodMs?: number }
   /** Host event coalescing window, ms. Default 50. */
@@ -644,7 +646,11 @@ function resolveConfig(opts: SupervisorOptions): ShardConfig {
       maxChannels: opts.maxChannels ?? 4,
       backoff,
     },
-    collect: { mode: opts.collectMode ?? 'stream', dfEvery: opts.dfEvery ?? 12 },
+    collect: {
+      mode: opts.collectMode ?? 'stream',
+      dfEvery: opts.dfEvery ?? 12,
+      ...(opts.collectFlavours ? { flavours: opts.collectFlavours } : {}),
+    },
     eventWindowMs: opts.eventWindowMs ?? 50,
     testHooks: opts.testHooks ?? false,
   }
