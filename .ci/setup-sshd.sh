@@ -6,6 +6,8 @@
 # It never starts the system sshd service and never touches /etc/ssh/sshd_config: every test sshd runs
 # with its own config from a temp dir.
 set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
 
 TEST_USER=kaytest
 TEST_HOME=/home/${TEST_USER}
@@ -20,20 +22,7 @@ missing=()
 [[ -x /usr/bin/ssh-keygen ]] || missing+=(openssh-client)
 command -v ps >/dev/null 2>&1 || missing+=(procps)
 command -v ss >/dev/null 2>&1 || missing+=(iproute2)
-if [[ ${#missing[@]} -gt 0 ]]; then
-  export DEBIAN_FRONTEND=noninteractive
-  # policy-rc.d 101 keeps the package's postinst from starting the system sshd service.
-  policy=/usr/sbin/policy-rc.d
-  created_policy=0
-  if [[ ! -e $policy ]]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy"
-    chmod 0755 "$policy"
-    created_policy=1
-  fi
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}"
-  if [[ $created_policy -eq 1 ]]; then rm -f "$policy"; fi
-fi
+apt_install "${missing[@]}"
 
 # Privilege separation: sshd refuses to start without it (it is normally made by the service unit).
 install -d -m 0755 /run/sshd

@@ -37,6 +37,7 @@ import {
 } from '../errors.js'
 import type { HostKeyTarget, HostKeyVerdict, HostKeyVerifier, HostTarget, StrictHostKeyChecking } from '../types.js'
 import { parseHostSpec } from './hostlist.js'
+import { matchPattern } from './ssh-config.js'
 
 /** `SHA256:<base64, no padding>` of an SSH wire-format public key blob, as `ssh-keygen -l` prints it. */
 export function fingerprint(keyBlob: Buffer): string {
@@ -139,30 +140,6 @@ export function parseKnownHosts(text: string): ParsedKnownHosts {
     else if (e !== undefined) entries.push(e)
   }
   return { entries, malformed }
-}
-
-/** ssh glob: `*` any run, `?` one character. */
-function globMatch(text: string, pattern: string): boolean {
-  let t = 0
-  let p = 0
-  let star = -1
-  let mark = 0
-  while (t < text.length) {
-    if (p < pattern.length && (pattern[p] === '?' || pattern[p] === text[t])) {
-      t++
-      p++
-    } else if (p < pattern.length && pattern[p] === '*') {
-      star = p++
-      mark = t
-    } else if (star >= 0) {
-      p = star + 1
-      t = ++mark
-    } else {
-      return false
-    }
-  }
-  while (p < pattern.length && pattern[p] === '*') p++
-  return p === pattern.length
 }
 
 /*
@@ -327,7 +304,7 @@ export function entryMatchesName(entry: KnownHostsEntry, name: string): boolean 
       continue
     }
     const neg = p.startsWith('!')
-    if (globMatch(name, (neg ? p.slice(1) : p).toLowerCase())) {
+    if (matchPattern(name, (neg ? p.slice(1) : p).toLowerCase())) {
       if (neg) return false
       matched = true
     }
