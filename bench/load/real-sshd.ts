@@ -6,6 +6,9 @@
  *   bash .ci/setup-sshd.sh   # idempotent
  *   node --conditions=kay-source --import tsx bench/load/real-sshd.ts --sizes 50 --ticks 5
  *
+ * `--kex curve25519-sha256` forces the ssh clients' key exchange (kay/ssh2 uses curve25519; OpenSSH 9.x defaults to
+ * sntrup761x25519, which costs the client ~70 ms CPU per handshake here).
+ *
  * Client CPU: kay = process.cpuUsage (main + shard threads); ssh/pdsh = a cgroup v2 group the clients run in
  * (masters included, since they carry the mux sessions). Server CPU = the fleet's cgroup. Every tick must return
  * output for every host (counted by the `@@kay df` section header each host prints).
@@ -33,6 +36,8 @@ interface Ctx {
   privateKey: string
   dir: string
   clients: Cgroup
+  /** `--kex`: force the ssh clients' KexAlgorithms (OpenSSH 9.x defaults to sntrup761x25519, ~70 ms client CPU). */
+  kex?: string
 }
 
 interface RealRun {
@@ -61,6 +66,7 @@ function sshOpts(ctx: Ctx): string[] {
     ctx.keyPath,
     '-p',
     String(ctx.port),
+    ...(ctx.kex ? ['-o', `KexAlgorithms=${ctx.kex}`] : []),
   ]
 }
 
@@ -123,7 +129,7 @@ async function measure(
   }
   const r: RealRun = {
     hosts: n,
-    method,
+    method: ctx.kex ? `${method} kex=${ctx.kex}` : method,
     ticks,
     wallMs: summarize(walls),
     clientCpuPerHostTickMs: summarize(cpus),
@@ -234,6 +240,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         privateKey: key.privateKey,
         dir,
         clients,
+        ...(f.has('kex') ? { kex: f.get('kex')! } : {}),
       }
       for (const m of methods) {
         try {
