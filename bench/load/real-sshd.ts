@@ -144,13 +144,19 @@ async function measure(
   return r
 }
 
-async function kay(ctx: Ctx, mode: 'stream' | 'exec', ticks: number): Promise<RealRun> {
+async function kay(
+  ctx: Ctx,
+  mode: 'stream' | 'exec',
+  ticks: number,
+  flavour?: 'bash' | 'perl' | 'sh',
+): Promise<RealRun> {
   const n = ctx.hosts.length
   const sup = await Supervisor.start({
     hosts: ctx.hosts.map((h) => ({ id: h, hostname: h, port: ctx.port, user: 'kaytest' })),
     identity: { username: 'kaytest', keyFiles: [ctx.keyPath] },
     trust: { knownHostsPath: join(ctx.dir, 'kay_known_hosts'), policy: 'accept-new', extraKnownHosts: [] },
     collectMode: mode,
+    ...(flavour ? { collectFlavours: [flavour] } : {}),
     keepalive: { intervalMs: 60_000 },
   })
   try {
@@ -160,11 +166,11 @@ async function kay(ctx: Ctx, mode: 'stream' | 'exec', ticks: number): Promise<Re
     for (let i = 0; i < 20; i++) {
       await sup.collect({ timeoutMs: 30_000 })
       const st = await sup.refreshStats()
-      if (mode === 'exec' || (st.byMode['stream-bash'] ?? 0) === n) break
+      if (mode === 'exec' || (st.byMode[`stream-${flavour ?? 'bash'}`] ?? 0) === n) break
       await sleep(200)
     }
     const hs0 = (await sup.refreshStats()).handshakes
-    const r = await measure(ctx, `kay-${mode}`, ticks, 'self', async () => {
+    const r = await measure(ctx, flavour ? `kay-stream-${flavour}` : `kay-${mode}`, ticks, 'self', async () => {
       const t = await sup.collect({ timeoutMs: 30_000 })
       return t.hosts.filter((h) => h.metrics).length
     })
@@ -246,6 +252,9 @@ export async function main(argv: readonly string[]): Promise<number> {
         try {
           let r: RealRun | undefined
           if (m === 'kay-stream') r = await kay(ctx, 'stream', ticks)
+          else if (m === 'kay-stream-bash') r = await kay(ctx, 'stream', ticks, 'bash')
+          else if (m === 'kay-stream-perl') r = await kay(ctx, 'stream', ticks, 'perl')
+          else if (m === 'kay-stream-sh') r = await kay(ctx, 'stream', ticks, 'sh')
           else if (m === 'kay-exec') r = await kay(ctx, 'exec', ticks)
           else if (m === 'controlmaster') r = await controlMaster(ctx, ticks)
           else if (m === 'ssh') r = await plainSsh(ctx, ticks)

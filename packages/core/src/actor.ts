@@ -203,6 +203,15 @@ export class HostActor extends EventEmitter<HostActorEvents> {
     return new NotReadyError(`${this.id}: not ready (${this.#state})`, { host: this.id, details })
   }
 
+  /**
+   * Why a channel cannot be opened now: NotReady while not connected; while still `ready`, the connection died
+   * under us (ssh2's socket ended, its close is pending), which is a connection loss, not "not ready (ready)".
+   */
+  #unavailable(): KayError {
+    if (this.#state !== 'ready') return this.notReady()
+    return new ConnectionLostError(`${this.id}: connection lost`, { host: this.id })
+  }
+
   /** Record inbound traffic as proof of life (the collection stream's answers, for example). */
   markAlive(): void {
     this.#rxCount++
@@ -526,7 +535,7 @@ export class HostActor extends EventEmitter<HostActorEvents> {
     return new Promise((resolve, reject) => {
       const attempt = (n: number) => {
         if (gen !== this.#connGen || !this.#client) {
-          reject(this.notReady())
+          reject(this.#unavailable())
           return
         }
         try {
@@ -542,7 +551,7 @@ export class HostActor extends EventEmitter<HostActorEvents> {
               return
             }
             if (gen !== this.#connGen) {
-              reject(this.notReady())
+              reject(this.#unavailable())
               return
             }
             reject(
@@ -553,7 +562,7 @@ export class HostActor extends EventEmitter<HostActorEvents> {
             )
           })
         } catch {
-          reject(this.notReady())
+          reject(this.#unavailable())
         }
       }
       attempt(0)

@@ -3,6 +3,15 @@
  * Nothing in the product imports this.
  */
 export { Cgroup, cgroupRoot } from './cgroup.js'
+export {
+  createNetns,
+  IP_PATH,
+  NetNamespace,
+  type NetnsSshd,
+  netnsAvailable,
+  startSshdInNetns,
+  TC_PATH,
+} from './netns.js'
 export { descendantsOf, isAlive, type ProcessInfo, processTable, pssKb } from './procs.js'
 export {
   type ClientKey,

@@ -30,6 +30,7 @@ import os from 'node:os'
 import { dirname, join } from 'node:path'
 import {
   ConfigError,
+  ConnectError,
   HostKeyMismatchError,
   HostKeyRevokedError,
   HostKeyUnknownError,
@@ -686,6 +687,13 @@ async function ensureDir(dir: string): Promise<void> {
   if (created !== undefined) await chmod(dir, 0o700)
 }
 
+/** errnos that say "not now" (descriptors, memory), not "your configuration is wrong". */
+const TRANSIENT_ERRNOS = new Set(['EMFILE', 'ENFILE', 'EAGAIN', 'ENOMEM'])
+
 function pinFileError(path: string, err: unknown): KayError {
-  return new ConfigError(`cannot use known_hosts pin file '${path}': ${(err as Error).message}`, { cause: err })
+  const errno = (err as NodeJS.ErrnoException)?.code
+  const message = `cannot use known_hosts pin file '${path}': ${(err as Error).message}`
+  // A transient shortage fails this dial (the actor retries with backoff); it must not read as a config error.
+  if (errno && TRANSIENT_ERRNOS.has(errno)) return new ConnectError(message, { cause: err, details: { errno } })
+  return new ConfigError(message, { cause: err })
 }
