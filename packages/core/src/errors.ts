@@ -70,11 +70,24 @@ export class KayError extends Error {
   }
 }
 
-function defineError<C extends ErrorCode>(code: C, name: string) {
+function defineError<C extends ErrorCode>(code: C, name: string, opts: { stack?: boolean } = {}) {
+  const withStack = opts.stack ?? true
   const cls = class extends KayError {
     declare readonly code: C
-    constructor(message: string, opts: KayErrorOptions = {}) {
-      super(code, message, opts)
+    constructor(message: string, o: KayErrorOptions = {}) {
+      if (withStack) {
+        super(code, message, o)
+      } else {
+        // Hot-path answers (fail fast while down, once per host per tick at fleet scale): capturing a stack trace
+        // is most of their cost (~8 µs of ~9) and says nothing a code, host and state do not.
+        const limit = Error.stackTraceLimit
+        Error.stackTraceLimit = 0
+        try {
+          super(code, message, o)
+        } finally {
+          Error.stackTraceLimit = limit
+        }
+      }
       this.name = name
     }
   }
@@ -86,7 +99,7 @@ function defineError<C extends ErrorCode>(code: C, name: string) {
 const registry = new Map<ErrorCode, new (message: string, opts?: KayErrorOptions) => KayError>()
 
 /** The connection is not ready; answered at once, never after waiting for a dial. details: state, nextRetryAt. */
-export const NotReadyError = defineError('KAY_NOT_READY', 'NotReadyError')
+export const NotReadyError = defineError('KAY_NOT_READY', 'NotReadyError', { stack: false })
 /** A command (or a collection) passed its deadline. */
 export const TimeoutError = defineError('KAY_TIMEOUT', 'TimeoutError')
 /** A command produced more output than its cap; the channel was closed, the connection kept. */
