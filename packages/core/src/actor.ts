@@ -173,11 +173,6 @@ export class HostActor extends EventEmitter<HostActorEvents> {
     return this.#state
   }
 
-  /** The underlying client while ready (for channel-level users such as the collection stream and ProxyJump). */
-  get client(): Client | undefined {
-    return this.#state === 'ready' ? this.#client : undefined
-  }
-
   /** An immutable snapshot for tables, JSON and metrics. */
   status(): HostStatus {
     const s: HostStatus = { id: this.id, state: this.#state, attempts: this.#attempts, handshakes: this.#handshakes }
@@ -210,11 +205,6 @@ export class HostActor extends EventEmitter<HostActorEvents> {
   #unavailable(): KayError {
     if (this.#state !== 'ready') return this.notReady()
     return new ConnectionLostError(`${this.id}: connection lost`, { host: this.id })
-  }
-
-  /** Record inbound traffic as proof of life (the collection stream's answers, for example). */
-  markAlive(): void {
-    this.#rxCount++
   }
 
   // ---------------------------------------------------------------------------------------------- dialing

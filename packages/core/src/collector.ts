@@ -47,6 +47,8 @@ interface OpenStream {
   decoder: FrameDecoder
   flavour: StreamFlavour
   seq: number
+  /** The channel closed (e.g. the interpreter is missing: exit 127 before the first request). */
+  closed: boolean
   pending?: { seq: number; resolve: (body: string) => void; reject: (err: KayError) => void } | undefined
 }
 
@@ -167,6 +169,9 @@ export class HostCollector {
   }
 
   #request(s: OpenStream, timeoutMs: number): Promise<string> {
+    if (s.closed) {
+      return Promise.reject(new StreamError(`${this.#actor.id}: collection stream closed`, { host: this.#actor.id }))
+    }
     return new Promise((resolve, reject) => {
       const seq = ++s.seq
       const timer = this.#clock.setTimeout(() => {
@@ -227,38 +232,21 @@ export class HostCollector {
 
   #open(flavour: StreamFlavour): Promise<OpenStream> {
     const token = randomStreamToken()
-    return this.#actor.openExec(streamCommand(flavour, token)).then((channel) => {
+    let opened: OpenStream | undefined
+    // Listeners go on inside openExec's callback, before any of the channel's events can fire.
+    const setup = (channel: ClientChannel) => {
       const s: OpenStream = {
         channel,
         flavour,
         seq: 0,
+        closed: false,
         decoder: new FrameDecoder({ token, maxFrameBytes: this.#maxFrameBytes }),
       }
-      channel.on('data', (chunk: Buffer) => {
-        let frames: Array<{ seq: number; body: string }>
-        try {
-          frames = s.decoder.push(chunk)
-        } catch (err) {
-          const p = s.pending
-          s.pending = undefined
-          p?.reject(err instanceof KayError ? err : new StreamError(String(err), { host: this.#actor.id }))
-          try {
-            channel.close()
-          } catch {}
-          return
-        }
-        for (const f of frames) {
-          const p = s.pending
-          if (p && p.seq === f.seq) {
-            s.pending = undefined
-            p.resolve(f.body)
-          } else {
-            this.droppedFrames++
-          }
-        }
-      })
+      opened = s
+      channel.on('data', (chunk: Buffer) => this.#onStreamData(s, chunk))
       channel.stderr.resume()
       channel.on('close', () => {
+        s.closed = true
         const p = s.pending
         s.pending = undefined
         p?.reject(new StreamError(`${this.#actor.id}: collection stream (${flavour}) closed`, { host: this.#actor.id }))
@@ -269,8 +257,33 @@ export class HostCollector {
           this.#scheduleReopen()
         }
       })
-      return s
-    })
+    }
+    return this.#actor.openExec(streamCommand(flavour, token), setup).then(() => opened!)
+  }
+
+  #onStreamData(s: OpenStream, chunk: Buffer): void {
+    let frames: Array<{ seq: number; body: string }>
+    try {
+      frames = s.decoder.push(chunk)
+    } catch (err) {
+      // Oversize frame: the stream is failed; the tick falls back to exec.
+      const p = s.pending
+      s.pending = undefined
+      p?.reject(err instanceof KayError ? err : new StreamError(String(err), { host: this.#actor.id }))
+      try {
+        s.channel.close()
+      } catch {}
+      return
+    }
+    for (const f of frames) {
+      const p = s.pending
+      if (p && p.seq === f.seq) {
+        s.pending = undefined
+        p.resolve(f.body)
+      } else {
+        this.droppedFrames++
+      }
+    }
   }
 
   #streamFailed(): void {
