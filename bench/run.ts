@@ -65,6 +65,42 @@ const PROFILES: Record<string, () => Step[]> = {
       args: ['--sizes', '100,300', '--ticks', '5'],
       timeoutMs: 1_200_000,
     },
+    {
+      name: 'stress outage 1000',
+      file: join(here, 'stress/outage.ts'),
+      args: ['--hosts', '1000', '--outage-s', '30'],
+      timeoutMs: 420_000,
+    },
+    {
+      name: 'stress flapping 500',
+      file: join(here, 'stress/flapping.ts'),
+      args: ['--hosts', '500', '--flap-pct', '10', '--seconds', '60'],
+      timeoutMs: 300_000,
+    },
+    {
+      name: 'stress half-open 500',
+      file: join(here, 'stress/half-open.ts'),
+      args: ['--hosts', '500', '--pct', '10'],
+      timeoutMs: 300_000,
+    },
+    {
+      name: 'stress pushback 1000',
+      file: join(here, 'stress/pushback.ts'),
+      args: ['--hosts', '1000', '--max-startups', '4', '--dial-cap', '32', '--repeats', '3'],
+      timeoutMs: 1_800_000,
+    },
+    {
+      name: 'stress threads 2000',
+      file: join(here, 'stress/threads.ts'),
+      args: ['--hosts', '2000', '--threads', '1,2,4', '--dial-cap', '64'],
+      timeoutMs: 900_000,
+    },
+    {
+      name: 'stress steady 10000 (2 sims)',
+      file: join(here, 'stress/steady-split.ts'),
+      args: ['--hosts', '10000', '--parts', '2', '--ticks', '4', '--interval-ms', '5000'],
+      timeoutMs: 1_200_000,
+    },
   ],
 }
 
