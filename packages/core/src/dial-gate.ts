@@ -1,3 +1,4 @@
+import { type Clock, systemClock, type TimerHandle } from './clock.js'
 import { AbortedError, QueueFullError } from './errors.js'
 
 /**
@@ -113,6 +114,125 @@ export class LocalDialGate implements DialGate {
       if (w.signal && w.onAbort) w.signal.removeEventListener('abort', w.onAbort)
       this.#inFlight++
       w.resolve(this.#slot())
+    }
+  }
+}
+
+export interface RateLimitedDialGateOptions {
+  /** Dial attempts allowed per second (a token bucket refilled continuously). Must be > 0. */
+  ratePerSec: number
+  /** Tokens the bucket holds: attempts allowed in a burst. Default: one second's worth (at least 1). */
+  burst?: number
+  clock?: Clock
+  /** Dials waiting for a token; past it, KAY_QUEUE_FULL. Default 100_000. */
+  maxWaiting?: number
+}
+
+interface RateWaiter {
+  resolve: (s: DialSlot) => void
+  reject: (e: Error) => void
+  signal: AbortSignal | undefined
+  onAbort: (() => void) | undefined
+}
+
+/**
+ * Caps the *rate* of dial attempts on top of another gate's cap on *concurrent* dials. The concurrency cap alone
+ * does not stop a storm after a fleet-wide outage: refused connects free their slot in under a millisecond, so
+ * 1,000 hosts redialing within their first backoff window hit the network at ~1,000 attempts/s. A token bucket
+ * spreads them to `ratePerSec`. Waiters are served in order; a token is spent per attempt, before the slot is
+ * taken from the inner gate.
+ */
+export class RateLimitedDialGate implements DialGate {
+  readonly #inner: DialGate
+  readonly #rate: number
+  readonly #burst: number
+  readonly #clock: Clock
+  readonly #maxWaiting: number
+  #tokens: number
+  #last: number
+  readonly #waiters: RateWaiter[] = []
+  #timer: TimerHandle | undefined
+
+  constructor(inner: DialGate, opts: RateLimitedDialGateOptions) {
+    if (!(opts.ratePerSec > 0) || !Number.isFinite(opts.ratePerSec)) {
+      throw new RangeError(`dial rate must be a finite number > 0 per second, got ${opts.ratePerSec}`)
+    }
+    this.#inner = inner
+    this.#rate = opts.ratePerSec
+    this.#burst = Math.max(1, opts.burst ?? opts.ratePerSec)
+    this.#clock = opts.clock ?? systemClock
+    this.#maxWaiting = opts.maxWaiting ?? 100_000
+    this.#tokens = this.#burst
+    this.#last = this.#clock.now()
+  }
+
+  #refill(): void {
+    const now = this.#clock.now()
+    if (now > this.#last) {
+      this.#tokens = Math.min(this.#burst, this.#tokens + ((now - this.#last) * this.#rate) / 1000)
+      this.#last = now
+    }
+  }
+
+  tryAcquire(): DialSlot | null {
+    if (this.#waiters.length > 0) return null
+    this.#refill()
+    if (this.#tokens < 1) return null
+    const slot = this.#inner.tryAcquire()
+    if (slot) this.#tokens -= 1
+    return slot
+  }
+
+  acquire(signal?: AbortSignal): Promise<DialSlot> {
+    if (signal?.aborted) return Promise.reject(new AbortedError('dial wait aborted'))
+    if (this.#waiters.length >= this.#maxWaiting) {
+      return Promise.reject(new QueueFullError(`dial queue full (${this.#maxWaiting} waiting for the dial rate)`))
+    }
+    return new Promise((resolve, reject) => {
+      const w: RateWaiter = { resolve, reject, signal, onAbort: undefined }
+      if (signal) {
+        w.onAbort = () => {
+          const i = this.#waiters.indexOf(w)
+          if (i >= 0) this.#waiters.splice(i, 1)
+          reject(new AbortedError('dial wait aborted'))
+        }
+        signal.addEventListener('abort', w.onAbort, { once: true })
+      }
+      this.#waiters.push(w)
+      this.#pump()
+    })
+  }
+
+  /** Hand tokens to waiters in order; each then waits for an inner slot. Re-arms one timer for the next token. */
+  #pump(): void {
+    this.#clock.clearTimeout(this.#timer)
+    this.#timer = undefined
+    this.#refill()
+    while (this.#waiters.length > 0 && this.#tokens >= 1) {
+      const w = this.#waiters.shift()!
+      if (w.signal && w.onAbort) w.signal.removeEventListener('abort', w.onAbort)
+      this.#tokens -= 1
+      this.#inner.acquire(w.signal).then(w.resolve, w.reject)
+    }
+    if (this.#waiters.length > 0) {
+      const waitMs = Math.max(1, Math.ceil(((1 - this.#tokens) * 1000) / this.#rate))
+      this.#timer = this.#clock.setTimeout(() => this.#pump(), waitMs)
+    }
+  }
+
+  stats(): DialGateStats {
+    const s = this.#inner.stats()
+    return { ...s, waiting: s.waiting + this.#waiters.length }
+  }
+
+  /** Reject queued dials, clear the refill timer, and close the inner gate if it can be closed (the wrapper owns it). */
+  close(): void {
+    this.#clock.clearTimeout(this.#timer)
+    this.#timer = undefined
+    ;(this.#inner as DialGate & { close?: () => void }).close?.()
+    for (const w of this.#waiters.splice(0)) {
+      if (w.signal && w.onAbort) w.signal.removeEventListener('abort', w.onAbort)
+      w.reject(new AbortedError('dial gate closed'))
     }
   }
 }

@@ -1,4 +1,4 @@
-import { type Identity, KeyInvalidError, KnownHostsStore, loadIdentity } from '@kay/core'
+import { type Identity, KeyInvalidError, KnownHostsStore, loadIdentity, RateLimitedDialGate } from '@kay/core'
 import ssh2 from 'ssh2'
 import type { ShardWorkerData } from './protocol.js'
 import type { ShardDeps } from './shard.js'
@@ -31,8 +31,10 @@ export async function buildIdentity(cfg: ShardWorkerData['config']['identity']):
 /** What a shard needs from its thread's point of view: the shared gate, the identity and the pin store. */
 export async function createShardDeps(data: ShardWorkerData): Promise<ShardDeps> {
   const { config } = data
+  const shared = new SharedDialGate(data.gateBuffer, data.shardIndex)
   return {
-    gate: new SharedDialGate(data.gateBuffer, data.shardIndex),
+    // The shared gate caps dials in flight across all shards; the rate limit spreads redial storms in time.
+    gate: config.dialRatePerSec > 0 ? new RateLimitedDialGate(shared, { ratePerSec: config.dialRatePerSec }) : shared,
     identity: await buildIdentity(config.identity),
     verifier: new KnownHostsStore({
       path: config.trust.knownHostsPath,

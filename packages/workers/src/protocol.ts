@@ -37,6 +37,8 @@ export interface ShardConfig {
   collect: { mode: 'stream' | 'exec'; dfEvery: number; flavours?: Array<'bash' | 'perl' | 'sh'> }
   /** Coalescing window for host events, ms. */
   eventWindowMs: number
+  /** This shard's share of the fleet-wide dial rate (attempts per second); 0 = no rate limit. */
+  dialRatePerSec: number
   /** Enables the `crash` request (tests only). */
   testHooks: boolean
 }

@@ -44,6 +44,11 @@ export interface SupervisorOptions {
   dialCap?: number
   /** Pushback governor (AIMD on server pushback). Default on. */
   governor?: boolean
+  /**
+   * Fleet-wide dial attempts per second (split evenly over the shards). The dial cap bounds dials in flight; this
+   * bounds their rate, so a fleet-wide outage cannot turn into a redial storm. Default 20 × dialCap. 0 = unlimited.
+   */
+  dialRate?: number
   identity: ShardConfig['identity']
   trust?: Partial<ShardConfig['trust']>
   /** Keepalive: probe after `intervalMs` without inbound traffic; tear down if no reply within `probeDeadlineMs`. */
@@ -177,7 +182,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     this.#config = resolveConfig(opts)
     this.#intensity = opts.restart?.intensity ?? 5
     this.#periodMs = opts.restart?.periodMs ?? 30_000
-    const threads = opts.threads ?? Math.max(1, availableParallelism())
+    const threads = threadsOf(opts)
     if (!Number.isInteger(threads) || threads < 1 || threads > 256) {
       throw new ConfigError(`threads must be an integer from 1 to 256, got ${threads}`)
     }
@@ -646,6 +651,7 @@ function resolveConfig(opts: SupervisorOptions): ShardConfig {
       maxChannels: opts.maxChannels ?? 4,
       backoff,
     },
+    dialRatePerSec: dialRateOf(opts) / threadsOf(opts),
     collect: {
       mode: opts.collectMode ?? 'stream',
       dfEvery: opts.dfEvery ?? 12,
@@ -654,6 +660,17 @@ function resolveConfig(opts: SupervisorOptions): ShardConfig {
     eventWindowMs: opts.eventWindowMs ?? 50,
     testHooks: opts.testHooks ?? false,
   }
+}
+
+function threadsOf(opts: SupervisorOptions): number {
+  return opts.threads ?? Math.max(1, availableParallelism())
+}
+
+function dialRateOf(opts: SupervisorOptions): number {
+  const rate = opts.dialRate ?? 20 * (opts.dialCap ?? 16)
+  if (!Number.isFinite(rate) || rate < 0)
+    throw new ConfigError(`dialRate must be a number >= 0 per second, got ${rate}`)
+  return rate
 }
 
 const fromSource = import.meta.url.endsWith('.ts')

@@ -281,3 +281,26 @@ describe('per-host identities', () => {
     expect(settled()).toBe(true)
   })
 })
+
+describe('dial rate', () => {
+  it('spreads redials of a fleet-wide outage to the dial rate, whatever the dial cap', async () => {
+    const attemptsIn = async (dialRate: number) => {
+      const f = await fleetOf(300, { hostDefaults: { refuse: true } })
+      const sup = await supervise(f, {
+        dialCap: 16,
+        dialRate,
+        backoff: { baseMs: 20, capMs: 100, stableAfterMs: 10_000 },
+      })
+      const t0 = Date.now()
+      await until(() => Date.now() - t0 >= 1500, 'window', 5000)
+      const n = f.stats().totals.accepted
+      await sup.stop()
+      return n
+    }
+    const limited = await attemptsIn(100) // 2 shards × (50 burst + 50/s × 1.5 s) = 250 at most
+    const unlimited = await attemptsIn(0)
+    expect(limited).toBeGreaterThan(100)
+    expect(limited).toBeLessThanOrEqual(260)
+    expect(unlimited).toBeGreaterThan(2 * limited)
+  }, 30_000)
+})
