@@ -42,6 +42,7 @@ export function supervisorOptions(
     hosts,
     threads: conn.threads,
     dialCap: conn.fanout,
+    ...(conn.dialRate === undefined ? {} : { dialRate: conn.dialRate }),
     handshakeTimeoutMs: conn.connectTimeoutMs,
     collectMode: conn.collectMode,
     identity: {

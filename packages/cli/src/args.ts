@@ -40,6 +40,8 @@ export interface ConnectionOptions {
   user?: string
   /** Global cap on dials (TCP connect + handshake + auth) in flight. */
   fanout: number
+  /** Fleet-wide dial attempts per second (0 = unlimited); absent = the supervisor's default (20 × fanout). */
+  dialRate?: number
   connectTimeoutMs: number
   /** Worker threads to shard hosts over. */
   threads: number
@@ -208,6 +210,13 @@ export const FLAGS = {
     help: 'at most N dials (TCP connect + handshake + auth) in flight at once, across all threads',
     default: String(DEFAULTS.fanout),
   }),
+  dialRate: f({
+    long: 'dial-rate',
+    kind: 'value',
+    metavar: 'N',
+    help: 'at most N dial attempts per second, fleet-wide (spreads redials after an outage); 0 = no limit',
+    default: '20 x fanout',
+  }),
   connectTimeout: f({
     long: 'connect-timeout',
     kind: 'value',
@@ -328,6 +337,7 @@ const CONNECT: FlagKey[] = [
   'identity',
   'user',
   'fanout',
+  'dialRate',
   'connectTimeout',
   'threads',
   'strict',
@@ -384,7 +394,7 @@ export const COMMANDS: Record<CommandName, CommandSpec> = {
     groups: [
       { title: 'Simulator', flags: ['demoHosts'] },
       { title: 'Display', flags: ['interval', 'json', 'ticks'] },
-      { title: 'Connection', flags: ['fanout', 'threads'] },
+      { title: 'Connection', flags: ['fanout', 'dialRate', 'threads'] },
     ],
   },
   trust: {
@@ -766,6 +776,8 @@ function connection(v: Values, opts: ParseOptions, warnings: string[]): Connecti
     strictHostKeyChecking,
     collectMode,
   }
+  const dialRate = v.int('dialRate', 0, 1_000_000)
+  if (dialRate !== undefined) out.dialRate = dialRate
   const sshConfig = v.str('sshConfig')
   const knownHosts = v.str('knownHosts')
   const user = v.str('user')
