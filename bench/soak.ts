@@ -4,7 +4,7 @@
  * active handles and open fds, and asserts that every tick returns a result (metrics or a typed error) for every
  * host; exits non-zero otherwise.
  *
- *   node --conditions=kay-source --import tsx bench/soak.ts [durationSeconds=120] [--hosts 500] [--tick-ms 200]
+ *   node --conditions=kay-source --import tsx bench/soak.ts [durationSeconds=120] [--hosts 500] [--tick-ms 200] [--churn 0.02]
  */
 import { performance } from 'node:perf_hooks'
 import { Supervisor } from '@kay/workers'
@@ -51,7 +51,8 @@ export async function main(argv: readonly string[]): Promise<number> {
   const durationS = Number(f.get('duration') ?? positional ?? 120)
   const n = Number(f.get('hosts') ?? 500)
   const tickMs = Number(f.get('tick-ms') ?? 200)
-  const restartFraction = 0.02
+  // Fraction of the fleet restarted per tick window (default 2 %); `--churn 0.000833` at a 5 s tick is ~1 %/minute.
+  const restartFraction = Number(f.get('churn') ?? 0.02)
   if (!(durationS > 0 && durationS <= 24 * 3600)) throw new Error(`duration must be 1..86400 s, got ${durationS}`)
   const ctx = await openFleet(n)
   const sup = await Supervisor.start({
@@ -76,7 +77,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     let lastSample = -Infinity
     while (performance.now() < end && ticks < maxTicks) {
       const w0 = performance.now()
-      // 2% of the fleet restarts in this tick window (listener closed and reopened at once; connections drop).
+      // restartFraction of the fleet restarts in this tick window (listener closed and reopened at once; connections drop).
       const victims = new Set<number>()
       const want = Math.max(1, Math.round(n * restartFraction))
       for (let i = 0; victims.size < want && i < want * 10; i++) victims.add(Math.floor(Math.random() * n))
