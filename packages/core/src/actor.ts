@@ -424,6 +424,18 @@ export class HostActor extends EventEmitter<HostActorEvents> {
     this.#probe()
   }
 
+  /**
+   * A caller saw the connection go quiet when it expected an answer (e.g. a collection frame did not arrive): probe
+   * now instead of waiting out the idle interval, so a half-open path is found within the probe deadline.
+   * No-op unless ready, keepalive is on, and no probe is already in flight.
+   */
+  suspect(): void {
+    if (this.#state !== 'ready' || this.#keepaliveIntervalMs <= 0 || this.#probeTimer !== undefined) return
+    this.#clock.clearTimeout(this.#kaTimer)
+    this.#kaTimer = undefined
+    this.#probe()
+  }
+
   #probe(): void {
     const client = this.#client
     if (!client) return

@@ -118,8 +118,10 @@ export class HostCollector {
         text = await this.#request(s, Math.min(this.#streamTimeoutMs, Math.max(1, Math.floor(timeoutMs / 2))))
         this.#mode = `stream-${s.flavour}`
         this.#streamFailures = 0
-      } catch {
+      } catch (err) {
         // The stream failed this tick: it is closed; the tick falls back to exec and the stream reopens later.
+        // A frame that never came may mean a dead path: have the actor probe now, not after an idle interval.
+        if ((err as KayError).code === 'KAY_TIMEOUT') this.#actor.suspect()
         this.#streamFailed()
       }
     }

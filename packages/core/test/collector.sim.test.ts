@@ -5,6 +5,7 @@ import { LocalDialGate } from '../src/dial-gate.js'
 import { type SimFleet, startSimFleet } from '../src/sim/index.js'
 import type { Identity } from '../src/types.js'
 import { clientIdentity, memoryVerifier, until, waitForState } from './support/fixtures.js'
+import { ManualClock } from './support/manual-clock.js'
 
 let fleet: SimFleet
 let identity: Identity
@@ -145,5 +146,48 @@ describe('HostCollector', () => {
     expect(d.filesystems.length).toBeGreaterThan(0)
     expect(d.perCpuPct.length).toBe(d.metrics.cpus)
     expect(a.status().handshakes).toBe(1)
+  })
+})
+
+describe('half-open detection through the stream', () => {
+  it('probes at once when a frame does not come, finding a half-open host within stream timeout + probe deadline', async () => {
+    const clock = new ManualClock()
+    const h = fleet.hosts[0]!
+    const a = new HostActor({
+      target: { id: h.name, hostname: h.host, port: h.port, user: 'kay' },
+      identity,
+      verifier: memoryVerifier(),
+      dialGate: new LocalDialGate(),
+      clock,
+      random: () => 0.5,
+      keepaliveIntervalMs: 15_000,
+      probeDeadlineMs: 5_000,
+    })
+    const c = new HostCollector(a, { clock, streamTimeoutMs: 2000 })
+    open.push({ a, c })
+    a.start()
+    await waitForState(a, 'ready')
+    await c.collect()
+    // Let the background probe establish the stream (its frame wait runs on the manual clock).
+    for (let i = 0; i < 50 && c.mode !== 'stream-bash'; i++) {
+      await new Promise((r) => setTimeout(r, 10))
+      await c.collect().catch(() => {})
+    }
+    expect(c.mode).toBe('stream-bash')
+    fleet.setFault(0, { halfOpen: true })
+    try {
+      const tick = c.collect(10_000)
+      tick.catch(() => {})
+      await new Promise((r) => setTimeout(r, 5))
+      clock.advance(2000) // the frame deadline: the actor is told to probe now
+      await new Promise((r) => setTimeout(r, 5))
+      expect(a.state).toBe('ready')
+      clock.advance(5000) // the probe deadline, well before the 15 s idle interval
+      expect(a.state).toBe('backoff')
+      expect(a.status().lastError?.code).toBe('KAY_KEEPALIVE_TIMEOUT')
+      await expect(tick).rejects.toMatchObject({ host: h.name })
+    } finally {
+      fleet.setFault(0, { halfOpen: false })
+    }
   })
 })
