@@ -8,7 +8,7 @@
  */
 import { performance } from 'node:perf_hooks'
 import { Supervisor } from '@kay/workers'
-import { flags, openFds, record, sleep, waitFor } from './load/lib.js'
+import { flags, openFds, record, runMain, sleep, waitFor } from './load/lib.js'
 import { closeFleet, openFleet } from './load/steady.js'
 
 interface Sample {
@@ -164,12 +164,4 @@ export async function main(argv: readonly string[]): Promise<number> {
   return 0
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (err) => {
-      console.error(err)
-      process.exit(1)
-    },
-  )
-}
+runMain(import.meta.url, main)

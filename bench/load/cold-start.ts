@@ -6,7 +6,7 @@
  */
 import { performance } from 'node:perf_hooks'
 import { Supervisor } from '@kay/workers'
-import { flags, fmt, intList, record, summarize, waitFor } from './lib.js'
+import { flags, fmt, intList, record, runMain, summarize, waitFor } from './lib.js'
 import { closeFleet, openFleet } from './steady.js'
 
 export async function main(argv: readonly string[]): Promise<number> {
@@ -65,12 +65,4 @@ export async function main(argv: readonly string[]): Promise<number> {
   return bad === 0 ? 0 : 1
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (err) => {
-      console.error(err)
-      process.exit(1)
-    },
-  )
-}
+runMain(import.meta.url, main)

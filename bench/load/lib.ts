@@ -108,3 +108,15 @@ export async function withDeadline<T>(what: string, ms: number, fn: () => Promis
     clearTimeout(timer)
   }
 }
+
+/** Run `main` when this module is the entry point (not when imported by bench/run.ts), exiting with its code. */
+export function runMain(moduleUrl: string, main: (argv: string[]) => Promise<number>): void {
+  if (moduleUrl !== `file://${process.argv[1]}`) return
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (err) => {
+      console.error(err)
+      process.exit(1)
+    },
+  )
+}

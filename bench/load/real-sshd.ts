@@ -22,7 +22,7 @@ import { performance } from 'node:perf_hooks'
 import { COLLECT_COMMAND } from '@kay/core'
 import { Cgroup, makeClientKey, type SshdFleet, sshdAvailable, startSshdFleet } from '@kay/core/testing'
 import { Supervisor } from '@kay/workers'
-import { cpuMsSince, flags, fmt, intList, record, type Summary, sleep, summarize, waitFor } from './lib.js'
+import { cpuMsSince, flags, fmt, intList, record, runMain, type Summary, sleep, summarize, waitFor } from './lib.js'
 
 const FANOUT = 16
 const SETTLE_MS = 100
@@ -275,12 +275,4 @@ export async function main(argv: readonly string[]): Promise<number> {
   return bad === 0 ? 0 : 1
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (err) => {
-      console.error(err)
-      process.exit(1)
-    },
-  )
-}
+runMain(import.meta.url, main)

@@ -33,6 +33,7 @@ import {
   fmt,
   intList,
   record,
+  runMain,
   type Summary,
   settledRss,
   sleep,
@@ -349,12 +350,4 @@ export async function main(argv: readonly string[]): Promise<number> {
   return bad === 0 ? 0 : 1
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (err) => {
-      console.error(err)
-      process.exit(1)
-    },
-  )
-}
+runMain(import.meta.url, main)

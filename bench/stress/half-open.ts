@@ -10,7 +10,7 @@
  * --tick-timeout-ms (5000), --max-s (30: the measuring window), --dial-cap (16).
  */
 import { performance } from 'node:perf_hooks'
-import { flags, fmt, record, sleep, summarize, waitFor } from '../load/lib.js'
+import { flags, fmt, record, runMain, sleep, summarize, waitFor } from '../load/lib.js'
 import { closeFleet, openFleet } from '../load/steady.js'
 import { startSupervisor } from './lib.js'
 
@@ -113,12 +113,4 @@ export async function main(argv: readonly string[]): Promise<number> {
   return bad === 0 ? 0 : 1
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (err) => {
-      console.error(err)
-      process.exit(1)
-    },
-  )
-}
+runMain(import.meta.url, main)

@@ -12,7 +12,7 @@
 import { dirname, join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
-import { flags, record, sleep, summarize, waitFor } from '../load/lib.js'
+import { flags, record, runMain, sleep, summarize, waitFor } from '../load/lib.js'
 import { closeFleet, openFleet } from '../load/steady.js'
 import { sampleEverySecond, sparkline, startSupervisor, totals, writeSvgChart } from './lib.js'
 
@@ -137,12 +137,4 @@ export async function main(argv: readonly string[]): Promise<number> {
   return bad === 0 ? 0 : 1
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (err) => {
-      console.error(err)
-      process.exit(1)
-    },
-  )
-}
+runMain(import.meta.url, main)

@@ -10,7 +10,7 @@
  */
 import { readdirSync } from 'node:fs'
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
-import { cpuMsSince, flags, fmt, openFds, record, settledRss, sleep, summarize, waitFor } from '../load/lib.js'
+import { cpuMsSince, flags, fmt, openFds, record, runMain, settledRss, sleep, summarize, waitFor } from '../load/lib.js'
 import { closeFleets, openFleets, simCpuMs, startSupervisor, totals } from './lib.js'
 
 export async function main(argv: readonly string[]): Promise<number> {
@@ -127,12 +127,4 @@ export async function main(argv: readonly string[]): Promise<number> {
   return bad === 0 ? 0 : 1
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (err) => {
-      console.error(err)
-      process.exit(1)
-    },
-  )
-}
+runMain(import.meta.url, main)

@@ -8,7 +8,7 @@
  * Flags: --hosts (2000), --threads (1,2,4), --dial-cap (64), --repeats (2).
  */
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
-import { cpuMsSince, flags, fmt, intList, record, summarize, waitFor } from '../load/lib.js'
+import { cpuMsSince, flags, fmt, intList, record, runMain, summarize, waitFor } from '../load/lib.js'
 import { closeFleet, openFleet } from '../load/steady.js'
 import { startSupervisor, totals } from './lib.js'
 
@@ -79,12 +79,4 @@ export async function main(argv: readonly string[]): Promise<number> {
   return bad === 0 ? 0 : 1
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (err) => {
-      console.error(err)
-      process.exit(1)
-    },
-  )
-}
+runMain(import.meta.url, main)
