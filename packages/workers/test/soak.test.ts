@@ -2,7 +2,7 @@ import { readdirSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { generateClientKey, type RemoteSimFleet, spawnSimFleet } from '@kay/core/sim'
+import { generateClientKey, type RemoteSimFleet, seededRandom, spawnSimFleet } from '@kay/core/sim'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Supervisor } from '../src/supervisor.js'
 
@@ -84,24 +84,12 @@ async function until(cond: () => Promise<boolean>, what: string, ms: number): Pr
   }
 }
 
-/** A small deterministic PRNG (mulberry32) so a failing run can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
-  }
-}
-
 describe(`soak: ${HOSTS} hosts, a tick every ${TICK_MS} ms for ${SECONDS} s, ${DROPS_PER_TICK} connections lost per tick`, () => {
   it(
     'answers every host on every tick and shows no growth in memory, handles or descriptors',
     async () => {
       await until(async () => ((await sup.refreshStats()).byState.ready ?? 0) === HOSTS, 'fleet ready', 60_000)
-      const random = prng(20_261_127)
+      const random = seededRandom(20_261_127) // deterministic, so a failing run can be replayed
       const samples: Sample[] = []
       const counts = { ticks: 0, results: 0, metrics: 0, errors: {} as Record<string, number> }
       let maxDials = 0

@@ -5,7 +5,7 @@
  */
 export { startSimFleet } from './fleet.js'
 export { fingerprintOf, type GeneratedKey, generateClientKey } from './keys.js'
-export { ProcModel } from './procfs.js'
+export { ProcModel, seededRandom } from './procfs.js'
 export type { SpawnSimFleetOptions } from './protocol.js'
 export { type RemoteSimFleet, type SpawnOptions, spawnSimFleet } from './spawn.js'
 export type {
