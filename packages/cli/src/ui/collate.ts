@@ -7,7 +7,7 @@
  * - `--json`: one NDJSON object per host.
  */
 import { StringDecoder } from 'node:string_decoder'
-import { foldHosts } from '../../../core/src/trust/hostlist.js'
+import { foldHosts } from '@kay/core'
 import { ansi, sanitize } from './format.js'
 
 /** One host's outcome of `kay exec`. */

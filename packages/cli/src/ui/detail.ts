@@ -3,7 +3,7 @@
  * filesystems and interfaces, fitted to the terminal. Sections shrink in a fixed order when space is short:
  * processes take what is left after CPU and memory, filesystems and interfaces are capped.
  */
-import type { HostDetail } from '../../../core/src/metrics/types.js'
+import type { HostDetail } from '@kay/core'
 import {
   ansi,
   bar,

@@ -3,8 +3,7 @@
  * Field names are a public contract (scripts parse them); add fields, never rename.
  */
 
-import type { ActorState, CollectMode } from '@kay/core'
-import type { HostMetrics } from '../../../core/src/metrics/types.js'
+import type { ActorState, CollectMode, HostMetrics } from '@kay/core'
 
 /** One host's result for one tick. */
 export interface HostReport {

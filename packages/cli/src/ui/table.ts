@@ -9,8 +9,7 @@
  * wider than the terminal. Escape codes appear only with `color: true`.
  */
 
-import type { ActorState, CollectMode } from '@kay/core'
-import type { HostMetrics } from '../../../core/src/metrics/types.js'
+import type { ActorState, CollectMode, HostMetrics } from '@kay/core'
 import {
   ansi,
   bar,
