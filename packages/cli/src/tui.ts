@@ -21,6 +21,7 @@ export interface TuiOptions {
 }
 
 const DETAIL_REFRESH_MS = 1000
+const HOST_REFRESH_MS = 250
 
 export async function runTui(sup: Supervisor, opts: TuiOptions): Promise<ExitCode> {
   const out = opts.out
@@ -105,10 +106,16 @@ export async function runTui(sup: Supervisor, opts: TuiOptions): Promise<ExitCod
     state = resize(state, bodyHeight(size().height, summary()))
     draw()
   }
+  // State changes arrive per shard per 50 ms window; re-sorting 10,000 rows for each would keep the main thread
+  // busy during a cold start. Fold them into at most one refresh per HOST_REFRESH_MS.
+  let hostTimer: ReturnType<typeof setTimeout> | undefined
   const onHost = () => {
-    // State changes are coalesced by the shards; redraw at most on their window.
-    refreshRows()
-    if (state.view.kind === 'fleet') draw()
+    if (hostTimer) return
+    hostTimer = setTimeout(() => {
+      hostTimer = undefined
+      refreshRows()
+      if (state.view.kind === 'fleet') draw()
+    }, HOST_REFRESH_MS)
   }
 
   out.write('\x1b[?1049h\x1b[?25l') // alternate screen, hide cursor
@@ -157,6 +164,7 @@ export async function runTui(sup: Supervisor, opts: TuiOptions): Promise<ExitCod
     }
   } finally {
     sup.off('host', onHost)
+    if (hostTimer) clearTimeout(hostTimer)
     out.off('resize', onResize)
     stdin.off('data', onKeys)
     stdin.setRawMode?.(false)
