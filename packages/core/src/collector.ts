@@ -1,14 +1,14 @@
 import type { ClientChannel } from 'ssh2'
 import type { HostActor } from './actor.js'
 import { backoffDelay } from './backoff.js'
-import { type Clock, systemClock, type TimerHandle } from './clock.js'
+import { type Clock, systemClock } from './clock.js'
 import { KayError, ParseError, StreamError, TimeoutError } from './errors.js'
 import {
   COLLECT_COMMAND,
   computeMetrics,
   DETAIL_COMMAND,
   FrameDecoder,
-  parseDetail,
+  parseDetailSample,
   parseSample,
   parseSections,
   type RawSample,
@@ -72,12 +72,10 @@ export class HostCollector {
 
   #prev: RawSample | undefined
   #prevDetail: RawSample | undefined
-  #lastFsPct: number | undefined
   #stream: OpenStream | undefined
   #probing = false
   #streamFailures = 0
   #reopenAt = 0
-  #reopenTimer: TimerHandle | undefined
   #mode: CollectMode | undefined
   #closed = false
   /** Frames dropped as stale, forged or unexpected (never attributed to a tick). */
@@ -141,9 +139,8 @@ export class HostCollector {
     const r = await this.#actor.run(DETAIL_COMMAND, { timeoutMs, maxOutputBytes: 1024 * 1024 })
     const at = this.#clock.now()
     return this.#forHost(() => {
-      const sections = parseSections(r.stdout)
-      const detail = parseDetail(sections, this.#prevDetail ?? this.#prev, at)
-      this.#prevDetail = parseSample(sections, at)
+      const { detail, sample } = parseDetailSample(parseSections(r.stdout), this.#prevDetail ?? this.#prev, at)
+      this.#prevDetail = sample
       return detail
     })
   }
@@ -163,10 +160,9 @@ export class HostCollector {
   #toMetrics(text: string): HostMetrics {
     const at = this.#clock.now()
     const sample = this.#forHost(() => parseSample(parseSections(text), at))
+    // computeMetrics carries the last df figure forward (df is asked for only every Nth tick).
     const m = computeMetrics(this.#prev, sample)
     this.#prev = sample
-    if (m.rootFsUsedPct !== undefined) this.#lastFsPct = m.rootFsUsedPct
-    else if (this.#lastFsPct !== undefined) m.rootFsUsedPct = this.#lastFsPct
     return m
   }
 
@@ -319,7 +315,6 @@ export class HostCollector {
       s.pending = undefined
       p?.reject(this.#actor.notReady())
     }
-    this.#clock.clearTimeout(this.#reopenTimer)
   }
 
   close(): void {

@@ -29,6 +29,7 @@ export {
   MAX_UPTIME_SECONDS,
   parseCollection,
   parseDetail,
+  parseDetailSample,
   parseSample,
   parseSections,
 } from './parse.js'

@@ -641,6 +641,15 @@ export function parseCollection(
  * the k-th online CPU (the cpu number when all are online).
  */
 export function parseDetail(sections: Map<string, string>, prev?: RawSample, at: number = Date.now()): HostDetail {
+  return parseDetailSample(sections, prev, at).detail
+}
+
+/** {@link parseDetail}, also returning the raw sample it parsed (the next call's `prev`), so it is parsed once. */
+export function parseDetailSample(
+  sections: Map<string, string>,
+  prev: RawSample | undefined,
+  at: number,
+): { detail: HostDetail; sample: RawSample } {
   const cur = parseSample(sections, at)
   const metrics = computeMetrics(prev, cur)
   const perCpuPct: number[] = []
@@ -670,13 +679,14 @@ export function parseDetail(sections: Map<string, string>, prev?: RawSample, at:
   }
   const df = sections.get('df')
   const ps = sections.get('ps')
-  return {
+  const detail: HostDetail = {
     metrics,
     perCpuPct,
     processes: typeof ps === 'string' ? parsePs(ps) : [],
     filesystems: typeof df === 'string' ? parseDfRows(df, false) : [],
     interfaces,
   }
+  return { detail, sample: cur }
 }
 
 function sameCpus(a: RawSample, b: RawSample): boolean {
