@@ -134,7 +134,6 @@ type Pending = {
   resolve: (m: ShardMessage) => void
   reject: (e: KayError) => void
   onItems?: (items: HostExecResult[], done: boolean) => void
-  hosts?: string[]
 }
 
 interface ShardHandle {
@@ -319,7 +318,6 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       })
     for (const [id, p] of s.pending) {
       s.pending.delete(id)
-      if (p.onItems && p.hosts) p.onItems([], true)
       p.reject(err())
     }
     SharedDialGate.reclaim(this.#gateBuffer, s.index)
@@ -461,7 +459,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         remaining--
         wake?.()
       }
-      this.#request(s, { type: 'exec', id: this.#nextId++, hosts: list, command, opts }, { onItems, hosts: list }).then(
+      this.#request(s, { type: 'exec', id: this.#nextId++, hosts: list, command, opts }, { onItems }).then(
         () => finish(),
         (err: KayError) => finish(err),
       )
