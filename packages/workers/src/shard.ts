@@ -190,20 +190,15 @@ export class Shard {
   async collect(id: number, timeoutMs: number): Promise<void> {
     const results = await Promise.all(
       [...this.#hosts.values()].map(async ({ actor, collector }): Promise<HostCollectResult> => {
+        let outcome: Pick<HostCollectResult, 'metrics' | 'error'>
         try {
-          const metrics = await collector.collect(timeoutMs)
-          const r: HostCollectResult = { host: actor.id, status: actor.status(), metrics }
-          if (collector.mode) r.collectMode = collector.mode
-          return r
+          outcome = { metrics: await collector.collect(timeoutMs) }
         } catch (err) {
-          const r: HostCollectResult = {
-            host: actor.id,
-            status: actor.status(),
-            error: toKayError(err, actor.id).toJSON(),
-          }
-          if (collector.mode) r.collectMode = collector.mode
-          return r
+          outcome = { error: toKayError(err, actor.id).toJSON() }
         }
+        const r: HostCollectResult = { host: actor.id, status: actor.status(), ...outcome }
+        if (collector.mode) r.collectMode = collector.mode
+        return r
       }),
     )
     this.#port.postMessage({ type: 'collect-result', id, results })
