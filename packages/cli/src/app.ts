@@ -119,14 +119,24 @@ export function rowsOf(
   })
 }
 
-function printTable(io: Io, tick: CollectTick, sup: Supervisor): void {
-  const metrics = new Map<string, HostMetrics>()
-  const errors = new Map<string, FleetRow['lastError']>()
+/** Fold one tick into the latest-metrics and latest-error maps the table is drawn from. */
+export function absorbTick(
+  tick: CollectTick,
+  metrics: Map<string, HostMetrics>,
+  errors: Map<string, FleetRow['lastError']>,
+): void {
   for (const h of tick.hosts) {
     if (h.metrics) metrics.set(h.host, h.metrics)
     const error = causeOf(h.error, h.status)
     if (error) errors.set(h.host, error)
+    else errors.delete(h.host)
   }
+}
+
+function printTable(io: Io, tick: CollectTick, sup: Supervisor): void {
+  const metrics = new Map<string, HostMetrics>()
+  const errors = new Map<string, FleetRow['lastError']>()
+  absorbTick(tick, metrics, errors)
   const rows = rowsOf(
     tick.hosts.map((h) => h.status),
     metrics,

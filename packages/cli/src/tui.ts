@@ -4,7 +4,7 @@
  */
 import type { HostDetail, HostMetrics } from '@kay/core'
 import type { Supervisor } from '@kay/workers'
-import { rowsOf, sleep } from './app.js'
+import { absorbTick, rowsOf, sleep } from './app.js'
 import { EXIT, type ExitCode } from './help.js'
 import { renderDetail } from './ui/detail.js'
 import { parseKeys } from './ui/keys.js'
@@ -149,11 +149,7 @@ export async function runTui(sup: Supervisor, opts: TuiOptions): Promise<ExitCod
         nextTick = now + opts.intervalMs
         const t = await sup.collect({ timeoutMs: opts.intervalMs })
         tick = t.tick
-        for (const h of t.hosts) {
-          if (h.metrics) metrics.set(h.host, h.metrics)
-          if (h.error) errors.set(h.host, { code: h.error.code, message: h.error.message })
-          else errors.delete(h.host)
-        }
+        absorbTick(t, metrics, errors)
         await sup.refreshStats()
         if (!everyoneReadyOnce && (sup.stats().byState.ready ?? 0) === sup.stats().hosts) everyoneReadyOnce = true
         refreshRows()
