@@ -14,9 +14,6 @@ import {
   ConnectError,
   ConnectionLostError,
   HandshakeTimeoutError,
-  HostKeyMismatchError,
-  HostKeyRevokedError,
-  HostKeyUnknownError,
   KayError,
   KeepaliveTimeoutError,
   NotReadyError,
@@ -25,6 +22,7 @@ import {
   TimeoutError,
 } from './errors.js'
 import { type AuthState, createAuthState } from './trust/keys.js'
+import { verdictError } from './trust/known-hosts.js'
 import type { ActorState, HostKeyVerdict, HostKeyVerifier, HostStatus, HostTarget, Identity } from './types.js'
 
 /** Opens the byte stream an SSH connection runs over: TCP by default, a jump host's channel for ProxyJump. */
@@ -290,7 +288,7 @@ export class HostActor extends EventEmitter<HostActorEvents> {
     client.on('close', () => {
       if (gen !== this.#connGen) return
       if (this.#state === 'dialing') {
-        const err = classifyHandshakeError(this.id, firstError, verdict, auth)
+        const err = classifyHandshakeError(this.target, firstError, verdict, auth)
         const outcome: DialOutcome = !sawBanner && isPressure(firstError) ? 'pressure' : 'failed'
         this.#dialFailed(gen, err, outcome)
       } else if (this.#state === 'ready') {
@@ -809,31 +807,16 @@ function classifyConnectError(host: string, err: unknown): KayError {
 }
 
 function classifyHandshakeError(
-  host: string,
+  target: HostTarget,
   err: unknown,
   verdict: HostKeyVerdict | undefined,
   auth: AuthState,
 ): KayError {
   if (err instanceof KayError) return err
-  if (verdict?.kind === 'mismatch') {
-    return new HostKeyMismatchError(
-      `${host}: host key changed: expected ${verdict.expected.join(' or ')}, offered ${verdict.offered}. ` +
-        `If the change is legitimate, run: kay trust repin ${host}`,
-      { host, details: { expected: verdict.expected, offered: verdict.offered } },
-    )
-  }
-  if (verdict?.kind === 'revoked') {
-    return new HostKeyRevokedError(`${host}: host key ${verdict.offered} is marked @revoked`, {
-      host,
-      details: { offered: verdict.offered },
-    })
-  }
-  if (verdict?.kind === 'unknown') {
-    return new HostKeyUnknownError(
-      `${host}: no pinned host key (offered ${verdict.fingerprint}) and strict host-key checking is on`,
-      { host, details: { offered: verdict.fingerprint } },
-    )
-  }
+  const host = target.id
+  // The host-key verdict, if it refused, is the cause (the trust layer words it, with the repin hint).
+  const refused = verdict && verdictError(target, verdict)
+  if (refused) return refused
   const level = (err as { level?: string } | undefined)?.level
   if (level === 'client-authentication') return auth.toError(host)
   return new ConnectError(`${host}: handshake failed: ${err === undefined ? 'connection closed' : errMessage(err)}`, {
