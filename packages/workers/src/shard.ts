@@ -77,6 +77,7 @@ export class Shard {
       const collector = new HostCollector(actor, {
         mode: this.#config.collect.mode,
         dfEvery: this.#config.collect.dfEvery,
+        ...(this.#config.collect.flavours ? { flavours: this.#config.collect.flavours } : {}),
       })
       this.#hosts.set(t.id, { actor, collector })
       actor.start()

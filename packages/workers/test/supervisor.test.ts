@@ -103,6 +103,23 @@ describe('Supervisor with the simulator', () => {
     expect(tick.hosts.filter((h) => h.metrics).length).toBe(18)
   })
 
+  it('probes the configured stream flavours in the shards (collectFlavours), perl first by default', async () => {
+    const f = await fleetOf(6)
+    const pinned = await supervise(f, { collectFlavours: ['sh'] })
+    const byDefault = await supervise(f)
+    for (const [sup, mode] of [
+      [pinned, 'stream-sh'],
+      [byDefault, 'stream-perl'],
+    ] as const) {
+      await allReady(sup, 6, 15_000)
+      for (let i = 0; i < 50 && ((await sup.refreshStats()).byMode[mode] ?? 0) < 6; i++) {
+        await sup.collect({ timeoutMs: 5000 })
+        await new Promise((r) => setTimeout(r, 20))
+      }
+      expect((await sup.refreshStats()).byMode).toEqual({ [mode]: 6 })
+    }
+  })
+
   it('runs, execs and drills in over the pooled connections without new handshakes', async () => {
     const f = await fleetOf(30)
     const sup = await supervise(f)
