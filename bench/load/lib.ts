@@ -36,6 +36,13 @@ export function cpuMsSince(prev: NodeJS.CpuUsage): number {
 }
 
 /** Open file descriptors of this process (entries of /proc/self/fd). */
+/** How many hosts collect over a stream (any loop flavour), from `stats().byMode`. */
+export function streamHosts(byMode: Readonly<Record<string, number>>): number {
+  let n = 0
+  for (const [mode, count] of Object.entries(byMode)) if (mode.startsWith('stream-')) n += count
+  return n
+}
+
 export function openFds(): number {
   try {
     return readdirSync('/proc/self/fd').length

@@ -22,7 +22,19 @@ import { performance } from 'node:perf_hooks'
 import { COLLECT_COMMAND } from '@kay/core'
 import { Cgroup, makeClientKey, type SshdFleet, sshdAvailable, startSshdFleet } from '@kay/core/testing'
 import { Supervisor } from '@kay/workers'
-import { cpuMsSince, flags, fmt, intList, record, runMain, type Summary, sleep, summarize, waitFor } from './lib.js'
+import {
+  cpuMsSince,
+  flags,
+  fmt,
+  intList,
+  record,
+  runMain,
+  type Summary,
+  sleep,
+  streamHosts,
+  summarize,
+  waitFor,
+} from './lib.js'
 
 const FANOUT = 16
 const SETTLE_MS = 100
@@ -166,7 +178,7 @@ async function kay(
     for (let i = 0; i < 20; i++) {
       await sup.collect({ timeoutMs: 30_000 })
       const st = await sup.refreshStats()
-      if (mode === 'exec' || (st.byMode[`stream-${flavour ?? 'bash'}`] ?? 0) === n) break
+      if (mode === 'exec' || (flavour ? (st.byMode[`stream-${flavour}`] ?? 0) : streamHosts(st.byMode)) === n) break
       await sleep(200)
     }
     const hs0 = (await sup.refreshStats()).handshakes

@@ -37,6 +37,7 @@ import {
   type Summary,
   settledRss,
   sleep,
+  streamHosts,
   summarize,
   waitFor,
   withDeadline,
@@ -132,7 +133,7 @@ export async function pooledRun(
     for (let i = 0; i < 20; i++) {
       await sup.collect({ timeoutMs: TICK_TIMEOUT_MS })
       const st = await sup.refreshStats()
-      if (mode === 'exec' || (st.byMode['stream-bash'] ?? 0) === n) break
+      if (mode === 'exec' || streamHosts(st.byMode) === n) break
       await sleep(200)
     }
     const modes = { ...(await sup.refreshStats()).byMode }

@@ -9,7 +9,7 @@
  * --dial-cap (16).
  */
 import { performance } from 'node:perf_hooks'
-import { flags, fmt, record, runMain, sleep, summarize, waitFor } from '../load/lib.js'
+import { flags, fmt, record, runMain, sleep, streamHosts, summarize, waitFor } from '../load/lib.js'
 import { closeFleet, openFleet } from '../load/steady.js'
 import { startSupervisor } from './lib.js'
 
@@ -35,7 +35,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       // Warm up until every host streams (the flavour probe runs after the first ticks).
       for (let i = 0; i < 20; i++) {
         await sup.collect({ timeoutMs: 5000 })
-        if (((await sup.refreshStats()).byMode['stream-bash'] ?? 0) === n) break
+        if (streamHosts((await sup.refreshStats()).byMode) === n) break
         await sleep(200)
       }
       await ctx.fleet.resetStats()

@@ -10,7 +10,19 @@
  */
 import { readdirSync } from 'node:fs'
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
-import { cpuMsSince, flags, fmt, openFds, record, runMain, settledRss, sleep, summarize, waitFor } from '../load/lib.js'
+import {
+  cpuMsSince,
+  flags,
+  fmt,
+  openFds,
+  record,
+  runMain,
+  settledRss,
+  sleep,
+  streamHosts,
+  summarize,
+  waitFor,
+} from '../load/lib.js'
 import { closeFleets, openFleets, simCpuMs, startSupervisor, totals } from './lib.js'
 
 export async function main(argv: readonly string[]): Promise<number> {
@@ -59,7 +71,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       console.log(`all ${n} ready in ${(readyMs / 1000).toFixed(1)} s; kay fds ${openFds()}`)
       for (let i = 0; i < 20; i++) {
         await sup.collect({ timeoutMs: tickTimeoutMs })
-        if (((await sup.refreshStats()).byMode['stream-bash'] ?? 0) === n) break
+        if (streamHosts((await sup.refreshStats()).byMode) === n) break
         await sleep(500)
       }
       const modes = { ...(await sup.refreshStats()).byMode }

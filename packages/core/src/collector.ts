@@ -13,6 +13,7 @@ import {
   parseSections,
   type RawSample,
   randomStreamToken,
+  STREAM_FLAVOURS,
   type StreamFlavour,
   streamCommand,
   streamRequest,
@@ -27,7 +28,7 @@ export interface CollectorOptions {
   mode?: CollectPreference
   clock?: Clock
   random?: () => number
-  /** Stream flavours to probe, cheapest first. Default bash, perl, sh. */
+  /** Stream flavours to probe, cheapest first. Default perl, bash, sh (STREAM_FLAVOURS). */
   flavours?: StreamFlavour[]
   /** Ask for the `df` section every Nth stream request (df forks on the host). Default 12. */
   dfEvery?: number
@@ -39,8 +40,6 @@ export interface CollectorOptions {
   reopenBaseMs?: number
   reopenCapMs?: number
 }
-
-const DEFAULT_FLAVOURS: StreamFlavour[] = ['bash', 'perl', 'sh']
 
 interface OpenStream {
   channel: ClientChannel
@@ -63,7 +62,7 @@ export class HostCollector {
   readonly #clock: Clock
   readonly #random: () => number
   readonly #pref: CollectPreference
-  readonly #flavours: StreamFlavour[]
+  readonly #flavours: readonly StreamFlavour[]
   readonly #dfEvery: number
   readonly #streamTimeoutMs: number
   readonly #maxFrameBytes: number
@@ -86,7 +85,7 @@ export class HostCollector {
     this.#clock = opts.clock ?? systemClock
     this.#random = opts.random ?? Math.random
     this.#pref = opts.mode ?? 'stream'
-    this.#flavours = opts.flavours ?? DEFAULT_FLAVOURS
+    this.#flavours = opts.flavours ?? STREAM_FLAVOURS
     this.#dfEvery = opts.dfEvery ?? 12
     this.#streamTimeoutMs = opts.streamTimeoutMs ?? 2000
     this.#maxFrameBytes = opts.maxFrameBytes ?? 256 * 1024

@@ -2,7 +2,7 @@
  * The actor, collector and trust against real OpenSSH sshd on loopback (CI installs it: never skipped there).
  */
 import { execFile } from 'node:child_process'
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { access, chmod, mkdir, mkdtemp, readFile, realpath, rm, stat, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -24,6 +24,23 @@ import { memoryVerifier, until, waitForState } from './support/fixtures.js'
 
 // Real sshd is a requirement of this tier (.ci/setup-sshd.sh installs it); without it these tests fail loudly.
 const d = describe
+/** A stream loop's process: every flavour's script carries its frame end, `kay-end`, in its command line. */
+const STREAM_LOOP = /kay-end/
+
+/** The absolute path of a tool on this machine's PATH. */
+async function which(tool: string): Promise<string> {
+  for (const d of ['/usr/local/bin', '/usr/bin', '/bin']) {
+    const p = join(d, tool)
+    if (
+      await access(p).then(
+        () => true,
+        () => false,
+      )
+    )
+      return realpath(p)
+  }
+  throw new Error(`${tool} not found`)
+}
 
 let dir: string
 let key: ClientKey
@@ -191,7 +208,7 @@ d('collection against real sshd', () => {
         await new Promise((r) => setTimeout(r, 20))
         await c.collect()
       }
-      expect(c.mode).toBe('stream-bash')
+      expect(c.mode).toBe('stream-perl')
       const sessions = await s.count(SSHD_LOG.startingSession)
       let viaStream = await c.collect()
       for (let i = 0; i < 10; i++) viaStream = await c.collect()
@@ -200,7 +217,7 @@ d('collection against real sshd', () => {
       expect(viaStream.uptimeSeconds).toBeGreaterThanOrEqual(viaExec.uptimeSeconds)
 
       // Kill the remote loop: the tick still reports the host (exec fallback), then the stream comes back.
-      const loop = (await s.processes()).find((p) => p.cmd.includes('kay-stream') || /bash -c .*@@kay/.test(p.cmd))
+      const loop = (await s.processes()).find((p) => STREAM_LOOP.test(p.cmd))
       expect(loop).toBeDefined()
       process.kill(loop!.pid, 'SIGKILL')
       const m = await c.collect()
@@ -209,11 +226,56 @@ d('collection against real sshd', () => {
       c.close()
       await a.close()
       // No collector process outlives its channel.
-      await s.waitForProcesses((ps) => !ps.some((p) => /kay-stream|@@kay/.test(p.cmd)), 5000)
+      await s.waitForProcesses((ps) => !ps.some((p) => STREAM_LOOP.test(p.cmd)), 5000)
     } finally {
       await s.stop()
     }
   })
+})
+
+d('stream loop flavour on real sshd', () => {
+  /**
+   * A host whose PATH lacks an interpreter: authorized_keys' `environment="PATH=…"` (allowed for PATH only) points
+   * the session at a directory of symlinks to the tools the loops use, without `perl` (and without `bash`).
+   */
+  async function sshdWithPath(tools: readonly string[]): Promise<SshdServer> {
+    const s = await startSshd({ extraConfig: ['PermitUserEnvironment PATH'] })
+    const bin = join(s.dir, 'bin')
+    await mkdir(bin, { mode: 0o755 })
+    await chmod(bin, 0o755)
+    for (const t of tools) await symlink(await which(t), join(bin, t))
+    await s.setAuthorizedKeys([`environment="PATH=${bin}" ${key.publicKey}`])
+    return s
+  }
+
+  for (const [missing, tools, mode] of [
+    ['perl', ['bash', 'sh', 'cat', 'df'], 'stream-bash'],
+    ['perl and bash', ['sh', 'cat', 'df'], 'stream-sh'],
+  ] as const) {
+    it(`uses the next loop on a host without ${missing}: ${mode}`, async () => {
+      const s = await sshdWithPath(tools)
+      try {
+        const a = actorFor(s)
+        const c = new HostCollector(a, { streamTimeoutMs: 2000 })
+        a.start()
+        await waitForState(a, 'ready')
+        const viaExec = await c.collect()
+        for (let i = 0; i < 50 && !c.mode?.startsWith('stream'); i++) {
+          await new Promise((r) => setTimeout(r, 20))
+          await c.collect()
+        }
+        expect(c.mode).toBe(mode)
+        const m = await c.collect()
+        expect(m.memTotalBytes).toBe(viaExec.memTotalBytes)
+        expect(m.cpus).toBe(viaExec.cpus)
+        c.close()
+        await a.close()
+        await s.waitForProcesses((ps) => !ps.some((p) => STREAM_LOOP.test(p.cmd)), 5000)
+      } finally {
+        await s.stop()
+      }
+    })
+  }
 })
 
 d('host-key algorithm preference', () => {

@@ -15,13 +15,14 @@ beforeAll(async () => {
   const c = clientIdentity()
   identity = c.identity
   fleet = await startSimFleet({
-    hosts: 6,
+    hosts: 7,
     authorizedKeys: [c.publicKey],
     hostOverrides: {
       1: { streamFlavours: ['sh'] },
       2: { streamFlavours: [] },
       3: { streamFault: 'forge-token' },
       4: { streamFault: 'split-marker' },
+      6: { streamFlavours: ['bash', 'sh'] },
     },
   })
 })
@@ -63,7 +64,7 @@ describe('HostCollector', () => {
     expect(c.mode).toBe('exec') // the first tick never waits for the stream probe
     expect(first.cpuPct).toBeUndefined()
     await settleStream(c)
-    expect(c.mode).toBe('stream-bash')
+    expect(c.mode).toBe('stream-perl')
     const ch0 = fleet.host(0).stats().channelsOpened
     let m = await c.collect()
     for (let i = 0; i < 20; i++) m = await c.collect()
@@ -75,6 +76,12 @@ describe('HostCollector', () => {
     expect(m.cpuPct).toBeLessThanOrEqual(100)
     expect(m.memTotalBytes).toBeGreaterThan(0)
     expect(m.rootFsUsedPct).toBeGreaterThan(0)
+  })
+
+  it('probes perl first and uses the bash loop on a host without perl', async () => {
+    const { c } = await collectorFor(6)
+    await settleStream(c)
+    expect(c.mode).toBe('stream-bash')
   })
 
   it('uses the sh loop on a host without bash or perl', async () => {
@@ -103,14 +110,14 @@ describe('HostCollector', () => {
   it('reassembles an end marker split across chunks', async () => {
     const { c } = await collectorFor(4)
     await settleStream(c)
-    expect(c.mode).toBe('stream-bash')
+    expect(c.mode).toBe('stream-perl')
     expect((await c.collect()).load1).toBeGreaterThanOrEqual(0)
   })
 
   it('falls back to exec for the tick when the stream stalls, then reopens it later', async () => {
     const { c } = await collectorFor(5, { reopenBaseMs: 1, reopenCapMs: 1 })
     await settleStream(c)
-    expect(c.mode).toBe('stream-bash')
+    expect(c.mode).toBe('stream-perl')
     fleet.setFault(5, { streamFault: 'stall' })
     const m = await c.collect(4000)
     expect(m.memTotalBytes).toBeGreaterThan(0)
@@ -118,7 +125,7 @@ describe('HostCollector', () => {
     fleet.setFault(5, { streamFault: 'none' })
     await until(() => c.mode === 'exec', 100)
     await settleStream(c, 20)
-    expect(c.mode).toBe('stream-bash')
+    expect(c.mode).toBe('stream-perl')
   })
 
   it('gives a typed parse error for garbage /proc content, for that host only', async () => {
@@ -169,11 +176,11 @@ describe('half-open detection through the stream', () => {
     await waitForState(a, 'ready')
     await c.collect()
     // Let the background probe establish the stream (its frame wait runs on the manual clock).
-    for (let i = 0; i < 50 && c.mode !== 'stream-bash'; i++) {
+    for (let i = 0; i < 50 && c.mode !== 'stream-perl'; i++) {
       await new Promise((r) => setTimeout(r, 10))
       await c.collect().catch(() => {})
     }
-    expect(c.mode).toBe('stream-bash')
+    expect(c.mode).toBe('stream-perl')
     fleet.setFault(0, { halfOpen: true })
     try {
       const tick = c.collect(10_000)

@@ -33,7 +33,7 @@ export interface ShardConfig {
     maxChannels: number
     backoff: { baseMs: number; capMs: number; stableAfterMs: number }
   }
-  /** flavours: stream loops to probe, cheapest first (default bash, perl, sh). */
+  /** flavours: stream loops to probe, cheapest first (default perl, bash, sh). */
   collect: { mode: 'stream' | 'exec'; dfEvery: number; flavours?: Array<'bash' | 'perl' | 'sh'> }
   /** Coalescing window for host events, ms. */
   eventWindowMs: number
