@@ -133,7 +133,11 @@ export class HostCollector {
     return this.#toMetrics(text)
   }
 
-  /** Drill-in detail on a new channel of the same connection (no second handshake). */
+  /**
+   * Drill-in detail on a new channel of the same connection (no second handshake). CPU % and rates come against
+   * the last sample; per-core % against the previous drill-in's sample, since ticks parse only the aggregate cpu
+   * line: the first drill-in of a host has `perCpuPct` empty, the next ones fill it.
+   */
   async detail(timeoutMs = 10_000): Promise<HostDetail> {
     const r = await this.#actor.run(DETAIL_COMMAND, { timeoutMs, maxOutputBytes: 1024 * 1024 })
     const at = this.#clock.now()
@@ -158,7 +162,7 @@ export class HostCollector {
 
   #toMetrics(text: string): HostMetrics {
     const at = this.#clock.now()
-    const sample = this.#forHost(() => parseSample(parseSections(text), at))
+    const sample = this.#forHost(() => parseSample(parseSections(text), at, false))
     // computeMetrics carries the last df figure forward (df is asked for only every Nth tick).
     const m = computeMetrics(this.#prev, sample)
     this.#prev = sample

@@ -106,6 +106,22 @@ describe('parseSample on synthetic hosts', () => {
     expect(s.cpuTimes[0]).toBe(1000 * 64)
   })
 
+  it('reads only the aggregate cpu counters and the cpu numbers with perCpu false (a tick)', () => {
+    const text = syntheticFrame({ cpus: 64 })
+    const full = parseSample(parseSections(text), 0)
+    const tick = parseSample(parseSections(text), 0, false)
+    expect(tick.cpus).toBe(64)
+    expect(tick.cpuIds).toEqual(full.cpuIds)
+    expect(tick.cpuTimes).toEqual(full.cpuTimes.slice(0, 8))
+    // Same metrics either way; a tick sample is no per-core baseline for drill-in.
+    const later = parseSample(
+      parseSections(syntheticFrame({ cpus: 64, perCpu: [2000, 0, 500, 9000, 0, 0, 0, 0], uptime: 1005 })),
+      5000,
+    )
+    expect(computeMetrics(tick, later)).toEqual(computeMetrics(full, later))
+    expect(parseDetail(parseSections(text), tick, 5000).perCpuPct).toEqual([])
+  })
+
   it('reads a host with no swap and one with swap in use', () => {
     expect(computeMetrics(undefined, sample(syntheticFrame({ swapTotalKb: 0 }))).swapUsedBytes).toBe(0)
     const m = computeMetrics(undefined, sample(syntheticFrame({ swapTotalKb: 2048, swapFreeKb: 1024 })))

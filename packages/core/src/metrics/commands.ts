@@ -89,13 +89,15 @@ const BASH_LOOP =
  * opened gives an empty section, as in the other loops.
  */
 const PERL_LOOP =
-  'my $t=shift;my @n=qw(loadavg meminfo stat uptime netdev);my @h;' +
+  'my $t=shift;my @n=qw(loadavg meminfo stat uptime netdev);my @c=(undef,"\\nSUnreclaim:","\\nintr ",undef,undef);my @h;' +
   'for my $f(qw(loadavg meminfo stat uptime net/dev)){my $h;open($h,"<","/proc/$f") or undef $h;push @h,$h}' +
   'my $x="";' +
   'while(defined(my $l=<STDIN>)){' +
   'next unless $l=~/\\A(\\d+)( df)?\\n?\\z/;my($s,$d)=($1,$2);my $o="";' +
   'for my $i(0..4){my $h=$h[$i];$x="";' +
   'if($h){sysseek($h,0,0);1 while sysread($h,$x,65536,length $x)}' +
+  // Only what the parser reads: /proc/stat up to the end of its cpu block, /proc/meminfo up to SReclaimable.
+  'if(defined $c[$i]){my $p=index($x,$c[$i]);$x=substr($x,0,$p+1) if $p>=0}' +
   '$x.="\\n" unless substr($x,-1) eq "\\n";$o.="\\@\\@kay $n[$i]\\n$x"}' +
   'if(defined $d){my $y=qx(df -P / 2>/dev/null);$y.="\\n" unless substr($y,-1) eq "\\n";$o.="\\@\\@kay df\\n$y"}' +
   'syswrite(STDOUT,$o."\\@\\@kay-end $t $s\\n")}' +

@@ -201,9 +201,10 @@ function optional(sections: Map<string, string>, name: string): string | undefin
 /**
  * Reads the counters of one collection. Needs the `loadavg`, `meminfo`, `stat` and `uptime` sections; `netdev`
  * and `df` are optional. `at` is the collector's epoch ms for the sample. Throws {@link ParseError} naming the
- * section on anything malformed or absurd.
+ * section on anything malformed or absurd. `perCpu: false` (what a tick needs) reads the aggregate cpu line's
+ * counters and only the number of each per-CPU line: on a 64-CPU host the per-CPU counters are most of the parse.
  */
-export function parseSample(sections: Map<string, string>, at: number): RawSample {
+export function parseSample(sections: Map<string, string>, at: number, perCpu = true): RawSample {
   if (!(sections instanceof Map)) throw bad('input', 'sections is not a Map')
   if (typeof at !== 'number' || !Number.isFinite(at)) throw bad('input', 'sample time is not a finite number')
   const loadavg = required(sections, 'loadavg')
@@ -237,7 +238,7 @@ export function parseSample(sections: Map<string, string>, at: number): RawSampl
     load15,
     uptimeSeconds,
   }
-  parseStat(stat, sample)
+  parseStat(stat, sample, perCpu)
   parseMeminfo(meminfo, sample)
   const netdev = optional(sections, 'netdev')
   if (netdev !== undefined) sample.interfaces = parseNetdev(netdev)
@@ -249,7 +250,7 @@ export function parseSample(sections: Map<string, string>, at: number): RawSampl
   return sample
 }
 
-function parseStat(s: string, out: RawSample): void {
+function parseStat(s: string, out: RawSample, perCpu: boolean): void {
   const end = s.length
   const times = out.cpuTimes
   const ids = out.cpuIds
@@ -269,6 +270,11 @@ function parseStat(s: string, out: RawSample): void {
         if (ids.length >= MAX_CPUS) throw bad('stat', `more than ${MAX_CPUS} cpus`)
         j = pos
         ids.push(id)
+        if (!perCpu) {
+          i = e + 1
+          inCpuBlock = true
+          continue
+        }
         row = times.length
         for (let k = 0; k < NSTATES; k++) times.push(0)
       } else if (c === C_SPACE || c === C_TAB) {

@@ -63,7 +63,8 @@ export interface RawSample {
   cpuIds: number[]
   /**
    * Jiffies, flat: 8 per row in {@link CpuState} order; row 0 is the aggregate `cpu` line, row k+1 is `cpuIds[k]`.
-   * Flat so that a sample of a 64-CPU host is two arrays, not 65 objects.
+   * Flat so that a sample of a 64-CPU host is two arrays, not 65 objects. A tick's sample (parsed with
+   * `perCpu: false`) holds row 0 only: the per-CPU rows are for drill-in, which parses its own.
    */
   cpuTimes: number[]
   memTotalBytes: number
