@@ -85,23 +85,32 @@ const BASH_LOOP =
 /**
  * perl: the /proc files are opened once, when the loop starts, and each request rewinds them (`sysseek` to 0
  * regenerates a /proc file) and reads them with sysread into one reused buffer; one syswrite per frame. Opening
- * once instead of per request cut the loop's host CPU by about a third (bench/RESULTS.md). A file that cannot be
- * opened gives an empty section, as in the other loops.
+ * once instead of per request cut the loop's host CPU by about a third (bench/RESULTS.md). Only what the parser
+ * reads is sent: /proc/stat up to the end of its cpu lines, /proc/meminfo up to SReclaimable. A file that cannot
+ * be opened gives an empty section, as in the other loops.
+ *
+ * The df section comes from one statfs(2) of `/` through perl's `syscall` where the syscall number and the
+ * 64-bit `struct statfs` layout are known (x86_64, aarch64, riscv64, ppc64, s390x), printed as `df -P` prints
+ * it (Use% rounded up, as coreutils does); elsewhere, or if the call fails, it forks `df -P /` like the other
+ * loops. Forking df cost the host ~2 ms, a third of all host CPU over the 12 ticks between two df sections.
  */
 const PERL_LOOP =
-  'my $t=shift;my @n=qw(loadavg meminfo stat uptime netdev);my @c=(undef,"\\nSUnreclaim:","\\nintr ",undef,undef);my @h;' +
-  'for my $f(qw(loadavg meminfo stat uptime net/dev)){my $h;open($h,"<","/proc/$f") or undef $h;push @h,$h}' +
-  'my $x="";' +
-  'while(defined(my $l=<STDIN>)){' +
-  'next unless $l=~/\\A(\\d+)( df)?\\n?\\z/;my($s,$d)=($1,$2);my $o="";' +
-  'for my $i(0..4){my $h=$h[$i];$x="";' +
-  'if($h){sysseek($h,0,0);1 while sysread($h,$x,65536,length $x)}' +
-  // Only what the parser reads: /proc/stat up to the end of its cpu block, /proc/meminfo up to SReclaimable.
-  'if(defined $c[$i]){my $p=index($x,$c[$i]);$x=substr($x,0,$p+1) if $p>=0}' +
-  '$x.="\\n" unless substr($x,-1) eq "\\n";$o.="\\@\\@kay $n[$i]\\n$x"}' +
-  'if(defined $d){my $y=qx(df -P / 2>/dev/null);$y.="\\n" unless substr($y,-1) eq "\\n";$o.="\\@\\@kay df\\n$y"}' +
-  'syswrite(STDOUT,$o."\\@\\@kay-end $t $s\\n")}' +
-  'exit 0'
+  String.raw`use Config;my %sf=(x86_64=>137,aarch64=>43,riscv64=>43,ppc64=>99,ppc64le=>99,s390x=>99);` +
+  String.raw`my($ar)=$Config{archname}=~/^([^-]+)/;my $sn=$Config{ptrsize}==8?$sf{$ar}:undef;` +
+  String.raw`sub rootdf{if(defined $sn){my $b="\0"x512;if(syscall($sn,my $r="/",$b)==0){` +
+  String.raw`my(undef,$bs,$bl,$bf,$ba)=unpack("q5",$b);my $u=$bl-$bf;my $t=$u+$ba;my $k=$bs/1024;` +
+  String.raw`return sprintf("Filesystem 1024-blocks Used Available Capacity Mounted on\nrootfs %d %d %d %d%% /\n",` +
+  String.raw`$bl*$k,$u*$k,$ba*$k,$t>0?int(($u*100+$t-1)/$t):0)}}` +
+  String.raw`my $y=qx(df -P / 2>/dev/null);$y.="\n" unless substr($y,-1) eq "\n";$y}` +
+  String.raw`my $t=shift;my @n=qw(loadavg meminfo stat uptime netdev);my @c=(undef,"\nSUnreclaim:","\nintr ",undef,undef);` +
+  String.raw`my @h;for my $f(qw(loadavg meminfo stat uptime net/dev)){my $h;open($h,"<","/proc/$f") or undef $h;push @h,$h}` +
+  String.raw`my $x="";while(defined(my $l=<STDIN>)){` +
+  String.raw`next unless $l=~/\A(\d+)( df)?\n?\z/;my($s,$d)=($1,$2);my $o="";` +
+  String.raw`for my $i(0..4){my $h=$h[$i];$x="";if($h){sysseek($h,0,0);1 while sysread($h,$x,65536,length $x)}` +
+  String.raw`if(defined $c[$i]){my $p=index($x,$c[$i]);$x=substr($x,0,$p+1) if $p>=0}` +
+  String.raw`$x.="\n" unless substr($x,-1) eq "\n";$o.="\@\@kay $n[$i]\n$x"}` +
+  String.raw`$o.="\@\@kay df\n".rootdf() if defined $d;` +
+  String.raw`syswrite(STDOUT,$o."\@\@kay-end $t $s\n")}exit 0`
 
 /** sh: `cat` per file (forks; the fallback that works everywhere). */
 const SH_LOOP =
