@@ -5,8 +5,9 @@
  * the same classes on arrival (structured clone would keep only a bare Error).
  */
 import type { CollectMode, HostDetail, HostMetrics, HostStatus, HostTarget, SerializedError } from '@kay/core'
+import { isPackedCollectResults, type PackedCollectResults } from './packed.js'
 
-export const PROTOCOL_VERSION = 1
+export const PROTOCOL_VERSION = 2
 
 /** What a shard needs to build its actors. Plain data: it crosses threads. */
 export interface ShardConfig {
@@ -105,7 +106,8 @@ export type HostEvent = { kind: 'state'; status: HostStatus } | { kind: 'pinned'
 /** Shard → supervisor. */
 export type ShardMessage =
   | { type: 'ready'; version: number; shardIndex: number }
-  | { type: 'collect-result'; id: number; results: HostCollectResult[] }
+  /** `packed`: the ready hosts with metrics as rows of a transferred buffer (packed.ts); `results`: the rest. */
+  | { type: 'collect-result'; id: number; results: HostCollectResult[]; packed?: PackedCollectResults }
   | { type: 'run-result'; id: number; host: string; result?: RunResultWire; error?: SerializedError }
   | { type: 'exec-items'; id: number; items: HostExecResult[]; done: boolean }
   | { type: 'detail-result'; id: number; host: string; detail?: HostDetail; error?: SerializedError }
@@ -204,7 +206,8 @@ const REQUEST_CHECKS: Record<string, (m: Obj) => boolean> = {
 
 const MESSAGE_CHECKS: Record<string, (m: Obj) => boolean> = {
   ready: (m) => isId(m.version) && isId(m.shardIndex),
-  'collect-result': (m) => isId(m.id) && arrayOf(m.results, isCollectResult),
+  'collect-result': (m) =>
+    isId(m.id) && arrayOf(m.results, isCollectResult) && optional(m.packed, isPackedCollectResults),
   'run-result': (m) =>
     isId(m.id) && isStr(m.host) && optional(m.result, isRunResult) && optional(m.error, isSerializedError),
   'exec-items': (m) => isId(m.id) && arrayOf(m.items, isExecItem) && typeof m.done === 'boolean',

@@ -14,7 +14,11 @@ if (data.version !== PROTOCOL_VERSION) {
 }
 const port = parentPort
 const deps = await createShardDeps(data)
-const shard = new Shard({ postMessage: (m: ShardMessage) => port.postMessage(m) }, data.config, deps)
+const shard = new Shard(
+  { postMessage: (m: ShardMessage, transfer?: ArrayBuffer[]) => port.postMessage(m, transfer) },
+  data.config,
+  deps,
+)
 port.on('message', (m: unknown) => {
   if (isShardRequest(m)) shard.handle(m)
 })

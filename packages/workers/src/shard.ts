@@ -19,6 +19,7 @@ import {
   toKayError,
   UnknownHostError,
 } from '@kay/core'
+import { packCollectResults } from './packed.js'
 import type {
   HostCollectResult,
   HostEvent,
@@ -31,7 +32,8 @@ import type {
 } from './protocol.js'
 
 export interface ShardPort {
-  postMessage(msg: ShardMessage): void
+  /** `transfer`: buffers moved to the receiver, not copied (a packed collect reply). */
+  postMessage(msg: ShardMessage, transfer?: ArrayBuffer[]): void
 }
 
 export interface ShardDeps {
@@ -202,7 +204,8 @@ export class Shard {
         return r
       }),
     )
-    this.#port.postMessage({ type: 'collect-result', id, results })
+    const { results: rest, packed } = packCollectResults(results)
+    this.#port.postMessage({ type: 'collect-result', id, results: rest, packed }, [packed.values.buffer as ArrayBuffer])
   }
 
   async run(id: number, host: string, command: string, opts: RunOptionsWire): Promise<void> {

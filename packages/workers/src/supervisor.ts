@@ -21,6 +21,7 @@ import {
 } from '@kay/core'
 import { buildIdentity } from './deps.js'
 import { shardOf } from './hash.js'
+import { unpackCollectResults } from './packed.js'
 import {
   type HostCollectResult,
   type HostExecResult,
@@ -383,7 +384,9 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
             id: this.#nextId++,
             timeoutMs,
           })
-          return m.results.map((r) => this.#collectEntry(r))
+          const entries = m.results.map((r) => this.#collectEntry(r))
+          if (m.packed) for (const r of unpackCollectResults(m.packed)) entries.push(this.#collectEntry(r))
+          return entries
         } catch (e) {
           const err = e as KayError
           return [...s.hosts.keys()].map((host) => ({

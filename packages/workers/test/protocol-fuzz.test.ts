@@ -1,6 +1,7 @@
 import { ConnectError, errorFromJSON, isKayError, NotReadyError, type SerializedError } from '@kay/core'
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
+import { packCollectResults } from '../src/packed.js'
 import {
   isSerializedError,
   isShardMessage,
@@ -79,6 +80,19 @@ const MESSAGES: Array<[ShardMessage, string[]]> = [
         { host: 'sim0001', status: ready as never, metrics: metrics as never, collectMode: 'stream-bash' },
         { host: 'sim0002', status: backoff as never, error: notReady },
       ],
+    },
+    ['id', 'results'],
+  ],
+  [
+    {
+      type: 'collect-result',
+      id: 1,
+      ...(({ results, packed }) => ({ results, packed }))(
+        packCollectResults([
+          { host: 'sim0001', status: ready as never, metrics: metrics as never, collectMode: 'stream-perl' },
+          { host: 'sim0002', status: backoff as never, error: notReady },
+        ]),
+      ),
     },
     ['id', 'results'],
   ],

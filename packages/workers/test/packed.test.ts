@@ -1,0 +1,156 @@
+import type { HostMetrics, HostStatus } from '@kay/core'
+import fc from 'fast-check'
+import { describe, expect, it } from 'vitest'
+import {
+  isPackedCollectResults,
+  PACKED_FIELDS,
+  PACKED_MODES,
+  packCollectResults,
+  unpackCollectResults,
+} from '../src/packed.js'
+import type { HostCollectResult } from '../src/protocol.js'
+
+const num = fc.double({ noNaN: true, noDefaultInfinity: true, min: -1e15, max: 1e15 })
+const opt = <T>(a: fc.Arbitrary<T>) => fc.option(a, { nil: undefined })
+const states = fc.record({
+  user: num,
+  nice: num,
+  system: num,
+  idle: num,
+  iowait: num,
+  irq: num,
+  softirq: num,
+  steal: num,
+})
+const metricsArb: fc.Arbitrary<HostMetrics> = fc
+  .record({
+    at: num,
+    cpus: fc.integer({ min: 1, max: 4096 }),
+    memTotalBytes: num,
+    memUsedBytes: num,
+    memAvailableBytes: num,
+    swapTotalBytes: num,
+    swapUsedBytes: num,
+    load1: num,
+    load5: num,
+    load15: num,
+    uptimeSeconds: num,
+    cpuPct: opt(num),
+    cpuStates: opt(states),
+    netRxBytesPerSec: opt(num),
+    netTxBytesPerSec: opt(num),
+    rootFsUsedPct: opt(num),
+  })
+  .map((m) => {
+    // exactOptionalPropertyTypes: an absent field is absent, not undefined.
+    const out = { ...m } as Record<string, unknown>
+    for (const k of Object.keys(out)) if (out[k] === undefined) delete out[k]
+    return out as unknown as HostMetrics
+  })
+
+const readyResult = (host: string, m: HostMetrics, extra: Partial<HostStatus> = {}): HostCollectResult => ({
+  host,
+  status: { id: host, state: 'ready', attempts: 0, handshakes: 1, readySince: 1_700_000_000_000, rttMs: 0.4, ...extra },
+  metrics: m,
+  collectMode: 'stream-perl',
+})
+
+/** Through a real structured clone with the buffer transferred, as postMessage does. */
+function roundTrip(results: HostCollectResult[]): HostCollectResult[] {
+  const { results: rest, packed } = packCollectResults(results)
+  const msg = structuredClone({ rest, packed }, { transfer: [packed.values.buffer as ArrayBuffer] })
+  expect(packed.values.byteLength).toBe(0) // transferred, not copied
+  expect(isPackedCollectResults(msg.packed)).toBe(true)
+  return [...msg.rest, ...unpackCollectResults(msg.packed)]
+}
+
+const byHost = (rs: HostCollectResult[]) => [...rs].sort((a, b) => a.host.localeCompare(b.host))
+
+describe('packed collect results', () => {
+  it('gives back equal results for any metrics, status and mode (fuzz)', () => {
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.tuple(
+            metricsArb,
+            opt(fc.double({ noNaN: true, noDefaultInfinity: true, min: 0, max: 1e6 })),
+            opt(fc.constantFrom(...PACKED_MODES)),
+          ),
+          { maxLength: 20 },
+        ),
+        (rows) => {
+          const results = rows.map(([m, rtt, mode], i) => {
+            const r = readyResult(`h${i}`, m)
+            if (rtt === undefined) delete r.status.rttMs
+            else r.status.rttMs = rtt
+            if (mode === undefined) delete r.collectMode
+            else r.collectMode = mode
+            return r
+          })
+          expect(byHost(roundTrip(results))).toEqual(byHost(results))
+          expect(packCollectResults(results).results).toEqual([]) // all of them packed
+        },
+      ),
+      { numRuns: 300 },
+    )
+  })
+
+  it('keeps as objects what a row cannot carry exactly, and nothing is lost', () => {
+    const m: HostMetrics = {
+      at: 1,
+      cpus: 2,
+      memTotalBytes: 3,
+      memUsedBytes: 1,
+      memAvailableBytes: 2,
+      swapTotalBytes: 0,
+      swapUsedBytes: 0,
+      load1: 0.1,
+      load5: 0.2,
+      load15: 0.3,
+      uptimeSeconds: 10,
+    }
+    const err = { name: 'NotReadyError', code: 'KAY_NOT_READY', message: 'x', host: 'e' } as never
+    const odd: HostCollectResult[] = [
+      { host: 'e', status: { id: 'e', state: 'backoff', attempts: 1, handshakes: 1 }, error: err },
+      readyResult('lastError', m, { lastError: err }),
+      readyResult('nan', { ...m, load1: Number.NaN }),
+      readyResult('inf', { ...m, cpuPct: Number.POSITIVE_INFINITY }),
+      readyResult('extra', { ...m, extra: 1 } as HostMetrics),
+      { ...readyResult('mode', m), collectMode: 'stream-zsh' as never },
+      { ...readyResult('otherId', m), status: { id: 'x', state: 'ready', attempts: 0, handshakes: 1 } },
+    ]
+    const all = [...odd, readyResult('plain', m)]
+    const { results, packed } = packCollectResults(all)
+    expect(results.map((r) => r.host)).toEqual(odd.map((r) => r.host))
+    expect(packed.hosts).toEqual(['plain'])
+    expect(byHost(roundTrip(all))).toEqual(byHost(all))
+  })
+
+  it('refuses a malformed block from another thread', () => {
+    const { packed } = packCollectResults([
+      readyResult('a', {
+        at: 1,
+        cpus: 2,
+        memTotalBytes: 3,
+        memUsedBytes: 1,
+        memAvailableBytes: 2,
+        swapTotalBytes: 0,
+        swapUsedBytes: 0,
+        load1: 0,
+        load5: 0,
+        load15: 0,
+        uptimeSeconds: 1,
+      }),
+    ])
+    expect(isPackedCollectResults(packed)).toBe(true)
+    expect(isPackedCollectResults(null)).toBe(false)
+    expect(isPackedCollectResults({ hosts: ['a'], values: new Float64Array(PACKED_FIELDS - 1) })).toBe(false)
+    expect(isPackedCollectResults({ hosts: [1], values: new Float64Array(PACKED_FIELDS) })).toBe(false)
+    expect(isPackedCollectResults({ hosts: ['a'], values: Array(PACKED_FIELDS).fill(0) })).toBe(false)
+    const badMode = new Float64Array(packed.values)
+    badMode[27] = 9
+    expect(isPackedCollectResults({ hosts: ['a'], values: badMode })).toBe(false)
+    badMode[27] = 0.5
+    expect(isPackedCollectResults({ hosts: ['a'], values: badMode })).toBe(false)
+  })
+})
