@@ -20,7 +20,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { COLLECT_COMMAND } from '@kay/core'
-import { Cgroup, makeClientKey, type SshdFleet, sshdAvailable, startSshdFleet } from '@kay/core/testing'
+import { Cgroup, makeClientKey, SSHD_LOG, type SshdFleet, sshdAvailable, startSshdFleet } from '@kay/core/testing'
 import { Supervisor } from '@kay/workers'
 import {
   cpuMsSince,
@@ -60,6 +60,8 @@ interface RealRun {
   clientCpuPerHostTickMs: Summary
   serverCpuPerHostTickMs: Summary
   failedHostTicks: number
+  /** New SSH sessions per tick, fleet-wide, from the sshd logs (`Starting session`): 0 in stream mode. */
+  sessionsPerTick: number
 }
 
 function sshOpts(ctx: Ctx): string[] {
@@ -108,6 +110,13 @@ function inGroup(ctx: Ctx, argv: string[], input: string, env: NodeJS.ProcessEnv
   })
 }
 
+/** `Starting session` lines over every fleet instance's log. */
+async function fleetSessions(ctx: Ctx): Promise<number> {
+  let total = 0
+  for (const s of ctx.fleet.servers) total += await s.count(SSHD_LOG.startingSession)
+  return total
+}
+
 function countAnswers(out: string): number {
   return out.split('@@kay df').length - 1
 }
@@ -123,6 +132,7 @@ async function measure(
   const walls: number[] = []
   const cpus: number[] = []
   const servers: number[] = []
+  const sessions0 = await fleetSessions(ctx)
   let failed = 0
   for (let i = 0; i < ticks; i++) {
     const c0 = process.cpuUsage()
@@ -139,8 +149,10 @@ async function measure(
     cpus.push(client / n)
     servers.push(server / n)
   }
+  const sessionsPerTick = ((await fleetSessions(ctx)) - sessions0) / ticks
   const r: RealRun = {
     hosts: n,
+    sessionsPerTick,
     method: ctx.kex ? `${method} kex=${ctx.kex}` : method,
     ticks,
     wallMs: summarize(walls),
@@ -150,7 +162,7 @@ async function measure(
   }
   console.log(
     `${String(n).padStart(5)} ${method.padEnd(14)} wall ms ${fmt(r.wallMs, 1)} | client ms/host-tick ` +
-      `${fmt(r.clientCpuPerHostTickMs, 3)} | server ms/host-tick ${fmt(r.serverCpuPerHostTickMs, 3)} | failed ${failed}`,
+      `${fmt(r.clientCpuPerHostTickMs, 3)} | server ms/host-tick ${fmt(r.serverCpuPerHostTickMs, 3)} | failed ${failed} | sessions/tick ${sessionsPerTick}`,
   )
   record('real-sshd', r)
   return r
