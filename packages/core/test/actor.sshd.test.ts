@@ -194,20 +194,30 @@ d('TOFU pinning end to end against real sshd', () => {
   })
 })
 
+/**
+ * An actor and collector on `s`: the first tick's metrics (always over exec: the stream is probed in the
+ * background), then ticks until the stream is up (or 50 tries).
+ */
+async function collectorOn(s: SshdServer) {
+  const a = actorFor(s)
+  const c = new HostCollector(a, { streamTimeoutMs: 2000 })
+  a.start()
+  await waitForState(a, 'ready')
+  const first = await c.collect()
+  const viaExec = { ...first, mode: c.mode }
+  for (let i = 0; i < 50 && !c.mode?.startsWith('stream'); i++) {
+    await new Promise((r) => setTimeout(r, 20))
+    await c.collect()
+  }
+  return { a, c, viaExec }
+}
+
 d('collection against real sshd', () => {
   it('collects the same metrics over the stream as over exec, with no new session per tick', async () => {
     const s = await startSshd({ authorizedKeys: [key.publicKey] })
     try {
-      const a = actorFor(s)
-      const c = new HostCollector(a, { streamTimeoutMs: 2000 })
-      a.start()
-      await waitForState(a, 'ready')
-      const viaExec = await c.collect()
-      expect(c.mode).toBe('exec')
-      for (let i = 0; i < 50 && !c.mode?.startsWith('stream'); i++) {
-        await new Promise((r) => setTimeout(r, 20))
-        await c.collect()
-      }
+      const { a, c, viaExec } = await collectorOn(s)
+      expect(viaExec.mode).toBe('exec')
       expect(c.mode).toBe('stream-perl')
       const sessions = await s.count(SSHD_LOG.startingSession)
       let viaStream = await c.collect()
@@ -255,15 +265,7 @@ d('stream loop flavour on real sshd', () => {
     it(`uses the next loop on a host without ${missing}: ${mode}`, async () => {
       const s = await sshdWithPath(tools)
       try {
-        const a = actorFor(s)
-        const c = new HostCollector(a, { streamTimeoutMs: 2000 })
-        a.start()
-        await waitForState(a, 'ready')
-        const viaExec = await c.collect()
-        for (let i = 0; i < 50 && !c.mode?.startsWith('stream'); i++) {
-          await new Promise((r) => setTimeout(r, 20))
-          await c.collect()
-        }
+        const { a, c, viaExec } = await collectorOn(s)
         expect(c.mode).toBe(mode)
         const m = await c.collect()
         expect(m.memTotalBytes).toBe(viaExec.memTotalBytes)

@@ -140,10 +140,15 @@ describe.each(SHELLS)('under %s as the login shell', (shell) => {
       )
 
       r.child.stdin!.write("junk\n1x\n 2\n-3\n2 dff\n2df\n$(id)\n'\n\n")
+      // A process started between two requests moves /proc/loadavg's last-pid field: the second frame must show it,
+      // i.e. each request reads the files afresh (the perl loop rewinds descriptors it opened once).
+      execFileSync('true')
       r.decoder.expect(2)
       r.child.stdin!.write(streamRequest(2, true))
       const f2 = await r.nextFrame()
       expect(f2.seq).toBe(2)
+      const lastPid = (body: string) => Number(parseSections(body).get('loadavg')!.trim().split(' ')[4])
+      expect(lastPid(f2.body)).not.toBe(lastPid(f1.body))
       expect(sectionsOf(f2.body)).toEqual(['loadavg', 'meminfo', 'stat', 'uptime', 'netdev', 'df'])
       const s2 = parseCollection(f2.body, 6000, s1.sample)
       // perl reads it with statfs(2), the others fork df: either way it is what `df -P /` says (±1 for writes).

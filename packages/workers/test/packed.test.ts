@@ -48,6 +48,21 @@ const metricsArb: fc.Arbitrary<HostMetrics> = fc
     return out as unknown as HostMetrics
   })
 
+/** The required metrics only. */
+const BASE: HostMetrics = {
+  at: 1,
+  cpus: 2,
+  memTotalBytes: 3,
+  memUsedBytes: 1,
+  memAvailableBytes: 2,
+  swapTotalBytes: 0,
+  swapUsedBytes: 0,
+  load1: 0.1,
+  load5: 0.2,
+  load15: 0.3,
+  uptimeSeconds: 10,
+}
+
 const readyResult = (host: string, m: HostMetrics, extra: Partial<HostStatus> = {}): HostCollectResult => ({
   host,
   status: { id: host, state: 'ready', attempts: 0, handshakes: 1, readySince: 1_700_000_000_000, rttMs: 0.4, ...extra },
@@ -96,19 +111,7 @@ describe('packed collect results', () => {
   })
 
   it('keeps as objects what a row cannot carry exactly, and nothing is lost', () => {
-    const m: HostMetrics = {
-      at: 1,
-      cpus: 2,
-      memTotalBytes: 3,
-      memUsedBytes: 1,
-      memAvailableBytes: 2,
-      swapTotalBytes: 0,
-      swapUsedBytes: 0,
-      load1: 0.1,
-      load5: 0.2,
-      load15: 0.3,
-      uptimeSeconds: 10,
-    }
+    const m = BASE
     const err = { name: 'NotReadyError', code: 'KAY_NOT_READY', message: 'x', host: 'e' } as never
     const odd: HostCollectResult[] = [
       { host: 'e', status: { id: 'e', state: 'backoff', attempts: 1, handshakes: 1 }, error: err },
@@ -127,21 +130,7 @@ describe('packed collect results', () => {
   })
 
   it('refuses a malformed block from another thread', () => {
-    const { packed } = packCollectResults([
-      readyResult('a', {
-        at: 1,
-        cpus: 2,
-        memTotalBytes: 3,
-        memUsedBytes: 1,
-        memAvailableBytes: 2,
-        swapTotalBytes: 0,
-        swapUsedBytes: 0,
-        load1: 0,
-        load5: 0,
-        load15: 0,
-        uptimeSeconds: 1,
-      }),
-    ])
+    const { packed } = packCollectResults([readyResult('a', BASE)])
     expect(isPackedCollectResults(packed)).toBe(true)
     expect(isPackedCollectResults(null)).toBe(false)
     expect(isPackedCollectResults({ hosts: ['a'], values: new Float64Array(PACKED_FIELDS - 1) })).toBe(false)
