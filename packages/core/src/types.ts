@@ -36,6 +36,12 @@ export interface Identity {
   keys: ReadonlyArray<{ key: ParsedKey; source: string }>
   /** ssh-agent socket path. Tried after the keys. */
   agent?: string
+  /**
+   * IdentitiesOnly: when set, only the agent's keys whose public blob (`getPublicSSH()`) is listed are offered —
+   * the public halves of the configured key files (the `.pub` beside a passphrase-protected one). The agent's other
+   * keys are never offered, so a full agent cannot exhaust a server's MaxAuthTries. Unset: every agent key.
+   */
+  agentKeys?: readonly Buffer[]
 }
 
 /** Where a host key was presented: the alias as named and the resolved address. */

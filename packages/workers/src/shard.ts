@@ -104,26 +104,54 @@ export class Shard {
    * distinct file list (loadIdentity caches per path too). Missing config IdentityFiles are skipped, as ssh does.
    */
   #identityFor(t: HostTarget): Identity | Promise<Identity> {
-    const files = t.identityFiles
-    if (!files || files.length === 0) return this.#deps.identity
-    const cacheKey = `${t.identityAgent ?? ''}\0${files.join('\0')}`
+    const files = t.identityFiles ?? []
+    const only = t.identitiesOnly === true
+    if (files.length === 0 && !only) return this.#deps.identity
+    const cacheKey = `${only ? 'only' : ''}\0${t.identityAgent ?? ''}\0${files.join('\0')}`
     let p = this.#identities.get(cacheKey)
     if (!p) {
-      const base = this.#deps.identity
-      const agent = t.identityAgent ?? base.agent ?? 'none'
-      p = loadIdentity({ username: t.user, identityFiles: files, skipMissing: true, agent }).then((own) => {
-        const seen = new Set(base.keys.map((k) => k.source))
-        const keys = [...base.keys, ...own.keys.filter((k) => !seen.has(k.source))]
-        const id: Identity = { username: base.username, keys }
-        const a = own.agent ?? base.agent
-        if (a !== undefined) id.agent = a
-        return id
-      })
+      p = this.#loadHostIdentity(t, files, only)
       // A failed load surfaces as that host's dial error (e.g. KAY_KEY_PERMISSIONS), not as an unhandled rejection.
       p.catch(() => {})
       this.#identities.set(cacheKey, p)
     }
     return p
+  }
+
+  /**
+   * The fleet's keys plus the host's own IdentityFile keys. With IdentitiesOnly the agent offers only the keys
+   * that match those files (the fleet's `-i` files, or the default ones when there are none, and the host's), as
+   * OpenSSH does; passphrase-protected ones are matched through their `.pub`.
+   */
+  async #loadHostIdentity(t: HostTarget, files: string[], only: boolean): Promise<Identity> {
+    const base = this.#deps.identity
+    const agent = t.identityAgent ?? base.agent ?? 'none'
+    const load = (identityFiles: string[] | undefined) =>
+      loadIdentity({
+        username: t.user,
+        skipMissing: true,
+        agent,
+        identitiesOnly: only,
+        ...(identityFiles ? { identityFiles } : {}),
+      })
+    const own = files.length > 0 ? await load(files) : { username: t.user, keys: [] }
+    const seen = new Set(base.keys.map((k) => k.source))
+    const keys = [...base.keys, ...own.keys.filter((k) => !seen.has(k.source))]
+    const id: Identity = { username: base.username, keys }
+    const a = 'agent' in own ? own.agent : base.agent
+    if (a !== undefined) id.agent = a
+    if (only && a !== undefined) {
+      const { keyFiles, keys: inline = [] } = this.#config.identity
+      // The files the fleet identity came from: its -i files, else the defaults (unless it had inline keys only).
+      const fleetFiles = keyFiles.length > 0 ? keyFiles : inline.length > 0 ? [] : undefined
+      const fleet = fleetFiles?.length === 0 ? undefined : await load(fleetFiles)
+      id.agentKeys = [
+        ...keys.map((k) => k.key.getPublicSSH()),
+        ...(fleet?.agentKeys ?? []),
+        ...(('agentKeys' in own ? own.agentKeys : undefined) ?? []),
+      ]
+    }
+    return id
   }
 
   #makeActor(t: HostTarget, connector: Connector): HostActor {

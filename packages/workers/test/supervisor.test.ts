@@ -1,10 +1,15 @@
+import { execFile, spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { promisify } from 'node:util'
 import type { HostTarget } from '@kay/core'
 import { generateClientKey, type SimFleet, startSimFleet } from '@kay/core/sim'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { Supervisor, type SupervisorOptions } from '../src/supervisor.js'
+
+const execFileP = promisify(execFile)
 
 let dir: string
 let key: ReturnType<typeof generateClientKey>
@@ -296,6 +301,41 @@ describe('per-host identities', () => {
     }
     while (!settled() && Date.now() < end) await new Promise((r) => setTimeout(r, 20))
     expect(settled()).toBe(true)
+  })
+
+  it('with IdentitiesOnly offers only the agent key matching the host IdentityFile (via .pub), as ssh does', async () => {
+    const sock = join(dir, 'idonly-agent.sock')
+    const agent = spawn('ssh-agent', ['-D', '-a', sock], { stdio: 'ignore' })
+    try {
+      await until(() => existsSync(sock), 'agent socket')
+      // Three keys the hosts refuse, added first so that the agent lists them first, then the one they accept.
+      const add = async (name: string, k: ReturnType<typeof generateClientKey>) => {
+        const path = join(dir, name)
+        await writeFile(path, k.privateKey, { mode: 0o600 })
+        await execFileP('ssh-add', ['-q', path], { env: { ...process.env, SSH_AUTH_SOCK: sock } })
+        return path
+      }
+      for (let i = 0; i < 3; i++) await add(`idonly-other${i}`, generateClientKey())
+      const wanted = generateClientKey()
+      const wantedPath = await add('idonly-wanted', wanted)
+      await writeFile(`${wantedPath}.pub`, `${wanted.publicKey}\n`)
+      await execFileP('ssh-keygen', ['-q', '-p', '-N', 'secret', '-f', wantedPath]) // usable only through the agent
+      const f = await fleetOf(2, { authorizedKeys: [wanted.publicKey] })
+      const [a, b] = targets(f)
+      const sup = await supervise(f, {
+        hosts: [
+          { ...a!, identityFiles: [wantedPath], identitiesOnly: true },
+          { ...b!, identityFiles: [wantedPath] },
+        ],
+        identity: { username: 'kay', keyFiles: [], keys: [key.privateKey], agent: sock }, // inline key: refused
+      })
+      await allReady(sup, 2, 10_000)
+      const failures = f.stats().hosts.map((h) => h.authFailures)
+      // a: the inline key, then only the matching agent key. b: the inline key, then every agent key in order.
+      expect(failures).toEqual([1, 4])
+    } finally {
+      agent.kill('SIGTERM')
+    }
   })
 })
 

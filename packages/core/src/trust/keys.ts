@@ -39,6 +39,11 @@ export interface LoadIdentityOptions {
   defaultIdentityFiles?: readonly string[]
   /** ssh-agent socket (IdentityAgent), or `'none'`. Default `SSH_AUTH_SOCK` from `env`. */
   agent?: string
+  /**
+   * IdentitiesOnly (ssh_config): offer only the agent keys that match these key files (see `Identity.agentKeys`).
+   * A passphrase-protected file is matched through its `.pub`; without one it cannot be matched.
+   */
+  identitiesOnly?: boolean
   /** Home directory for the default identity files. Default `os.homedir()`. */
   homeDir?: string
   /** Environment for `SSH_AUTH_SOCK`. Default `process.env`. */
@@ -49,7 +54,8 @@ export interface LoadIdentityOptions {
 type KeyLoad =
   | { kind: 'key'; key: ParsedKey }
   | { kind: 'missing' }
-  | { kind: 'encrypted' }
+  /** Passphrase-protected; `publicBlob` from the `.pub` beside it, when there is one. */
+  | { kind: 'encrypted'; publicBlob?: Buffer }
   | { kind: 'error'; error: KayError }
 
 const cache = new Map<string, Promise<KeyLoad>>()
@@ -91,7 +97,10 @@ async function loadKeyFile(path: string): Promise<KeyLoad> {
   }
   const parsed = ssh2.utils.parseKey(data)
   if (parsed instanceof Error) {
-    if (/passphrase/i.test(parsed.message)) return { kind: 'encrypted' }
+    if (/passphrase/i.test(parsed.message)) {
+      const blob = await publicBlobOf(`${path}.pub`)
+      return blob === undefined ? { kind: 'encrypted' } : { kind: 'encrypted', publicBlob: blob }
+    }
     return {
       kind: 'error',
       error: new KeyInvalidError(`cannot parse key '${path}': ${parsed.message}`, { details: { path } }),
@@ -119,6 +128,16 @@ async function loadKeyFile(path: string): Promise<KeyLoad> {
     }
   }
   return { kind: 'key', key: parsed }
+}
+
+/** The public key blob in an OpenSSH `.pub` file, or undefined when it is missing or not a public key. */
+async function publicBlobOf(path: string): Promise<Buffer | undefined> {
+  try {
+    const parsed = ssh2.utils.parseKey(await readFile(path))
+    return parsed instanceof Error ? undefined : parsed.getPublicSSH()
+  } catch {
+    return undefined
+  }
 }
 
 /** Load (or reuse) one key file. */
@@ -155,6 +174,7 @@ export async function loadIdentity(opts: LoadIdentityOptions): Promise<Identity>
     ? (opts.identityFiles as readonly string[])
     : (opts.defaultIdentityFiles ?? defaultIdentityFiles(opts.homeDir))
   const keys: Array<{ key: ParsedKey; source: string }> = []
+  const agentKeys: Buffer[] = []
   const seen = new Set<string>()
   for (const path of paths) {
     if (seen.has(path)) continue
@@ -163,6 +183,7 @@ export async function loadIdentity(opts: LoadIdentityOptions): Promise<Identity>
     switch (load.kind) {
       case 'key':
         keys.push({ key: load.key, source: path })
+        agentKeys.push(load.key.getPublicSSH())
         break
       case 'missing':
         if (explicit && opts.skipMissing !== true)
@@ -170,6 +191,7 @@ export async function loadIdentity(opts: LoadIdentityOptions): Promise<Identity>
         break
       case 'encrypted':
         // The agent presumably holds it (ssh-add); kay never prompts for passphrases.
+        if (load.publicBlob) agentKeys.push(load.publicBlob)
         if (!hasAgent) {
           throw new KeyEncryptedError(
             `key '${path}' is passphrase-protected and no ssh-agent is available; add it to an agent (ssh-add)`,
@@ -183,6 +205,7 @@ export async function loadIdentity(opts: LoadIdentityOptions): Promise<Identity>
   }
   const identity: Identity = { username: opts.username, keys }
   if (hasAgent) identity.agent = agentPath as string
+  if (hasAgent && opts.identitiesOnly === true) identity.agentKeys = agentKeys
   return identity
 }
 
@@ -203,19 +226,46 @@ export interface AuthState {
   toError(host?: string): KayError
 }
 
+/** An ssh-agent that lists only the keys whose public blob is allowed (IdentitiesOnly). */
+class IdentitiesOnlyAgent extends ssh2.OpenSSHAgent {
+  readonly #allowed: readonly Buffer[]
+
+  constructor(socket: string, allowed: readonly Buffer[]) {
+    super(socket)
+    this.#allowed = allowed
+  }
+
+  override getIdentities(cb: Parameters<ssh2.OpenSSHAgent['getIdentities']>[0]): void {
+    super.getIdentities((err, keys) => {
+      if (err) cb(err)
+      else
+        cb(
+          undefined,
+          (keys ?? []).filter((k): k is ParsedKey => 'getPublicSSH' in k && this.#allows(k)),
+        )
+    })
+  }
+
+  #allows(k: ParsedKey): boolean {
+    const blob = k.getPublicSSH()
+    return this.#allowed.some((b) => b.equals(blob))
+  }
+}
+
 /**
- * A fresh per-connection auth state: offers each key, then the agent, and nothing else. A new one is needed for
- * every dial (it counts what was tried).
+ * A fresh per-connection auth state: offers each key, then the agent (only the keys `agentKeys` allows, when set),
+ * and nothing else. A new one is needed for every dial (it counts what was tried).
  */
 export function createAuthState(identity: Identity): AuthState {
   const plan: Array<{ method: AnyAuthMethod; source: string }> = identity.keys.map((k) => ({
     method: { type: 'publickey', username: identity.username, key: k.key },
     source: k.source,
   }))
-  if (identity.agent !== undefined) {
+  if (identity.agent !== undefined && identity.agentKeys?.length !== 0) {
+    const agent = identity.agentKeys ? new IdentitiesOnlyAgent(identity.agent, identity.agentKeys) : identity.agent
     plan.push({
-      method: { type: 'agent', username: identity.username, agent: identity.agent },
-      source: `agent:${identity.agent}`,
+      method: { type: 'agent', username: identity.username, agent },
+      source: identity.agentKeys ? `agent:${identity.agent} (IdentitiesOnly)` : `agent:${identity.agent}`,
     })
   }
   let next = 0
