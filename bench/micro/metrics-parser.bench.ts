@@ -43,7 +43,7 @@ const b64 = wide(b)
 const prev = parseSample(parseSections(a), 0)
 const prev64 = parseSample(parseSections(wide(a)), 0)
 /** What the perl loop sends: /proc/stat cut before `intr`, /proc/meminfo cut after SReclaimable. */
-const b64perl = b64.replace(/\nintr [^]*?(?=@@kay )/, '\n').replace(/\nSUnreclaim:[^]*?(?=@@kay )/, '\n')
+const b64perl = b64.replace(/\nintr [\s\S]*?(?=@@kay )/, '\n').replace(/\nSUnreclaim:[\s\S]*?(?=@@kay )/, '\n')
 let sink: unknown
 
 function gcFn(): () => void {
