@@ -106,7 +106,7 @@ export class Shard {
   #identityFor(t: HostTarget): Identity | Promise<Identity> {
     const files = t.identityFiles ?? []
     const only = t.identitiesOnly === true
-    if (files.length === 0 && !only) return this.#deps.identity
+    if (files.length === 0 && !only && t.identityAgent === undefined) return this.#deps.identity
     const cacheKey = `${only ? 'only' : ''}\0${t.identityAgent ?? ''}\0${files.join('\0')}`
     let p = this.#identities.get(cacheKey)
     if (!p) {
@@ -119,26 +119,29 @@ export class Shard {
   }
 
   /**
-   * The fleet's keys plus the host's own IdentityFile keys. With IdentitiesOnly the agent offers only the keys
-   * that match those files (the fleet's `-i` files, or the default ones when there are none, and the host's), as
-   * OpenSSH does; passphrase-protected ones are matched through their `.pub`.
+   * The fleet's keys plus the host's own IdentityFile keys, with the host's IdentityAgent (`none`: no agent) or
+   * else the fleet's agent. With IdentitiesOnly the agent offers only the keys that match those files (the fleet's
+   * `-i` files, or the default ones when there are none, and the host's), as OpenSSH does; passphrase-protected
+   * ones are matched through their `.pub`.
    */
   async #loadHostIdentity(t: HostTarget, files: string[], only: boolean): Promise<Identity> {
     const base = this.#deps.identity
     const agent = t.identityAgent ?? base.agent ?? 'none'
-    const load = (identityFiles: string[] | undefined) =>
+    const load = (identityFiles: string[] | undefined, defaultIdentityFiles?: string[]) =>
       loadIdentity({
         username: t.user,
         skipMissing: true,
         agent,
         identitiesOnly: only,
         ...(identityFiles ? { identityFiles } : {}),
+        ...(defaultIdentityFiles ? { defaultIdentityFiles } : {}),
       })
-    const own = files.length > 0 ? await load(files) : { username: t.user, keys: [] }
+    // No defaults here: the fleet identity already has its keys (its -i files or the defaults).
+    const own = await load(files, [])
     const seen = new Set(base.keys.map((k) => k.source))
     const keys = [...base.keys, ...own.keys.filter((k) => !seen.has(k.source))]
     const id: Identity = { username: base.username, keys }
-    const a = 'agent' in own ? own.agent : base.agent
+    const a = own.agent
     if (a !== undefined) id.agent = a
     if (only && a !== undefined) {
       const { keyFiles, keys: inline = [] } = this.#config.identity

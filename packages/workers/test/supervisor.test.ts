@@ -320,19 +320,27 @@ describe('per-host identities', () => {
       const wantedPath = await add('idonly-wanted', wanted)
       await writeFile(`${wantedPath}.pub`, `${wanted.publicKey}\n`)
       await execFileP('ssh-keygen', ['-q', '-p', '-N', 'secret', '-f', wantedPath]) // usable only through the agent
-      const f = await fleetOf(2, { authorizedKeys: [wanted.publicKey] })
-      const [a, b] = targets(f)
+      const f = await fleetOf(3, { authorizedKeys: [wanted.publicKey] })
+      const [a, b, c] = targets(f)
       const sup = await supervise(f, {
         hosts: [
           { ...a!, identityFiles: [wantedPath], identitiesOnly: true },
           { ...b!, identityFiles: [wantedPath] },
+          { ...c!, identityAgent: 'none' }, // IdentityAgent none: the fleet's agent is not used for this host
         ],
         identity: { username: 'kay', keyFiles: [], keys: [key.privateKey], agent: sock }, // inline key: refused
       })
       await allReady(sup, 2, 10_000)
-      const failures = f.stats().hosts.map((h) => h.authFailures)
+      const failures = f
+        .stats()
+        .hosts.slice(0, 2)
+        .map((h) => h.authFailures)
       // a: the inline key, then only the matching agent key. b: the inline key, then every agent key in order.
       expect(failures).toEqual([1, 4])
+      await until(() => sup.statuses().find((s) => s.id === c!.id)?.lastError?.code === 'KAY_AUTH_FAILED', 'c refused')
+      expect(sup.statuses().find((s) => s.id === c!.id)?.lastError?.details).toMatchObject({
+        keysTried: ['inline key #1'],
+      })
     } finally {
       agent.kill('SIGTERM')
     }
