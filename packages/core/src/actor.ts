@@ -21,6 +21,7 @@ import {
   QueueFullError,
   TimeoutError,
 } from './errors.js'
+import { proxyCommandConnector } from './proxy-command.js'
 import { type AuthState, createAuthState } from './trust/keys.js'
 import { verdictError } from './trust/known-hosts.js'
 import type { ActorState, HostKeyVerdict, HostKeyVerifier, HostStatus, HostTarget, Identity } from './types.js'
@@ -129,6 +130,8 @@ export class HostActor extends EventEmitter<HostActorEvents> {
 
   #state: ActorState = 'idle'
   #client: Client | undefined
+  /** The transport under #client (ssh2's destroy() skips a stream it has already ended). */
+  #sock: Duplex | undefined
   #slot: DialSlot | undefined
   #attempts = 0
   #handshakes = 0
@@ -158,7 +161,7 @@ export class HostActor extends EventEmitter<HostActorEvents> {
     this.#clock = opts.clock ?? systemClock
     this.#random = opts.random ?? Math.random
     this.#backoff = verifyBackoff(opts.backoff)
-    this.#connector = opts.connector ?? tcpConnector
+    this.#connector = opts.connector ?? (opts.target.proxyCommand === undefined ? tcpConnector : proxyCommandConnector)
     this.#handshakeTimeoutMs = opts.handshakeTimeoutMs ?? opts.target.connectTimeoutMs ?? 10_000
     this.#keepaliveIntervalMs = opts.keepaliveIntervalMs ?? opts.target.keepaliveIntervalMs ?? 15_000
     this.#probeDeadlineMs = opts.probeDeadlineMs ?? 5_000
@@ -257,6 +260,7 @@ export class HostActor extends EventEmitter<HostActorEvents> {
   #handshake(gen: number, sock: Duplex, identity: Identity, preferredHostKeys: string[]): void {
     const client = new Client()
     this.#client = client
+    this.#sock = sock
     let verdict: HostKeyVerdict | undefined
     // The login name is the host's (ssh_config User, -l, user@host); the identity supplies the keys.
     const username = this.target.user || identity.username
@@ -390,12 +394,15 @@ export class HostActor extends EventEmitter<HostActorEvents> {
 
   #destroyClient(): void {
     const c = this.#client
+    const sock = this.#sock
     this.#client = undefined
+    this.#sock = undefined
     if (c) {
       c.removeAllListeners('ready')
       c.on('error', () => {})
       c.destroy()
     }
+    sock?.destroy()
   }
 
   #setState(state: ActorState): void {
@@ -719,16 +726,20 @@ export class HostActor extends EventEmitter<HostActorEvents> {
     this.#setState('closed')
     this.#failAll(new ClosedError(`${this.id}: closed`, { host: this.id }))
     const client = this.#client
+    const sock = this.#sock
     this.#client = undefined
+    this.#sock = undefined
     if (!client) return Promise.resolve()
     return new Promise((resolve) => {
       client.removeAllListeners('ready')
       client.on('error', () => {})
       client.once('close', () => resolve())
       client.end()
-      // If the peer does not answer the disconnect promptly, destroy the socket.
+      // If the peer does not answer the disconnect promptly, destroy the transport (ssh2's own destroy() does
+      // nothing to a stream it has ended, and a peer that never closes would keep it half-open).
       const t = this.#clock.setTimeout(() => {
         client.destroy()
+        sock?.destroy()
         resolve()
       }, 1000)
       client.once('close', () => this.#clock.clearTimeout(t))

@@ -12,6 +12,11 @@ export interface HostTarget {
   user: string
   /** ProxyJump chain, outermost first. Each hop is itself a pooled connection. */
   jump?: HostTarget[]
+  /**
+   * ProxyCommand (ssh_config), unexpanded: the connection is this command's stdin/stdout (`%h %p %r %n %%` are
+   * expanded per connection). Set only when it, not ProxyJump, is the host's proxy setting.
+   */
+  proxyCommand?: string
   /** Per-host connection settings from ssh_config (override defaults, overridden by explicit options). */
   connectTimeoutMs?: number
   keepaliveIntervalMs?: number

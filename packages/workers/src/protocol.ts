@@ -136,6 +136,7 @@ function isHostTarget(v: unknown, depth = 0): boolean {
     (v.port as number) >= 0 &&
     (v.port as number) <= 65_535 &&
     isStr(v.user) &&
+    optional(v.proxyCommand, isStr) &&
     optional(v.jump, (j) => arrayOf(j, (h) => isHostTarget(h, depth + 1)))
   )
 }

@@ -15,6 +15,7 @@ import {
   type HostTarget,
   type Identity,
   loadIdentity,
+  proxyCommandConnector,
   tcpConnector,
   toKayError,
   UnknownHostError,
@@ -176,17 +177,17 @@ export class Shard {
     return actor
   }
 
-  /** TCP, or through the last ProxyJump hop's pooled connection (each hop started on first use). */
+  /** TCP, the host's ProxyCommand, or through the last ProxyJump hop (the first hop may have a ProxyCommand). */
   #connectorFor(t: HostTarget): Connector {
     const chain = t.jump
-    if (!chain || chain.length === 0) return tcpConnector
+    if (!chain || chain.length === 0) return directConnector(t)
     let hop: HostActor | undefined
     for (const j of chain) {
       const key = `${j.user}@${j.hostname}:${j.port}`
       let actor = this.#jumps.get(key)
       if (!actor) {
         const prev = hop
-        const conn: Connector = prev ? (target) => prev.forwardOut(target.hostname, target.port) : tcpConnector
+        const conn: Connector = prev ? (target) => prev.forwardOut(target.hostname, target.port) : directConnector(j)
         actor = this.#makeActor({ ...j, id: `jump:${key}` }, conn)
         this.#jumps.set(key, actor)
         actor.start()
@@ -371,4 +372,9 @@ export class Shard {
 
 function unknownHost(host: string) {
   return new UnknownHostError(`${host}: not managed by this supervisor`, { host }).toJSON()
+}
+
+/** How a host (or a first jump hop) is reached without a jump: its ProxyCommand, or TCP. */
+function directConnector(t: HostTarget): Connector {
+  return t.proxyCommand === undefined ? tcpConnector : proxyCommandConnector
 }

@@ -20,6 +20,7 @@ import { readdir, readFile, stat } from 'node:fs/promises'
 import os from 'node:os'
 import { isAbsolute, join } from 'node:path'
 import { ConfigError } from '../errors.js'
+import { checkProxyCommand } from '../proxy-command.js'
 import type { HostTarget, StrictHostKeyChecking } from '../types.js'
 import { parseHostSpec } from './hostlist.js'
 
@@ -75,7 +76,8 @@ export interface SshConfig {
 /**
  * Split one config line into keyword and arguments, as readconf.c does: the keyword ends at whitespace or one
  * `=`; arguments split on whitespace, honour "double" and 'single' quotes and backslash escapes, and an
- * argument starting with `#` ends the line.
+ * argument starting with `#` ends the line. ProxyCommand is the exception, as in readconf.c: its one argument is the
+ * rest of the line, verbatim (it is a shell command; the shell does the quoting).
  */
 export function tokenizeLine(line: string): { keyword: string; args: string[] } | undefined {
   const s = line.replace(/[\s]+$/, '')
@@ -83,6 +85,7 @@ export function tokenizeLine(line: string): { keyword: string; args: string[] } 
   const keyword = m?.[1] ?? ''
   if (keyword === '' || keyword.startsWith('#')) return undefined
   const rest = s.slice(m?.[0].length ?? 0)
+  if (keyword.toLowerCase() === 'proxycommand') return { keyword: 'proxycommand', args: rest === '' ? [] : [rest] }
   const args: string[] = []
   let i = 0
   while (i < rest.length) {
@@ -482,9 +485,13 @@ class LoadedSshConfig implements SshConfig {
     const proxyJump = get('proxyjump')
     // ssh: ProxyCommand and ProxyJump are one setting; the first obtained wins.
     if (proxyCommand && (!proxyJump || proxyCommand.order < proxyJump.order) && proxyCommand.args[0] !== 'none') {
-      throw new ConfigError(`${proxyCommand.where}: ProxyCommand is not supported for '${spec}'; use ProxyJump`, {
-        host: id,
-      })
+      const command = proxyCommand.args[0] as string
+      try {
+        checkProxyCommand(command)
+      } catch (err) {
+        throw new ConfigError(`${proxyCommand.where}: ${(err as Error).message}`, { host: id, cause: err })
+      }
+      target.proxyCommand = command
     }
     if (proxyJump && (!proxyCommand || proxyJump.order < proxyCommand.order) && proxyJump.args[0] !== 'none') {
       const hops = (proxyJump.args[0] as string).split(',').map((h) => h.replace(/^ssh:\/\//, '').replace(/\/$/, ''))

@@ -186,10 +186,36 @@ describe('ssh config semantics', () => {
     expect(() => cfg.resolve('a')).toThrow(/ProxyJump chain too deep or cyclic/)
   })
 
-  it('refuses ProxyCommand rather than silently connecting directly', () => {
-    const cfg = parseSshConfig('Host a\n  ProxyCommand nc %h %p\n  ProxyJump b\nHost c\n  ProxyJump none\n')
-    expect(() => cfg.resolve('a')).toThrow(/ProxyCommand is not supported/)
+  it('keeps ProxyCommand verbatim (rest of the line), the first obtained of ProxyCommand and ProxyJump winning', () => {
+    const cfg = parseSshConfig(
+      [
+        'Host a',
+        `  ProxyCommand ssh -W '%h:%p' "bastion one" # the shell sees this comment`,
+        '  ProxyJump b',
+        'Host j',
+        '  ProxyJump b',
+        '  ProxyCommand nc %h %p',
+        'Host n',
+        '  ProxyCommand none',
+        'Host c',
+        '  ProxyJump none',
+      ].join('\n'),
+    )
+    const a = cfg.resolve('a')
+    expect(a.proxyCommand).toBe(`ssh -W '%h:%p' "bastion one" # the shell sees this comment`)
+    expect(a.jump).toBeUndefined()
+    const j = cfg.resolve('j')
+    expect(j.proxyCommand).toBeUndefined()
+    expect(j.jump?.map((h) => h.hostname)).toEqual(['b'])
+    expect(cfg.resolve('n').proxyCommand).toBeUndefined()
     expect(cfg.resolve('c').jump).toBeUndefined()
+    expect(tokenizeLine('ProxyCommand=nc  "%h" %p')).toEqual({ keyword: 'proxycommand', args: ['nc  "%h" %p'] })
+  })
+
+  it('refuses a ProxyCommand token kay does not expand, naming the line', () => {
+    const cfg = parseSshConfig('Host a\n  ProxyCommand nc %h %p %k\nHost b\n  ProxyCommand nc %h 22%\n')
+    expect(() => cfg.resolve('a')).toThrow(/<config>:2: ProxyCommand: unsupported token '%k'/)
+    expect(() => cfg.resolve('b')).toThrow(/lone %/)
   })
 
   it('expands ~, %d, %u, %h, %r, %p, %% and environment variables in IdentityFile and IdentityAgent', () => {
