@@ -101,8 +101,9 @@ export class Shard {
   }
 
   /**
-   * The host's identity: the fleet's keys (-i first), plus its own ssh_config IdentityFile keys, parsed once per
-   * distinct file list (loadIdentity caches per path too). Missing config IdentityFiles are skipped, as ssh does.
+   * The host's identity: the fleet's own unless its ssh_config names IdentityFile, IdentitiesOnly or IdentityAgent;
+   * then built once per distinct setting (loadIdentity caches per path too). Missing config IdentityFiles are
+   * skipped, as ssh does.
    */
   #identityFor(t: HostTarget): Identity | Promise<Identity> {
     const files = t.identityFiles ?? []
@@ -152,7 +153,7 @@ export class Shard {
       id.agentKeys = [
         ...keys.map((k) => k.key.getPublicSSH()),
         ...(fleet?.agentKeys ?? []),
-        ...(('agentKeys' in own ? own.agentKeys : undefined) ?? []),
+        ...(own.agentKeys ?? []),
       ]
     }
     return id
