@@ -150,11 +150,7 @@ export class Shard {
       // The files the fleet identity came from: its -i files, else the defaults (unless it had inline keys only).
       const fleetFiles = keyFiles.length > 0 ? keyFiles : inline.length > 0 ? [] : undefined
       const fleet = fleetFiles?.length === 0 ? undefined : await load(fleetFiles)
-      id.agentKeys = [
-        ...keys.map((k) => k.key.getPublicSSH()),
-        ...(fleet?.agentKeys ?? []),
-        ...(own.agentKeys ?? []),
-      ]
+      id.agentKeys = [...keys.map((k) => k.key.getPublicSSH()), ...(fleet?.agentKeys ?? []), ...(own.agentKeys ?? [])]
     }
     return id
   }
