@@ -85,6 +85,8 @@ async function expectLikeSsh(file: string, spec: string, t: HostTarget): Promise
   } else {
     expect(t.userKnownHostsFiles.join(' '), ctx).toBe(ukh)
   }
+  // ProxyCommand: ssh -G prints it as kept, verbatim (tokens are expanded per connection).
+  expect(t.proxyCommand, ctx).toBe(one(g, 'proxycommand'))
   // ProxyJump: the outermost hop brings its own chain; each hop is resolved like `ssh -l user -p port hop`.
   const pj = one(g, 'proxyjump')
   if (pj === undefined) {
@@ -131,6 +133,8 @@ const CORPUS: Record<string, string[]> = {
     'unknown.example.org',
     'ops@db-02',
     'WEB01',
+    'via-cmd',
+    'cmd-after-jump',
   ],
   'match.conf': ['gw', 'skip.example.com', 'other.example.com', 'f1', 'plain'],
   'negation.conf': ['only-negated', 'good1', 'bad1', 'host.untrusted', 'Mixed1', 'mixed1'],
