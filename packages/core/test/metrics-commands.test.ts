@@ -2,7 +2,9 @@
 // '<command>'`) under every shell on this machine, fed requests on stdin, and its output decoded and parsed.
 
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import {
   COLLECT_COMMAND,
@@ -196,6 +198,32 @@ describe.each(SHELLS)('under %s as the login shell', (shell) => {
     expect(d.processes.length).toBeGreaterThan(0)
     expect(d.processes.length).toBeLessThanOrEqual(20)
     expect(d.filesystems.some((f) => f.mount === '/')).toBe(true)
+  })
+})
+
+describe('the perl loop without statfs', () => {
+  it('forks df for the df section when syscall() fails (an architecture it does not know, or a refused call)', async () => {
+    // A module loaded through PERL5OPT makes every syscall() fail, as on an unknown architecture.
+    const lib = mkdtempSync(join(tmpdir(), 'kay-nosyscall-'))
+    try {
+      writeFileSync(
+        join(lib, 'KayNoSyscall.pm'),
+        'package KayNoSyscall; BEGIN { *CORE::GLOBAL::syscall = sub { -1 } } 1;\n',
+      )
+      const token = randomStreamToken()
+      const env = { ...process.env, PERL5LIB: lib, PERL5OPT: '-MKayNoSyscall' }
+      const r = start('/bin/sh', streamCommand('perl', token), token, env)
+      r.decoder.expect(1)
+      r.child.stdin!.end(streamRequest(1, true))
+      const df = parseSections((await r.nextFrame()).body).get('df')!
+      const root = /^(\S+) .* (\d+)% \/$/m.exec(df)
+      expect(root?.[1]).not.toBe('rootfs') // df's own filesystem name, not the statfs path's
+      const dfPct = Number(/(\d+)% \/$/m.exec(execFileSync('df', ['-P', '/'], { encoding: 'utf8' }))![1])
+      expect(Math.abs(Number(root?.[2]) - dfPct)).toBeLessThanOrEqual(1)
+      expect(await withTimeout(r.exited, 'exit')).toEqual({ code: 0, signal: null })
+    } finally {
+      rmSync(lib, { recursive: true, force: true })
+    }
   })
 })
 
