@@ -18,8 +18,9 @@ import {
   startSshd,
 } from '../../src/testing/index.js'
 import { loadIdentity } from '../../src/trust/keys.js'
-import type { HostStatus, Identity } from '../../src/types.js'
-import { memoryVerifier, waitForState } from '../support/fixtures.js'
+import type { Identity } from '../../src/types.js'
+import { memoryVerifier, waitForState, waitForStatus } from '../support/fixtures.js'
+import { ManualClock } from '../support/manual-clock.js'
 
 const CAP_MS = 2000
 const WINDOW_MS = 3000
@@ -42,6 +43,8 @@ afterAll(async () => {
 describe('auth keys removed from a real sshd', () => {
   it('reports KAY_AUTH_FAILED and retries at most a handful of times in a window (slow backoff)', async () => {
     const s = await startSshd({ authorizedKeys: [key.publicKey] })
+    // Backoff runs on a manual clock: the window below is simulated time; only the dials are real I/O.
+    const clock = new ManualClock()
     const a = new HostActor({
       target: { id: 'revoked', hostname: s.host, port: s.port, user: s.user },
       identity,
@@ -49,20 +52,20 @@ describe('auth keys removed from a real sshd', () => {
       dialGate: new LocalDialGate(),
       backoff: { baseMs: 20, capMs: CAP_MS },
       keepaliveIntervalMs: 0,
+      clock,
+      random: () => 0.5,
     })
+    /** Move simulated time on; a redial that falls due runs against the real sshd, and is awaited. */
+    const advance = async (ms: number) => {
+      clock.advance(ms)
+      if (a.state === 'dialing') await waitForStatus(a, (st) => st.state !== 'dialing', 5000, 'the dial to end')
+    }
     try {
       a.start()
       await waitForState(a, 'ready')
       await s.setAuthorizedKeys([])
 
-      const failed = new Promise<{ at: number; status: HostStatus }>((resolve, reject) => {
-        const t = setTimeout(() => reject(new Error(`no KAY_AUTH_FAILED within 5 s (state ${a.state})`)), 5000)
-        a.on('state', (st) => {
-          if (st.lastError?.code !== 'KAY_AUTH_FAILED') return
-          clearTimeout(t)
-          resolve({ at: Date.now(), status: st })
-        })
-      })
+      const authFailed = waitForStatus(a, (st) => st.lastError?.code === 'KAY_AUTH_FAILED', 5000, 'KAY_AUTH_FAILED')
       // Drop the established connection from the server side: kill its sshd processes, not the listener.
       const conn = descendantsOf(await processTable(), s.pid)
       expect(conn.length).toBeGreaterThan(0)
@@ -73,22 +76,25 @@ describe('auth keys removed from a real sshd', () => {
           if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err // exited since the table was read
         }
       }
+      // The loss puts the actor in backoff; its redial (simulated time) meets the removed key.
+      await waitForState(a, 'backoff')
+      await advance(CAP_MS)
 
-      const { at, status } = await failed
+      const status = await authFailed
+      const at = clock.now()
       expect(status.state).toBe('backoff')
       expect(status.lastError?.message).toMatch(/auth/i)
       // The redial after an auth failure waits at least half the cap: the key will not come back in a second.
       expect(status.nextRetryAt! - at).toBeGreaterThanOrEqual(CAP_MS / 2 - 50)
 
       const before = await s.count(SSHD_LOG.connection)
-      const end = Date.now() + WINDOW_MS
       let polls = 0
-      // Bounded observation window; every request meanwhile fails fast with a typed error.
-      while (Date.now() < end) {
-        if (a.state !== 'dialing') await expect(a.run('true')).rejects.toMatchObject({ code: 'KAY_NOT_READY' })
+      // Bounded observation window in simulated time; every request meanwhile fails fast with a typed error.
+      for (let t = 0; t < WINDOW_MS; t += 100) {
+        await expect(a.run('true')).rejects.toMatchObject({ code: 'KAY_NOT_READY' })
         expect(a.state).not.toBe('ready')
         polls++
-        await new Promise((r) => setTimeout(r, 100))
+        await advance(100)
       }
       expect(polls).toBeGreaterThan(10)
       const attempts = (await s.count(SSHD_LOG.connection)) - before

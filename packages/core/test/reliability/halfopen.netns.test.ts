@@ -2,6 +2,10 @@
  * Half-open paths against real OpenSSH sshd running in a network namespace this test creates (and deletes):
  * the path is cut without closing any socket, and the idle-only keepalive probe must notice within
  * interval + deadline; a slow but alive host must not be declared dead. Needs root (CI runs as root).
+ *
+ * The actor's timers (keepalive interval, probe deadline, handshake deadline, backoff) run on a manual clock that
+ * the test moves in small steps, so the intervals below are simulated time; the network, sshd and the kernel's
+ * TCP are real and get the event loop between steps.
  */
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -24,12 +28,15 @@ import {
 } from '../../src/testing/index.js'
 import { loadIdentity } from '../../src/trust/keys.js'
 import type { HostStatus, Identity } from '../../src/types.js'
-import { memoryVerifier, waitForState } from '../support/fixtures.js'
+import { memoryVerifier, waitForState, waitForStatus } from '../support/fixtures.js'
+import { ManualClock } from '../support/manual-clock.js'
 
 const INTERVAL_MS = 400
 const DEADLINE_MS = 300
-/** Scheduling slack: the `ip` call that cuts the link, timer lateness, the state event. */
+/** Slack on the simulated detection time: the step size of `stepUntil` and one idle interval's phase. */
 const MARGIN_MS = 400
+/** Simulated time per step of the manual clock. */
+const STEP_MS = 20
 
 let dir: string
 let key: ClientKey
@@ -55,7 +62,7 @@ afterAll(async () => {
   if (dir) await rm(dir, { recursive: true, force: true })
 })
 
-function actorFor(extra: Partial<HostActorOptions>): HostActor {
+function actorFor(clock: ManualClock, extra: Partial<HostActorOptions>): HostActor {
   const a = new HostActor({
     target: { id: 'netns-host', hostname: srv!.host, port: srv!.port, user: srv!.user },
     identity,
@@ -63,64 +70,84 @@ function actorFor(extra: Partial<HostActorOptions>): HostActor {
     dialGate: new LocalDialGate(),
     backoff: { baseMs: 50, capMs: 300 },
     handshakeTimeoutMs: 1000,
+    clock,
+    random: () => 0.5,
     ...extra,
   })
   actors.push(a)
   return a
 }
 
-/** Resolves with the time of the first state event whose last error has `code`; rejects after `ms`. */
-function waitForErrorCode(a: HostActor, code: string, ms: number): Promise<{ at: number; status: HostStatus }> {
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => {
-      a.off('state', on)
-      reject(new Error(`${a.id}: no ${code} within ${ms} ms (state ${a.state})`))
-    }, ms)
-    const on = (s: HostStatus) => {
-      if (s.lastError?.code !== code) return
-      clearTimeout(t)
-      a.off('state', on)
-      resolve({ at: Date.now(), status: s })
+/** One macrotask: lets sockets, sshd's replies and child processes be seen between clock steps. */
+const tick = () => new Promise<void>((r) => setImmediate(r))
+
+/**
+ * Moves the manual clock in STEP_MS steps until `pred` holds for the actor's status (checked after each step and
+ * its I/O), at most `maxMs` of simulated time; returns the simulated time it took. With `waitDials`, a dial in
+ * progress is awaited in real time instead of being timed out by the clock (the path is up: it will finish).
+ */
+async function stepUntil(
+  a: HostActor,
+  clock: ManualClock,
+  pred: (s: HostStatus) => boolean,
+  maxMs: number,
+  what: string,
+  waitDials = false,
+): Promise<number> {
+  const start = clock.now()
+  await tick()
+  while (!pred(a.status())) {
+    if (clock.now() - start > maxMs) throw new Error(`${a.id}: no ${what} within ${maxMs} ms simulated (${a.state})`)
+    if (waitDials && a.state === 'dialing') {
+      await waitForStatus(a, (s) => s.state !== 'dialing', 5000, 'the dial to end')
+      continue
     }
-    a.on('state', on)
-  })
+    clock.advance(STEP_MS)
+    await tick()
+  }
+  return clock.now() - start
 }
 
-/** Polls `cond` every few ms until true; bounded by `ms`. */
+/** Polls `cond` on the event loop until true; bounded by `ms` of real time. */
 async function poll(cond: () => boolean, ms: number, what: string): Promise<void> {
   const end = Date.now() + ms
   while (!cond()) {
     if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 10))
+    await new Promise((r) => setTimeout(r, 2))
   }
 }
 
 describe('half-open path to a real sshd in a network namespace', () => {
   it('detects a silently dropped path within interval + deadline, then redials once the path heals', async () => {
-    const a = actorFor({ keepaliveIntervalMs: INTERVAL_MS, probeDeadlineMs: DEADLINE_MS })
+    const clock = new ManualClock()
+    const a = actorFor(clock, { keepaliveIntervalMs: INTERVAL_MS, probeDeadlineMs: DEADLINE_MS })
     a.start()
     await waitForState(a, 'ready', 5000)
     // At least one probe answered over the veth: the keepalive loop is running before the cut.
-    await poll(() => a.status().rttMs !== undefined, 3 * INTERVAL_MS, 'a first probe reply')
+    clock.advance(INTERVAL_MS)
+    await poll(() => a.status().rttMs !== undefined, 2000, 'a first probe reply')
 
-    const lost = waitForErrorCode(a, 'KAY_KEEPALIVE_TIMEOUT', 4 * (INTERVAL_MS + DEADLINE_MS))
     await ns!.cut()
-    const cutAt = Date.now()
-    const { at, status } = await lost
-    const elapsed = at - cutAt
+    const elapsed = await stepUntil(
+      a,
+      clock,
+      (s) => s.lastError?.code === 'KAY_KEEPALIVE_TIMEOUT',
+      4 * (INTERVAL_MS + DEADLINE_MS),
+      'KAY_KEEPALIVE_TIMEOUT',
+    )
     // The probe waits its whole deadline; it is sent at most one idle interval after the cut.
     expect(elapsed).toBeGreaterThanOrEqual(DEADLINE_MS - 20)
     expect(elapsed).toBeLessThanOrEqual(INTERVAL_MS + DEADLINE_MS + MARGIN_MS)
-    expect(status.state).toBe('backoff')
+    expect(a.status().state).toBe('backoff')
     // Fail fast while down: no waiting for a dial that cannot succeed.
     await expect(a.run('true')).rejects.toMatchObject({ code: 'KAY_NOT_READY' })
 
     // While cut, redials time out at the SYN (never reach sshd): still exactly one accepted connection.
-    await waitForErrorCode(a, 'KAY_HANDSHAKE_TIMEOUT', 5000)
+    await stepUntil(a, clock, (s) => s.lastError?.code === 'KAY_HANDSHAKE_TIMEOUT', 5000, 'KAY_HANDSHAKE_TIMEOUT')
     expect(await srv!.count(SSHD_LOG.acceptedPublickey)).toBe(1)
 
     await ns!.heal()
-    await waitForState(a, 'ready', 8000)
+    await stepUntil(a, clock, (s) => s.state === 'ready', 8000, 'ready after the heal', true)
     expect((await a.run('echo healed')).stdout).toBe('healed\n')
     expect(await srv!.count(SSHD_LOG.acceptedPublickey)).toBe(2)
     expect(a.status().handshakes).toBeGreaterThanOrEqual(2)
@@ -130,12 +157,14 @@ describe('half-open path to a real sshd in a network namespace', () => {
   it('keeps a slow but alive host ready when replies come late but within the probe deadline', async () => {
     const interval = 400
     const deadline = 1000
-    const a = actorFor({ keepaliveIntervalMs: interval, probeDeadlineMs: deadline })
+    const clock = new ManualClock()
+    const a = actorFor(clock, { keepaliveIntervalMs: interval, probeDeadlineMs: deadline })
     const states: string[] = []
     a.on('state', (s) => states.push(s.state))
     a.start()
     await waitForState(a, 'ready', 5000)
-    await poll(() => a.status().rttMs !== undefined, 3 * interval, 'a first probe reply')
+    clock.advance(interval)
+    await poll(() => a.status().rttMs !== undefined, 2000, 'a first probe reply')
     states.length = 0
     let maxRtt = 0
     const track = () => {
@@ -144,39 +173,39 @@ describe('half-open path to a real sshd in a network namespace', () => {
 
     const netem = await ns!.netemAvailable()
     if (netem) {
-      // Real path delay: 300 ms one way on the root side of the veth.
+      // Real path delay: 300 ms one way on the root side of the veth. The clock follows real time while the probe
+      // is in flight, so its round trip reads as the path's.
       await ns!.setDelay(300)
       try {
-        const end = Date.now() + 6 * interval
-        while (Date.now() < end) {
-          track()
-          await new Promise((r) => setTimeout(r, 20))
+        const before = a.status().rttMs
+        clock.advance(interval)
+        while (a.status().rttMs === before && a.state === 'ready') {
+          await new Promise((r) => setTimeout(r, 5))
+          clock.advance(5)
         }
+        track()
       } finally {
         await ns!.clearDelay()
       }
     } else {
-      // No sch_netem on this kernel: make the host slow instead. Freeze the connection's sshd processes for
-      // 700 ms at a time (the kernel still acks TCP, the bytes wait in the socket): any probe sent in a window
-      // (each window is longer than the idle interval, so one is) is answered up to 700 ms late, < deadline.
+      // No sch_netem on this kernel: make the host slow instead. Freeze the connection's sshd processes (the kernel
+      // still acks TCP, the bytes wait in the socket) while a probe is sent and simulated time runs on for less
+      // than the deadline; the reply comes once they are thawed, that late.
       const conn = descendantsOf(await processTable(), srv!.pid).map((p) => p.pid)
       expect(conn.length).toBeGreaterThan(0)
-      for (let cycle = 0; cycle < 3; cycle++) {
+      for (const frozenMs of [700, 720, 740]) {
         for (const pid of conn) process.kill(pid, 'SIGSTOP')
         try {
-          const end = Date.now() + 700
-          while (Date.now() < end) {
-            track()
-            await new Promise((r) => setTimeout(r, 20))
+          clock.advance(interval) // the idle interval is up: a probe goes out
+          for (let t = 0; t < frozenMs; t += STEP_MS) {
+            clock.advance(STEP_MS)
+            await tick()
           }
         } finally {
           for (const pid of conn) process.kill(pid, 'SIGCONT')
         }
-        const end = Date.now() + 150
-        while (Date.now() < end) {
-          track()
-          await new Promise((r) => setTimeout(r, 20))
-        }
+        await poll(() => a.status().rttMs === frozenMs, 2000, `the probe answered ${frozenMs} ms late`)
+        track()
       }
     }
     track()

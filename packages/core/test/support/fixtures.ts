@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import type { HostActor } from '../../src/actor.js'
 import { generateClientKey } from '../../src/sim/index.js'
-import type { ActorState, HostKeyVerdict, HostKeyVerifier, Identity } from '../../src/types.js'
+import type { ActorState, HostKeyVerdict, HostKeyVerifier, HostStatus, Identity } from '../../src/types.js'
 
 /** An in-memory TOFU verifier for actor tests (the real one lives in trust/known-hosts.ts). */
 export function memoryVerifier(): HostKeyVerifier & { pins: Map<string, string>; calls: number } {
@@ -30,17 +30,31 @@ export function clientIdentity(username = 'kay'): { identity: Identity; publicKe
 
 /** Resolves when the actor reaches `state` (bounded: rejects after `ms` of real time). */
 export function waitForState(actor: HostActor, state: ActorState, ms = 5000): Promise<void> {
-  if (actor.state === state) return Promise.resolve()
+  return waitForStatus(actor, (s) => s.state === state, ms, state).then(() => undefined)
+}
+
+/**
+ * Resolves with the first status (the current one, or one the actor emits) that satisfies `pred`; bounded: rejects
+ * after `ms` of real time, naming `what`.
+ */
+export function waitForStatus(
+  actor: HostActor,
+  pred: (s: HostStatus) => boolean,
+  ms = 5000,
+  what = 'the status wanted',
+): Promise<HostStatus> {
+  const now = actor.status()
+  if (pred(now)) return Promise.resolve(now)
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => {
       actor.off('state', on)
-      reject(new Error(`${actor.id}: still ${actor.state} after ${ms} ms, wanted ${state}`))
+      reject(new Error(`${actor.id}: still ${actor.state} after ${ms} ms, wanted ${what}`))
     }, ms)
-    const on = (s: { state: ActorState }) => {
-      if (s.state === state) {
+    const on = (s: HostStatus) => {
+      if (pred(s)) {
         clearTimeout(t)
         actor.off('state', on)
-        resolve()
+        resolve(s)
       }
     }
     actor.on('state', on)
