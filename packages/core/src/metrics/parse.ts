@@ -127,10 +127,8 @@ function endsToken(s: string, i: number, end: number): boolean {
   return c === C_SPACE || c === C_TAB || c === C_NL
 }
 
-/** An unsigned decimal integer ≤ 2^53−1 after optional blanks; -1 if there is none. */
-function readUint(s: string, i: number, end: number): number {
-  i = skipBlanks(s, i, end)
-  const start = i
+/** The value of the run of decimal digits at `i` (0 if none); sets `pos` just past it. */
+function scanDigits(s: string, i: number, end: number): number {
   let n = 0
   while (i < end) {
     const d = s.charCodeAt(i) - C_0
@@ -139,25 +137,23 @@ function readUint(s: string, i: number, end: number): number {
     i++
   }
   pos = i
-  if (i === start || i - start > 16 || n > MAX_SAFE || !endsToken(s, i, end)) return -1
+  return n
+}
+
+/** An unsigned decimal integer ≤ 2^53−1 after optional blanks; -1 if there is none. */
+function readUint(s: string, i: number, end: number): number {
+  const start = skipBlanks(s, i, end)
+  const n = scanDigits(s, start, end)
+  if (pos === start || pos - start > 16 || n > MAX_SAFE || !endsToken(s, pos, end)) return -1
   return n
 }
 
 /** An unsigned decimal `123` or `123.45` after optional blanks; -1 if there is none. */
 function readDecimal(s: string, i: number, end: number): number {
-  i = skipBlanks(s, i, end)
-  const start = i
-  let n = 0
-  while (i < end) {
-    const d = s.charCodeAt(i) - C_0
-    if (d < 0 || d > 9) break
-    n = n * 10 + d
-    i++
-  }
-  if (i === start || i - start > 15) {
-    pos = i
-    return -1
-  }
+  const start = skipBlanks(s, i, end)
+  let n = scanDigits(s, start, end)
+  i = pos
+  if (i === start || i - start > 15) return -1
   if (i < end && s.charCodeAt(i) === C_DOT) {
     i++
     let scale = 1
