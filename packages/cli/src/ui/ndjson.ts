@@ -17,15 +17,8 @@ export interface HostReport {
   collectMode?: CollectMode
 }
 
-export interface HostLine {
-  host: string
-  ok: boolean
-  state: ActorState
-  metrics?: HostMetrics
-  error?: { code: string; message: string }
-  rttMs?: number
-  collectMode?: CollectMode
-}
+/** The printed per-host line: a HostReport's documented fields, in that order. */
+export type HostLine = HostReport
 
 export interface SummaryLine {
   summary: true

@@ -199,21 +199,28 @@ function expandItem(item: ParsedItem, out: string[]): void {
   rec(0, '')
 }
 
+/**
+ * Parses the top-level tokens of `text` onto `items` and returns the running host count, which must stay within
+ * `limit` (`what` names the input in the error).
+ */
+function pushItems(items: ParsedItem[], text: string, total: number, limit: number, what: string): number {
+  for (const token of splitTopLevel(text)) {
+    const item = parseItem(token)
+    total += item.count
+    if (total > limit) {
+      throw new ExpansionLimitError(`${what} expands to more than ${limit} hosts (at '${token}')`, {
+        details: { limit, token },
+      })
+    }
+    items.push(item)
+  }
+  return total
+}
+
 function parseList(exprs: readonly string[], limit: number): ParsedItem[] {
   const items: ParsedItem[] = []
   let total = 0
-  for (const expr of exprs) {
-    for (const token of splitTopLevel(expr)) {
-      const item = parseItem(token)
-      total += item.count
-      if (total > limit) {
-        throw new ExpansionLimitError(`host expression expands to more than ${limit} hosts (at '${token}')`, {
-          details: { limit, token },
-        })
-      }
-      items.push(item)
-    }
-  }
+  for (const expr of exprs) total = pushItems(items, expr, total, limit, 'host expression')
   return items
 }
 
@@ -294,16 +301,7 @@ export function parseHostFile(text: string, opts: ExpandOptions & { source?: str
     const line = (hash >= 0 ? (lines[n] as string).slice(0, hash) : (lines[n] as string)).trim()
     if (line === '') continue
     try {
-      for (const token of splitTopLevel(line)) {
-        const item = parseItem(token)
-        total += item.count
-        if (total > limit) {
-          throw new ExpansionLimitError(`host file expands to more than ${limit} hosts (at '${token}')`, {
-            details: { limit, token },
-          })
-        }
-        items.push(item)
-      }
+      total = pushItems(items, line, total, limit, 'host file')
     } catch (err) {
       if (err instanceof ConfigError) {
         throw new ConfigError(`${source}:${n + 1}: ${err.message}`, { cause: err, details: { line: n + 1 } })
