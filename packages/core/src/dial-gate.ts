@@ -43,11 +43,46 @@ export interface LocalDialGateOptions {
   maxWaiting?: number
 }
 
-interface GateWaiter {
-  resolve: (s: DialSlot) => void
-  reject: (e: Error) => void
-  signal?: AbortSignal
-  onAbort?: () => void
+/**
+ * A dial waiting in a gate's queue for a slot. If its AbortSignal fires while it waits, `dequeue` takes it out of
+ * the queue and, if it was still there, it is rejected with KAY_ABORTED. A gate that serves or rejects it otherwise
+ * calls `detach()` first, so the signal no longer refers to it. Every gate's waiters are these.
+ */
+export class SlotWaiter {
+  readonly signal: AbortSignal | undefined
+  readonly resolve: (s: DialSlot) => void
+  readonly reject: (e: Error) => void
+  readonly #onAbort: (() => void) | undefined
+
+  constructor(
+    resolve: (s: DialSlot) => void,
+    reject: (e: Error) => void,
+    signal: AbortSignal | undefined,
+    dequeue: (w: SlotWaiter) => boolean,
+  ) {
+    this.resolve = resolve
+    this.reject = reject
+    this.signal = signal
+    if (signal) {
+      this.#onAbort = () => {
+        if (dequeue(this)) reject(new AbortedError('dial wait aborted'))
+      }
+      signal.addEventListener('abort', this.#onAbort, { once: true })
+    }
+  }
+
+  /** Stop listening to the signal: the gate is serving or rejecting this waiter itself. */
+  detach(): void {
+    if (this.signal && this.#onAbort) this.signal.removeEventListener('abort', this.#onAbort)
+  }
+}
+
+/** Removes `w` from an array queue; false if it was no longer there. */
+function removeFrom(queue: SlotWaiter[], w: SlotWaiter): boolean {
+  const i = queue.indexOf(w)
+  if (i < 0) return false
+  queue.splice(i, 1)
+  return true
 }
 
 /** The in-process gate: a counter and a FIFO of waiters. One thread only (workers ships the shared one). */
@@ -55,7 +90,7 @@ export class LocalDialGate implements DialGate {
   readonly cap: number
   readonly #maxWaiting: number
   #inFlight = 0
-  readonly #waiters: GateWaiter[] = []
+  readonly #waiters: SlotWaiter[] = []
 
   constructor(opts: LocalDialGateOptions = {}) {
     const cap = opts.cap ?? 16
@@ -78,17 +113,7 @@ export class LocalDialGate implements DialGate {
       return Promise.reject(new QueueFullError(`dial queue full (${this.#maxWaiting} waiting)`))
     }
     return new Promise((resolve, reject) => {
-      const w: GateWaiter = { resolve, reject }
-      if (signal) {
-        w.signal = signal
-        w.onAbort = () => {
-          const i = this.#waiters.indexOf(w)
-          if (i >= 0) this.#waiters.splice(i, 1)
-          reject(new AbortedError('dial wait aborted'))
-        }
-        signal.addEventListener('abort', w.onAbort, { once: true })
-      }
-      this.#waiters.push(w)
+      this.#waiters.push(new SlotWaiter(resolve, reject, signal, (w) => removeFrom(this.#waiters, w)))
     })
   }
 
@@ -111,7 +136,7 @@ export class LocalDialGate implements DialGate {
   #wake(): void {
     while (this.#inFlight < this.cap && this.#waiters.length > 0) {
       const w = this.#waiters.shift()!
-      if (w.signal && w.onAbort) w.signal.removeEventListener('abort', w.onAbort)
+      w.detach()
       this.#inFlight++
       w.resolve(this.#slot())
     }
@@ -126,13 +151,6 @@ export interface RateLimitedDialGateOptions {
   clock?: Clock
   /** Dials waiting for a token; past it, KAY_QUEUE_FULL. Default 100_000. */
   maxWaiting?: number
-}
-
-interface RateWaiter {
-  resolve: (s: DialSlot) => void
-  reject: (e: Error) => void
-  signal: AbortSignal | undefined
-  onAbort: (() => void) | undefined
 }
 
 /**
@@ -150,7 +168,7 @@ export class RateLimitedDialGate implements DialGate {
   readonly #maxWaiting: number
   #tokens: number
   #last: number
-  readonly #waiters: RateWaiter[] = []
+  readonly #waiters: SlotWaiter[] = []
   #timer: TimerHandle | undefined
 
   constructor(inner: DialGate, opts: RateLimitedDialGateOptions) {
@@ -189,16 +207,7 @@ export class RateLimitedDialGate implements DialGate {
       return Promise.reject(new QueueFullError(`dial queue full (${this.#maxWaiting} waiting for the dial rate)`))
     }
     return new Promise((resolve, reject) => {
-      const w: RateWaiter = { resolve, reject, signal, onAbort: undefined }
-      if (signal) {
-        w.onAbort = () => {
-          const i = this.#waiters.indexOf(w)
-          if (i >= 0) this.#waiters.splice(i, 1)
-          reject(new AbortedError('dial wait aborted'))
-        }
-        signal.addEventListener('abort', w.onAbort, { once: true })
-      }
-      this.#waiters.push(w)
+      this.#waiters.push(new SlotWaiter(resolve, reject, signal, (w) => removeFrom(this.#waiters, w)))
       this.#pump()
     })
   }
@@ -210,7 +219,7 @@ export class RateLimitedDialGate implements DialGate {
     this.#refill()
     while (this.#waiters.length > 0 && this.#tokens >= 1) {
       const w = this.#waiters.shift()!
-      if (w.signal && w.onAbort) w.signal.removeEventListener('abort', w.onAbort)
+      w.detach()
       this.#tokens -= 1
       this.#inner.acquire(w.signal).then(w.resolve, w.reject)
     }
@@ -231,7 +240,7 @@ export class RateLimitedDialGate implements DialGate {
     this.#timer = undefined
     ;(this.#inner as DialGate & { close?: () => void }).close?.()
     for (const w of this.#waiters.splice(0)) {
-      if (w.signal && w.onAbort) w.signal.removeEventListener('abort', w.onAbort)
+      w.detach()
       w.reject(new AbortedError('dial gate closed'))
     }
   }

@@ -8,7 +8,7 @@
  * `Atomics`, and every slot has a name (as piscina `src/symbols.ts` and thread-stream `lib/indexes.js` do).
  */
 import type { DialGate, DialGateStats, DialOutcome, DialSlot } from '@kay/core'
-import { AbortedError, ClosedError, ConfigError, QueueFullError } from '@kay/core'
+import { AbortedError, ClosedError, ConfigError, QueueFullError, SlotWaiter } from '@kay/core'
 
 // ---------------------------------------------------------------------------------------------------------
 // Buffer layout. Int32 slots; the header is fixed, then HELD[maxShards], then WAITING[maxShards].
@@ -109,13 +109,6 @@ export interface SharedDialGateSnapshot extends DialGateStats {
   heldByShard: number[]
   /** Queue length per shard index (length maxShards). */
   waitingByShard: number[]
-}
-
-interface Waiter {
-  resolve(slot: DialSlot): void
-  reject(err: Error): void
-  signal: AbortSignal | undefined
-  onAbort: (() => void) | undefined
 }
 
 function checkBuffer(buffer: SharedArrayBuffer): Int32Array {
@@ -231,7 +224,7 @@ export class SharedDialGate implements DialGate {
   readonly #maxWaiting: number
   readonly #pollMs: number
   // A Set is an insertion-ordered queue with O(1) removal of an aborted waiter.
-  readonly #queue = new Set<Waiter>()
+  readonly #queue = new Set<SlotWaiter>()
   #pumping = false
   #closed = false
   // Cuts the current wait short (close, or the last waiter aborted), so no timer outlives the queue.
@@ -269,16 +262,12 @@ export class SharedDialGate implements DialGate {
       return Promise.reject(new QueueFullError(`dial queue full (${this.#maxWaiting} waiting)`))
     }
     return new Promise<DialSlot>((resolve, reject) => {
-      const w: Waiter = { resolve, reject, signal, onAbort: undefined }
-      if (signal) {
-        w.onAbort = () => {
-          if (!this.#queue.delete(w)) return
-          this.#publishWaiting()
-          if (this.#queue.size === 0) this.#interrupt?.()
-          reject(new AbortedError('dial wait aborted'))
-        }
-        signal.addEventListener('abort', w.onAbort, { once: true })
-      }
+      const w = new SlotWaiter(resolve, reject, signal, (left) => {
+        if (!this.#queue.delete(left)) return false
+        this.#publishWaiting()
+        if (this.#queue.size === 0) this.#interrupt?.()
+        return true
+      })
       this.#queue.add(w)
       this.#publishWaiting()
       if (!this.#pumping) void this.#pump()
@@ -315,7 +304,7 @@ export class SharedDialGate implements DialGate {
     this.#publishWaiting()
     this.#interrupt?.()
     for (const w of waiters) {
-      if (w.signal && w.onAbort) w.signal.removeEventListener('abort', w.onAbort)
+      w.detach()
       w.reject(new ClosedError('dial gate closed'))
     }
   }
@@ -356,10 +345,10 @@ export class SharedDialGate implements DialGate {
         const seq = Atomics.load(this.#i32, WAKE_SEQ)
         const slot = this.#take()
         if (slot) {
-          const head = this.#queue.values().next().value as Waiter
+          const head = this.#queue.values().next().value as SlotWaiter
           this.#queue.delete(head)
           this.#publishWaiting()
-          if (head.signal && head.onAbort) head.signal.removeEventListener('abort', head.onAbort)
+          head.detach()
           head.resolve(slot)
           continue
         }
