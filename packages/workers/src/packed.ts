@@ -14,8 +14,6 @@
 import type { CollectMode, HostMetrics, HostStatus } from '@kay/core'
 import type { HostCollectResult } from './protocol.js'
 
-export const PACKED_FIELDS = 28
-
 /** The collect modes a row can carry, by index. */
 export const PACKED_MODES: readonly CollectMode[] = ['stream-perl', 'stream-bash', 'stream-sh', 'exec']
 
@@ -35,6 +33,16 @@ const REQUIRED = [
 ] as const
 const OPTIONAL = ['cpuPct', 'netRxBytesPerSec', 'netTxBytesPerSec', 'rootFsUsedPct'] as const
 const METRIC_KEYS = new Set<string>([...REQUIRED, ...OPTIONAL, 'cpuStates'])
+// Row offsets, in the order of the layout above.
+const OPTIONAL_AT = REQUIRED.length
+const STATES_AT = OPTIONAL_AT + OPTIONAL.length
+const ATTEMPTS_AT = STATES_AT + STATES.length
+const HANDSHAKES_AT = ATTEMPTS_AT + 1
+const RTT_AT = HANDSHAKES_AT + 1
+const READY_SINCE_AT = RTT_AT + 1
+const MODE_AT = READY_SINCE_AT + 1
+/** Numbers per row (28). */
+export const PACKED_FIELDS = MODE_AT + 1
 const STATUS_KEYS = new Set<string>(['id', 'state', 'attempts', 'handshakes', 'rttMs', 'readySince'])
 const RESULT_KEYS = new Set<string>(['host', 'status', 'metrics', 'collectMode'])
 
@@ -95,14 +103,14 @@ export function packCollectResults(results: readonly HostCollectResult[]): {
     for (let k = 0; k < REQUIRED.length; k++) values[o + k] = m[REQUIRED[k]!]
     for (let k = 0; k < OPTIONAL.length; k++) {
       const v = m[OPTIONAL[k]!]
-      if (v !== undefined) values[o + 11 + k] = v
+      if (v !== undefined) values[o + OPTIONAL_AT + k] = v
     }
-    if (m.cpuStates) for (let k = 0; k < 8; k++) values[o + 15 + k] = m.cpuStates[STATES[k]!]
-    values[o + 23] = s.attempts
-    values[o + 24] = s.handshakes
-    if (s.rttMs !== undefined) values[o + 25] = s.rttMs
-    if (s.readySince !== undefined) values[o + 26] = s.readySince
-    if (r.collectMode !== undefined) values[o + 27] = PACKED_MODES.indexOf(r.collectMode)
+    if (m.cpuStates) for (let k = 0; k < STATES.length; k++) values[o + STATES_AT + k] = m.cpuStates[STATES[k]!]
+    values[o + ATTEMPTS_AT] = s.attempts
+    values[o + HANDSHAKES_AT] = s.handshakes
+    if (s.rttMs !== undefined) values[o + RTT_AT] = s.rttMs
+    if (s.readySince !== undefined) values[o + READY_SINCE_AT] = s.readySince
+    if (r.collectMode !== undefined) values[o + MODE_AT] = PACKED_MODES.indexOf(r.collectMode)
   }
   return { results: rest, packed: { hosts, values } }
 }
@@ -114,40 +122,28 @@ export function unpackCollectResults(p: PackedCollectResults): HostCollectResult
   for (let i = 0; i < hosts.length; i++) {
     const o = i * PACKED_FIELDS
     const host = hosts[i]!
-    const m: HostMetrics = {
-      at: values[o]!,
-      cpus: values[o + 1]!,
-      memTotalBytes: values[o + 2]!,
-      memUsedBytes: values[o + 3]!,
-      memAvailableBytes: values[o + 4]!,
-      swapTotalBytes: values[o + 5]!,
-      swapUsedBytes: values[o + 6]!,
-      load1: values[o + 7]!,
-      load5: values[o + 8]!,
-      load15: values[o + 9]!,
-      uptimeSeconds: values[o + 10]!,
-    }
+    // The same layout tables as packCollectResults: the row layout is written down once.
+    const m = {} as HostMetrics
+    for (let k = 0; k < REQUIRED.length; k++) m[REQUIRED[k]!] = values[o + k]!
     for (let k = 0; k < OPTIONAL.length; k++) {
-      const v = values[o + 11 + k]!
+      const v = values[o + OPTIONAL_AT + k]!
       if (!Number.isNaN(v)) m[OPTIONAL[k]!] = v
     }
-    if (!Number.isNaN(values[o + 15]!)) {
-      m.cpuStates = {
-        user: values[o + 15]!,
-        nice: values[o + 16]!,
-        system: values[o + 17]!,
-        idle: values[o + 18]!,
-        iowait: values[o + 19]!,
-        irq: values[o + 20]!,
-        softirq: values[o + 21]!,
-        steal: values[o + 22]!,
-      }
+    if (!Number.isNaN(values[o + STATES_AT]!)) {
+      const states = {} as NonNullable<HostMetrics['cpuStates']>
+      for (let k = 0; k < STATES.length; k++) states[STATES[k]!] = values[o + STATES_AT + k]!
+      m.cpuStates = states
     }
-    const status: HostStatus = { id: host, state: 'ready', attempts: values[o + 23]!, handshakes: values[o + 24]! }
-    if (!Number.isNaN(values[o + 25]!)) status.rttMs = values[o + 25]!
-    if (!Number.isNaN(values[o + 26]!)) status.readySince = values[o + 26]!
+    const status: HostStatus = {
+      id: host,
+      state: 'ready',
+      attempts: values[o + ATTEMPTS_AT]!,
+      handshakes: values[o + HANDSHAKES_AT]!,
+    }
+    if (!Number.isNaN(values[o + RTT_AT]!)) status.rttMs = values[o + RTT_AT]!
+    if (!Number.isNaN(values[o + READY_SINCE_AT]!)) status.readySince = values[o + READY_SINCE_AT]!
     const r: HostCollectResult = { host, status, metrics: m }
-    const mode = values[o + 27]!
+    const mode = values[o + MODE_AT]!
     if (!Number.isNaN(mode)) r.collectMode = PACKED_MODES[mode]!
     out[i] = r
   }
@@ -161,7 +157,7 @@ export function isPackedCollectResults(v: unknown): v is PackedCollectResults {
   if (!Array.isArray(hosts) || !(values instanceof Float64Array)) return false
   if (values.length !== hosts.length * PACKED_FIELDS) return false
   for (const h of hosts) if (typeof h !== 'string') return false
-  for (let i = 27; i < values.length; i += PACKED_FIELDS) {
+  for (let i = MODE_AT; i < values.length; i += PACKED_FIELDS) {
     const mode = values[i]!
     if (!Number.isNaN(mode) && PACKED_MODES[mode] === undefined) return false
   }
