@@ -4,6 +4,7 @@
  */
 import { appendFileSync, readdirSync } from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
+import type { Supervisor } from '@kay/workers'
 
 export { sleep }
 
@@ -35,7 +36,6 @@ export function cpuMsSince(prev: NodeJS.CpuUsage): number {
   return (d.user + d.system) / 1000
 }
 
-/** Open file descriptors of this process (entries of /proc/self/fd). */
 /** How many hosts collect over a stream (any loop flavour), from `stats().byMode`. */
 export function streamHosts(byMode: Readonly<Record<string, number>>): number {
   let n = 0
@@ -43,6 +43,26 @@ export function streamHosts(byMode: Readonly<Record<string, number>>): number {
   return n
 }
 
+/**
+ * Warm-up before measuring: the stream flavour is probed in the background after the first ticks, so collect
+ * (at most 20 ticks, `pauseMs` apart) until all `n` hosts stream — in `mode` (e.g. `stream-sh`) when given, else
+ * in any flavour.
+ */
+export async function warmUpStreams(
+  sup: Pick<Supervisor, 'collect' | 'refreshStats'>,
+  n: number,
+  opts: { timeoutMs: number; pauseMs?: number; mode?: string },
+): Promise<void> {
+  const { timeoutMs, pauseMs = 200, mode } = opts
+  for (let i = 0; i < 20; i++) {
+    await sup.collect({ timeoutMs })
+    const { byMode } = await sup.refreshStats()
+    if ((mode === undefined ? streamHosts(byMode) : (byMode[mode] ?? 0)) === n) return
+    await sleep(pauseMs)
+  }
+}
+
+/** Open file descriptors of this process (entries of /proc/self/fd). */
 export function openFds(): number {
   try {
     return readdirSync('/proc/self/fd').length

@@ -31,9 +31,9 @@ import {
   runMain,
   type Summary,
   sleep,
-  streamHosts,
   summarize,
   waitFor,
+  warmUpStreams,
 } from './lib.js'
 
 const FANOUT = 16
@@ -187,11 +187,8 @@ async function kay(
     if (!(await waitFor(async () => ((await sup.refreshStats()).byState.ready ?? 0) === n, 120_000, 100))) {
       throw new Error(`kay ${mode}: not all ready: ${JSON.stringify(sup.stats().byState)}`)
     }
-    for (let i = 0; i < 20; i++) {
-      await sup.collect({ timeoutMs: 30_000 })
-      const st = await sup.refreshStats()
-      if (mode === 'exec' || (flavour ? (st.byMode[`stream-${flavour}`] ?? 0) : streamHosts(st.byMode)) === n) break
-      await sleep(200)
+    if (mode === 'stream') {
+      await warmUpStreams(sup, n, { timeoutMs: 30_000, ...(flavour ? { mode: `stream-${flavour}` } : {}) })
     }
     const hs0 = (await sup.refreshStats()).handshakes
     const r = await measure(ctx, flavour ? `kay-stream-${flavour}` : `kay-${mode}`, ticks, 'self', async () => {

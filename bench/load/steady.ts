@@ -37,9 +37,9 @@ import {
   type Summary,
   settledRss,
   sleep,
-  streamHosts,
   summarize,
   waitFor,
+  warmUpStreams,
   withDeadline,
 } from './lib.js'
 
@@ -129,13 +129,7 @@ export async function pooledRun(
     )
     const readyMs = performance.now() - t0
     if (!allReady) throw new Error(`${n} hosts: not all ready in time: ${JSON.stringify(sup.stats().byState)}`)
-    // Warm-up: the stream flavour is probed in the background after the first ticks.
-    for (let i = 0; i < 20; i++) {
-      await sup.collect({ timeoutMs: TICK_TIMEOUT_MS })
-      const st = await sup.refreshStats()
-      if (mode === 'exec' || streamHosts(st.byMode) === n) break
-      await sleep(200)
-    }
+    if (mode === 'stream') await warmUpStreams(sup, n, { timeoutMs: TICK_TIMEOUT_MS })
     const modes = { ...(await sup.refreshStats()).byMode }
     const rssAfter = await settledRss()
     await ctx.fleet.resetStats()

@@ -9,7 +9,7 @@
  * --dial-cap (16).
  */
 import { performance } from 'node:perf_hooks'
-import { flags, fmt, record, runMain, sleep, streamHosts, summarize, waitFor } from '../load/lib.js'
+import { flags, fmt, record, runMain, sleep, summarize, waitFor, warmUpStreams } from '../load/lib.js'
 import { closeFleet, openFleet } from '../load/steady.js'
 import { startSupervisor } from './lib.js'
 
@@ -32,12 +32,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     try {
       const ready = await waitFor(() => (sup.stats().byState.ready ?? 0) === n, 120_000, 50)
       if (!ready) throw new Error(`not all ready: ${JSON.stringify(sup.stats().byState)}`)
-      // Warm up until every host streams (the flavour probe runs after the first ticks).
-      for (let i = 0; i < 20; i++) {
-        await sup.collect({ timeoutMs: 5000 })
-        if (streamHosts((await sup.refreshStats()).byMode) === n) break
-        await sleep(200)
-      }
+      await warmUpStreams(sup, n, { timeoutMs: 5000 })
       await ctx.fleet.resetStats()
       // Flapper: each flapping host is dropped at its own time, every 2–3 s.
       const t0 = performance.now()

@@ -10,7 +10,7 @@
  * --tick-timeout-ms (5000), --max-s (30: the measuring window), --dial-cap (16).
  */
 import { performance } from 'node:perf_hooks'
-import { flags, fmt, record, runMain, sleep, streamHosts, summarize, waitFor } from '../load/lib.js'
+import { flags, fmt, record, runMain, sleep, summarize, waitFor, warmUpStreams } from '../load/lib.js'
 import { closeFleet, openFleet } from '../load/steady.js'
 import { startSupervisor } from './lib.js'
 
@@ -38,11 +38,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     try {
       const ready = await waitFor(() => (sup.stats().byState.ready ?? 0) === n, 120_000, 50)
       if (!ready) throw new Error(`not all ready: ${JSON.stringify(sup.stats().byState)}`)
-      for (let i = 0; i < 20; i++) {
-        await sup.collect({ timeoutMs: 5000 })
-        if (streamHosts((await sup.refreshStats()).byMode) === n) break
-        await sleep(200)
-      }
+      await warmUpStreams(sup, n, { timeoutMs: 5000 })
       const detected = new Map<string, { ms: number; state: string; code: string }>()
       let t0 = 0
       sup.on('host', (s) => {

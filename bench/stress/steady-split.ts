@@ -19,9 +19,9 @@ import {
   runMain,
   settledRss,
   sleep,
-  streamHosts,
   summarize,
   waitFor,
+  warmUpStreams,
 } from '../load/lib.js'
 import { closeFleets, openFleets, simCpuMs, startSupervisor, totals } from './lib.js'
 
@@ -69,11 +69,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       const readyMs = performance.now() - t0
       if (!ok) throw new Error(`not all ready in time: ${JSON.stringify(sup.stats().byState)}, fds ${openFds()}`)
       console.log(`all ${n} ready in ${(readyMs / 1000).toFixed(1)} s; kay fds ${openFds()}`)
-      for (let i = 0; i < 20; i++) {
-        await sup.collect({ timeoutMs: tickTimeoutMs })
-        if (streamHosts((await sup.refreshStats()).byMode) === n) break
-        await sleep(500)
-      }
+      await warmUpStreams(sup, n, { timeoutMs: tickTimeoutMs, pauseMs: 500 })
       const modes = { ...(await sup.refreshStats()).byMode }
       const rssAfter = await settledRss()
       await Promise.all(ctx.fleets.map((x) => x.resetStats()))
