@@ -147,9 +147,10 @@ export class Shard {
     if (a !== undefined) id.agent = a
     if (only && a !== undefined) {
       const { keyFiles, keys: inline = [] } = this.#config.identity
-      // The files the fleet identity came from: its -i files, else the defaults (unless it had inline keys only).
-      const fleetFiles = keyFiles.length > 0 ? keyFiles : inline.length > 0 ? [] : undefined
-      const fleet = fleetFiles?.length === 0 ? undefined : await load(fleetFiles)
+      // The files the fleet identity came from: its -i files; else the defaults, unless it had inline keys only.
+      // Their load gives the `.pub` blobs of passphrase-protected ones, which `keys` cannot hold.
+      const fleet =
+        keyFiles.length > 0 || inline.length === 0 ? await load(keyFiles.length > 0 ? keyFiles : undefined) : undefined
       id.agentKeys = [...keys.map((k) => k.key.getPublicSSH()), ...(fleet?.agentKeys ?? []), ...(own.agentKeys ?? [])]
     }
     return id
