@@ -130,7 +130,7 @@ export class HostActor extends EventEmitter<HostActorEvents> {
 
   #state: ActorState = 'idle'
   #client: Client | undefined
-  /** The transport under #client (ssh2's destroy() skips a stream it has already ended). */
+  /** The transport under #client, set with it; destroyed directly (ssh2's destroy() skips a stream it has ended). */
   #sock: Duplex | undefined
   #slot: DialSlot | undefined
   #attempts = 0
@@ -400,7 +400,6 @@ export class HostActor extends EventEmitter<HostActorEvents> {
     if (c) {
       c.removeAllListeners('ready')
       c.on('error', () => {})
-      c.destroy()
     }
     sock?.destroy()
   }
@@ -738,7 +737,6 @@ export class HostActor extends EventEmitter<HostActorEvents> {
       // If the peer does not answer the disconnect promptly, destroy the transport (ssh2's own destroy() does
       // nothing to a stream it has ended, and a peer that never closes would keep it half-open).
       const t = this.#clock.setTimeout(() => {
-        client.destroy()
         sock?.destroy()
         resolve()
       }, 1000)
