@@ -11,9 +11,6 @@
  * Rounds interleave the flavours (perl, bash, sh, floor, perl, bash, …) so that drift on a shared machine
  * spreads over all of them.
  */
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import {
   FrameDecoder,
   HostActor,
@@ -41,7 +38,6 @@ async function main(argv: string[]): Promise<number> {
   const requests = Number(f.get('requests') ?? 2000)
   const rounds = Number(f.get('rounds') ?? 2)
   const key = generateClientKey()
-  const dir = await mkdtemp(join(tmpdir(), 'kay-loopcost-'))
   const sshd = await startSshd({ authorizedKeys: [key.publicKey] })
   const actor = new HostActor({
     target: { id: 'sshd', hostname: sshd.host, port: sshd.port, user: sshd.user },
@@ -108,7 +104,6 @@ async function main(argv: string[]): Promise<number> {
   } finally {
     await actor.close()
     await sshd.stop()
-    await rm(dir, { recursive: true, force: true })
   }
 }
 
