@@ -11,11 +11,13 @@ import {
   HostActor,
   HostCollector,
   type HostKeyVerifier,
+  type HostMetrics,
   type HostStatus,
   type HostTarget,
   type Identity,
   loadIdentity,
   proxyCommandConnector,
+  type SerializedError,
   tcpConnector,
   toKayError,
   UnknownHostError,
@@ -223,13 +225,17 @@ export class Shard {
   async collect(id: number, timeoutMs: number): Promise<void> {
     const results = await Promise.all(
       [...this.#hosts.values()].map(async ({ actor, collector }): Promise<HostCollectResult> => {
-        let outcome: Pick<HostCollectResult, 'metrics' | 'error'>
+        let metrics: HostMetrics | undefined
+        let error: SerializedError | undefined
         try {
-          outcome = { metrics: await collector.collect(timeoutMs) }
+          metrics = await collector.collect(timeoutMs)
         } catch (err) {
-          outcome = { error: toKayError(err, actor.id).toJSON() }
+          error = toKayError(err, actor.id).toJSON()
         }
-        const r: HostCollectResult = { host: actor.id, status: actor.status(), ...outcome }
+        // The status after the collect: it may have changed the connection's state.
+        const r: HostCollectResult = { host: actor.id, status: actor.status() }
+        if (metrics) r.metrics = metrics
+        if (error) r.error = error
         if (collector.mode) r.collectMode = collector.mode
         return r
       }),
