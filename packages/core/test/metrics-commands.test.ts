@@ -126,16 +126,24 @@ describe.each(SHELLS)('under %s as the login shell', (shell) => {
       expect(s1.metrics.cpus).toBeGreaterThan(0)
       expect(s1.metrics.rootFsUsedPct).toBeUndefined()
       // The bodies are the files verbatim (line counts of files that do not change shape), except that the perl
-      // loop sends only what the parser reads: meminfo up to SReclaimable, stat up to the end of its cpu lines.
+      // and bash loops send less: perl what the parser reads (meminfo up to SReclaimable), bash meminfo up to the
+      // first `Z` (the Zswap lines, where the kernel has them); both stat up to the end of its cpu lines.
       const keys = (text: string) => text.split('\n').map((l) => l.split(/[\s:]/)[0])
       const procMeminfo = keys(readFileSync('/proc/meminfo', 'utf8'))
       const procStat = keys(readFileSync('/proc/stat', 'utf8'))
-      const trimmed = flavour === 'perl'
-      expect(keys(parseSections(f1.body).get('meminfo')!)).toEqual(
-        trimmed ? [...procMeminfo.slice(0, procMeminfo.indexOf('SReclaimable') + 1), ''] : procMeminfo,
+      const upTo = (k: Array<string | undefined>, last: number) => (last < 0 ? k : [...k.slice(0, last + 1), ''])
+      const beforeZ = procMeminfo.findIndex((k) => k?.includes('Z')) - 1
+      const meminfoKeys = {
+        perl: upTo(procMeminfo, procMeminfo.indexOf('SReclaimable')),
+        bash: beforeZ < 0 ? procMeminfo : upTo(procMeminfo, beforeZ),
+        sh: procMeminfo,
+      }[flavour]
+      expect(keys(parseSections(f1.body).get('meminfo')!)).toEqual(meminfoKeys)
+      expect(meminfoKeys).toEqual(
+        expect.arrayContaining(['MemTotal', 'MemFree', 'MemAvailable', 'SwapTotal', 'SwapFree']),
       )
       expect(keys(parseSections(f1.body).get('stat')!)).toEqual(
-        trimmed ? [...procStat.filter((k) => k?.startsWith('cpu')), ''] : procStat,
+        flavour === 'sh' ? procStat : [...procStat.filter((k) => k?.startsWith('cpu')), ''],
       )
       expect(parseSections(f1.body).get('netdev')!.split('\n').slice(0, 2)).toEqual(
         readFileSync('/proc/net/dev', 'utf8').split('\n').slice(0, 2),

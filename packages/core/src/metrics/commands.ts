@@ -63,8 +63,14 @@ export const DETAIL_COMMAND =
 const SH_REQUEST = 'case $l in *" df") s=${l% df};d=1;;*) s=$l;d=;;esac;' + 'case $s in ""|*[!0-9]*) continue;;esac;'
 
 /**
- * bash: each file read whole by the `read` builtin (no fork per file). `read -d ""` returns 1 at EOF with the
- * content complete, so it is never a loop condition; the frame is built in one string and written by one printf.
+ * bash: each file read by the `read` builtin (no fork per file). `read -d` returns 1 at EOF with the content
+ * complete, so it is never a loop condition; the frame is built in one string and written by one printf.
+ * bash's `read` costs CPU per character, so two files stop early at a delimiter character: /proc/stat at the
+ * first `i` (its cpu lines hold only `cpu`, digits and blanks; the `intr` line after them is the longest in the
+ * file), /proc/meminfo at the first `Z` (the `Zswap` lines of newer kernels come after MemTotal…SwapFree; a
+ * kernel without them is read whole). The others are read whole (`-d ""`). Each read stops before a line start,
+ * so the parser sees the same lines as from the whole file. The five reads are written out rather than looped
+ * over: the loop's per-file bookkeeping cost as much as the reads (~0.20 → ~0.16 ms of bash per request).
  * stderr is sent to /dev/null once for the whole loop rather than per file: a per-file `2>/dev/null` doubled the
  * system calls of every read (bash saves, redirects and restores the descriptor each time).
  */
@@ -72,12 +78,12 @@ const BASH_LOOP =
   't=$1;printf -v nl "\\n";exec 2>/dev/null;' +
   'while IFS= read -r l;do ' +
   SH_REQUEST +
-  'o=;for f in loadavg meminfo stat uptime net/dev;do ' +
-  'x=;IFS= read -r -d "" x </proc/$f;' +
-  '[[ $x == *"$nl" ]]||x+=$nl;' +
-  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
-  'o+="@@kay ${f/\\//}$nl$x";' +
-  'done;' +
+  'a=;b=;c=;u=;n=;' +
+  'IFS= read -r -d "" a </proc/loadavg;IFS= read -r -d Z b </proc/meminfo;IFS= read -r -d i c </proc/stat;' +
+  'IFS= read -r -d "" u </proc/uptime;IFS= read -r -d "" n </proc/net/dev;' +
+  '[[ $a == *"$nl" ]]||a+=$nl;[[ $b == *"$nl" ]]||b+=$nl;[[ $c == *"$nl" ]]||c+=$nl;' +
+  '[[ $u == *"$nl" ]]||u+=$nl;[[ $n == *"$nl" ]]||n+=$nl;' +
+  'o="@@kay loadavg$nl$a@@kay meminfo$nl$b@@kay stat$nl$c@@kay uptime$nl$u@@kay netdev$nl$n";' +
   'if [[ -n $d ]];then x=$(df -P /);o+="@@kay df$nl$x$nl";fi;' +
   'printf "%s@@kay-end %s %s\\n" "$o" "$t" "$s";' +
   'done;exit 0'
