@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Tools the test tiers use besides sshd: tmux (the TTY UI driven for real), Prometheus + promtool (kay serve is
-# scraped by a real Prometheus and its exposition checked by promtool), iproute2 (network namespaces).
+# scraped by a real Prometheus and its exposition checked by promtool), iproute2 (network namespaces), and the
+# interpreters the stream loops run under (bash, perl, python3).
 # Idempotent; never starts any system service.
 set -euo pipefail
 # shellcheck source=lib.sh
@@ -15,5 +16,6 @@ missing=()
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v bash >/dev/null 2>&1 || missing+=(bash)
 command -v perl >/dev/null 2>&1 || missing+=(perl-base)
+[[ -x /usr/bin/python3 ]] || missing+=(python3-minimal)
 apt_install "${missing[@]}"
 echo "setup-tools.sh: $(tmux -V); $(promtool --version 2>&1 | head -n1)"

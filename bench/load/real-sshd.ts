@@ -19,7 +19,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
-import { COLLECT_COMMAND } from '@kay/core'
+import { COLLECT_COMMAND, type StreamFlavour } from '@kay/core'
 import { Cgroup, makeClientKey, SSHD_LOG, type SshdFleet, sshdAvailable, startSshdFleet } from '@kay/core/testing'
 import { Supervisor } from '@kay/workers'
 import {
@@ -168,12 +168,7 @@ async function measure(
   return r
 }
 
-async function kay(
-  ctx: Ctx,
-  mode: 'stream' | 'exec',
-  ticks: number,
-  flavour?: 'bash' | 'perl' | 'sh',
-): Promise<RealRun> {
+async function kay(ctx: Ctx, mode: 'stream' | 'exec', ticks: number, flavour?: StreamFlavour): Promise<RealRun> {
   const n = ctx.hosts.length
   const sup = await Supervisor.start({
     hosts: ctx.hosts.map((h) => ({ id: h, hostname: h, port: ctx.port, user: 'kaytest' })),
@@ -275,6 +270,7 @@ export async function main(argv: readonly string[]): Promise<number> {
           if (m === 'kay-stream') r = await kay(ctx, 'stream', ticks)
           else if (m === 'kay-stream-bash') r = await kay(ctx, 'stream', ticks, 'bash')
           else if (m === 'kay-stream-perl') r = await kay(ctx, 'stream', ticks, 'perl')
+          else if (m === 'kay-stream-python') r = await kay(ctx, 'stream', ticks, 'python')
           else if (m === 'kay-stream-sh') r = await kay(ctx, 'stream', ticks, 'sh')
           else if (m === 'kay-exec') r = await kay(ctx, 'exec', ticks)
           else if (m === 'controlmaster') r = await controlMaster(ctx, ticks)

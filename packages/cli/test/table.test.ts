@@ -1,3 +1,4 @@
+import { STREAM_FLAVOURS } from '@kay/core'
 import { describe, expect, it, vi } from 'vitest'
 import { formatUptime, humanBytes, stripAnsi } from '../src/ui/format.js'
 import {
@@ -124,6 +125,13 @@ describe('renderFleet', () => {
       expect(keys.slice(0, 2)).toEqual(['host', 'state'])
     }
     expect(dropped).toEqual([...COLUMN_DROP_ORDER])
+  })
+
+  it('gives MODE room for every collect mode', () => {
+    const mode = layoutColumns(300, 10).find((c) => c.key === 'mode')!
+    for (const m of [...STREAM_FLAVOURS.map((f) => `stream-${f}`), 'exec']) {
+      expect(m.length, m).toBeLessThanOrEqual(mode.width)
+    }
   })
 
   it('keeps HOST and STATE at 40 columns and drops only MODE and RTT at 120', () => {

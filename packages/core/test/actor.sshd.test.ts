@@ -246,7 +246,7 @@ d('collection against real sshd', () => {
 d('stream loop flavour on real sshd', () => {
   /**
    * A host whose PATH lacks an interpreter: authorized_keys' `environment="PATH=…"` (allowed for PATH only) points
-   * the session at a directory of symlinks to the tools the loops use, without `perl` (and without `bash`).
+   * the session at a directory of symlinks to the tools the loops use, without `perl` (and without `python3`, `bash`).
    */
   async function sshdWithPath(tools: readonly string[]): Promise<SshdServer> {
     const s = await startSshd({ extraConfig: ['PermitUserEnvironment PATH'] })
@@ -259,7 +259,8 @@ d('stream loop flavour on real sshd', () => {
   }
 
   for (const [missing, tools, mode] of [
-    ['perl', ['bash', 'sh', 'cat', 'df'], 'stream-bash'],
+    ['perl', ['python3', 'bash', 'sh', 'cat', 'df'], 'stream-python'],
+    ['perl and python3', ['bash', 'sh', 'cat', 'df'], 'stream-bash'],
     ['perl and bash', ['sh', 'cat', 'df'], 'stream-sh'],
   ] as const) {
     it(`uses the next loop on a host without ${missing}: ${mode}`, async () => {

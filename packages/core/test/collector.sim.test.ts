@@ -15,7 +15,7 @@ beforeAll(async () => {
   const c = clientIdentity()
   identity = c.identity
   fleet = await startSimFleet({
-    hosts: 7,
+    hosts: 8,
     authorizedKeys: [c.publicKey],
     hostOverrides: {
       1: { streamFlavours: ['sh'] },
@@ -23,6 +23,7 @@ beforeAll(async () => {
       3: { streamFault: 'forge-token' },
       4: { streamFault: 'split-marker' },
       6: { streamFlavours: ['bash', 'sh'] },
+      7: { streamFlavours: ['python', 'bash', 'sh'] },
     },
   })
 })
@@ -78,7 +79,13 @@ describe('HostCollector', () => {
     expect(m.rootFsUsedPct).toBeGreaterThan(0)
   })
 
-  it('probes perl first and uses the bash loop on a host without perl', async () => {
+  it('probes perl first and uses the python loop on a host without perl', async () => {
+    const { c } = await collectorFor(7)
+    await settleStream(c)
+    expect(c.mode).toBe('stream-python')
+  })
+
+  it('uses the bash loop on a host without perl or python', async () => {
     const { c } = await collectorFor(6)
     await settleStream(c)
     expect(c.mode).toBe('stream-bash')

@@ -125,9 +125,10 @@ describe.each(SHELLS)('under %s as the login shell', (shell) => {
       const s1 = parseCollection(f1.body, 1000)
       expect(s1.metrics.cpus).toBeGreaterThan(0)
       expect(s1.metrics.rootFsUsedPct).toBeUndefined()
-      // The bodies are the files verbatim (line counts of files that do not change shape), except that the perl
-      // and bash loops send less: perl what the parser reads (meminfo up to SReclaimable), bash meminfo up to the
-      // first `Z` (the Zswap lines, where the kernel has them); both stat up to the end of its cpu lines.
+      // The bodies are the files verbatim (line counts of files that do not change shape), except that the perl,
+      // python and bash loops send less: perl and python what the parser reads (meminfo up to SReclaimable), bash
+      // meminfo up to the first `Z` (the Zswap lines, where the kernel has them); all three stat up to the end of
+      // its cpu lines.
       const keys = (text: string) => text.split('\n').map((l) => l.split(/[\s:]/)[0])
       const procMeminfo = keys(readFileSync('/proc/meminfo', 'utf8'))
       const procStat = keys(readFileSync('/proc/stat', 'utf8'))
@@ -135,6 +136,7 @@ describe.each(SHELLS)('under %s as the login shell', (shell) => {
       const beforeZ = procMeminfo.findIndex((k) => k?.includes('Z')) - 1
       const meminfoKeys = {
         perl: upTo(procMeminfo, procMeminfo.indexOf('SReclaimable')),
+        python: upTo(procMeminfo, procMeminfo.indexOf('SReclaimable')),
         bash: beforeZ < 0 ? procMeminfo : upTo(procMeminfo, beforeZ),
         sh: procMeminfo,
       }[flavour]
@@ -161,7 +163,7 @@ describe.each(SHELLS)('under %s as the login shell', (shell) => {
       expect(lastPid(f2.body)).not.toBe(lastPid(f1.body))
       expect(sectionsOf(f2.body)).toEqual(['loadavg', 'meminfo', 'stat', 'uptime', 'netdev', 'df'])
       const s2 = parseCollection(f2.body, 6000, s1.sample)
-      // perl reads it with statfs(2), the others fork df: either way it is what `df -P /` says (±1 for writes).
+      // perl and python read it with statfs(2), the others fork df: either way it is what `df -P /` says (±1).
       const dfPct = Number(/(\d+)% \/$/m.exec(execFileSync('df', ['-P', '/'], { encoding: 'utf8' }))![1])
       expect(Math.abs(s2.metrics.rootFsUsedPct! - dfPct)).toBeLessThanOrEqual(1)
       // Two frames can fall in the same jiffy: then there is no CPU % yet, which is right.
@@ -232,6 +234,28 @@ describe('the perl loop without statfs', () => {
     } finally {
       rmSync(lib, { recursive: true, force: true })
     }
+  })
+})
+
+describe('the python loop without statvfs', () => {
+  it('runs df for the df section when os.statvfs fails', async () => {
+    // The loop as sent, with os.statvfs replaced by one that fails (python runs -I -S: no environment hook).
+    const token = randomStreamToken()
+    const cmd = streamCommand('python', token)
+    const failing = cmd.replace(
+      'import os,sys\n',
+      'import os,sys\ndef nostatvfs(p):raise OSError(38,"refused")\nos.statvfs=nostatvfs\n',
+    )
+    expect(failing).not.toBe(cmd)
+    const r = start('/bin/sh', failing, token)
+    r.decoder.expect(1)
+    r.child.stdin!.end(streamRequest(1, true))
+    const df = parseSections((await r.nextFrame()).body).get('df')!
+    const root = /^(\S+) .* (\d+)% \/$/m.exec(df)
+    expect(root?.[1]).not.toBe('rootfs') // df's own filesystem name, not the statvfs path's
+    const dfPct = Number(/(\d+)% \/$/m.exec(execFileSync('df', ['-P', '/'], { encoding: 'utf8' }))![1])
+    expect(Math.abs(Number(root?.[2]) - dfPct)).toBeLessThanOrEqual(1)
+    expect(await withTimeout(r.exited, 'exit')).toEqual({ code: 0, signal: null })
   })
 })
 

@@ -4,7 +4,15 @@
  * are coalesced per shard per short window. Errors travel as plain data (SerializedError) and are re-created as
  * the same classes on arrival (structured clone would keep only a bare Error).
  */
-import type { CollectMode, HostDetail, HostMetrics, HostStatus, HostTarget, SerializedError } from '@kay/core'
+import type {
+  CollectMode,
+  HostDetail,
+  HostMetrics,
+  HostStatus,
+  HostTarget,
+  SerializedError,
+  StreamFlavour,
+} from '@kay/core'
 import { isPackedCollectResults, type PackedCollectResults } from './packed.js'
 
 export const PROTOCOL_VERSION = 2
@@ -35,7 +43,7 @@ export interface ShardConfig {
     backoff: { baseMs: number; capMs: number; stableAfterMs: number }
   }
   /** flavours: stream loops to probe, cheapest first (default perl, bash, sh). */
-  collect: { mode: 'stream' | 'exec'; dfEvery: number; flavours?: Array<'bash' | 'perl' | 'sh'> }
+  collect: { mode: 'stream' | 'exec'; dfEvery: number; flavours?: StreamFlavour[] }
   /** Coalescing window for host events, ms. */
   eventWindowMs: number
   /** This shard's share of the fleet-wide dial rate (attempts per second); 0 = no rate limit. */

@@ -14,6 +14,7 @@ import {
   type KayError,
   type SerializedError,
   ShardRestartedError,
+  type StreamFlavour,
   SupervisorFatalError,
   TimeoutError,
   UnknownHostError,
@@ -63,8 +64,8 @@ export interface SupervisorOptions {
   collectMode?: 'stream' | 'exec'
   /** Ask for df every Nth stream tick. Default 12. */
   dfEvery?: number
-  /** Stream loop flavours to probe, cheapest first. Default perl, bash, sh (benchmarks pin one to measure it). */
-  collectFlavours?: Array<'bash' | 'perl' | 'sh'>
+  /** Stream loop flavours to probe, cheapest first. Default perl, python, bash, sh (benchmarks pin one to measure it). */
+  collectFlavours?: StreamFlavour[]
   /** Shard restart intensity: more than `intensity` restarts within `periodMs` stops the supervisor. Default 5 / 30 s. */
   restart?: { intensity?: number; periodMs?: number }
   /** Host event coalescing window, ms. Default 50. */

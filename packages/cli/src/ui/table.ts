@@ -185,7 +185,7 @@ const COLUMNS: readonly ColumnDef[] = [
   { key: 'net', title: 'NET rx/tx', width: 9, align: 'right' },
   { key: 'fs', title: 'FS%', width: 5, align: 'right' },
   { key: 'rtt', title: 'RTT', width: 6, align: 'right' },
-  { key: 'mode', title: 'MODE', width: 11, align: 'left' },
+  { key: 'mode', title: 'MODE', width: 13, align: 'left' },
   { key: 'error', title: 'LAST ERROR', width: 12, align: 'left' },
 ]
 

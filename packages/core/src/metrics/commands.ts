@@ -14,11 +14,16 @@
 import { randomBytes } from 'node:crypto'
 import { ConfigError, InternalError } from '../errors.js'
 
-/** The interpreters a stream loop can run under, cheapest host CPU first (the probe order). */
-export type StreamFlavour = 'bash' | 'perl' | 'sh'
+/** The interpreters a stream loop can run under (`python` runs `python3`). */
+export type StreamFlavour = 'bash' | 'perl' | 'python' | 'sh'
 
-/** Probe order: the first flavour whose first frame arrives intact wins. */
-export const STREAM_FLAVOURS: readonly StreamFlavour[] = ['perl', 'bash', 'sh']
+/** Probe order, cheapest host CPU first: the first flavour whose first frame arrives intact wins. */
+export const STREAM_FLAVOURS: readonly StreamFlavour[] = ['perl', 'python', 'bash', 'sh']
+
+/** Whether `x` names a stream flavour. */
+export function isStreamFlavour(x: unknown): x is StreamFlavour {
+  return typeof x === 'string' && (STREAM_FLAVOURS as readonly string[]).includes(x)
+}
 
 /** The sections every collection (and every stream frame) carries, in order. */
 export const COLLECT_SECTIONS = ['loadavg', 'meminfo', 'stat', 'uptime', 'netdev'] as const
@@ -119,6 +124,58 @@ const PERL_LOOP =
   String.raw`$o.="\@\@kay df\n".rootdf() if defined $d;` +
   String.raw`syswrite(STDOUT,$o."\@\@kay-end $t $s\n")}exit 0`
 
+/**
+ * python: for hosts without perl that have python3 (RHEL minimal installs, many container images). Run with `-I -S`
+ * (isolated: no PYTHON* variables, no user or site packages, so nothing on the host's path can change the loop).
+ * Like the perl loop: the /proc files are opened once and read with `os.pread` at offset 0 on each request (which
+ * regenerates a /proc file), only what the parser reads is sent, the frame goes out in one write (looped until
+ * complete), and the df section comes from `os.statvfs("/")`, printed as `df -P` prints it; if that call fails it
+ * runs `df -P /`. Python 3.5 or newer (bytes `%` formatting); an older one fails the probe's first request
+ * (it asks for df), and the next flavour is tried.
+ */
+const PYTHON_LOOP = [
+  'import os,sys',
+  't=sys.argv[1].encode()',
+  'def op(p):',
+  ' try:return os.open(p,os.O_RDONLY)',
+  ' except OSError:return -1',
+  'F=[(b"loadavg",op("/proc/loadavg"),b""),(b"meminfo",op("/proc/meminfo"),b"\\nSUnreclaim:"),' +
+    '(b"stat",op("/proc/stat"),b"\\nintr "),(b"uptime",op("/proc/uptime"),b""),(b"netdev",op("/proc/net/dev"),b"")]',
+  'def rd(fd):',
+  ' if fd<0:return b""',
+  ' b=[];n=0',
+  ' while 1:',
+  '  try:x=os.pread(fd,65536,n)',
+  '  except OSError:return b""',
+  '  if not x:return b"".join(b)',
+  '  b.append(x);n+=len(x)',
+  'def df():',
+  ' try:v=os.statvfs("/")',
+  ' except OSError:',
+  '  y=os.popen("df -P / 2>/dev/null").read().encode()',
+  '  return y if y[-1:]==b"\\n" else y+b"\\n"',
+  ' f=v.f_frsize;u=v.f_blocks-v.f_bfree;s=u+v.f_bavail',
+  ' return b"Filesystem 1024-blocks Used Available Capacity Mounted on\\nrootfs %d %d %d %d%% /\\n"%(' +
+    'v.f_blocks*f//1024,u*f//1024,v.f_bavail*f//1024,(u*100+s-1)//s if s>0 else 0)',
+  'for l in sys.stdin.buffer:',
+  ' if l[-1:]==b"\\n":l=l[:-1]',
+  ' d=l[-3:]==b" df"',
+  ' s=l[:-3] if d else l',
+  ' if not s.isdigit():continue',
+  ' o=[]',
+  ' for n,fd,c in F:',
+  '  x=rd(fd)',
+  '  if c:',
+  '   p=x.find(c)',
+  '   if p>=0:x=x[:p+1]',
+  '  if x[-1:]!=b"\\n":x+=b"\\n"',
+  '  o.append(b"@@kay "+n+b"\\n"+x)',
+  ' if d:o.append(b"@@kay df\\n"+df())',
+  ' o.append(b"@@kay-end "+t+b" "+s+b"\\n")',
+  ' m=memoryview(b"".join(o))',
+  ' while m:m=m[os.write(1,m):]',
+].join('\n')
+
 /** sh: `cat` per file (forks; the fallback that works everywhere). */
 const SH_LOOP =
   't=$1;while IFS= read -r l;do ' +
@@ -129,7 +186,7 @@ const SH_LOOP =
   'printf "@@kay-end %s %s\\n" "$t" "$s";' +
   'done;exit 0'
 
-for (const script of [BASH_LOOP, PERL_LOOP, SH_LOOP]) {
+for (const script of [BASH_LOOP, PERL_LOOP, PYTHON_LOOP, SH_LOOP]) {
   // The scripts are wrapped in single quotes for the login shell; one inside would end the quoting.
   if (script.includes("'")) throw new InternalError('stream script contains a single quote')
 }
@@ -151,6 +208,8 @@ export function streamCommand(flavour: StreamFlavour, token: string): string {
       return `${head}exec bash -c '${BASH_LOOP}' kay ${token}`
     case 'perl':
       return `${head}exec perl -e '${PERL_LOOP}' ${token}`
+    case 'python':
+      return `${head}exec python3 -I -S -c '${PYTHON_LOOP}' ${token}`
     case 'sh':
       return `${head}exec sh -c '${SH_LOOP}' kay ${token}`
     default:
@@ -184,12 +243,7 @@ export function identifyCommand(command: string): KayCommand {
     const semi = command.indexOf(';')
     const parts = command.slice(16, semi === -1 ? undefined : semi).split(' ')
     const [flavour, token] = parts
-    if (
-      parts.length === 2 &&
-      (flavour === 'bash' || flavour === 'perl' || flavour === 'sh') &&
-      token !== undefined &&
-      TOKEN_RE.test(token)
-    ) {
+    if (parts.length === 2 && isStreamFlavour(flavour) && token !== undefined && TOKEN_RE.test(token)) {
       return { kind: 'stream', flavour, token }
     }
   }

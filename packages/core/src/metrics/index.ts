@@ -5,6 +5,7 @@ export {
   COLLECT_SECTIONS,
   DETAIL_COMMAND,
   identifyCommand,
+  isStreamFlavour,
   type KayCommand,
   randomStreamToken,
   STREAM_FLAVOURS,

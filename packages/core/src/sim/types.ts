@@ -1,8 +1,9 @@
 import type { ParsedKey } from 'ssh2'
 import type { Clock } from '../clock.js'
+import type { StreamFlavour } from '../metrics/commands.js'
 
 /** The loop flavours of `: kay-stream v1 <flavour> <token>;` (docs/collection-protocol.md). */
-export type StreamFlavour = 'bash' | 'perl' | 'sh'
+export type { StreamFlavour }
 
 /**
  * How the stream loop misbehaves.
@@ -55,7 +56,7 @@ export interface SimHostSettings {
   procFault?: ProcFault
   /** Misbehave in the stream loop. Default 'none'. */
   streamFault?: StreamFault
-  /** Loop flavours whose interpreter "exists" on the host. Default ['bash', 'perl', 'sh']. */
+  /** Loop flavours whose interpreter "exists" on the host. Default all of them: ['bash', 'perl', 'python', 'sh']. */
   streamFlavours?: StreamFlavour[]
   /** Methods offered. Default ['publickey']. */
   authMethods?: SimAuthMethod[]
