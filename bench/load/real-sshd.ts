@@ -1,7 +1,8 @@
 /**
  * Against real OpenSSH sshd instances on loopback (127.77.x.y, one per host, one cgroup for the fleet): kay pooled
  * (stream and exec modes) against OpenSSH ControlMaster (`ssh -S sock -o ControlMaster=no` per host per tick, masters
- * started beforehand), plain `ssh` per host per tick via `xargs -P16`, and pdsh (-f 16) when installed.
+ * started beforehand), plain `ssh` per host per tick via `xargs -P16`, and pdsh (-f 16) when installed. Method
+ * `ssh2-floor` is the transport alone: bare ssh2 clients in one thread on kay's perl loop, parsing nothing.
  *
  *   bash .ci/setup-sshd.sh   # idempotent
  *   node --conditions=kay-source --import tsx bench/load/real-sshd.ts --sizes 50 --ticks 5
@@ -15,13 +16,14 @@
  */
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
-import { COLLECT_COMMAND, type StreamFlavour } from '@kay/core'
+import { COLLECT_COMMAND, randomStreamToken, type StreamFlavour, streamCommand, streamRequest } from '@kay/core'
 import { Cgroup, makeClientKey, SSHD_LOG, type SshdFleet, sshdAvailable, startSshdFleet } from '@kay/core/testing'
 import { Supervisor } from '@kay/workers'
+import { Client, type ClientChannel } from 'ssh2'
 import {
   cpuMsSince,
   flags,
@@ -198,6 +200,86 @@ async function kay(ctx: Ctx, mode: 'stream' | 'exec', ticks: number, flavour?: S
   }
 }
 
+interface FloorConn {
+  client: Client
+  channel: ClientChannel
+  token: string
+  /** The end marker awaited, and what to call when it arrives. */
+  want?: { marker: string; resolve: (ok: boolean) => void } | undefined
+  /** The last bytes seen, so a marker split across two chunks is still found. */
+  tail: string
+}
+
+/** Dials one host with a bare ssh2 Client and opens kay's perl loop on it (the same command kay sends). */
+function openFloorConn(ctx: Ctx, host: string, key: Buffer): Promise<FloorConn> {
+  return new Promise((resolve, reject) => {
+    const client = new Client()
+    const token = randomStreamToken()
+    client.on('error', reject)
+    client.on('ready', () => {
+      client.exec(streamCommand('perl', token), (err, channel) => {
+        if (err) return reject(err)
+        const c: FloorConn = { client, channel, token, tail: '' }
+        channel.stderr.resume()
+        channel.on('data', (chunk: Buffer) => {
+          const s = c.tail + chunk.toString('latin1')
+          if (c.want && s.includes(c.want.marker)) {
+            const w = c.want
+            c.want = undefined
+            w.resolve(true)
+          }
+          c.tail = s.slice(-80)
+        })
+        channel.on('close', () => c.want?.resolve(false))
+        resolve(c)
+      })
+    })
+    client.connect({ host, port: ctx.port, username: 'kaytest', privateKey: key, hostVerifier: () => true })
+  })
+}
+
+/**
+ * The transport floor: what ssh2 and Node cost per host-tick before any of kay's own work. One thread, a bare ssh2
+ * Client per host, one channel per host running kay's perl loop (so the hosts do exactly what they do for
+ * kay-stream-perl); each tick writes the same request line kay writes and waits for the frame's end marker, parsing
+ * nothing. kay-stream-perl's client CPU minus this is kay's own share (frame decoding, parsing, actors, shards).
+ */
+async function ssh2Floor(ctx: Ctx, ticks: number): Promise<RealRun> {
+  const key = await readFile(ctx.keyPath)
+  const conns: FloorConn[] = []
+  try {
+    for (let i = 0; i < ctx.hosts.length; i += FANOUT) {
+      conns.push(...(await Promise.all(ctx.hosts.slice(i, i + FANOUT).map((h) => openFloorConn(ctx, h, key)))))
+    }
+    let seq = 0
+    const tick = async () => {
+      seq++
+      const line = streamRequest(seq, seq === 1 || seq % 12 === 0)
+      const answered = await Promise.all(
+        conns.map(
+          (c) =>
+            new Promise<boolean>((resolve) => {
+              const timer = setTimeout(() => resolve(false), 30_000)
+              c.want = {
+                marker: `@@kay-end ${c.token} ${seq}\n`,
+                resolve: (ok) => {
+                  clearTimeout(timer)
+                  resolve(ok)
+                },
+              }
+              c.channel.write(line)
+            }),
+        ),
+      )
+      return answered.filter(Boolean).length
+    }
+    for (let i = 0; i < 3; i++) await tick()
+    return await measure(ctx, 'ssh2-floor', ticks, 'self', tick)
+  } finally {
+    for (const c of conns) c.client.end()
+  }
+}
+
 async function plainSsh(ctx: Ctx, ticks: number): Promise<RealRun> {
   const argv = ['xargs', `-P${FANOUT}`, '-I{}', 'ssh', ...sshOpts(ctx), 'kaytest@{}', COLLECT_COMMAND]
   return measure(ctx, 'ssh-xargs-P16', ticks, 'group', async () =>
@@ -273,6 +355,7 @@ export async function main(argv: readonly string[]): Promise<number> {
           else if (m === 'kay-stream-python') r = await kay(ctx, 'stream', ticks, 'python')
           else if (m === 'kay-stream-sh') r = await kay(ctx, 'stream', ticks, 'sh')
           else if (m === 'kay-exec') r = await kay(ctx, 'exec', ticks)
+          else if (m === 'ssh2-floor') r = await ssh2Floor(ctx, ticks)
           else if (m === 'controlmaster') r = await controlMaster(ctx, ticks)
           else if (m === 'ssh') r = await plainSsh(ctx, ticks)
           else if (m === 'pdsh') r = await pdsh(ctx, ticks)
