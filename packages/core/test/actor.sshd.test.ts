@@ -261,7 +261,7 @@ d('stream loop flavour on real sshd', () => {
   for (const [missing, tools, mode] of [
     ['perl', ['python3', 'bash', 'sh', 'cat', 'df'], 'stream-python'],
     ['perl and python3', ['bash', 'sh', 'cat', 'df'], 'stream-bash'],
-    ['perl and bash', ['sh', 'cat', 'df'], 'stream-sh'],
+    ['perl, python3 and bash', ['sh', 'cat', 'df'], 'stream-sh'],
   ] as const) {
     it(`uses the next loop on a host without ${missing}: ${mode}`, async () => {
       const s = await sshdWithPath(tools)

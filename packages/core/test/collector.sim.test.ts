@@ -91,7 +91,7 @@ describe('HostCollector', () => {
     expect(c.mode).toBe('stream-bash')
   })
 
-  it('uses the sh loop on a host without bash or perl', async () => {
+  it('uses the sh loop on a host without perl, python or bash', async () => {
     const { c } = await collectorFor(1)
     await settleStream(c)
     expect(c.mode).toBe('stream-sh')
