@@ -261,7 +261,8 @@ d('stream loop flavour on real sshd', () => {
   for (const [missing, tools, mode] of [
     ['perl', ['python3', 'bash', 'sh', 'cat', 'df'], 'stream-python'],
     ['perl and python3', ['bash', 'sh', 'cat', 'df'], 'stream-bash'],
-    ['perl, python3 and bash', ['sh', 'cat', 'df'], 'stream-sh'],
+    ['perl, python3 and bash (sh runs awk)', ['sh', 'awk', 'cat', 'df'], 'stream-sh'],
+    ['perl, python3, bash and awk (sh runs cat)', ['sh', 'cat', 'df'], 'stream-sh'],
   ] as const) {
     it(`uses the next loop on a host without ${missing}: ${mode}`, async () => {
       const s = await sshdWithPath(tools)

@@ -2,7 +2,7 @@
 // '<command>'`) under every shell on this machine, fed requests on stdin, and its output decoded and parsed.
 
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -125,10 +125,9 @@ describe.each(SHELLS)('under %s as the login shell', (shell) => {
       const s1 = parseCollection(f1.body, 1000)
       expect(s1.metrics.cpus).toBeGreaterThan(0)
       expect(s1.metrics.rootFsUsedPct).toBeUndefined()
-      // The bodies are the files verbatim (line counts of files that do not change shape), except that the perl,
-      // python and bash loops send less: perl and python what the parser reads (meminfo up to SReclaimable), bash
-      // meminfo up to the first `Z` (the Zswap lines, where the kernel has them); all three stat up to the end of
-      // its cpu lines.
+      // The bodies are the files verbatim (line counts of files that do not change shape), except that every loop
+      // sends less: perl, python and sh (awk) what the parser reads (meminfo up to SReclaimable), bash meminfo up
+      // to the first `Z` (the Zswap lines, where the kernel has them); all of them stat up to its cpu lines.
       const keys = (text: string) => text.split('\n').map((l) => l.split(/[\s:]/)[0])
       const procMeminfo = keys(readFileSync('/proc/meminfo', 'utf8'))
       const procStat = keys(readFileSync('/proc/stat', 'utf8'))
@@ -138,15 +137,13 @@ describe.each(SHELLS)('under %s as the login shell', (shell) => {
         perl: upTo(procMeminfo, procMeminfo.indexOf('SReclaimable')),
         python: upTo(procMeminfo, procMeminfo.indexOf('SReclaimable')),
         bash: beforeZ < 0 ? procMeminfo : upTo(procMeminfo, beforeZ),
-        sh: procMeminfo,
+        sh: upTo(procMeminfo, procMeminfo.indexOf('SReclaimable')),
       }[flavour]
       expect(keys(parseSections(f1.body).get('meminfo')!)).toEqual(meminfoKeys)
       expect(meminfoKeys).toEqual(
         expect.arrayContaining(['MemTotal', 'MemFree', 'MemAvailable', 'SwapTotal', 'SwapFree']),
       )
-      expect(keys(parseSections(f1.body).get('stat')!)).toEqual(
-        flavour === 'sh' ? procStat : [...procStat.filter((k) => k?.startsWith('cpu')), ''],
-      )
+      expect(keys(parseSections(f1.body).get('stat')!)).toEqual([...procStat.filter((k) => k?.startsWith('cpu')), ''])
       expect(parseSections(f1.body).get('netdev')!.split('\n').slice(0, 2)).toEqual(
         readFileSync('/proc/net/dev', 'utf8').split('\n').slice(0, 2),
       )
@@ -233,6 +230,66 @@ describe('the perl loop without statfs', () => {
       expect(await withTimeout(r.exited, 'exit')).toEqual({ code: 0, signal: null })
     } finally {
       rmSync(lib, { recursive: true, force: true })
+    }
+  })
+})
+
+/** A directory holding only `tools` (symlinks), to run a loop under a PATH that lacks the others. */
+function pathOf(tools: Record<string, string>): string {
+  const bin = mkdtempSync(join(tmpdir(), 'kay-path-'))
+  for (const [name, target] of Object.entries(tools)) symlinkSync(target, join(bin, name))
+  return bin
+}
+
+/** Runs the sh loop for two requests (the second with df) under `PATH=bin`; returns both frames' bodies. */
+async function shLoopFrames(loginShell: string, bin: string): Promise<string[]> {
+  const token = randomStreamToken()
+  const r = start(loginShell, streamCommand('sh', token), token, { PATH: bin })
+  r.decoder.expect(1)
+  r.child.stdin!.write(streamRequest(1))
+  const f1 = await r.nextFrame()
+  r.decoder.expect(2)
+  r.child.stdin!.end(streamRequest(2, true))
+  const f2 = await r.nextFrame()
+  expect(await withTimeout(r.exited, 'exit')).toEqual({ code: 0, signal: null })
+  expect(r.stderr()).toBe('')
+  return [f1.body, f2.body]
+}
+
+describe('the sh loop', () => {
+  const which = (t: string) => execFileSync('/bin/sh', ['-c', `command -v ${t}`], { encoding: 'utf8' }).trim()
+
+  it('falls back to cat per file when awk is not on the PATH: whole files, same metrics', async () => {
+    const bin = pathOf({ sh: which('sh'), cat: which('cat'), df: which('df') })
+    try {
+      const [b1, b2] = await shLoopFrames('/bin/sh', bin)
+      expect(sectionsOf(b1!)).toEqual(['loadavg', 'meminfo', 'stat', 'uptime', 'netdev'])
+      // cat sends the whole of /proc/stat, intr line included (awk stops before it).
+      expect(parseSections(b1!).get('stat')).toMatch(/^intr /m)
+      const s1 = parseCollection(b1!, 1000)
+      expect(s1.metrics.memTotalBytes).toBeGreaterThan(0)
+      expect(parseCollection(b2!, 2000, s1.sample).metrics.rootFsUsedPct).toBeGreaterThanOrEqual(0)
+    } finally {
+      rmSync(bin, { recursive: true, force: true })
+    }
+  })
+
+  const busybox = ['/usr/bin/busybox', '/bin/busybox'].find((p) => existsSync(p))
+  // Installed by .ci/setup-tools.sh: the shell and awk of Alpine and other busybox hosts.
+  it.runIf(busybox !== undefined)('runs under busybox sh with busybox awk, cat and df', async () => {
+    const bin = pathOf({ sh: busybox!, awk: busybox!, cat: busybox!, df: busybox! })
+    try {
+      const [b1, b2] = await shLoopFrames(join(bin, 'sh'), bin)
+      expect(sectionsOf(b1!)).toEqual(['loadavg', 'meminfo', 'stat', 'uptime', 'netdev'])
+      expect(parseSections(b1!).get('stat')).not.toMatch(/^intr /m)
+      expect(parseSections(b1!).get('meminfo')!.trimEnd().split('\n').at(-1)).toMatch(/^SReclaimable:/)
+      const s1 = parseCollection(b1!, 1000)
+      expect(s1.metrics.cpus).toBeGreaterThan(0)
+      expect(sectionsOf(b2!)).toEqual(['loadavg', 'meminfo', 'stat', 'uptime', 'netdev', 'df'])
+      const dfPct = Number(/(\d+)% \/$/m.exec(execFileSync('df', ['-P', '/'], { encoding: 'utf8' }))![1])
+      expect(Math.abs(parseCollection(b2!, 2000, s1.sample).metrics.rootFsUsedPct! - dfPct)).toBeLessThanOrEqual(1)
+    } finally {
+      rmSync(bin, { recursive: true, force: true })
     }
   })
 })
