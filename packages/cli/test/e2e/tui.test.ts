@@ -45,11 +45,13 @@ describe('kay fleet in a terminal', { timeout: 120_000 }, () => {
     const cmd = [process.execPath, ...KAY_NODE_ARGS, 'fleet', 'sim[0001-0030]', ...fx.connArgs, '--interval', '1s']
     await tmux.typeLine(`${cmd.join(' ')}; echo EXIT:$?`)
 
-    // Every host ready, with CPU% known (two samples) on every row.
+    // Every host ready, with CPU% known (two samples) on every row. A capture can catch the screen mid-redraw, with
+    // only some rows drawn: wait for a complete one.
     const first = await tmux.waitScreen(
       'the table with every host ready and measured',
       (s) =>
         s.replace(SGR, '').startsWith(`${HOSTS} ready · 0 connecting · 0 down`) &&
+        rows(s).length === HOSTS &&
         rows(s).every((r) => !Number.isNaN(r.cpu)),
       20_000,
       true,
