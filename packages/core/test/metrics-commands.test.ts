@@ -161,8 +161,7 @@ describe.each(SHELLS)('under %s as the login shell', (shell) => {
       expect(sectionsOf(f2.body)).toEqual(['loadavg', 'meminfo', 'stat', 'uptime', 'netdev', 'df'])
       const s2 = parseCollection(f2.body, 6000, s1.sample)
       // perl and python read it with statfs(2), the others fork df: either way it is what `df -P /` says (±1).
-      const dfPct = Number(/(\d+)% \/$/m.exec(execFileSync('df', ['-P', '/'], { encoding: 'utf8' }))![1])
-      expect(Math.abs(s2.metrics.rootFsUsedPct! - dfPct)).toBeLessThanOrEqual(1)
+      expect(Math.abs(s2.metrics.rootFsUsedPct! - rootDfPct())).toBeLessThanOrEqual(1)
       // Two frames can fall in the same jiffy: then there is no CPU % yet, which is right.
       expect(s2.metrics.uptimeSeconds).toBeGreaterThanOrEqual(s1.metrics.uptimeSeconds)
 
@@ -208,6 +207,26 @@ describe.each(SHELLS)('under %s as the login shell', (shell) => {
   })
 })
 
+/** Root filesystem use % as `df -P /` prints it here. */
+function rootDfPct(): number {
+  return Number(/(\d+)% \/$/m.exec(execFileSync('df', ['-P', '/'], { encoding: 'utf8' }))![1])
+}
+
+/**
+ * Runs a stream command for one request with df and checks the df section came from forking `df` (its own
+ * filesystem name, not the loop's `rootfs`) and agrees with `df -P /` (±1 for writes in between); exit 0.
+ */
+async function expectForkedDf(command: string, token: string, env?: NodeJS.ProcessEnv): Promise<void> {
+  const r = start('/bin/sh', command, token, env)
+  r.decoder.expect(1)
+  r.child.stdin!.end(streamRequest(1, true))
+  const df = parseSections((await r.nextFrame()).body).get('df')!
+  const root = /^(\S+) .* (\d+)% \/$/m.exec(df)
+  expect(root?.[1]).not.toBe('rootfs')
+  expect(Math.abs(Number(root?.[2]) - rootDfPct())).toBeLessThanOrEqual(1)
+  expect(await withTimeout(r.exited, 'exit')).toEqual({ code: 0, signal: null })
+}
+
 describe('the perl loop without statfs', () => {
   it('forks df for the df section when syscall() fails (an architecture it does not know, or a refused call)', async () => {
     // A module loaded through PERL5OPT makes every syscall() fail, as on an unknown architecture.
@@ -219,15 +238,7 @@ describe('the perl loop without statfs', () => {
       )
       const token = randomStreamToken()
       const env = { ...process.env, PERL5LIB: lib, PERL5OPT: '-MKayNoSyscall' }
-      const r = start('/bin/sh', streamCommand('perl', token), token, env)
-      r.decoder.expect(1)
-      r.child.stdin!.end(streamRequest(1, true))
-      const df = parseSections((await r.nextFrame()).body).get('df')!
-      const root = /^(\S+) .* (\d+)% \/$/m.exec(df)
-      expect(root?.[1]).not.toBe('rootfs') // df's own filesystem name, not the statfs path's
-      const dfPct = Number(/(\d+)% \/$/m.exec(execFileSync('df', ['-P', '/'], { encoding: 'utf8' }))![1])
-      expect(Math.abs(Number(root?.[2]) - dfPct)).toBeLessThanOrEqual(1)
-      expect(await withTimeout(r.exited, 'exit')).toEqual({ code: 0, signal: null })
+      await expectForkedDf(streamCommand('perl', token), token, env)
     } finally {
       rmSync(lib, { recursive: true, force: true })
     }
@@ -286,8 +297,8 @@ describe('the sh loop', () => {
       const s1 = parseCollection(b1!, 1000)
       expect(s1.metrics.cpus).toBeGreaterThan(0)
       expect(sectionsOf(b2!)).toEqual(['loadavg', 'meminfo', 'stat', 'uptime', 'netdev', 'df'])
-      const dfPct = Number(/(\d+)% \/$/m.exec(execFileSync('df', ['-P', '/'], { encoding: 'utf8' }))![1])
-      expect(Math.abs(parseCollection(b2!, 2000, s1.sample).metrics.rootFsUsedPct! - dfPct)).toBeLessThanOrEqual(1)
+      const s2 = parseCollection(b2!, 2000, s1.sample)
+      expect(Math.abs(s2.metrics.rootFsUsedPct! - rootDfPct())).toBeLessThanOrEqual(1)
     } finally {
       rmSync(bin, { recursive: true, force: true })
     }
@@ -304,15 +315,7 @@ describe('the python loop without statvfs', () => {
       'import os,sys\ndef nostatvfs(p):raise OSError(38,"refused")\nos.statvfs=nostatvfs\n',
     )
     expect(failing).not.toBe(cmd)
-    const r = start('/bin/sh', failing, token)
-    r.decoder.expect(1)
-    r.child.stdin!.end(streamRequest(1, true))
-    const df = parseSections((await r.nextFrame()).body).get('df')!
-    const root = /^(\S+) .* (\d+)% \/$/m.exec(df)
-    expect(root?.[1]).not.toBe('rootfs') // df's own filesystem name, not the statvfs path's
-    const dfPct = Number(/(\d+)% \/$/m.exec(execFileSync('df', ['-P', '/'], { encoding: 'utf8' }))![1])
-    expect(Math.abs(Number(root?.[2]) - dfPct)).toBeLessThanOrEqual(1)
-    expect(await withTimeout(r.exited, 'exit')).toEqual({ code: 0, signal: null })
+    await expectForkedDf(failing, token)
   })
 })
 
