@@ -319,7 +319,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   const f = flags(argv)
   const sizes = intList(f.get('sizes'), [50])
   const ticks = Number(f.get('ticks') ?? 5)
-  const methods = (f.get('methods') ?? 'kay-stream,kay-exec,controlmaster,ssh,pdsh').split(',')
+  const methods = (f.get('methods') ?? 'kay-stream,ssh2-floor,kay-exec,controlmaster,ssh,pdsh').split(',')
   if (COLLECT_COMMAND.includes('{}')) throw new Error('COLLECT_COMMAND contains {}: xargs -I would rewrite it')
   if (!sshdAvailable()) {
     console.error('sshd or user kaytest missing: run `bash .ci/setup-sshd.sh` first')
