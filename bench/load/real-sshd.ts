@@ -353,6 +353,7 @@ export async function main(argv: readonly string[]): Promise<number> {
           else if (m === 'kay-stream-bash') r = await kay(ctx, 'stream', ticks, 'bash')
           else if (m === 'kay-stream-perl') r = await kay(ctx, 'stream', ticks, 'perl')
           else if (m === 'kay-stream-python') r = await kay(ctx, 'stream', ticks, 'python')
+          else if (m === 'kay-stream-awk') r = await kay(ctx, 'stream', ticks, 'awk')
           else if (m === 'kay-stream-sh') r = await kay(ctx, 'stream', ticks, 'sh')
           else if (m === 'kay-exec') r = await kay(ctx, 'exec', ticks)
           else if (m === 'ssh2-floor') r = await ssh2Floor(ctx, ticks)

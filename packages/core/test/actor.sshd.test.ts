@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { HostActor, type HostActorOptions } from '../src/actor.js'
 import { HostCollector } from '../src/collector.js'
 import { LocalDialGate } from '../src/dial-gate.js'
+import type { StreamFlavour } from '../src/metrics/index.js'
 import {
   type ClientKey,
   makeClientKey,
@@ -198,9 +199,9 @@ d('TOFU pinning end to end against real sshd', () => {
  * An actor and collector on `s`: the first tick's metrics (always over exec: the stream is probed in the
  * background), then ticks until the stream is up (or 50 tries).
  */
-async function collectorOn(s: SshdServer) {
+async function collectorOn(s: SshdServer, flavours?: StreamFlavour[]) {
   const a = actorFor(s)
-  const c = new HostCollector(a, { streamTimeoutMs: 2000 })
+  const c = new HostCollector(a, { streamTimeoutMs: 2000, ...(flavours ? { flavours } : {}) })
   a.start()
   await waitForState(a, 'ready')
   const first = await c.collect()
@@ -258,16 +259,19 @@ d('stream loop flavour on real sshd', () => {
     return s
   }
 
-  for (const [missing, tools, mode] of [
-    ['perl', ['python3', 'bash', 'sh', 'cat', 'df'], 'stream-python'],
-    ['perl and python3', ['bash', 'sh', 'cat', 'df'], 'stream-bash'],
-    ['perl, python3 and bash (sh runs awk)', ['sh', 'awk', 'cat', 'df'], 'stream-sh'],
-    ['perl, python3, bash and awk (sh runs cat)', ['sh', 'cat', 'df'], 'stream-sh'],
-  ] as const) {
+  const cases: Array<[missing: string, tools: string[], mode: string, flavours?: StreamFlavour[]]> = [
+    ['perl', ['python3', 'awk', 'bash', 'sh', 'cat', 'df'], 'stream-python'],
+    ['perl and python3', ['awk', 'bash', 'sh', 'cat', 'df'], 'stream-awk'],
+    ['perl, python3 and awk', ['bash', 'sh', 'cat', 'df'], 'stream-bash'],
+    // Pinned to sh, so that the sh loop's one-awk-per-request path runs (the awk loop would win otherwise).
+    ['perl, python3 and bash (the sh loop, pinned, runs awk)', ['sh', 'awk', 'cat', 'df'], 'stream-sh', ['sh']],
+    ['perl, python3, awk and bash (the sh loop runs cat)', ['sh', 'cat', 'df'], 'stream-sh'],
+  ]
+  for (const [missing, tools, mode, flavours] of cases) {
     it(`uses the next loop on a host without ${missing}: ${mode}`, async () => {
       const s = await sshdWithPath(tools)
       try {
-        const { a, c, viaExec } = await collectorOn(s)
+        const { a, c, viaExec } = await collectorOn(s, flavours)
         expect(c.mode).toBe(mode)
         const m = await c.collect()
         expect(m.memTotalBytes).toBe(viaExec.memTotalBytes)

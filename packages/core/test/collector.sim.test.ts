@@ -15,7 +15,7 @@ beforeAll(async () => {
   const c = clientIdentity()
   identity = c.identity
   fleet = await startSimFleet({
-    hosts: 8,
+    hosts: 9,
     authorizedKeys: [c.publicKey],
     hostOverrides: {
       1: { streamFlavours: ['sh'] },
@@ -23,7 +23,8 @@ beforeAll(async () => {
       3: { streamFault: 'forge-token' },
       4: { streamFault: 'split-marker' },
       6: { streamFlavours: ['bash', 'sh'] },
-      7: { streamFlavours: ['python', 'bash', 'sh'] },
+      7: { streamFlavours: ['python', 'awk', 'bash', 'sh'] },
+      8: { streamFlavours: ['awk', 'bash', 'sh'] },
     },
   })
 })
@@ -85,13 +86,19 @@ describe('HostCollector', () => {
     expect(c.mode).toBe('stream-python')
   })
 
-  it('uses the bash loop on a host without perl or python', async () => {
+  it('uses the awk loop on a host without perl or python', async () => {
+    const { c } = await collectorFor(8)
+    await settleStream(c)
+    expect(c.mode).toBe('stream-awk')
+  })
+
+  it('uses the bash loop on a host without perl, python or awk', async () => {
     const { c } = await collectorFor(6)
     await settleStream(c)
     expect(c.mode).toBe('stream-bash')
   })
 
-  it('uses the sh loop on a host without perl, python or bash', async () => {
+  it('uses the sh loop on a host without perl, python, awk or bash', async () => {
     const { c } = await collectorFor(1)
     await settleStream(c)
     expect(c.mode).toBe('stream-sh')

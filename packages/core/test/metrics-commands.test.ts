@@ -17,6 +17,7 @@ import {
   parseSections,
   randomStreamToken,
   STREAM_FLAVOURS,
+  type StreamFlavour,
   streamCommand,
   streamRequest,
 } from '../src/metrics/index.js'
@@ -126,8 +127,8 @@ describe.each(SHELLS)('under %s as the login shell', (shell) => {
       expect(s1.metrics.cpus).toBeGreaterThan(0)
       expect(s1.metrics.rootFsUsedPct).toBeUndefined()
       // The bodies are the files verbatim (line counts of files that do not change shape), except that every loop
-      // sends less: perl, python and sh (awk) what the parser reads (meminfo up to SReclaimable), bash meminfo up
-      // to the first `Z` (the Zswap lines, where the kernel has them); all of them stat up to its cpu lines.
+      // sends less: perl, python, awk and sh (with awk) what the parser reads (meminfo up to SReclaimable), bash
+      // meminfo up to the first `Z` (the Zswap lines, where the kernel has them); all of them stat up to its cpu lines.
       const keys = (text: string) => text.split('\n').map((l) => l.split(/[\s:]/)[0])
       const procMeminfo = keys(readFileSync('/proc/meminfo', 'utf8'))
       const procStat = keys(readFileSync('/proc/stat', 'utf8'))
@@ -136,6 +137,7 @@ describe.each(SHELLS)('under %s as the login shell', (shell) => {
       const meminfoKeys = {
         perl: upTo(procMeminfo, procMeminfo.indexOf('SReclaimable')),
         python: upTo(procMeminfo, procMeminfo.indexOf('SReclaimable')),
+        awk: upTo(procMeminfo, procMeminfo.indexOf('SReclaimable')),
         bash: beforeZ < 0 ? procMeminfo : upTo(procMeminfo, beforeZ),
         sh: upTo(procMeminfo, procMeminfo.indexOf('SReclaimable')),
       }[flavour]
@@ -252,10 +254,10 @@ function pathOf(tools: Record<string, string>): string {
   return bin
 }
 
-/** Runs the sh loop for two requests (the second with df) under `PATH=bin`; returns both frames' bodies. */
-async function shLoopFrames(loginShell: string, bin: string): Promise<string[]> {
+/** Runs a loop for two requests (the second with df) under `PATH=bin`; returns both frames' bodies. */
+async function loopFrames(flavour: StreamFlavour, loginShell: string, bin: string): Promise<string[]> {
   const token = randomStreamToken()
-  const r = start(loginShell, streamCommand('sh', token), token, { PATH: bin })
+  const r = start(loginShell, streamCommand(flavour, token), token, { PATH: bin })
   r.decoder.expect(1)
   r.child.stdin!.write(streamRequest(1))
   const f1 = await r.nextFrame()
@@ -267,13 +269,13 @@ async function shLoopFrames(loginShell: string, bin: string): Promise<string[]> 
   return [f1.body, f2.body]
 }
 
-describe('the sh loop', () => {
+describe('the sh and awk loops', () => {
   const which = (t: string) => execFileSync('/bin/sh', ['-c', `command -v ${t}`], { encoding: 'utf8' }).trim()
 
   it('falls back to cat per file when awk is not on the PATH: whole files, same metrics', async () => {
     const bin = pathOf({ sh: which('sh'), cat: which('cat'), df: which('df') })
     try {
-      const [b1, b2] = await shLoopFrames('/bin/sh', bin)
+      const [b1, b2] = await loopFrames('sh', '/bin/sh', bin)
       expect(sectionsOf(b1!)).toEqual(['loadavg', 'meminfo', 'stat', 'uptime', 'netdev'])
       // cat sends the whole of /proc/stat, intr line included (awk stops before it).
       expect(parseSections(b1!).get('stat')).toMatch(/^intr /m)
@@ -287,22 +289,25 @@ describe('the sh loop', () => {
 
   const busybox = ['/usr/bin/busybox', '/bin/busybox'].find((p) => existsSync(p))
   // Installed by .ci/setup-tools.sh: the shell and awk of Alpine and other busybox hosts.
-  it.runIf(busybox !== undefined)('runs under busybox sh with busybox awk, cat and df', async () => {
-    const bin = pathOf({ sh: busybox!, awk: busybox!, cat: busybox!, df: busybox! })
-    try {
-      const [b1, b2] = await shLoopFrames(join(bin, 'sh'), bin)
-      expect(sectionsOf(b1!)).toEqual(['loadavg', 'meminfo', 'stat', 'uptime', 'netdev'])
-      expect(parseSections(b1!).get('stat')).not.toMatch(/^intr /m)
-      expect(parseSections(b1!).get('meminfo')!.trimEnd().split('\n').at(-1)).toMatch(/^SReclaimable:/)
-      const s1 = parseCollection(b1!, 1000)
-      expect(s1.metrics.cpus).toBeGreaterThan(0)
-      expect(sectionsOf(b2!)).toEqual(['loadavg', 'meminfo', 'stat', 'uptime', 'netdev', 'df'])
-      const s2 = parseCollection(b2!, 2000, s1.sample)
-      expect(Math.abs(s2.metrics.rootFsUsedPct! - rootDfPct())).toBeLessThanOrEqual(1)
-    } finally {
-      rmSync(bin, { recursive: true, force: true })
-    }
-  })
+  it.runIf(busybox !== undefined).each(['sh', 'awk'] as const)(
+    'runs the %s loop under busybox sh, awk, cat and df',
+    async (flavour) => {
+      const bin = pathOf({ sh: busybox!, awk: busybox!, cat: busybox!, df: busybox! })
+      try {
+        const [b1, b2] = await loopFrames(flavour, join(bin, 'sh'), bin)
+        expect(sectionsOf(b1!)).toEqual(['loadavg', 'meminfo', 'stat', 'uptime', 'netdev'])
+        expect(parseSections(b1!).get('stat')).not.toMatch(/^intr /m)
+        expect(parseSections(b1!).get('meminfo')!.trimEnd().split('\n').at(-1)).toMatch(/^SReclaimable:/)
+        const s1 = parseCollection(b1!, 1000)
+        expect(s1.metrics.cpus).toBeGreaterThan(0)
+        expect(sectionsOf(b2!)).toEqual(['loadavg', 'meminfo', 'stat', 'uptime', 'netdev', 'df'])
+        const s2 = parseCollection(b2!, 2000, s1.sample)
+        expect(Math.abs(s2.metrics.rootFsUsedPct! - rootDfPct())).toBeLessThanOrEqual(1)
+      } finally {
+        rmSync(bin, { recursive: true, force: true })
+      }
+    },
+  )
 })
 
 describe('the python loop without statvfs', () => {

@@ -15,7 +15,14 @@ import type { CollectMode, HostMetrics, HostStatus } from '@kay/core'
 import type { HostCollectResult } from './protocol.js'
 
 /** The collect modes a row can carry, by index. */
-export const PACKED_MODES: readonly CollectMode[] = ['stream-perl', 'stream-python', 'stream-bash', 'stream-sh', 'exec']
+export const PACKED_MODES: readonly CollectMode[] = [
+  'stream-perl',
+  'stream-python',
+  'stream-awk',
+  'stream-bash',
+  'stream-sh',
+  'exec',
+]
 
 const STATES = ['user', 'nice', 'system', 'idle', 'iowait', 'irq', 'softirq', 'steal'] as const
 const REQUIRED = [

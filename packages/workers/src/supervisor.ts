@@ -64,7 +64,7 @@ export interface SupervisorOptions {
   collectMode?: 'stream' | 'exec'
   /** Ask for df every Nth stream tick. Default 12. */
   dfEvery?: number
-  /** Stream loop flavours to probe, cheapest first. Default perl, python, bash, sh (benchmarks pin one to measure it). */
+  /** Stream loop flavours to probe, cheapest first. Default perl, python, awk, bash, sh (benchmarks pin one). */
   collectFlavours?: StreamFlavour[]
   /** Shard restart intensity: more than `intensity` restarts within `periodMs` stops the supervisor. Default 5 / 30 s. */
   restart?: { intensity?: number; periodMs?: number }

@@ -15,10 +15,10 @@ import { randomBytes } from 'node:crypto'
 import { ConfigError, InternalError } from '../errors.js'
 
 /** The interpreters a stream loop can run under (`python` runs `python3`). */
-export type StreamFlavour = 'bash' | 'perl' | 'python' | 'sh'
+export type StreamFlavour = 'awk' | 'bash' | 'perl' | 'python' | 'sh'
 
 /** Probe order, cheapest host CPU first: the first flavour whose first frame arrives intact wins. */
-export const STREAM_FLAVOURS: readonly StreamFlavour[] = ['perl', 'python', 'bash', 'sh']
+export const STREAM_FLAVOURS: readonly StreamFlavour[] = ['perl', 'python', 'awk', 'bash', 'sh']
 
 /** Whether `x` names a stream flavour. */
 export function isStreamFlavour(x: unknown): x is StreamFlavour {
@@ -177,6 +177,23 @@ const PYTHON_LOOP = [
 ].join('\n')
 
 /**
+ * awk: one long-lived awk, for hosts without perl and python3 (awk is POSIX: mawk, gawk, busybox and BSD awk all run
+ * it). Each request re-reads the five files with `getline < file` and `close(file)` (no fork per request), trims
+ * them as the perl loop does, and prints the frame as one string followed by `fflush()`. `-Winteractive` is
+ * mawk's switch for reading stdin a line at a time (without it mawk waits for a full buffer of requests); gawk,
+ * busybox and BSD awk ignore it with a warning on stderr (sent to /dev/null, as the bash loop does with its own). One `printf "%s"` of the whole frame,
+ * because an unbuffered mawk writes a format's literal text a byte at a time. df runs `df -P /` through
+ * `cmd | getline`. The token is ARGV[1], cleared in BEGIN so that awk reads stdin.
+ */
+const AWK_LOOP =
+  'BEGIN{t=ARGV[1];ARGV[1]="";split("loadavg meminfo stat uptime net/dev",F," ")}' +
+  '/^[0-9]+( df)?$/{o="";for(i=1;i<=5;i++){f="/proc/" F[i];n=F[i];if(n=="net/dev")n="netdev";o=o "@@kay " n "\\n";k=0;' +
+  'while((getline l<f)>0){if(k)continue;if(n=="stat"&&l~/^intr /){k=1;continue}' +
+  'if(n=="meminfo"&&l~/^SUnreclaim:/){k=1;continue}o=o l "\\n"}close(f)}' +
+  'if($2=="df"){o=o "@@kay df\\n";c="df -P / 2>/dev/null";while((c|getline l)>0)o=o l "\\n";close(c)}' +
+  'o=o "@@kay-end " t " " $1 "\\n";printf "%s",o;fflush()}'
+
+/**
  * The sh loop's awk program: prints each file under its `@@kay <name>` header, /proc/stat only up to its cpu lines
  * and /proc/meminfo only up to SReclaimable (what the parser reads, as the perl loop sends). It sits inside the
  * loop's double quotes, so it has no `$`, and its string quotes are escaped.
@@ -189,9 +206,10 @@ const SH_AWK =
   '{print}'
 
 /**
- * sh: the fallback for hosts with neither perl, python3 nor bash (busybox, minimal images). One `awk` per request
- * prints all five files: one fork, where a `cat` per file forked five times (~4.7 → ~1 ms of host CPU per request,
- * bench/RESULTS.md). Without awk on the PATH (checked once, when the loop starts) it falls back to `cat` per file.
+ * sh: the last resort, for hosts where no other loop works. One `awk` per request prints all five files: one fork,
+ * where a `cat` per file forked five times (~4.7 → ~1 ms of host CPU per request, bench/RESULTS.md); it serves
+ * where the long-lived awk loop cannot (an awk that does not answer a line at a time). Without awk on the PATH
+ * (checked once, when the loop starts) it falls back to `cat` per file.
  * Under awk a file that cannot be read is left out (mawk stops at it); under cat it gives an empty section.
  */
 const SH_LOOP =
@@ -207,7 +225,7 @@ const SH_LOOP =
 
 // Inside the sh loop's double quotes, `$` and a backquote would be expanded by the shell, not seen by awk.
 if (/[$`]/.test(SH_AWK)) throw new InternalError('the sh loop awk program contains $ or a backquote')
-for (const script of [BASH_LOOP, PERL_LOOP, PYTHON_LOOP, SH_LOOP]) {
+for (const script of [AWK_LOOP, BASH_LOOP, PERL_LOOP, PYTHON_LOOP, SH_LOOP]) {
   // The scripts are wrapped in single quotes for the login shell; one inside would end the quoting.
   if (script.includes("'")) throw new InternalError('stream script contains a single quote')
 }
@@ -225,6 +243,8 @@ export function streamCommand(flavour: StreamFlavour, token: string): string {
   }
   const head = `: kay-stream v1 ${flavour} ${token};`
   switch (flavour) {
+    case 'awk':
+      return `${head}exec awk -Winteractive '${AWK_LOOP}' ${token} 2>/dev/null`
     case 'bash':
       return `${head}exec bash -c '${BASH_LOOP}' kay ${token}`
     case 'perl':

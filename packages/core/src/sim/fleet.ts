@@ -32,7 +32,7 @@ const DEFAULT_SETTINGS: ResolvedHostSettings = {
   hostileChannels: false,
   procFault: 'none',
   streamFault: 'none',
-  streamFlavours: ['bash', 'perl', 'python', 'sh'],
+  streamFlavours: ['awk', 'bash', 'perl', 'python', 'sh'],
   authMethods: ['publickey'],
   passwordOnly: false,
 }
