@@ -177,13 +177,14 @@ const PYTHON_LOOP = [
 ].join('\n')
 
 /**
- * awk: one long-lived awk, for hosts without perl and python3 (awk is POSIX: mawk, gawk, busybox and BSD awk all run
- * it). Each request re-reads the five files with `getline < file` and `close(file)` (no fork per request), trims
- * them as the perl loop does, and prints the frame as one string followed by `fflush()`. `-Winteractive` is
+ * awk: one long-lived awk, for hosts without perl and python3 (awk is POSIX: mawk, gawk, busybox and BSD awk all
+ * run it). Each request re-reads the five files with `getline < file` and `close(file)` (no fork per request), trims
+ * them as the perl loop does, and prints the frame as one string followed by `fflush()`: one `printf "%s"` of the
+ * whole frame, because an unbuffered mawk writes a format's literal text a byte at a time. `-Winteractive` is
  * mawk's switch for reading stdin a line at a time (without it mawk waits for a full buffer of requests); gawk,
- * busybox and BSD awk ignore it with a warning on stderr (sent to /dev/null, as the bash loop does with its own). One `printf "%s"` of the whole frame,
- * because an unbuffered mawk writes a format's literal text a byte at a time. df runs `exec df -P /` through
- * `cmd | getline` (`exec`: the shell awk starts runs df itself instead of forking again, ~20 % off the df tick). The token is ARGV[1], cleared in BEGIN so that awk reads stdin.
+ * busybox and BSD awk ignore it with a warning on stderr, which goes to /dev/null. df runs `exec df -P /` through
+ * `cmd | getline` (`exec`: the shell that awk starts runs df itself instead of forking again). The token is
+ * ARGV[1], cleared in BEGIN so that awk reads stdin.
  */
 const AWK_LOOP =
   'BEGIN{t=ARGV[1];ARGV[1]="";split("loadavg meminfo stat uptime net/dev",F," ")}' +
