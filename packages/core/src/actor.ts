@@ -42,6 +42,11 @@ export const tcpConnector: Connector = (target) =>
     })
   })
 
+/** How a host (or a jump chain's first hop) is reached without a jump: its ProxyCommand, or TCP. */
+export function directConnector(target: HostTarget): Connector {
+  return target.proxyCommand === undefined ? tcpConnector : proxyCommandConnector
+}
+
 export interface HostActorOptions {
   target: HostTarget
   /** Keys (and agent) for public-key auth; a promise when they are still being loaded (per-host IdentityFile). */
@@ -161,7 +166,7 @@ export class HostActor extends EventEmitter<HostActorEvents> {
     this.#clock = opts.clock ?? systemClock
     this.#random = opts.random ?? Math.random
     this.#backoff = verifyBackoff(opts.backoff)
-    this.#connector = opts.connector ?? (opts.target.proxyCommand === undefined ? tcpConnector : proxyCommandConnector)
+    this.#connector = opts.connector ?? directConnector(opts.target)
     this.#handshakeTimeoutMs = opts.handshakeTimeoutMs ?? opts.target.connectTimeoutMs ?? 10_000
     this.#keepaliveIntervalMs = opts.keepaliveIntervalMs ?? opts.target.keepaliveIntervalMs ?? 15_000
     this.#probeDeadlineMs = opts.probeDeadlineMs ?? 5_000

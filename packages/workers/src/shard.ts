@@ -8,6 +8,7 @@
 import {
   type Connector,
   type DialGate,
+  directConnector,
   HostActor,
   HostCollector,
   type HostKeyVerifier,
@@ -16,9 +17,7 @@ import {
   type HostTarget,
   type Identity,
   loadIdentity,
-  proxyCommandConnector,
   type SerializedError,
-  tcpConnector,
   toKayError,
   UnknownHostError,
 } from '@kay/core'
@@ -376,9 +375,4 @@ export class Shard {
 
 function unknownHost(host: string) {
   return new UnknownHostError(`${host}: not managed by this supervisor`, { host }).toJSON()
-}
-
-/** How a host (or a first jump hop) is reached without a jump: its ProxyCommand, or TCP. */
-function directConnector(t: HostTarget): Connector {
-  return t.proxyCommand === undefined ? tcpConnector : proxyCommandConnector
 }
