@@ -1,4 +1,5 @@
 import type { ParsedKey } from 'ssh2'
+import type { StreamFlavour } from './metrics/commands.js'
 
 /**
  * One host as kay dials it: what ssh_config / host lists resolve to. `id` is the identity the operator
@@ -82,7 +83,7 @@ export interface HostKeyVerifier {
 export type ActorState = 'idle' | 'dialing' | 'ready' | 'backoff' | 'quarantined' | 'closed'
 
 /** How a host's metrics are collected: a persistent stream channel (by loop flavour) or a new exec channel per tick. */
-export type CollectMode = 'stream-awk' | 'stream-bash' | 'stream-perl' | 'stream-python' | 'stream-sh' | 'exec'
+export type CollectMode = `stream-${StreamFlavour}` | 'exec'
 
 /** An immutable snapshot of one host's connection, for tables, JSON and Prometheus. */
 export interface HostStatus {

@@ -11,20 +11,14 @@
  *   14 rootFsUsedPct · 15–22 cpuStates (CPU_STATES order; all or none) · 23 attempts · 24 handshakes · 25 rttMs
  *   26 readySince · 27 collectMode (index in PACKED_MODES)
  */
-import type { CollectMode, HostMetrics, HostStatus } from '@kay/core'
+import { type CollectMode, CPU_STATES, type HostMetrics, type HostStatus, STREAM_FLAVOURS } from '@kay/core'
 import type { HostCollectResult } from './protocol.js'
 
-/** The collect modes a row can carry, by index. */
-export const PACKED_MODES: readonly CollectMode[] = [
-  'stream-perl',
-  'stream-python',
-  'stream-awk',
-  'stream-bash',
-  'stream-sh',
-  'exec',
-]
+/** The collect modes a row can carry, by index: every stream flavour's, then exec. */
+export const PACKED_MODES: readonly CollectMode[] = [...STREAM_FLAVOURS.map((f) => `stream-${f}` as const), 'exec']
 
-const STATES = ['user', 'nice', 'system', 'idle', 'iowait', 'irq', 'softirq', 'steal'] as const
+const STATES = CPU_STATES
+const STATE_KEYS = new Set<string>(STATES)
 const REQUIRED = [
   'at',
   'cpus',
@@ -82,7 +76,8 @@ function packable(r: HostCollectResult): boolean {
   for (const k of REQUIRED) if (!fin(m[k])) return false
   for (const k of OPTIONAL) if (m[k] !== undefined && !fin(m[k])) return false
   if (m.cpuStates !== undefined) {
-    if (typeof m.cpuStates !== 'object' || m.cpuStates === null || Object.keys(m.cpuStates).length !== 8) return false
+    // Exactly the eight states, each a finite number (checked without listing the keys: this runs per host per tick).
+    if (typeof m.cpuStates !== 'object' || m.cpuStates === null || !onlyKeys(m.cpuStates, STATE_KEYS)) return false
     for (const k of STATES) if (!fin(m.cpuStates[k])) return false
   }
   return true

@@ -2,6 +2,7 @@ import { createServer, type Server as NetServer, type Socket } from 'node:net'
 import ssh2, { type AuthContext, type Connection, type Session } from 'ssh2'
 import { type Clock, systemClock, type TimerHandle } from '../clock.js'
 import { ClosedError, ConfigError } from '../errors.js'
+import { STREAM_FLAVOURS } from '../metrics/commands.js'
 import { type ExecContext, type RunningCommand, runExec } from './commands.js'
 import { type AuthorizedKey, generateHostKey, type HostKey, parseAuthorizedKeys } from './keys.js'
 import { hostSeed, junkBytes, ProcModel, seededRandom } from './procfs.js'
@@ -32,7 +33,7 @@ const DEFAULT_SETTINGS: ResolvedHostSettings = {
   hostileChannels: false,
   procFault: 'none',
   streamFault: 'none',
-  streamFlavours: ['awk', 'bash', 'perl', 'python', 'sh'],
+  streamFlavours: [...STREAM_FLAVOURS],
   authMethods: ['publickey'],
   passwordOnly: false,
 }
