@@ -80,28 +80,16 @@ describe('HostCollector', () => {
     expect(m.rootFsUsedPct).toBeGreaterThan(0)
   })
 
-  it('probes perl first and uses the python loop on a host without perl', async () => {
-    const { c } = await collectorFor(7)
+  // Probed in STREAM_FLAVOURS order (perl first): the first loop whose interpreter the host has wins.
+  it.each([
+    [7, 'stream-python', 'perl'],
+    [8, 'stream-awk', 'perl or python'],
+    [6, 'stream-bash', 'perl, python or awk'],
+    [1, 'stream-sh', 'perl, python, awk or bash'],
+  ] as const)('host %i runs %s (it has no %s)', async (index, mode, _lacks) => {
+    const { c } = await collectorFor(index)
     await settleStream(c)
-    expect(c.mode).toBe('stream-python')
-  })
-
-  it('uses the awk loop on a host without perl or python', async () => {
-    const { c } = await collectorFor(8)
-    await settleStream(c)
-    expect(c.mode).toBe('stream-awk')
-  })
-
-  it('uses the bash loop on a host without perl, python or awk', async () => {
-    const { c } = await collectorFor(6)
-    await settleStream(c)
-    expect(c.mode).toBe('stream-bash')
-  })
-
-  it('uses the sh loop on a host without perl, python, awk or bash', async () => {
-    const { c } = await collectorFor(1)
-    await settleStream(c)
-    expect(c.mode).toBe('stream-sh')
+    expect(c.mode).toBe(mode)
   })
 
   it('falls back to exec per tick on a host where every stream flavour fails', async () => {
