@@ -3,6 +3,7 @@
  * JSON-lines result sink so run.ts can collect every bench's numbers.
  */
 import { appendFileSync, readdirSync } from 'node:fs'
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Supervisor } from '@kay/workers'
 
@@ -89,6 +90,61 @@ export async function settledRss(): Promise<number> {
     await sleep(50)
   }
   return process.memoryUsage().rss
+}
+
+/** What {@link measureTicks} measured. */
+export interface TickSeries {
+  wallMs: Summary
+  clientCpuPerHostTickMs: Summary
+  simCpuPerHostTickMs: Summary
+  failedHostTicks: number
+  /** Main thread's event-loop delay p99 over the ticks, ms. */
+  eventLoopP99Ms: number
+}
+
+/**
+ * Runs `tick` (which returns how many of the `n` hosts failed) `ticks` times, `intervalMs` apart start to start, and
+ * measures each: wall time, this process's CPU and the simulator's (`simCpuMs`, a cumulative reading) per host,
+ * and the event-loop delay across all of them. `onTick` sees each tick's figures (per host, ms) as they come.
+ */
+export async function measureTicks(
+  n: number,
+  opts: {
+    ticks: number
+    intervalMs: number
+    tick: () => Promise<number>
+    simCpuMs: () => Promise<number>
+    onTick?: (i: number, wallMs: number, cpuPerHost: number, simPerHost: number) => void
+  },
+): Promise<TickSeries> {
+  const eld = monitorEventLoopDelay({ resolution: 10 })
+  eld.enable()
+  const walls: number[] = []
+  const cpus: number[] = []
+  const sims: number[] = []
+  let failed = 0
+  for (let i = 0; i < opts.ticks; i++) {
+    const c0 = process.cpuUsage()
+    const s0 = await opts.simCpuMs()
+    const w0 = performance.now()
+    failed += await opts.tick()
+    const wall = performance.now() - w0
+    const cpu = cpuMsSince(c0) / n
+    const sim = ((await opts.simCpuMs()) - s0) / n
+    walls.push(wall)
+    cpus.push(cpu)
+    sims.push(sim)
+    opts.onTick?.(i, wall, cpu, sim)
+    await sleep(Math.max(0, opts.intervalMs - wall))
+  }
+  eld.disable()
+  return {
+    wallMs: summarize(walls),
+    clientCpuPerHostTickMs: summarize(cpus),
+    simCpuPerHostTickMs: summarize(sims),
+    failedHostTicks: failed,
+    eventLoopP99Ms: eld.percentile(99) / 1e6,
+  }
 }
 
 /** Append one result record (JSON line) to $KAY_BENCH_OUT when set, and print it. */

@@ -15,7 +15,7 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
+import { performance } from 'node:perf_hooks'
 import {
   COLLECT_COMMAND,
   HostActor,
@@ -28,15 +28,14 @@ import {
 import { generateClientKey, type RemoteSimFleet, spawnSimFleet } from '@kay/core/sim'
 import { Supervisor } from '@kay/workers'
 import {
-  cpuMsSince,
   flags,
   fmt,
   intList,
+  measureTicks,
   record,
   runMain,
   type Summary,
   settledRss,
-  sleep,
   summarize,
   waitFor,
   warmUpStreams,
@@ -134,38 +133,22 @@ export async function pooledRun(
     const rssAfter = await settledRss()
     await ctx.fleet.resetStats()
     const hs0 = (await ctx.fleet.stats()).totals.handshakesStarted
-    const eld = monitorEventLoopDelay({ resolution: 10 })
-    eld.enable()
-    const walls: number[] = []
-    const cpus: number[] = []
-    const sims: number[] = []
-    let failed = 0
-    for (let i = 0; i < ticks; i++) {
-      const c0 = process.cpuUsage()
-      const s0 = await procCpuMs(ctx.fleet.pid)
-      const w0 = performance.now()
-      const r = await sup.collect({ timeoutMs: TICK_TIMEOUT_MS })
-      const wall = performance.now() - w0
-      const cpu = cpuMsSince(c0)
-      const sim = (await procCpuMs(ctx.fleet.pid)) - s0
-      failed += r.hosts.filter((h) => !h.metrics).length + (n - r.hosts.length)
-      walls.push(wall)
-      cpus.push(cpu / n)
-      sims.push(sim / n)
-      await sleep(Math.max(0, intervalMs - wall))
-    }
-    eld.disable()
+    const series = await measureTicks(n, {
+      ticks,
+      intervalMs,
+      simCpuMs: () => procCpuMs(ctx.fleet.pid),
+      tick: async () => {
+        const r = await sup.collect({ timeoutMs: TICK_TIMEOUT_MS })
+        return r.hosts.filter((h) => !h.metrics).length + (n - r.hosts.length)
+      },
+    })
     const hs = (await ctx.fleet.stats()).totals.handshakesStarted - hs0
     return {
       hosts: n,
       mode,
       ticks,
-      wallMs: summarize(walls),
-      clientCpuPerHostTickMs: summarize(cpus),
-      simCpuPerHostTickMs: summarize(sims),
+      ...series,
       handshakesPerTick: hs / ticks,
-      failedHostTicks: failed,
-      eventLoopP99Ms: eld.percentile(99) / 1e6,
       rssPerHostKb: (rssAfter - rssBefore) / 1024 / n,
       readyMs,
       modes,
@@ -235,36 +218,14 @@ export async function freshRun(ctx: FleetCtx, ticks: number, intervalMs: number,
   })
   await ctx.fleet.resetStats()
   const hs0 = (await ctx.fleet.stats()).totals.handshakesStarted
-  const eld = monitorEventLoopDelay({ resolution: 10 })
-  eld.enable()
-  const walls: number[] = []
-  const cpus: number[] = []
-  const sims: number[] = []
-  let failed = 0
-  for (let i = 0; i < ticks; i++) {
-    const c0 = process.cpuUsage()
-    const s0 = await procCpuMs(ctx.fleet.pid)
-    const w0 = performance.now()
-    failed += await withDeadline('fresh tick', TICK_TIMEOUT_MS * 4, () => freshTick(ctx, gate, verifier))
-    const wall = performance.now() - w0
-    cpus.push(cpuMsSince(c0) / n)
-    sims.push(((await procCpuMs(ctx.fleet.pid)) - s0) / n)
-    walls.push(wall)
-    await sleep(Math.max(0, intervalMs - wall))
-  }
-  eld.disable()
-  const hs = (await ctx.fleet.stats()).totals.handshakesStarted - hs0
-  return {
-    hosts: n,
-    mode: 'fresh',
+  const series = await measureTicks(n, {
     ticks,
-    wallMs: summarize(walls),
-    clientCpuPerHostTickMs: summarize(cpus),
-    simCpuPerHostTickMs: summarize(sims),
-    handshakesPerTick: hs / ticks,
-    failedHostTicks: failed,
-    eventLoopP99Ms: eld.percentile(99) / 1e6,
-  }
+    intervalMs,
+    simCpuMs: () => procCpuMs(ctx.fleet.pid),
+    tick: () => withDeadline('fresh tick', TICK_TIMEOUT_MS * 4, () => freshTick(ctx, gate, verifier)),
+  })
+  const hs = (await ctx.fleet.stats()).totals.handshakesStarted - hs0
+  return { hosts: n, mode: 'fresh', ticks, ...series, handshakesPerTick: hs / ticks }
 }
 
 function show(r: SteadyRun): void {

@@ -9,20 +9,8 @@
  * --tick-timeout-ms (30000).
  */
 import { readdirSync } from 'node:fs'
-import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
-import {
-  cpuMsSince,
-  flags,
-  fmt,
-  openFds,
-  record,
-  runMain,
-  settledRss,
-  sleep,
-  summarize,
-  waitFor,
-  warmUpStreams,
-} from '../load/lib.js'
+import { performance } from 'node:perf_hooks'
+import { flags, fmt, measureTicks, openFds, record, runMain, settledRss, waitFor, warmUpStreams } from '../load/lib.js'
 import { closeFleets, openFleets, simCpuMs, startSupervisor, totals } from './lib.js'
 
 export async function main(argv: readonly string[]): Promise<number> {
@@ -73,30 +61,20 @@ export async function main(argv: readonly string[]): Promise<number> {
       const modes = { ...(await sup.refreshStats()).byMode }
       const rssAfter = await settledRss()
       await Promise.all(ctx.fleets.map((x) => x.resetStats()))
-      const eld = monitorEventLoopDelay({ resolution: 10 })
-      eld.enable()
-      const walls: number[] = []
-      const cpus: number[] = []
-      const sims: number[] = []
-      let failed = 0
-      for (let i = 0; i < ticks; i++) {
-        const c0 = process.cpuUsage()
-        const sc0 = await simCpuMs(ctx.fleets)
-        const w0 = performance.now()
-        const r = await sup.collect({ timeoutMs: tickTimeoutMs })
-        const wall = performance.now() - w0
-        const cpu = cpuMsSince(c0)
-        const sim = (await simCpuMs(ctx.fleets)) - sc0
-        failed += r.hosts.filter((h) => !h.metrics).length + (n - r.hosts.length)
-        walls.push(wall)
-        cpus.push(cpu / n)
-        sims.push(sim / n)
-        console.log(
-          `  tick ${i}: wall ${wall.toFixed(0)} ms, client ${(cpu / n).toFixed(4)} ms/host, sim ${(sim / n).toFixed(4)}`,
-        )
-        await sleep(Math.max(0, intervalMs - wall))
-      }
-      eld.disable()
+      const series = await measureTicks(n, {
+        ticks,
+        intervalMs,
+        simCpuMs: () => simCpuMs(ctx.fleets),
+        tick: async () => {
+          const r = await sup.collect({ timeoutMs: tickTimeoutMs })
+          return r.hosts.filter((h) => !h.metrics).length + (n - r.hosts.length)
+        },
+        onTick: (i, wall, cpu, sim) =>
+          console.log(
+            `  tick ${i}: wall ${wall.toFixed(0)} ms, client ${cpu.toFixed(4)} ms/host, sim ${sim.toFixed(4)}`,
+          ),
+      })
+      const failed = series.failedHostTicks
       const t = await totals(ctx.fleets)
       const r = {
         hosts: n,
@@ -105,12 +83,8 @@ export async function main(argv: readonly string[]): Promise<number> {
         dialCap,
         ticks,
         readyMs,
-        wallMs: summarize(walls),
-        clientCpuPerHostTickMs: summarize(cpus),
-        simCpuPerHostTickMs: summarize(sims),
+        ...series,
         handshakesPerTick: t.handshakesStarted / ticks,
-        failedHostTicks: failed,
-        eventLoopP99Ms: eld.percentile(99) / 1e6,
         rssPerHostKb: (rssAfter - rssBefore) / 1024 / n,
         rssMb: rssAfter / 1048576,
         kayFds: openFds(),
