@@ -28,7 +28,7 @@ export interface CollectorOptions {
   mode?: CollectPreference
   clock?: Clock
   random?: () => number
-  /** Stream flavours to probe, cheapest first. Default perl, bash, sh (STREAM_FLAVOURS). */
+  /** Stream flavours to probe, cheapest first. Default STREAM_FLAVOURS. */
   flavours?: StreamFlavour[]
   /** Ask for the `df` section every Nth stream request (df forks on the host). Default 12. */
   dfEvery?: number

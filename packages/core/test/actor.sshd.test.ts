@@ -195,6 +195,13 @@ d('TOFU pinning end to end against real sshd', () => {
   })
 })
 
+/** Closes the collector and its actor, then waits until no collection loop is left on `s`. */
+async function closeAndWaitNoLoop(s: SshdServer, a: HostActor, c: HostCollector): Promise<void> {
+  c.close()
+  await a.close()
+  await s.waitForProcesses((ps) => !ps.some((p) => STREAM_LOOP.test(p.cmd)), 5000)
+}
+
 /**
  * An actor and collector on `s`: the first tick's metrics (always over exec: the stream is probed in the
  * background), then ticks until the stream is up (or 50 tries).
@@ -234,10 +241,8 @@ d('collection against real sshd', () => {
       const m = await c.collect()
       expect(m.memTotalBytes).toBe(viaExec.memTotalBytes)
 
-      c.close()
-      await a.close()
       // No collector process outlives its channel.
-      await s.waitForProcesses((ps) => !ps.some((p) => STREAM_LOOP.test(p.cmd)), 5000)
+      await closeAndWaitNoLoop(s, a, c)
     } finally {
       await s.stop()
     }
@@ -276,9 +281,7 @@ d('stream loop flavour on real sshd', () => {
         const m = await c.collect()
         expect(m.memTotalBytes).toBe(viaExec.memTotalBytes)
         expect(m.cpus).toBe(viaExec.cpus)
-        c.close()
-        await a.close()
-        await s.waitForProcesses((ps) => !ps.some((p) => STREAM_LOOP.test(p.cmd)), 5000)
+        await closeAndWaitNoLoop(s, a, c)
       } finally {
         await s.stop()
       }

@@ -42,7 +42,7 @@ export interface ShardConfig {
     maxChannels: number
     backoff: { baseMs: number; capMs: number; stableAfterMs: number }
   }
-  /** flavours: stream loops to probe, cheapest first (default perl, bash, sh). */
+  /** flavours: stream loops to probe, cheapest first (default STREAM_FLAVOURS). */
   collect: { mode: 'stream' | 'exec'; dfEvery: number; flavours?: StreamFlavour[] }
   /** Coalescing window for host events, ms. */
   eventWindowMs: number

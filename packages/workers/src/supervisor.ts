@@ -64,7 +64,7 @@ export interface SupervisorOptions {
   collectMode?: 'stream' | 'exec'
   /** Ask for df every Nth stream tick. Default 12. */
   dfEvery?: number
-  /** Stream loop flavours to probe, cheapest first. Default perl, python, awk, bash, sh (benchmarks pin one). */
+  /** Stream loop flavours to probe, cheapest first. Default STREAM_FLAVOURS (benchmarks pin one). */
   collectFlavours?: StreamFlavour[]
   /** Shard restart intensity: more than `intensity` restarts within `periodMs` stops the supervisor. Default 5 / 30 s. */
   restart?: { intensity?: number; periodMs?: number }
@@ -403,6 +403,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
 
   #collectEntry(r: HostCollectResult): CollectResultEntry {
     this.#statuses.set(r.host, r.status)
+    // Without an error the received result (a fresh clone or an unpacked row) is the entry: no copy per host.
+    if (r.error === undefined) return r as CollectResultEntry
     const e: CollectResultEntry = { host: r.host, status: r.status }
     if (r.metrics) e.metrics = r.metrics
     if (r.error) e.error = errorFromJSON(r.error)

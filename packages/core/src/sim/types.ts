@@ -56,7 +56,7 @@ export interface SimHostSettings {
   procFault?: ProcFault
   /** Misbehave in the stream loop. Default 'none'. */
   streamFault?: StreamFault
-  /** Loop flavours whose interpreter "exists" on the host. Default all of them: ['awk', 'bash', 'perl', 'python', 'sh']. */
+  /** Loop flavours whose interpreter "exists" on the host. Default all of them (STREAM_FLAVOURS). */
   streamFlavours?: StreamFlavour[]
   /** Methods offered. Default ['publickey']. */
   authMethods?: SimAuthMethod[]
