@@ -143,6 +143,22 @@ describe('parseSample on synthetic hosts', () => {
     expect(s.memAvailableBytes).toBe((1_000_000 + 200_000 + 3_000_000 + 100_000) * 1024)
   })
 
+  it('reads meminfo only as far as it needs: past SwapFree only when MemAvailable is missing', () => {
+    const garbled = (t: string) => t.replace(/SReclaimable: +\d+ kB/, 'SReclaimable: lots')
+    // With MemAvailable the scan stops at SwapFree, so a bad line after it is never read…
+    expect(sample(garbled(syntheticFrame())).memAvailableBytes).toBe(8_192_000 * 1024)
+    // …without it, SReclaimable goes into the estimate, so the same line is read and refused.
+    expect(parseErr(() => sample(garbled(syntheticFrame({ memAvailableKb: undefined })))).message).toMatch(
+      /^meminfo: bad value/,
+    )
+  })
+
+  it('does not read the counters of lo, which the rates leave out', () => {
+    const text = syntheticFrame().replace(/ lo: +\d+/, ' lo: x')
+    expect(sample(text).interfaces?.map((x) => x.name)).toEqual(['eth0'])
+    expect(parseErr(() => sample(text.replace(/eth0: \d+/, 'eth0: x'))).message).toMatch(/^netdev: bad counter/)
+  })
+
   it('treats netdev and df as optional and ignores unknown sections', () => {
     const text = syntheticFrame().replace(/@@kay netdev[\s\S]*$/, '@@kay future\nwhatever 1 2 3\n')
     const m = parseCollection(text, 0).metrics

@@ -340,13 +340,19 @@ function memKey(s: string, i: number): number {
 
 const MEM_KEY_LEN = [9, 8, 13, 8, 7, 13, 10, 9]
 
+/** The keys every sample needs; Buffers, Cached and SReclaimable only estimate a missing MemAvailable. */
+const MEM_NEEDED = (1 << MEM_TOTAL) | (1 << MEM_FREE) | (1 << SWAP_TOTAL) | (1 << SWAP_FREE)
+const MEM_ALL = 0xff
+
 function parseMeminfo(s: string, out: RawSample): void {
   const v = memScratch
   v.fill(-1)
   const end = s.length
   let found = 0
   let i = 0
-  while (i < end && found < 8) {
+  // Stops as soon as what the sample needs is read: with MemAvailable (every kernel since 3.14) that is at
+  // SwapFree, about half-way down the file.
+  while (i < end && found !== MEM_ALL) {
     const e = lineEnd(s, i, end)
     const key = memKey(s, i)
     if (key >= 0 && v[key]! < 0) {
@@ -356,7 +362,8 @@ function parseMeminfo(s: string, out: RawSample): void {
       const u = skipBlanks(s, pos, e)
       if (u < e && !(e - u === 2 && s.startsWith('kB', u))) throw bad('meminfo', 'unexpected unit')
       v[key] = kb
-      found++
+      found |= 1 << key
+      if (v[MEM_AVAILABLE]! >= 0 && (found & MEM_NEEDED) === MEM_NEEDED) break
     }
     i = e + 1
   }
@@ -393,6 +400,11 @@ function parseNetdev(s: string): InterfaceCounters[] {
       let ne = colon
       while (ne > ns && (s.charCodeAt(ne - 1) === C_SPACE || s.charCodeAt(ne - 1) === C_TAB)) ne--
       if (ne === ns || ne - ns > 64) throw bad('netdev', 'bad interface name')
+      if (ne - ns === 2 && s.startsWith('lo', ns)) {
+        // Loopback is left out of the rates: its counters are not read.
+        i = e + 1
+        continue
+      }
       const rx = readUint(s, colon + 1, e)
       if (rx < 0) throw bad('netdev', 'bad counter')
       for (let k = 0; k < 7; k++) {
@@ -400,10 +412,8 @@ function parseNetdev(s: string): InterfaceCounters[] {
       }
       const tx = readUint(s, pos, e)
       if (tx < 0) throw bad('netdev', 'bad counter')
-      if (!(ne - ns === 2 && s.startsWith('lo', ns))) {
-        if (out.length >= MAX_INTERFACES) throw bad('netdev', 'too many interfaces')
-        out.push({ name: s.slice(ns, ne), rxBytes: rx, txBytes: tx })
-      }
+      if (out.length >= MAX_INTERFACES) throw bad('netdev', 'too many interfaces')
+      out.push({ name: s.slice(ns, ne), rxBytes: rx, txBytes: tx })
     }
     i = e + 1
   }
