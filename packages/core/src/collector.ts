@@ -1,7 +1,7 @@
 import type { ClientChannel } from 'ssh2'
 import type { HostActor } from './actor.js'
 import { backoffDelay } from './backoff.js'
-import { type Clock, systemClock } from './clock.js'
+import { type Clock, systemClock, type TimerHandle } from './clock.js'
 import { KayError, ParseError, StreamError, TimeoutError } from './errors.js'
 import {
   COLLECT_COMMAND,
@@ -9,8 +9,8 @@ import {
   DETAIL_COMMAND,
   FrameDecoder,
   parseDetailSample,
-  parseSample,
   parseSections,
+  parseTickSample,
   type RawSample,
   randomStreamToken,
   STREAM_FLAVOURS,
@@ -48,7 +48,17 @@ interface OpenStream {
   seq: number
   /** The channel closed (e.g. the interpreter is missing: exit 127 before the first request). */
   closed: boolean
-  pending?: { seq: number; resolve: (body: string) => void; reject: (err: KayError) => void } | undefined
+  /**
+   * The request in flight (0: none), how to settle it and its deadline. Fields of the stream, not an object per
+   * request: a tick on a steady stream allocates only its promise and its timer.
+   */
+  pendingSeq: number
+  resolve: ((body: string) => void) | undefined
+  reject: ((err: KayError) => void) | undefined
+  timer: TimerHandle | undefined
+  timeoutMs: number
+  /** The deadline's callback, made once per stream. */
+  onTimeout: () => void
 }
 
 /**
@@ -70,6 +80,8 @@ export class HostCollector {
   readonly #reopenCapMs: number
 
   #prev: RawSample | undefined
+  /** The sample before #prev, overwritten by the next tick's parse (parseTickSample's `into`): ticks allocate none. */
+  #spare: RawSample | undefined
   #prevDetail: RawSample | undefined
   #stream: OpenStream | undefined
   #probing = false
@@ -79,6 +91,13 @@ export class HostCollector {
   #closed = false
   /** Frames dropped as stale, forged or unexpected (never attributed to a tick). */
   droppedFrames = 0
+  /** A request's settle functions, captured by one executor made once per collector (no closure per request). */
+  #resolveNext: ((body: string) => void) | undefined
+  #rejectNext: ((err: KayError) => void) | undefined
+  readonly #capture = (resolve: (body: string) => void, reject: (err: KayError) => void): void => {
+    this.#resolveNext = resolve
+    this.#rejectNext = reject
+  }
 
   constructor(actor: HostActor, opts: CollectorOptions = {}) {
     this.#actor = actor
@@ -110,7 +129,7 @@ export class HostCollector {
     const started = this.#clock.now()
     let text: string | undefined
     const s = this.#stream
-    if (s && !s.pending) {
+    if (s && s.pendingSeq === 0) {
       try {
         text = await this.#request(s, Math.min(this.#streamTimeoutMs, Math.max(1, Math.floor(timeoutMs / 2))))
         this.#mode = `stream-${s.flavour}`
@@ -162,9 +181,10 @@ export class HostCollector {
 
   #toMetrics(text: string): HostMetrics {
     const at = this.#clock.now()
-    const sample = this.#forHost(() => parseSample(parseSections(text), at, false))
+    const sample = this.#forHost(() => parseTickSample(text, at, this.#spare))
     // computeMetrics carries the last df figure forward (df is asked for only every Nth tick).
     const m = computeMetrics(this.#prev, sample)
+    this.#spare = this.#prev
     this.#prev = sample
     return m
   }
@@ -173,28 +193,36 @@ export class HostCollector {
     if (s.closed) {
       return Promise.reject(new StreamError(`${this.#actor.id}: collection stream closed`, { host: this.#actor.id }))
     }
-    return new Promise((resolve, reject) => {
-      const seq = ++s.seq
-      const timer = this.#clock.setTimeout(() => {
-        if (s.pending?.seq !== seq) return
-        s.pending = undefined
-        reject(new TimeoutError(`${this.#actor.id}: stream frame ${seq} not complete in ${timeoutMs} ms`))
-      }, timeoutMs)
-      s.pending = {
-        seq,
-        resolve: (body) => {
-          this.#clock.clearTimeout(timer)
-          resolve(body)
-        },
-        reject: (err) => {
-          this.#clock.clearTimeout(timer)
-          reject(err)
-        },
-      }
-      s.decoder.expect(seq)
-      const wantDf = seq === 1 || seq % this.#dfEvery === 0
+    const p = new Promise<string>(this.#capture)
+    const seq = ++s.seq
+    s.pendingSeq = seq
+    s.resolve = this.#resolveNext
+    s.reject = this.#rejectNext
+    s.timeoutMs = timeoutMs
+    s.timer = this.#clock.setTimeout(s.onTimeout, timeoutMs)
+    s.decoder.expect(seq)
+    const wantDf = seq === 1 || seq % this.#dfEvery === 0
+    try {
       s.channel.write(streamRequest(seq, wantDf))
-    })
+    } catch (err) {
+      // A channel that throws on write (destroyed under us) fails this request like a close would.
+      const msg = `${this.#actor.id}: collection stream write failed: ${(err as Error)?.message ?? String(err)}`
+      this.#settle(s, undefined, new StreamError(msg, { host: this.#actor.id }))
+    }
+    return p
+  }
+
+  /** Settles the request in flight, if any: with its frame's body, or failed. */
+  #settle(s: OpenStream, body: string | undefined, err?: KayError): void {
+    if (s.pendingSeq === 0) return
+    const { resolve, reject } = s
+    this.#clock.clearTimeout(s.timer)
+    s.pendingSeq = 0
+    s.resolve = undefined
+    s.reject = undefined
+    s.timer = undefined
+    if (err !== undefined) reject?.(err)
+    else resolve?.(body ?? '')
   }
 
   #maybeOpenStream(): void {
@@ -242,15 +270,26 @@ export class HostCollector {
         seq: 0,
         closed: false,
         decoder: new FrameDecoder({ token, maxFrameBytes: this.#maxFrameBytes }),
+        pendingSeq: 0,
+        resolve: undefined,
+        reject: undefined,
+        timer: undefined,
+        timeoutMs: 0,
+        onTimeout: () => {
+          s.timer = undefined
+          const msg = `${this.#actor.id}: stream frame ${s.pendingSeq} not complete in ${s.timeoutMs} ms`
+          this.#settle(s, undefined, new TimeoutError(msg))
+        },
       }
       opened = s
       channel.on('data', (chunk: Buffer) => this.#onStreamData(s, chunk))
       channel.stderr.resume()
       channel.on('close', () => {
         s.closed = true
-        const p = s.pending
-        s.pending = undefined
-        p?.reject(new StreamError(`${this.#actor.id}: collection stream (${flavour}) closed`, { host: this.#actor.id }))
+        const err = new StreamError(`${this.#actor.id}: collection stream (${flavour}) closed`, {
+          host: this.#actor.id,
+        })
+        this.#settle(s, undefined, err)
         if (this.#stream === s) {
           this.#stream = undefined
           this.#actor.releaseReservedChannel()
@@ -268,22 +307,15 @@ export class HostCollector {
       frames = s.decoder.push(chunk)
     } catch (err) {
       // Oversize frame: the stream is failed; the tick falls back to exec.
-      const p = s.pending
-      s.pending = undefined
-      p?.reject(err instanceof KayError ? err : new StreamError(String(err), { host: this.#actor.id }))
+      this.#settle(s, undefined, err instanceof KayError ? err : new StreamError(String(err), { host: this.#actor.id }))
       try {
         s.channel.close()
       } catch {}
       return
     }
     for (const f of frames) {
-      const p = s.pending
-      if (p && p.seq === f.seq) {
-        s.pending = undefined
-        p.resolve(f.body)
-      } else {
-        this.droppedFrames++
-      }
+      if (s.pendingSeq !== 0 && s.pendingSeq === f.seq) this.#settle(s, f.body)
+      else this.droppedFrames++
     }
   }
 
@@ -313,11 +345,7 @@ export class HostCollector {
     this.#prev = undefined
     this.#streamFailures = 0
     this.#reopenAt = 0
-    if (s) {
-      const p = s.pending
-      s.pending = undefined
-      p?.reject(this.#actor.notReady())
-    }
+    if (s) this.#settle(s, undefined, this.#actor.notReady())
   }
 
   close(): void {

@@ -10,6 +10,7 @@ import {
   parseDetail,
   parseSample,
   parseSections,
+  parseTickSample,
   type RawSample,
 } from '../src/metrics/index.js'
 import { capturedFrame, syntheticFrame } from './fixtures/proc/frames.js'
@@ -52,8 +53,33 @@ function assertValid(m: HostMetrics): void {
   if (bad.length > 0) expect(bad).toEqual([])
 }
 
-/** Parses `text` (against `prev`); passes when it is a ParseError or valid metrics, fails on any other outcome. */
+function outcome(fn: () => RawSample): RawSample | string {
+  try {
+    return fn()
+  } catch (err) {
+    if (isKayError(err, 'KAY_PARSE_ERROR')) return `ParseError: ${(err as Error).message}`
+    throw err
+  }
+}
+
+/** A spare sample for parseTickSample to overwrite, so the fuzz also covers reuse (64 CPUs, interfaces, df). */
+let spare: RawSample = parseSample(parseSections(syntheticFrame({ cpus: 64 })), 0)
+
+/** The tick's parse in place gives what the Map-and-substrings parse gives: the same sample or the same error. */
+function tickParseAgrees(text: string): void {
+  const expected = outcome(() => parseSample(parseSections(text), 10_000, false))
+  expect(outcome(() => parseTickSample(text, 10_000))).toEqual(expected)
+  const reused = outcome(() => parseTickSample(text, 10_000, spare))
+  expect(reused).toEqual(expected)
+  if (typeof reused !== 'string') spare = reused
+}
+
+/**
+ * Parses `text` (against `prev`); passes when it is a ParseError or valid metrics, fails on any other outcome. Also
+ * checks that the tick's in-place parse agrees with the general one.
+ */
 function parseOrParseError(text: string, prev?: RawSample): 'ok' | 'parse-error' {
+  tickParseAgrees(text)
   let m: HostMetrics
   try {
     m = parseCollection(text, 10_000, prev).metrics

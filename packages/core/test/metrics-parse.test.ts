@@ -166,6 +166,40 @@ describe('parseSample on synthetic hosts', () => {
     expect(m.load1).toBe(1.5)
   })
 
+  it('parses into a spare sample in place, reusing its arrays and interface records, as a fresh parse would', () => {
+    const first = syntheticFrame({
+      cpus: 64,
+      ifaces: [
+        { name: 'eth0', rx: 1, tx: 2 },
+        { name: 'wg0', rx: 3, tx: 4 },
+      ],
+    })
+    const spare = parseSample(parseSections(first), 0)
+    const { cpuTimes, cpuIds, interfaces } = spare
+    const eth0 = interfaces?.[0]
+    expect(spare.rootFsUsedPct).toBeDefined()
+    // Fewer CPUs, one interface gone and one renamed, no df section: nothing of the first sample may stay.
+    const second = syntheticFrame({
+      cpus: 2,
+      ifaces: [
+        { name: 'eth0', rx: 10, tx: 20 },
+        { name: 'bond0', rx: 30, tx: 40 },
+      ],
+    }).replace(/@@kay df[\s\S]*$/, '')
+    const reused = parseSample(parseSections(second), 5000, false, spare)
+    expect(reused).toBe(spare)
+    expect(reused).toEqual(parseSample(parseSections(second), 5000, false))
+    expect(reused.rootFsUsedPct).toBeUndefined()
+    expect(reused.cpuTimes).toBe(cpuTimes)
+    expect(reused.cpuIds).toBe(cpuIds)
+    expect(reused.interfaces).toBe(interfaces)
+    expect(reused.interfaces?.[0]).toBe(eth0)
+    expect(reused.interfaces?.map((x) => x.name)).toEqual(['eth0', 'bond0'])
+    // Without a netdev section the interfaces are gone too.
+    const noNet = syntheticFrame().replace(/@@kay netdev[\s\S]*?(?=@@kay df)/, '')
+    expect(parseSample(parseSections(noNet), 0, false, reused).interfaces).toBeUndefined()
+  })
+
   it('accepts old kernels whose cpu lines have only four counters', () => {
     const text = syntheticFrame({ cpus: 1 }).replace(/^cpu(\d*) +(\d+) (\d+) (\d+) (\d+) .*$/gm, 'cpu$1 $2 $3 $4 $5')
     const s = sample(text)

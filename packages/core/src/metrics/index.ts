@@ -33,5 +33,6 @@ export {
   parseDetailSample,
   parseSample,
   parseSections,
+  parseTickSample,
 } from './parse.js'
 export type { CpuState, HostDetail, HostMetrics, InterfaceCounters, RawSample } from './types.js'

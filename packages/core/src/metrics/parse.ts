@@ -53,11 +53,26 @@ function bad(section: string, what: string): KayError {
  * larger than {@link MAX_INPUT_CHARS}.
  */
 export function parseSections(text: string): Map<string, string> {
+  const out = new Map<string, string>()
+  scanSections(text, (t, nameStart, nameEnd, start, end) => {
+    out.set(t.slice(nameStart, nameEnd), t.slice(start, end))
+  })
+  return out
+}
+
+/**
+ * The scan behind {@link parseSections}: calls `section` with the offsets of each well-named section's name and
+ * body, in order (a repeated name is reported again; keeping the last is the caller's part).
+ */
+function scanSections(
+  text: string,
+  section: (text: string, nameStart: number, nameEnd: number, start: number, end: number) => void,
+): void {
   if (typeof text !== 'string') throw bad('input', 'not a string')
   if (text.length > MAX_INPUT_CHARS) throw bad('input', `too large (${text.length} > ${MAX_INPUT_CHARS} chars)`)
-  const out = new Map<string, string>()
   const len = text.length
-  let name: string | undefined
+  let nameStart = -1
+  let nameEnd = -1
   let bodyStart = 0
   let p = text.startsWith('@@kay', 0) ? 0 : nextCandidate(text, 0)
   while (p !== -1) {
@@ -68,15 +83,15 @@ export function parseSections(text: string): Map<string, string> {
       p = nextCandidate(text, p + 1)
       continue
     }
-    if (name !== undefined) out.set(name, text.slice(bodyStart, p))
+    if (nameStart >= 0) section(text, nameStart, nameEnd, bodyStart, p)
     let e = text.indexOf('\n', p)
     if (e === -1) e = len
-    name = isHeader ? sectionName(text, p + 6, e) : undefined
+    nameStart = isHeader && validSectionName(text, p + 6, e) ? p + 6 : -1
+    nameEnd = e
     bodyStart = e < len ? e + 1 : len
     p = nextCandidate(text, e)
   }
-  if (name !== undefined) out.set(name, text.slice(bodyStart))
-  return out
+  if (nameStart >= 0) section(text, nameStart, nameEnd, bodyStart, len)
 }
 
 function nextCandidate(text: string, from: number): number {
@@ -90,14 +105,14 @@ function isBlankOrNl(s: string, i: number): boolean {
 }
 
 /** A section name is 1–32 of [a-z0-9_-]; anything else makes the header's section ignored. */
-function sectionName(s: string, start: number, end: number): string | undefined {
-  if (end <= start || end - start > MAX_SECTION_NAME) return undefined
+function validSectionName(s: string, start: number, end: number): boolean {
+  if (end <= start || end - start > MAX_SECTION_NAME) return false
   for (let i = start; i < end; i++) {
     const c = s.charCodeAt(i)
     const ok = (c >= 97 && c <= 122) || (c >= C_0 && c <= C_9) || c === 95 || c === 45
-    if (!ok) return undefined
+    if (!ok) return false
   }
-  return s.slice(start, end)
+  return true
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -182,16 +197,24 @@ function readDecimal(s: string, i: number, end: number): number {
 // ---------------------------------------------------------------------------------------------------------------
 // Sample
 
-function required(sections: Map<string, string>, name: string): string {
-  const s = sections.get(name)
-  if (typeof s !== 'string') throw bad(name, 'section missing')
-  if (s.length === 0) throw bad(name, 'section empty')
-  return s
-}
+// The sections a sample reads, by index, and where each lies for the parse under way: the string holding it and
+// its bounds in that string (module scratch, as the parser is synchronous; `undefined`: the section is absent).
+const SAMPLE_SECTIONS = ['loadavg', 'meminfo', 'stat', 'uptime', 'netdev', 'df'] as const
+const LOADAVG = 0
+const MEMINFO = 1
+const STAT = 2
+const UPTIME = 3
+const NETDEV = 4
+const DF = 5
+const srcText: Array<string | undefined> = SAMPLE_SECTIONS.map(() => undefined)
+const srcStart = new Int32Array(SAMPLE_SECTIONS.length)
+const srcEnd = new Int32Array(SAMPLE_SECTIONS.length)
 
-function optional(sections: Map<string, string>, name: string): string | undefined {
-  const s = sections.get(name)
-  return typeof s === 'string' ? s : undefined
+function required(k: number): string {
+  const s = srcText[k]
+  if (s === undefined) throw bad(SAMPLE_SECTIONS[k]!, 'section missing')
+  if (srcEnd[k]! <= srcStart[k]!) throw bad(SAMPLE_SECTIONS[k]!, 'section empty')
+  return s
 }
 
 /**
@@ -199,61 +222,113 @@ function optional(sections: Map<string, string>, name: string): string | undefin
  * and `df` are optional. `at` is the collector's epoch ms for the sample. Throws {@link ParseError} naming the
  * section on anything malformed or absurd. `perCpu: false` (what a tick needs) reads the aggregate cpu line's
  * counters and only the number of each per-CPU line: on a 64-CPU host the per-CPU counters are most of the parse.
+ *
+ * `into`: a sample that is no longer needed, overwritten in place (its arrays and interface records reused) and
+ * returned, so that a host's steady ticks allocate no sample: a sample lives a whole tick interval, long enough
+ * to be promoted to V8's old generation, and promoted garbage is what makes major GCs. After a throw, `into`
+ * holds a partial sample: it is still only fit to be passed as `into` again.
  */
-export function parseSample(sections: Map<string, string>, at: number, perCpu = true): RawSample {
+export function parseSample(sections: Map<string, string>, at: number, perCpu = true, into?: RawSample): RawSample {
   if (!(sections instanceof Map)) throw bad('input', 'sections is not a Map')
-  if (typeof at !== 'number' || !Number.isFinite(at)) throw bad('input', 'sample time is not a finite number')
-  const loadavg = required(sections, 'loadavg')
-  const meminfo = required(sections, 'meminfo')
-  const stat = required(sections, 'stat')
-  const uptime = required(sections, 'uptime')
+  for (let k = 0; k < SAMPLE_SECTIONS.length; k++) {
+    const s = sections.get(SAMPLE_SECTIONS[k]!)
+    srcText[k] = typeof s === 'string' ? s : undefined
+    srcStart[k] = 0
+    srcEnd[k] = typeof s === 'string' ? s.length : 0
+  }
+  return sampleFromSources(at, perCpu, into)
+}
 
-  const lend = loadavg.length
-  const load1 = readDecimal(loadavg, 0, lend)
+/**
+ * What a tick does: `parseSample(parseSections(text), at, false, into)`, with the same results and the same
+ * errors, but reading each section where it lies in `text`: no Map and no substring per section (a section
+ * substring is a sliced string, slower to scan than the flat text).
+ */
+export function parseTickSample(text: string, at: number, into?: RawSample): RawSample {
+  srcText.fill(undefined)
+  scanSections(text, noteSampleSection)
+  return sampleFromSources(at, false, into)
+}
+
+function noteSampleSection(text: string, nameStart: number, nameEnd: number, start: number, end: number): void {
+  for (let k = 0; k < SAMPLE_SECTIONS.length; k++) {
+    const n = SAMPLE_SECTIONS[k]!
+    if (nameEnd - nameStart === n.length && text.startsWith(n, nameStart)) {
+      // A repeated section: the last one counts, as in parseSections.
+      srcText[k] = text
+      srcStart[k] = start
+      srcEnd[k] = end
+      return
+    }
+  }
+}
+
+function sampleFromSources(at: number, perCpu: boolean, into: RawSample | undefined): RawSample {
+  if (typeof at !== 'number' || !Number.isFinite(at)) throw bad('input', 'sample time is not a finite number')
+  const loadavg = required(LOADAVG)
+  const meminfo = required(MEMINFO)
+  const stat = required(STAT)
+  const uptime = required(UPTIME)
+
+  const lend = srcEnd[LOADAVG]!
+  const load1 = readDecimal(loadavg, srcStart[LOADAVG]!, lend)
   const load5 = load1 < 0 ? -1 : readDecimal(loadavg, pos, lend)
   const load15 = load5 < 0 ? -1 : readDecimal(loadavg, pos, lend)
   if (load15 < 0) throw bad('loadavg', 'expected three load averages')
   if (load1 > MAX_LOAD || load5 > MAX_LOAD || load15 > MAX_LOAD) throw bad('loadavg', 'load average out of range')
 
-  const uptimeSeconds = readDecimal(uptime, 0, uptime.length)
+  const uptimeSeconds = readDecimal(uptime, srcStart[UPTIME]!, srcEnd[UPTIME]!)
   if (uptimeSeconds < 0) throw bad('uptime', 'expected the uptime in seconds')
   if (uptimeSeconds > MAX_UPTIME_SECONDS) throw bad('uptime', 'uptime out of range')
 
-  const sample: RawSample = {
-    at,
-    cpus: 0,
-    cpuIds: [],
-    cpuTimes: [],
-    memTotalBytes: 0,
-    memFreeBytes: 0,
-    memAvailableBytes: 0,
-    swapTotalBytes: 0,
-    swapFreeBytes: 0,
-    load1,
-    load5,
-    load15,
-    uptimeSeconds,
+  let sample: RawSample
+  if (into === undefined) {
+    sample = {
+      at,
+      cpus: 0,
+      cpuIds: [],
+      cpuTimes: [],
+      memTotalBytes: 0,
+      memFreeBytes: 0,
+      memAvailableBytes: 0,
+      swapTotalBytes: 0,
+      swapFreeBytes: 0,
+      load1,
+      load5,
+      load15,
+      uptimeSeconds,
+      interfaces: undefined,
+      rootFsUsedPct: undefined,
+    }
+  } else {
+    sample = into
+    sample.at = at
+    sample.cpus = 0
+    sample.cpuIds.length = 0
+    sample.cpuTimes.length = 0
+    sample.load1 = load1
+    sample.load5 = load5
+    sample.load15 = load15
+    sample.uptimeSeconds = uptimeSeconds
+    sample.rootFsUsedPct = undefined
   }
-  parseStat(stat, sample, perCpu)
-  parseMeminfo(meminfo, sample)
-  const netdev = optional(sections, 'netdev')
-  if (netdev !== undefined) sample.interfaces = parseNetdev(netdev)
-  const df = optional(sections, 'df')
-  if (df !== undefined) {
-    const root = rootFsPct(df)
-    if (root !== undefined) sample.rootFsUsedPct = root
-  }
+  parseStat(stat, srcStart[STAT]!, srcEnd[STAT]!, sample, perCpu)
+  parseMeminfo(meminfo, srcStart[MEMINFO]!, srcEnd[MEMINFO]!, sample)
+  const netdev = srcText[NETDEV]
+  sample.interfaces =
+    netdev === undefined ? undefined : parseNetdev(netdev, srcStart[NETDEV]!, srcEnd[NETDEV]!, sample.interfaces ?? [])
+  const df = srcText[DF]
+  if (df !== undefined) sample.rootFsUsedPct = rootFsPct(df, srcStart[DF]!, srcEnd[DF]!)
   return sample
 }
 
-function parseStat(s: string, out: RawSample, perCpu: boolean): void {
-  const end = s.length
+function parseStat(s: string, start: number, end: number, out: RawSample, perCpu: boolean): void {
   const times = out.cpuTimes
   const ids = out.cpuIds
   for (let k = 0; k < NSTATES; k++) times.push(0)
   let seenAggregate = false
   let inCpuBlock = false
-  let i = 0
+  let i = start
   while (i < end) {
     const e = lineEnd(s, i, end)
     if (s.charCodeAt(i) === 99 && s.startsWith('cpu', i)) {
@@ -344,12 +419,11 @@ const MEM_KEY_LEN = [9, 8, 13, 8, 7, 13, 10, 9]
 const MEM_NEEDED = (1 << MEM_TOTAL) | (1 << MEM_FREE) | (1 << SWAP_TOTAL) | (1 << SWAP_FREE)
 const MEM_ALL = 0xff
 
-function parseMeminfo(s: string, out: RawSample): void {
+function parseMeminfo(s: string, start: number, end: number, out: RawSample): void {
   const v = memScratch
   v.fill(-1)
-  const end = s.length
   let found = 0
-  let i = 0
+  let i = start
   // Stops as soon as what the sample needs is read: with MemAvailable (every kernel since 3.14) that is at
   // SwapFree, about half-way down the file.
   while (i < end && found !== MEM_ALL) {
@@ -387,10 +461,10 @@ function parseMeminfo(s: string, out: RawSample): void {
   out.swapFreeBytes = Math.min(swapFree, swapTotal) * 1024
 }
 
-function parseNetdev(s: string): InterfaceCounters[] {
-  const out: InterfaceCounters[] = []
-  const end = s.length
-  let i = 0
+/** Fills `out` (records already in it are reused: a host's interfaces rarely change between two ticks). */
+function parseNetdev(s: string, start: number, end: number, out: InterfaceCounters[]): InterfaceCounters[] {
+  let n = 0
+  let i = start
   while (i < end) {
     const e = lineEnd(s, i, end)
     const colon = s.indexOf(':', i)
@@ -412,11 +486,19 @@ function parseNetdev(s: string): InterfaceCounters[] {
       }
       const tx = readUint(s, pos, e)
       if (tx < 0) throw bad('netdev', 'bad counter')
-      if (out.length >= MAX_INTERFACES) throw bad('netdev', 'too many interfaces')
-      out.push({ name: s.slice(ns, ne), rxBytes: rx, txBytes: tx })
+      if (n >= MAX_INTERFACES) throw bad('netdev', 'too many interfaces')
+      const r = out[n]
+      if (r === undefined) out.push({ name: s.slice(ns, ne), rxBytes: rx, txBytes: tx })
+      else {
+        if (r.name.length !== ne - ns || !s.startsWith(r.name, ns)) r.name = s.slice(ns, ne)
+        r.rxBytes = rx
+        r.txBytes = tx
+      }
+      n++
     }
     i = e + 1
   }
+  out.length = n
   return out
 }
 
@@ -458,12 +540,11 @@ function pctToken(w: string | undefined): number {
   return v < 0 ? Number.NaN : v
 }
 
-function parseDfRows(s: string, rootOnly: boolean): FsRow[] {
+function parseDfRows(s: string, start: number, end: number, rootOnly: boolean): FsRow[] {
   const out: FsRow[] = []
   const words: string[] = []
   const starts: number[] = []
-  const end = s.length
-  let i = 0
+  let i = start
   while (i < end && out.length < MAX_DF_ROWS) {
     const e = lineEnd(s, i, end)
     tokens(s, i, e, words, starts)
@@ -493,8 +574,8 @@ function parseDfRows(s: string, rootOnly: boolean): FsRow[] {
   return out
 }
 
-function rootFsPct(df: string): number | undefined {
-  const rows = parseDfRows(df, true)
+function rootFsPct(df: string, start: number, end: number): number | undefined {
+  const rows = parseDfRows(df, start, end, true)
   return rows.length > 0 ? rows[0]!.usedPct : undefined
 }
 
@@ -695,7 +776,7 @@ export function parseDetailSample(
     metrics,
     perCpuPct,
     processes: typeof ps === 'string' ? parsePs(ps) : [],
-    filesystems: typeof df === 'string' ? parseDfRows(df, false) : [],
+    filesystems: typeof df === 'string' ? parseDfRows(df, 0, df.length, false) : [],
     interfaces,
   }
   return { detail, sample: cur }

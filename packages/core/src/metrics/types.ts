@@ -77,7 +77,7 @@ export interface RawSample {
   load15: number
   uptimeSeconds: number
   /** Interfaces other than lo; undefined when the netdev section is absent. */
-  interfaces?: InterfaceCounters[]
+  interfaces?: InterfaceCounters[] | undefined
   /** Root filesystem use %, when this collection carried a df section (or, after `computeMetrics`, an earlier one). */
-  rootFsUsedPct?: number
+  rootFsUsedPct?: number | undefined
 }

@@ -1,0 +1,139 @@
+/**
+ * HostCollector's stream request path against a fake actor and channel, on a manual clock: how a request is
+ * settled (by its frame, by its deadline, by a write that throws) and that nothing is left armed afterwards.
+ * The same paths against the simulator and real sshd are in collector.sim.test.ts and actor.sshd.test.ts.
+ */
+import { EventEmitter } from 'node:events'
+import { describe, expect, it } from 'vitest'
+import type { HostActor } from '../src/actor.js'
+import { HostCollector } from '../src/collector.js'
+import { NotReadyError } from '../src/errors.js'
+import { syntheticFrame } from './fixtures/proc/frames.js'
+import { ManualClock } from './support/manual-clock.js'
+
+const BODY = syntheticFrame()
+
+class FakeChannel extends EventEmitter {
+  readonly stderr = { resume() {} }
+  readonly writes: string[] = []
+  /** What a write does: answer the request (default), stay silent, or throw. */
+  mode: 'answer' | 'silent' | 'throw' = 'answer'
+  constructor(readonly token: string) {
+    super()
+  }
+  write(line: string): boolean {
+    if (this.mode === 'throw') throw new Error('channel destroyed')
+    this.writes.push(line)
+    if (this.mode === 'answer') {
+      const seq = line.split(/[ \n]/)[0]
+      queueMicrotask(() => this.emit('data', Buffer.from(`${BODY}@@kay-end ${this.token} ${seq}\n`)))
+    }
+    return true
+  }
+  close(): void {
+    queueMicrotask(() => this.emit('close'))
+  }
+}
+
+class FakeActor extends EventEmitter {
+  readonly id = 'fake'
+  readonly state = 'ready'
+  channel: FakeChannel | undefined
+  runs = 0
+  suspects = 0
+  reserved = 0
+  notReady() {
+    return new NotReadyError('fake: not ready', { host: this.id })
+  }
+  reserveChannel() {
+    this.reserved++
+    return true
+  }
+  releaseReservedChannel() {
+    this.reserved--
+  }
+  suspect() {
+    this.suspects++
+  }
+  run() {
+    this.runs++
+    return Promise.resolve({ stdout: BODY, stderr: '', exitCode: 0, signal: null, durationMs: 1 })
+  }
+  openExec(command: string, setup?: (c: FakeChannel) => void): Promise<FakeChannel> {
+    const token = /^: kay-stream v1 \w+ ([A-Za-z0-9_-]+);/.exec(command)?.[1] ?? 'none'
+    const c = new FakeChannel(token)
+    this.channel = c
+    setup?.(c)
+    return Promise.resolve(c)
+  }
+}
+
+const flush = () => new Promise((r) => setImmediate(r))
+
+/** A collector whose stream is up (the first tick went over exec and opened it). */
+async function withStream() {
+  const clock = new ManualClock()
+  const actor = new FakeActor()
+  const collector = new HostCollector(actor as unknown as HostActor, {
+    clock,
+    flavours: ['perl'],
+    streamTimeoutMs: 500,
+  })
+  await collector.collect()
+  expect(collector.mode).toBe('exec')
+  await flush()
+  await collector.collect()
+  expect(collector.mode).toBe('stream-perl')
+  return { clock, actor, collector, channel: actor.channel! }
+}
+
+describe('HostCollector stream requests', () => {
+  it('answers a tick from its frame and leaves no deadline armed', async () => {
+    const { clock, actor, collector, channel } = await withStream()
+    const m = await collector.collect()
+    expect(m.load1).toBe(1.5)
+    expect(channel.writes.length).toBe(3) // the probe's request and two ticks
+    expect(actor.runs).toBe(1)
+    expect(clock.pending).toBe(0)
+    collector.close()
+  })
+
+  it('falls back to exec for the tick when the frame misses its deadline, and asks the actor to probe', async () => {
+    const { clock, actor, collector, channel } = await withStream()
+    channel.mode = 'silent'
+    const tick = collector.collect(2000)
+    await flush()
+    clock.advance(500)
+    const m = await tick
+    expect(m.load1).toBe(1.5)
+    expect(collector.mode).toBe('exec')
+    expect(actor.suspects).toBe(1)
+    expect(actor.runs).toBe(2)
+    expect(actor.reserved).toBe(0)
+    collector.close()
+  })
+
+  it('fails the request, not the process, when the channel throws on write, and the tick falls back to exec', async () => {
+    const { clock, actor, collector, channel } = await withStream()
+    channel.mode = 'throw'
+    const m = await collector.collect()
+    expect(m.load1).toBe(1.5)
+    expect(collector.mode).toBe('exec')
+    expect(actor.runs).toBe(2)
+    // The failed request's deadline was cleared with it: nothing fires later against a settled request.
+    expect(clock.pending).toBe(0)
+    expect(actor.suspects).toBe(0)
+    collector.close()
+  })
+
+  it('reuses the sample before last: a long run of ticks keeps giving fresh metrics', async () => {
+    const { clock, collector } = await withStream()
+    const ats: number[] = []
+    for (let i = 0; i < 5; i++) {
+      clock.advance(1000)
+      ats.push((await collector.collect()).at)
+    }
+    expect(ats).toEqual([1, 2, 3, 4, 5].map((k) => ats[0]! + (k - 1) * 1000))
+    collector.close()
+  })
+})
