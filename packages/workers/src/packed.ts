@@ -84,24 +84,31 @@ function packable(r: HostCollectResult): boolean {
 }
 
 /**
- * Splits a collect reply into the rows that pack and the results that stay objects (in their order). Send
- * `packed.values.buffer` in the transfer list.
+ * Packs a collect reply as its results come in: each result is packed into its row at once (or kept as an object
+ * if it does not pack), so a shard holds no result objects while a tick is under way. `finish` gives the rows in
+ * the order they were added and the other results in theirs. Send `packed.values.buffer` in the transfer list.
  */
-export function packCollectResults(results: readonly HostCollectResult[]): {
-  results: HostCollectResult[]
-  packed: PackedCollectResults
-} {
-  const rest: HostCollectResult[] = []
-  const rows: HostCollectResult[] = []
-  for (const r of results) (packable(r) ? rows : rest).push(r)
-  const values = new Float64Array(rows.length * PACKED_FIELDS).fill(Number.NaN)
-  const hosts: string[] = new Array(rows.length)
-  for (let i = 0; i < rows.length; i++) {
-    const r = rows[i]!
+export class CollectPacker {
+  #values: Float64Array
+  readonly #hosts: string[] = []
+  readonly #rest: HostCollectResult[] = []
+
+  /** `capacity`: the most results that will be added (the shard's host count). */
+  constructor(capacity: number) {
+    this.#values = new Float64Array(Math.max(0, capacity) * PACKED_FIELDS).fill(Number.NaN)
+  }
+
+  add(r: HostCollectResult): void {
+    const i = this.#hosts.length
+    if (!packable(r) || (i + 1) * PACKED_FIELDS > this.#values.length) {
+      this.#rest.push(r)
+      return
+    }
+    const values = this.#values
     const m = r.metrics!
     const s = r.status
     const o = i * PACKED_FIELDS
-    hosts[i] = r.host
+    this.#hosts.push(r.host)
     for (let k = 0; k < REQUIRED.length; k++) values[o + k] = m[REQUIRED[k]!]
     for (let k = 0; k < OPTIONAL.length; k++) {
       const v = m[OPTIONAL[k]!]
@@ -114,7 +121,24 @@ export function packCollectResults(results: readonly HostCollectResult[]): {
     if (s.readySince !== undefined) values[o + READY_SINCE_AT] = s.readySince
     if (r.collectMode !== undefined) values[o + MODE_AT] = PACKED_MODES.indexOf(r.collectMode)
   }
-  return { results: rest, packed: { hosts, values } }
+
+  /** The reply: the rows (trimmed to the results that packed) and the results that did not. */
+  finish(): { results: HostCollectResult[]; packed: PackedCollectResults } {
+    const n = this.#hosts.length * PACKED_FIELDS
+    const values = n === this.#values.length ? this.#values : this.#values.slice(0, n)
+    this.#values = new Float64Array(0)
+    return { results: this.#rest, packed: { hosts: this.#hosts, values } }
+  }
+}
+
+/** Splits a collect reply into the rows that pack and the results that stay objects (in their order). */
+export function packCollectResults(results: readonly HostCollectResult[]): {
+  results: HostCollectResult[]
+  packed: PackedCollectResults
+} {
+  const packer = new CollectPacker(results.length)
+  for (const r of results) packer.add(r)
+  return packer.finish()
 }
 
 /** The results a packed block stands for: equal to what was packed. */

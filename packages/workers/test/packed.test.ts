@@ -2,6 +2,7 @@ import type { HostMetrics, HostStatus } from '@kay/core'
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import {
+  CollectPacker,
   isPackedCollectResults,
   PACKED_FIELDS,
   PACKED_MODES,
@@ -127,6 +128,33 @@ describe('packed collect results', () => {
     expect(results.map((r) => r.host)).toEqual(odd.map((r) => r.host))
     expect(packed.hosts).toEqual(['plain'])
     expect(byHost(roundTrip(all))).toEqual(byHost(all))
+  })
+
+  it('packs results as they are added, trimming rows that were not used, and overflows into objects', () => {
+    const err = { name: 'NotReadyError', code: 'KAY_NOT_READY', message: 'x', host: 'e' } as never
+    const down: HostCollectResult = { host: 'e', status: { id: 'e', state: 'backoff', attempts: 1, handshakes: 1 } }
+    down.error = err
+    // Room for 3 rows, 4 results, one of which does not pack: the 3 ready ones fill the rows, in arrival order.
+    const packer = new CollectPacker(3)
+    const arrivals = [readyResult('b', BASE), down, readyResult('a', BASE), readyResult('c', BASE)]
+    for (const r of arrivals) packer.add(r)
+    const { results, packed } = packer.finish()
+    expect(packed.hosts).toEqual(['b', 'a', 'c'])
+    expect(results.map((r) => r.host)).toEqual(['e'])
+    expect(byHost([...results, ...unpackCollectResults(packed)])).toEqual(byHost(arrivals))
+    // More results than rows: the rest stay objects, none is lost.
+    const small = new CollectPacker(1)
+    small.add(readyResult('x', BASE))
+    small.add(readyResult('y', BASE))
+    const out = small.finish()
+    expect(out.packed.hosts).toEqual(['x'])
+    expect(out.results.map((r) => r.host)).toEqual(['y'])
+    // Fewer results than rows: the block is trimmed to what was packed, so it stays well-formed.
+    const big = new CollectPacker(10)
+    big.add(readyResult('z', BASE))
+    const one = big.finish().packed
+    expect(one.values.length).toBe(PACKED_FIELDS)
+    expect(isPackedCollectResults(one)).toBe(true)
   })
 
   it('refuses a malformed block from another thread', () => {
