@@ -7,6 +7,7 @@ import {
   parseDetail,
   parseSample,
   parseSections,
+  parseTickSample,
   type RawSample,
 } from '../src/metrics/index.js'
 import { capturedFrame, fixture, syntheticFrame } from './fixtures/proc/frames.js'
@@ -143,14 +144,25 @@ describe('parseSample on synthetic hosts', () => {
     expect(s.memAvailableBytes).toBe((1_000_000 + 200_000 + 3_000_000 + 100_000) * 1024)
   })
 
-  it('reads meminfo only as far as it needs: past SwapFree only when MemAvailable is missing', () => {
+  it('reads only the meminfo lines it needs: SReclaimable only when MemAvailable is missing', () => {
     const garbled = (t: string) => t.replace(/SReclaimable: +\d+ kB/, 'SReclaimable: lots')
-    // With MemAvailable the scan stops at SwapFree, so a bad line after it is never read…
+    // With MemAvailable, SReclaimable is not needed, so a bad value there is never read…
     expect(sample(garbled(syntheticFrame())).memAvailableBytes).toBe(8_192_000 * 1024)
     // …without it, SReclaimable goes into the estimate, so the same line is read and refused.
     expect(parseErr(() => sample(garbled(syntheticFrame({ memAvailableKb: undefined })))).message).toMatch(
       /^meminfo: bad value/,
     )
+  })
+
+  it('finds the meminfo keys in any order, the first of a repeated key, and nothing outside the section', () => {
+    const text = syntheticFrame({ swapTotalKb: 2048, swapFreeKb: 1024 })
+    const lines = /@@kay meminfo\n([\s\S]*?)@@kay/.exec(text)![1]!.trimEnd().split('\n')
+    const shuffled = [...lines].reverse().join('\n')
+    const reordered = text.replace(lines.join('\n'), `${shuffled}\nMemTotal: 1 kB`)
+    expect(sample(reordered)).toEqual(sample(text))
+    // A key that only appears in another section is not this section's: MemTotal is missing.
+    const moved = text.replace(/MemTotal:.*\n/, '').replace('@@kay stat\n', '@@kay stat\nMemTotal: 5 kB\n')
+    expect(parseErr(() => parseTickSample(moved, 0)).message).toMatch(/^meminfo: MemTotal missing/)
   })
 
   it('does not read the counters of lo, which the rates leave out', () => {
