@@ -105,7 +105,7 @@ export class FrameDecoder {
     }
     const frames: Frame[] = []
     let start = 0
-    let p = lineStartAtZero && startsWith(t, 0, MARKER) ? 0 : nextMarker(t, 0)
+    let p = lineStartAtZero && sameBytes(t, 0, MARKER) ? 0 : nextMarker(t, 0)
     while (p !== -1) {
       const e = t.indexOf(NL, p)
       if (e === -1) {
@@ -123,6 +123,11 @@ export class FrameDecoder {
       }
       this.#marker(t, start, p, e, frames)
       start = e + 1
+      if (start === t.length) {
+        // The usual case: the chunk ends with the marker line. Nothing is left to search or to buffer.
+        this.#atLineStart = true
+        return frames
+      }
       p = nextMarker(t, e)
     }
     this.#tail(t, start, lineStartAtZero)
@@ -134,10 +139,7 @@ export class FrameDecoder {
     const tokStart = p + MARKER.length
     const tokLen = this.#tokenBytes.length
     const tokEnd = tokStart + tokLen
-    const ours =
-      tokEnd <= e &&
-      (tokEnd === e || t[tokEnd] === SPACE) &&
-      t.compare(this.#tokenBytes, 0, tokLen, tokStart, tokEnd) === 0
+    const ours = tokEnd <= e && (tokEnd === e || t[tokEnd] === SPACE) && sameBytes(t, tokStart, this.#tokenBytes)
     const bodyBytes = this.#partsBytes + (p - start)
     if (bodyBytes > this.maxFrameBytes) this.#fail(bodyBytes)
     if (!ours) {
@@ -208,8 +210,11 @@ export class FrameDecoder {
   }
 }
 
-function startsWith(t: Buffer, at: number, prefix: Buffer): boolean {
-  return t.length - at >= prefix.length && t.compare(prefix, 0, prefix.length, at, at + prefix.length) === 0
+/** t[at, at + b.length) equals b (b is short: a JS loop is cheaper than a call into Buffer.compare). */
+function sameBytes(t: Buffer, at: number, b: Buffer): boolean {
+  if (t.length - at < b.length) return false
+  for (let i = 0; i < b.length; i++) if (t[at + i] !== b[i]) return false
+  return true
 }
 
 /** The next marker start at or after `from` that follows a newline (`from` itself may be that newline). */
@@ -221,7 +226,7 @@ function nextMarker(t: Buffer, from: number): number {
 /** A trailing partial line that is a prefix of `@@kay-end ` or a short line starting with it. */
 function couldBeMarker(t: Buffer, at: number): boolean {
   const n = t.length - at
-  if (n >= MARKER.length) return n <= MAX_MARKER_LINE && startsWith(t, at, MARKER)
+  if (n >= MARKER.length) return n <= MAX_MARKER_LINE && sameBytes(t, at, MARKER)
   return t.compare(MARKER, 0, n, at, t.length) === 0
 }
 
