@@ -45,6 +45,8 @@ interface OpenStream {
   channel: ClientChannel
   decoder: FrameDecoder
   flavour: StreamFlavour
+  /** `stream-<flavour>`, made once (not a new string per tick). */
+  mode: CollectMode
   seq: number
   /** The channel closed (e.g. the interpreter is missing: exit 127 before the first request). */
   closed: boolean
@@ -132,7 +134,7 @@ export class HostCollector {
     if (s && s.pendingSeq === 0) {
       try {
         text = await this.#request(s, Math.min(this.#streamTimeoutMs, Math.max(1, Math.floor(timeoutMs / 2))))
-        this.#mode = `stream-${s.flavour}`
+        this.#mode = s.mode
         this.#streamFailures = 0
       } catch (err) {
         // The stream failed this tick: it is closed; the tick falls back to exec and the stream reopens later.
@@ -267,6 +269,7 @@ export class HostCollector {
       const s: OpenStream = {
         channel,
         flavour,
+        mode: `stream-${flavour}`,
         seq: 0,
         closed: false,
         decoder: new FrameDecoder({ token, maxFrameBytes: this.#maxFrameBytes }),
