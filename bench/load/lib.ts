@@ -5,6 +5,7 @@
 import { appendFileSync, readdirSync } from 'node:fs'
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { streamRequest } from '@kay/core'
 import type { Supervisor } from '@kay/workers'
 
 export { sleep }
@@ -202,4 +203,55 @@ export function runMain(moduleUrl: string, main: (argv: string[]) => Promise<num
       process.exit(1)
     },
   )
+}
+
+/**
+ * One host of the transport floor (`ssh2-floor` in real-sshd.ts; its fake-channel twin in micro/tick-path.bench.ts):
+ * a channel running kay's stream loop whose output is only searched for the end marker of the request in flight.
+ */
+export interface FloorChannel {
+  token: string
+  channel: { write(line: string): unknown; on(event: 'data', listener: (chunk: Buffer) => void): unknown }
+  /** The end marker awaited, and what to call when it arrives. */
+  want?: { marker: string; resolve: (ok: boolean) => void } | undefined
+  /** The last bytes seen, so a marker split across two chunks is still found. */
+  tail: string
+}
+
+/** Watches a floor channel's output for the marker its tick awaits (parsing nothing). */
+export function watchFloorChannel(c: FloorChannel): void {
+  c.channel.on('data', (chunk: Buffer) => {
+    const s = c.tail + chunk.toString('latin1')
+    if (c.want && s.includes(c.want.marker)) {
+      const w = c.want
+      c.want = undefined
+      w.resolve(true)
+    }
+    c.tail = s.slice(-80)
+  })
+}
+
+/**
+ * One floor tick: kay's request line for `seq` written on every channel (df on the first and every 12th, as kay asks),
+ * then each frame's end marker awaited, 30 s at most. Returns how many channels answered.
+ */
+export async function floorTick(conns: readonly FloorChannel[], seq: number): Promise<number> {
+  const line = streamRequest(seq, seq === 1 || seq % 12 === 0)
+  const answered = await Promise.all(
+    conns.map(
+      (c) =>
+        new Promise<boolean>((resolve) => {
+          const timer = setTimeout(() => resolve(false), 30_000)
+          c.want = {
+            marker: `@@kay-end ${c.token} ${seq}\n`,
+            resolve: (ok) => {
+              clearTimeout(timer)
+              resolve(ok)
+            },
+          }
+          c.channel.write(line)
+        }),
+    ),
+  )
+  return answered.filter(Boolean).length
 }

@@ -20,13 +20,15 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
-import { COLLECT_COMMAND, randomStreamToken, type StreamFlavour, streamCommand, streamRequest } from '@kay/core'
+import { COLLECT_COMMAND, randomStreamToken, type StreamFlavour, streamCommand } from '@kay/core'
 import { Cgroup, makeClientKey, SSHD_LOG, type SshdFleet, sshdAvailable, startSshdFleet } from '@kay/core/testing'
 import { Supervisor } from '@kay/workers'
 import { Client, type ClientChannel } from 'ssh2'
 import {
   cpuMsSince,
+  type FloorChannel,
   flags,
+  floorTick,
   fmt,
   intList,
   record,
@@ -36,6 +38,7 @@ import {
   summarize,
   waitFor,
   warmUpStreams,
+  watchFloorChannel,
 } from './lib.js'
 
 const FANOUT = 16
@@ -200,14 +203,9 @@ async function kay(ctx: Ctx, mode: 'stream' | 'exec', ticks: number, flavour?: S
   }
 }
 
-interface FloorConn {
+interface FloorConn extends FloorChannel {
   client: Client
   channel: ClientChannel
-  token: string
-  /** The end marker awaited, and what to call when it arrives. */
-  want?: { marker: string; resolve: (ok: boolean) => void } | undefined
-  /** The last bytes seen, so a marker split across two chunks is still found. */
-  tail: string
 }
 
 /** Dials one host with a bare ssh2 Client and opens kay's perl loop on it (the same command kay sends). */
@@ -221,15 +219,7 @@ function openFloorConn(ctx: Ctx, host: string, key: Buffer): Promise<FloorConn> 
         if (err) return reject(err)
         const c: FloorConn = { client, channel, token, tail: '' }
         channel.stderr.resume()
-        channel.on('data', (chunk: Buffer) => {
-          const s = c.tail + chunk.toString('latin1')
-          if (c.want && s.includes(c.want.marker)) {
-            const w = c.want
-            c.want = undefined
-            w.resolve(true)
-          }
-          c.tail = s.slice(-80)
-        })
+        watchFloorChannel(c)
         channel.on('close', () => c.want?.resolve(false))
         resolve(c)
       })
@@ -252,27 +242,7 @@ async function ssh2Floor(ctx: Ctx, ticks: number): Promise<RealRun> {
       conns.push(...(await Promise.all(ctx.hosts.slice(i, i + FANOUT).map((h) => openFloorConn(ctx, h, key)))))
     }
     let seq = 0
-    const tick = async () => {
-      seq++
-      const line = streamRequest(seq, seq === 1 || seq % 12 === 0)
-      const answered = await Promise.all(
-        conns.map(
-          (c) =>
-            new Promise<boolean>((resolve) => {
-              const timer = setTimeout(() => resolve(false), 30_000)
-              c.want = {
-                marker: `@@kay-end ${c.token} ${seq}\n`,
-                resolve: (ok) => {
-                  clearTimeout(timer)
-                  resolve(ok)
-                },
-              }
-              c.channel.write(line)
-            }),
-        ),
-      )
-      return answered.filter(Boolean).length
-    }
+    const tick = () => floorTick(conns, ++seq)
     for (let i = 0; i < 3; i++) await tick()
     return await measure(ctx, 'ssh2-floor', ticks, 'self', tick)
   } finally {

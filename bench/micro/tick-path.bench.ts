@@ -17,9 +17,10 @@
  */
 import { execFileSync } from 'node:child_process'
 import { EventEmitter } from 'node:events'
-import { type HostActor, HostCollector, NotReadyError, streamCommand, streamRequest } from '@kay/core'
+import { type HostActor, HostCollector, NotReadyError, streamCommand } from '@kay/core'
 import { Bench } from 'tinybench'
 import { collectTick, type ShardEntry } from '../../packages/workers/src/shard.js'
+import { type FloorChannel, floorTick, watchFloorChannel } from '../load/lib.js'
 
 const HOSTS = 1000
 
@@ -118,46 +119,16 @@ await new Promise((r) => setTimeout(r, 20))
   if (packed.hosts.length !== HOSTS) throw new Error(`streams not up: ${results[0]?.error?.code ?? '?'}`)
 }
 
-// The floor: per host a promise, a timer and a search for the end marker, as in bench/load/real-sshd.ts.
-interface FloorConn {
-  channel: FakeChannel
-  want?: { marker: string; resolve: (ok: boolean) => void } | undefined
-  tail: string
-}
-const floorConns: FloorConn[] = actors.map((a) => {
-  const c: FloorConn = { channel: new FakeChannel(`floor${a.id.slice(3, 8)}`), tail: '' }
-  c.channel.on('data', (chunk: Buffer) => {
-    const s = c.tail + chunk.toString('latin1')
-    if (c.want && s.includes(c.want.marker)) {
-      const w = c.want
-      c.want = undefined
-      w.resolve(true)
-    }
-    c.tail = s.slice(-80)
-  })
+// The floor: per host what real-sshd.ts's ssh2-floor client does (a promise, a timer, a search for the end marker).
+const floorConns: FloorChannel[] = actors.map((a) => {
+  const channel = new FakeChannel(`floor${a.id.slice(3, 8)}`)
+  const c: FloorChannel = { token: channel.token, channel, tail: '' }
+  watchFloorChannel(c)
   return c
 })
 let floorSeq = 0
-async function floorTick(): Promise<void> {
-  const seq = ++floorSeq
-  const line = streamRequest(seq, seq % 12 === 0)
-  const ok = await Promise.all(
-    floorConns.map(
-      (c) =>
-        new Promise<boolean>((resolve) => {
-          const timer = setTimeout(() => resolve(false), 30_000)
-          c.want = {
-            marker: `@@kay-end ${c.channel.token} ${seq}\n`,
-            resolve: (v) => {
-              clearTimeout(timer)
-              resolve(v)
-            },
-          }
-          c.channel.write(line)
-        }),
-    ),
-  )
-  if (ok.some((v) => !v)) throw new Error('floor: a frame was missed')
+async function floorOnce(): Promise<void> {
+  if ((await floorTick(floorConns, ++floorSeq)) !== HOSTS) throw new Error('floor: a frame was missed')
 }
 
 async function kayTick(): Promise<void> {
@@ -167,7 +138,7 @@ async function kayTick(): Promise<void> {
 
 const bench = new Bench({ time: 3000, warmupTime: 1000 })
 const only = process.env.KAY_BENCH_ONLY
-if (only !== 'kay') bench.add('floor: promise + timer + marker search', floorTick)
+if (only !== 'kay') bench.add('floor: promise + timer + marker search', floorOnce)
 if (only !== 'floor') bench.add('kay: collectTick (collector, decoder, parse, metrics, status, packing)', kayTick)
 await bench.run()
 for (const t of bench.tasks) {
