@@ -1,4 +1,4 @@
-import { STREAM_FLAVOURS } from '@kay/core'
+import { COLLECT_MODES } from '@kay/core'
 import { describe, expect, it, vi } from 'vitest'
 import { formatUptime, humanBytes, stripAnsi } from '../src/ui/format.js'
 import {
@@ -129,7 +129,7 @@ describe('renderFleet', () => {
 
   it('gives MODE room for every collect mode', () => {
     const mode = layoutColumns(300, 10).find((c) => c.key === 'mode')!
-    for (const m of [...STREAM_FLAVOURS.map((f) => `stream-${f}`), 'exec']) {
+    for (const m of COLLECT_MODES) {
       expect(m.length, m).toBeLessThanOrEqual(mode.width)
     }
   })

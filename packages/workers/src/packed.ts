@@ -11,11 +11,11 @@
  *   14 rootFsUsedPct · 15–22 cpuStates (CPU_STATES order; all or none) · 23 attempts · 24 handshakes · 25 rttMs
  *   26 readySince · 27 collectMode (index in PACKED_MODES)
  */
-import { type CollectMode, CPU_STATES, type HostMetrics, type HostStatus, STREAM_FLAVOURS } from '@kay/core'
+import { COLLECT_MODES, type CollectMode, CPU_STATES, type HostMetrics, type HostStatus } from '@kay/core'
 import type { HostCollectResult } from './protocol.js'
 
-/** The collect modes a row can carry, by index: every stream flavour's, then exec. */
-export const PACKED_MODES: readonly CollectMode[] = [...STREAM_FLAVOURS.map((f) => `stream-${f}` as const), 'exec']
+/** The collect modes a row can carry, by index (a row stores the index). */
+export const PACKED_MODES: readonly CollectMode[] = COLLECT_MODES
 
 const STATES = CPU_STATES
 const STATE_KEYS = new Set<string>(STATES)

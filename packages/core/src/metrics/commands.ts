@@ -13,12 +13,16 @@
 
 import { randomBytes } from 'node:crypto'
 import { ConfigError, InternalError } from '../errors.js'
+import type { CollectMode } from '../types.js'
 
 /** The interpreters a stream loop can run under (`python` runs `python3`). */
 export type StreamFlavour = 'awk' | 'bash' | 'perl' | 'python' | 'sh'
 
 /** Probe order, cheapest host CPU first: the first flavour whose first frame arrives intact wins. */
 export const STREAM_FLAVOURS: readonly StreamFlavour[] = ['perl', 'python', 'awk', 'bash', 'sh']
+
+/** Every collect mode: each stream flavour's, then exec (a new channel per tick). */
+export const COLLECT_MODES: readonly CollectMode[] = [...STREAM_FLAVOURS.map((f) => `stream-${f}` as const), 'exec']
 
 /** Whether `x` names a stream flavour. */
 export function isStreamFlavour(x: unknown): x is StreamFlavour {

@@ -2,6 +2,7 @@
 
 export {
   COLLECT_COMMAND,
+  COLLECT_MODES,
   COLLECT_SECTIONS,
   DETAIL_COMMAND,
   identifyCommand,
