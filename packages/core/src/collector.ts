@@ -209,13 +209,13 @@ export class HostCollector {
     } catch (err) {
       // A channel that throws on write (destroyed under us) fails this request like a close would.
       const msg = `${this.#actor.id}: collection stream write failed: ${(err as Error)?.message ?? String(err)}`
-      this.#settle(s, undefined, new StreamError(msg, { host: this.#actor.id }))
+      this.#settle(s, new StreamError(msg, { host: this.#actor.id }))
     }
     return p
   }
 
-  /** Settles the request in flight, if any: with its frame's body, or failed. */
-  #settle(s: OpenStream, body: string | undefined, err?: KayError): void {
+  /** Settles the request in flight, if any: with its frame's body, or failed with an error. */
+  #settle(s: OpenStream, outcome: string | KayError): void {
     if (s.pendingSeq === 0) return
     const { resolve, reject } = s
     this.#clock.clearTimeout(s.timer)
@@ -223,8 +223,8 @@ export class HostCollector {
     s.resolve = undefined
     s.reject = undefined
     s.timer = undefined
-    if (err !== undefined) reject?.(err)
-    else resolve?.(body ?? '')
+    if (typeof outcome === 'string') resolve?.(outcome)
+    else reject?.(outcome)
   }
 
   #maybeOpenStream(): void {
@@ -281,7 +281,7 @@ export class HostCollector {
         onTimeout: () => {
           s.timer = undefined
           const msg = `${this.#actor.id}: stream frame ${s.pendingSeq} not complete in ${s.timeoutMs} ms`
-          this.#settle(s, undefined, new TimeoutError(msg))
+          this.#settle(s, new TimeoutError(msg))
         },
       }
       opened = s
@@ -292,7 +292,7 @@ export class HostCollector {
         const err = new StreamError(`${this.#actor.id}: collection stream (${flavour}) closed`, {
           host: this.#actor.id,
         })
-        this.#settle(s, undefined, err)
+        this.#settle(s, err)
         if (this.#stream === s) {
           this.#stream = undefined
           this.#actor.releaseReservedChannel()
@@ -310,14 +310,15 @@ export class HostCollector {
       frames = s.decoder.push(chunk)
     } catch (err) {
       // Oversize frame: the stream is failed; the tick falls back to exec.
-      this.#settle(s, undefined, err instanceof KayError ? err : new StreamError(String(err), { host: this.#actor.id }))
+      this.#settle(s, err instanceof KayError ? err : new StreamError(String(err), { host: this.#actor.id }))
       try {
         s.channel.close()
       } catch {}
       return
     }
     for (const f of frames) {
-      if (s.pendingSeq !== 0 && s.pendingSeq === f.seq) this.#settle(s, f.body)
+      // Frames carry seq ≥ 1, so none matches an idle stream (pendingSeq 0).
+      if (s.pendingSeq === f.seq) this.#settle(s, f.body)
       else this.droppedFrames++
     }
   }
@@ -348,7 +349,7 @@ export class HostCollector {
     this.#prev = undefined
     this.#streamFailures = 0
     this.#reopenAt = 0
-    if (s) this.#settle(s, undefined, this.#actor.notReady())
+    if (s) this.#settle(s, this.#actor.notReady())
   }
 
   close(): void {

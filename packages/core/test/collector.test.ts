@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest'
 import type { HostActor } from '../src/actor.js'
 import { HostCollector } from '../src/collector.js'
 import { NotReadyError } from '../src/errors.js'
+import type { HostMetrics } from '../src/metrics/index.js'
 import { syntheticFrame } from './fixtures/proc/frames.js'
 import { ManualClock } from './support/manual-clock.js'
 
@@ -87,6 +88,13 @@ async function withStream() {
   return { clock, actor, collector, channel: actor.channel! }
 }
 
+/** The tick was answered, over a second exec run: the stream failed it and the exec fallback served it. */
+function expectExecFallback(m: HostMetrics, collector: HostCollector, actor: FakeActor): void {
+  expect(m.load1).toBe(1.5)
+  expect(collector.mode).toBe('exec')
+  expect(actor.runs).toBe(2)
+}
+
 describe('HostCollector stream requests', () => {
   it('answers a tick from its frame and leaves no deadline armed', async () => {
     const { clock, actor, collector, channel } = await withStream()
@@ -104,11 +112,8 @@ describe('HostCollector stream requests', () => {
     const tick = collector.collect(2000)
     await flush()
     clock.advance(500)
-    const m = await tick
-    expect(m.load1).toBe(1.5)
-    expect(collector.mode).toBe('exec')
+    expectExecFallback(await tick, collector, actor)
     expect(actor.suspects).toBe(1)
-    expect(actor.runs).toBe(2)
     expect(actor.reserved).toBe(0)
     collector.close()
   })
@@ -116,10 +121,7 @@ describe('HostCollector stream requests', () => {
   it('fails the request, not the process, when the channel throws on write, and the tick falls back to exec', async () => {
     const { clock, actor, collector, channel } = await withStream()
     channel.mode = 'throw'
-    const m = await collector.collect()
-    expect(m.load1).toBe(1.5)
-    expect(collector.mode).toBe('exec')
-    expect(actor.runs).toBe(2)
+    expectExecFallback(await collector.collect(), collector, actor)
     // The failed request's deadline was cleared with it: nothing fires later against a settled request.
     expect(clock.pending).toBe(0)
     expect(actor.suspects).toBe(0)

@@ -89,7 +89,7 @@ function packable(r: HostCollectResult): boolean {
  * the order they were added and the other results in theirs. Send `packed.values.buffer` in the transfer list.
  */
 export class CollectPacker {
-  #values: Float64Array
+  readonly #values: Float64Array
   readonly #hosts: string[] = []
   readonly #rest: HostCollectResult[] = []
 
@@ -126,7 +126,6 @@ export class CollectPacker {
   finish(): { results: HostCollectResult[]; packed: PackedCollectResults } {
     const n = this.#hosts.length * PACKED_FIELDS
     const values = n === this.#values.length ? this.#values : this.#values.slice(0, n)
-    this.#values = new Float64Array(0)
     return { results: this.#rest, packed: { hosts: this.#hosts, values } }
   }
 }

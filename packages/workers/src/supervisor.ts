@@ -407,7 +407,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     if (r.error === undefined) return r as CollectResultEntry
     const e: CollectResultEntry = { host: r.host, status: r.status }
     if (r.metrics) e.metrics = r.metrics
-    if (r.error) e.error = errorFromJSON(r.error)
+    e.error = errorFromJSON(r.error)
     if (r.collectMode) e.collectMode = r.collectMode
     return e
   }
