@@ -23,6 +23,13 @@ import type { CollectMode } from './types.js'
 
 export type CollectPreference = 'stream' | 'exec'
 
+/**
+ * How {@link HostCollector.collectTo} reports a tick: `metrics`, or else `error` (a KayError, or whatever the
+ * connection rejected with). Called exactly once per call, possibly before `collectTo` returns (a host that is
+ * not ready fails at once).
+ */
+export type CollectDone = (metrics: HostMetrics | undefined, error?: unknown) => void
+
 export interface CollectorOptions {
   /** `stream` (default): a persistent collection channel, falling back to exec per host; `exec`: a new channel per tick. */
   mode?: CollectPreference
@@ -51,16 +58,21 @@ interface OpenStream {
   /** The channel closed (e.g. the interpreter is missing: exit 127 before the first request). */
   closed: boolean
   /**
-   * The request in flight (0: none), how to settle it and its deadline. Fields of the stream, not an object per
-   * request: a tick on a steady stream allocates only its promise and its timer.
+   * The request in flight (0: none), who gets its outcome (the frame's body or the error) and its deadline.
+   * Fields of the stream, not an object per request: a tick on a steady stream allocates only its timer.
    */
   pendingSeq: number
-  resolve: ((body: string) => void) | undefined
-  reject: ((err: KayError) => void) | undefined
+  onOutcome: ((outcome: string | KayError) => void) | undefined
   timer: TimerHandle | undefined
   timeoutMs: number
   /** The deadline's callback, made once per stream. */
   onTimeout: () => void
+  /** The tick the request in flight serves (its caller, start and whole deadline), for the exec fallback. */
+  tickDone: CollectDone | undefined
+  tickStarted: number
+  tickTimeoutMs: number
+  /** `onOutcome` for a tick's request, made once per stream. */
+  onTick: (outcome: string | KayError) => void
 }
 
 /**
@@ -93,13 +105,6 @@ export class HostCollector {
   #closed = false
   /** Frames dropped as stale, forged or unexpected (never attributed to a tick). */
   droppedFrames = 0
-  /** A request's settle functions, captured by one executor made once per collector (no closure per request). */
-  #resolveNext: ((body: string) => void) | undefined
-  #rejectNext: ((err: KayError) => void) | undefined
-  readonly #capture = (resolve: (body: string) => void, reject: (err: KayError) => void): void => {
-    this.#resolveNext = resolve
-    this.#rejectNext = reject
-  }
 
   constructor(actor: HostActor, opts: CollectorOptions = {}) {
     this.#actor = actor
@@ -126,32 +131,76 @@ export class HostCollector {
    * One tick: metrics now (CPU % and rates against the previous sample). Rejects at once with KAY_NOT_READY when
    * the connection is down, KAY_PARSE_ERROR when the host's output does not parse, KAY_TIMEOUT past `timeoutMs`.
    */
-  async collect(timeoutMs = 10_000): Promise<HostMetrics> {
-    if (this.#actor.state !== 'ready') throw this.#actor.notReady()
+  collect(timeoutMs = 10_000): Promise<HostMetrics> {
+    return new Promise((resolve, reject) => {
+      this.collectTo(timeoutMs, (m, err) => (m === undefined ? reject(err) : resolve(m)))
+    })
+  }
+
+  /**
+   * {@link collect} with a callback: what a shard runs for each of its hosts every tick. On a steady stream a
+   * tick is one request line, one frame and `done`, with no promise in between.
+   */
+  collectTo(timeoutMs: number, done: CollectDone): void {
+    if (this.#actor.state !== 'ready') {
+      done(undefined, this.#actor.notReady())
+      return
+    }
     const started = this.#clock.now()
-    let text: string | undefined
     const s = this.#stream
     if (s && s.pendingSeq === 0) {
-      try {
-        text = await this.#request(s, Math.min(this.#streamTimeoutMs, Math.max(1, Math.floor(timeoutMs / 2))))
-        this.#mode = s.mode
-        this.#streamFailures = 0
-      } catch (err) {
-        // The stream failed this tick: it is closed; the tick falls back to exec and the stream reopens later.
-        // A frame that never came may mean a dead path: have the actor probe now, not after an idle interval.
-        if ((err as KayError).code === 'KAY_TIMEOUT') this.#actor.suspect()
-        this.#streamFailed()
-      }
+      s.tickDone = done
+      s.tickStarted = started
+      s.tickTimeoutMs = timeoutMs
+      this.#request(s, Math.min(this.#streamTimeoutMs, Math.max(1, Math.floor(timeoutMs / 2))), s.onTick)
+      return
     }
-    if (text === undefined) {
-      const left = timeoutMs - (this.#clock.now() - started)
-      if (left <= 0) throw new TimeoutError(`${this.#actor.id}: collection timed out`, { host: this.#actor.id })
-      const r = await this.#actor.run(COLLECT_COMMAND, { timeoutMs: left, maxOutputBytes: this.#maxFrameBytes })
-      text = r.stdout
-      this.#mode = 'exec'
-      this.#maybeOpenStream()
+    this.#collectExec(started, timeoutMs, done)
+  }
+
+  /** A tick's stream request settled: the frame's metrics, or (the stream failed) the tick over exec. */
+  #onTickOutcome(s: OpenStream, outcome: string | KayError): void {
+    const done = s.tickDone!
+    s.tickDone = undefined
+    if (typeof outcome === 'string') {
+      this.#mode = s.mode
+      this.#streamFailures = 0
+      this.#finish(outcome, done)
+      return
     }
-    return this.#toMetrics(text)
+    // The stream failed this tick: it is closed; the tick falls back to exec and the stream reopens later.
+    // A frame that never came may mean a dead path: have the actor probe now, not after an idle interval.
+    if (outcome.code === 'KAY_TIMEOUT') this.#actor.suspect()
+    this.#streamFailed()
+    this.#collectExec(s.tickStarted, s.tickTimeoutMs, done)
+  }
+
+  /** The tick on a new exec channel, within what is left of its deadline. */
+  #collectExec(started: number, timeoutMs: number, done: CollectDone): void {
+    const left = timeoutMs - (this.#clock.now() - started)
+    if (left <= 0) {
+      done(undefined, new TimeoutError(`${this.#actor.id}: collection timed out`, { host: this.#actor.id }))
+      return
+    }
+    this.#actor.run(COLLECT_COMMAND, { timeoutMs: left, maxOutputBytes: this.#maxFrameBytes }).then(
+      (r) => {
+        this.#mode = 'exec'
+        this.#maybeOpenStream()
+        this.#finish(r.stdout, done)
+      },
+      (err: unknown) => done(undefined, err),
+    )
+  }
+
+  #finish(text: string, done: CollectDone): void {
+    let m: HostMetrics
+    try {
+      m = this.#toMetrics(text)
+    } catch (err) {
+      done(undefined, err)
+      return
+    }
+    done(m)
   }
 
   /**
@@ -191,15 +240,15 @@ export class HostCollector {
     return m
   }
 
-  #request(s: OpenStream, timeoutMs: number): Promise<string> {
+  /** Writes the next request line; `onOutcome` gets its frame's body or the error, exactly once. */
+  #request(s: OpenStream, timeoutMs: number, onOutcome: (outcome: string | KayError) => void): void {
     if (s.closed) {
-      return Promise.reject(new StreamError(`${this.#actor.id}: collection stream closed`, { host: this.#actor.id }))
+      onOutcome(new StreamError(`${this.#actor.id}: collection stream closed`, { host: this.#actor.id }))
+      return
     }
-    const p = new Promise<string>(this.#capture)
     const seq = ++s.seq
     s.pendingSeq = seq
-    s.resolve = this.#resolveNext
-    s.reject = this.#rejectNext
+    s.onOutcome = onOutcome
     s.timeoutMs = timeoutMs
     s.timer = this.#clock.setTimeout(s.onTimeout, timeoutMs)
     s.decoder.expect(seq)
@@ -211,20 +260,24 @@ export class HostCollector {
       const msg = `${this.#actor.id}: collection stream write failed: ${(err as Error)?.message ?? String(err)}`
       this.#settle(s, new StreamError(msg, { host: this.#actor.id }))
     }
-    return p
+  }
+
+  /** {@link #request} as a promise (the probe's first request). */
+  #requestOnce(s: OpenStream, timeoutMs: number): Promise<string> {
+    return new Promise((resolve, reject) => {
+      this.#request(s, timeoutMs, (outcome) => (typeof outcome === 'string' ? resolve(outcome) : reject(outcome)))
+    })
   }
 
   /** Settles the request in flight, if any: with its frame's body, or failed with an error. */
   #settle(s: OpenStream, outcome: string | KayError): void {
     if (s.pendingSeq === 0) return
-    const { resolve, reject } = s
+    const onOutcome = s.onOutcome!
     this.#clock.clearTimeout(s.timer)
     s.pendingSeq = 0
-    s.resolve = undefined
-    s.reject = undefined
+    s.onOutcome = undefined
     s.timer = undefined
-    if (typeof outcome === 'string') resolve?.(outcome)
-    else reject?.(outcome)
+    onOutcome(outcome)
   }
 
   #maybeOpenStream(): void {
@@ -243,7 +296,7 @@ export class HostCollector {
       const s = await this.#open(flavour).catch(() => undefined)
       if (!s) continue
       try {
-        await this.#request(s, this.#streamTimeoutMs * 2)
+        await this.#requestOnce(s, this.#streamTimeoutMs * 2)
         if (this.#closed || this.#actor.state !== 'ready') {
           s.channel.close()
           break
@@ -274,8 +327,7 @@ export class HostCollector {
         closed: false,
         decoder: new FrameDecoder({ token, maxFrameBytes: this.#maxFrameBytes }),
         pendingSeq: 0,
-        resolve: undefined,
-        reject: undefined,
+        onOutcome: undefined,
         timer: undefined,
         timeoutMs: 0,
         onTimeout: () => {
@@ -283,6 +335,10 @@ export class HostCollector {
           const msg = `${this.#actor.id}: stream frame ${s.pendingSeq} not complete in ${s.timeoutMs} ms`
           this.#settle(s, new TimeoutError(msg))
         },
+        tickDone: undefined,
+        tickStarted: 0,
+        tickTimeoutMs: 0,
+        onTick: (outcome) => this.#onTickOutcome(s, outcome),
       }
       opened = s
       channel.on('data', (chunk: Buffer) => this.#onStreamData(s, chunk))

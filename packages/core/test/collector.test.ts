@@ -38,7 +38,7 @@ class FakeChannel extends EventEmitter {
 
 class FakeActor extends EventEmitter {
   readonly id = 'fake'
-  readonly state = 'ready'
+  state = 'ready'
   channel: FakeChannel | undefined
   runs = 0
   suspects = 0
@@ -136,6 +136,27 @@ describe('HostCollector stream requests', () => {
       ats.push((await collector.collect()).at)
     }
     expect(ats).toEqual([1, 2, 3, 4, 5].map((k) => ats[0]! + (k - 1) * 1000))
+    collector.close()
+  })
+
+  it('collectTo reports each tick exactly once: from the frame, and at once for a host that is not ready', async () => {
+    const { clock, actor, collector } = await withStream()
+    const calls: Array<[HostMetrics | undefined, unknown]> = []
+    collector.collectTo(1000, (m, err) => calls.push([m, err]))
+    // The stream's answer comes as a data event, later: nothing is reported before it.
+    expect(calls).toEqual([])
+    await flush()
+    expect(calls.length).toBe(1)
+    expect(calls[0]![0]?.load1).toBe(1.5)
+    expect(calls[0]![1]).toBeUndefined()
+    expect(clock.pending).toBe(0)
+    actor.state = 'backoff'
+    collector.collectTo(1000, (m, err) => calls.push([m, err]))
+    expect(calls.length).toBe(2)
+    expect(calls[1]![0]).toBeUndefined()
+    expect(calls[1]![1]).toMatchObject({ code: 'KAY_NOT_READY' })
+    await flush()
+    expect(calls.length).toBe(2)
     collector.close()
   })
 })

@@ -18,7 +18,6 @@ import type { HostCollectResult } from './protocol.js'
 export const PACKED_MODES: readonly CollectMode[] = COLLECT_MODES
 
 const STATES = CPU_STATES
-const STATE_KEYS = new Set<string>(STATES)
 const REQUIRED = [
   'at',
   'cpus',
@@ -33,7 +32,6 @@ const REQUIRED = [
   'uptimeSeconds',
 ] as const
 const OPTIONAL = ['cpuPct', 'netRxBytesPerSec', 'netTxBytesPerSec', 'rootFsUsedPct'] as const
-const METRIC_KEYS = new Set<string>([...REQUIRED, ...OPTIONAL, 'cpuStates'])
 // Row offsets, in the order of the layout above.
 const OPTIONAL_AT = REQUIRED.length
 const STATES_AT = OPTIONAL_AT + OPTIONAL.length
@@ -44,8 +42,6 @@ const READY_SINCE_AT = RTT_AT + 1
 const MODE_AT = READY_SINCE_AT + 1
 /** Numbers per row (28). */
 export const PACKED_FIELDS = MODE_AT + 1
-const STATUS_KEYS = new Set<string>(['id', 'state', 'attempts', 'handshakes', 'rttMs', 'readySince'])
-const RESULT_KEYS = new Set<string>(['host', 'status', 'metrics', 'collectMode'])
 
 export interface PackedCollectResults {
   /** Host ids, one per row. */
@@ -58,29 +54,106 @@ function fin(v: unknown): v is number {
   return typeof v === 'number' && Number.isFinite(v)
 }
 
-function onlyKeys(o: object, allowed: Set<string>): boolean {
-  for (const k in o) if (!allowed.has(k)) return false
-  return true
+/** Own and inherited enumerable keys of `o`: a row carries an object only if it has no key the row lacks. */
+function keyCount(o: object): number {
+  let n = 0
+  for (const _ in o) n++
+  return n
 }
 
-/** Whether a result fits a row exactly (so that unpacking gives back an equal object). */
-function packable(r: HostCollectResult): boolean {
-  const { status: s, metrics: m } = r
-  if (m === undefined || r.error !== undefined || !onlyKeys(r, RESULT_KEYS)) return false
-  if (s.id !== r.host || s.state !== 'ready' || !onlyKeys(s, STATUS_KEYS)) return false
-  if (!fin(s.attempts) || !fin(s.handshakes)) return false
-  if (s.rttMs !== undefined && !fin(s.rttMs)) return false
-  if (s.readySince !== undefined && !fin(s.readySince)) return false
-  if (r.collectMode !== undefined && !PACKED_MODES.includes(r.collectMode)) return false
-  if (!onlyKeys(m, METRIC_KEYS)) return false
-  for (const k of REQUIRED) if (!fin(m[k])) return false
-  for (const k of OPTIONAL) if (m[k] !== undefined && !fin(m[k])) return false
-  if (m.cpuStates !== undefined) {
-    // Exactly the eight states, each a finite number (checked without listing the keys: this runs per host per tick).
-    if (typeof m.cpuStates !== 'object' || m.cpuStates === null || !onlyKeys(m.cpuStates, STATE_KEYS)) return false
-    for (const k of STATES) if (!fin(m.cpuStates[k])) return false
+/**
+ * Writes `r` into the row at `o` if it fits the row exactly (so that unpacking gives back an equal object) and
+ * says whether it did; the row is left all NaN when not. This runs per host per tick, so it reads each field by
+ * name (the order is the layout's; `unpackCollectResults` reads the same layout from the tables, and the round
+ * trip is fuzzed in packed.test.ts) and counts keys instead of looking each one up.
+ */
+function writeRow(v: Float64Array, o: number, r: HostCollectResult): boolean {
+  if (fillRow(v, o, r)) return true
+  v.fill(Number.NaN, o, o + PACKED_FIELDS)
+  return false
+}
+
+function fillRow(v: Float64Array, o: number, r: HostCollectResult): boolean {
+  const { status: s, metrics: m, collectMode: mode } = r
+  if (m === undefined || r.error !== undefined || s.id !== r.host || s.state !== 'ready') return false
+  if (keyCount(r) !== (mode === undefined ? 3 : 4)) return false
+  if (mode !== undefined) {
+    const k = PACKED_MODES.indexOf(mode)
+    if (k < 0) return false
+    v[o + MODE_AT] = k
   }
-  return true
+  // Status: id, state, attempts, handshakes, and rttMs and readySince when present.
+  const { attempts, handshakes, rttMs, readySince } = s
+  if (!fin(attempts) || !fin(handshakes)) return false
+  v[o + ATTEMPTS_AT] = attempts
+  v[o + HANDSHAKES_AT] = handshakes
+  let keys = 4
+  if (rttMs !== undefined) {
+    if (!fin(rttMs)) return false
+    v[o + RTT_AT] = rttMs
+    keys++
+  }
+  if (readySince !== undefined) {
+    if (!fin(readySince)) return false
+    v[o + READY_SINCE_AT] = readySince
+    keys++
+  }
+  if (keyCount(s) !== keys) return false
+  // Metrics: the REQUIRED fields, then the OPTIONAL ones present, then cpuStates (all eight or none).
+  const { at, cpus, memTotalBytes, memUsedBytes, memAvailableBytes, swapTotalBytes, swapUsedBytes } = m
+  const { load1, load5, load15, uptimeSeconds } = m
+  if (!fin(at) || !fin(cpus) || !fin(memTotalBytes) || !fin(memUsedBytes) || !fin(memAvailableBytes)) return false
+  if (!fin(swapTotalBytes) || !fin(swapUsedBytes) || !fin(load1) || !fin(load5) || !fin(load15)) return false
+  if (!fin(uptimeSeconds)) return false
+  v[o] = at
+  v[o + 1] = cpus
+  v[o + 2] = memTotalBytes
+  v[o + 3] = memUsedBytes
+  v[o + 4] = memAvailableBytes
+  v[o + 5] = swapTotalBytes
+  v[o + 6] = swapUsedBytes
+  v[o + 7] = load1
+  v[o + 8] = load5
+  v[o + 9] = load15
+  v[o + 10] = uptimeSeconds
+  keys = REQUIRED.length
+  const { cpuPct, netRxBytesPerSec, netTxBytesPerSec, rootFsUsedPct, cpuStates: c } = m
+  if (cpuPct !== undefined) {
+    if (!fin(cpuPct)) return false
+    v[o + OPTIONAL_AT] = cpuPct
+    keys++
+  }
+  if (netRxBytesPerSec !== undefined) {
+    if (!fin(netRxBytesPerSec)) return false
+    v[o + OPTIONAL_AT + 1] = netRxBytesPerSec
+    keys++
+  }
+  if (netTxBytesPerSec !== undefined) {
+    if (!fin(netTxBytesPerSec)) return false
+    v[o + OPTIONAL_AT + 2] = netTxBytesPerSec
+    keys++
+  }
+  if (rootFsUsedPct !== undefined) {
+    if (!fin(rootFsUsedPct)) return false
+    v[o + OPTIONAL_AT + 3] = rootFsUsedPct
+    keys++
+  }
+  if (c !== undefined) {
+    if (typeof c !== 'object' || c === null || keyCount(c) !== STATES.length) return false
+    const { user, nice, system, idle, iowait, irq, softirq, steal } = c
+    if (!fin(user) || !fin(nice) || !fin(system) || !fin(idle)) return false
+    if (!fin(iowait) || !fin(irq) || !fin(softirq) || !fin(steal)) return false
+    v[o + STATES_AT] = user
+    v[o + STATES_AT + 1] = nice
+    v[o + STATES_AT + 2] = system
+    v[o + STATES_AT + 3] = idle
+    v[o + STATES_AT + 4] = iowait
+    v[o + STATES_AT + 5] = irq
+    v[o + STATES_AT + 6] = softirq
+    v[o + STATES_AT + 7] = steal
+    keys++
+  }
+  return keyCount(m) === keys
 }
 
 /**
@@ -99,27 +172,12 @@ export class CollectPacker {
   }
 
   add(r: HostCollectResult): void {
-    const i = this.#hosts.length
-    if (!packable(r) || (i + 1) * PACKED_FIELDS > this.#values.length) {
+    const o = this.#hosts.length * PACKED_FIELDS
+    if (o + PACKED_FIELDS > this.#values.length || !writeRow(this.#values, o, r)) {
       this.#rest.push(r)
       return
     }
-    const values = this.#values
-    const m = r.metrics!
-    const s = r.status
-    const o = i * PACKED_FIELDS
     this.#hosts.push(r.host)
-    for (let k = 0; k < REQUIRED.length; k++) values[o + k] = m[REQUIRED[k]!]
-    for (let k = 0; k < OPTIONAL.length; k++) {
-      const v = m[OPTIONAL[k]!]
-      if (v !== undefined) values[o + OPTIONAL_AT + k] = v
-    }
-    if (m.cpuStates) for (let k = 0; k < STATES.length; k++) values[o + STATES_AT + k] = m.cpuStates[STATES[k]!]
-    values[o + ATTEMPTS_AT] = s.attempts
-    values[o + HANDSHAKES_AT] = s.handshakes
-    if (s.rttMs !== undefined) values[o + RTT_AT] = s.rttMs
-    if (s.readySince !== undefined) values[o + READY_SINCE_AT] = s.readySince
-    if (r.collectMode !== undefined) values[o + MODE_AT] = PACKED_MODES.indexOf(r.collectMode)
   }
 
   /** The reply: the rows (trimmed to the results that packed) and the results that did not. */

@@ -10,6 +10,7 @@ import {
   unpackCollectResults,
 } from '../src/packed.js'
 import type { HostCollectResult } from '../src/protocol.js'
+import { BASE_METRICS } from './fixtures/metrics.js'
 
 const num = fc.double({ noNaN: true, noDefaultInfinity: true, min: -1e15, max: 1e15 })
 const opt = <T>(a: fc.Arbitrary<T>) => fc.option(a, { nil: undefined })
@@ -49,20 +50,9 @@ const metricsArb: fc.Arbitrary<HostMetrics> = fc
     return out as unknown as HostMetrics
   })
 
-/** The required metrics only. */
-const BASE: HostMetrics = {
-  at: 1,
-  cpus: 2,
-  memTotalBytes: 3,
-  memUsedBytes: 1,
-  memAvailableBytes: 2,
-  swapTotalBytes: 0,
-  swapUsedBytes: 0,
-  load1: 0.1,
-  load5: 0.2,
-  load15: 0.3,
-  uptimeSeconds: 10,
-}
+const BASE = BASE_METRICS
+
+const STATES_ZERO = { user: 0, nice: 0, system: 0, idle: 100, iowait: 0, irq: 0, softirq: 0, steal: 0 }
 
 const readyResult = (host: string, m: HostMetrics, extra: Partial<HostStatus> = {}): HostCollectResult => ({
   host,
@@ -122,6 +112,15 @@ describe('packed collect results', () => {
       readyResult('extra', { ...m, extra: 1 } as HostMetrics),
       { ...readyResult('mode', m), collectMode: 'stream-zsh' as never },
       { ...readyResult('otherId', m), status: { id: 'x', state: 'ready', attempts: 0, handshakes: 1 } },
+      readyResult('statusExtra', m, { nextRetryAt: 5 }),
+      readyResult('undefinedOpt', { ...m, cpuPct: undefined } as unknown as HostMetrics),
+      readyResult('sevenStates', {
+        ...m,
+        cpuStates: { user: 1, nice: 0, system: 0, idle: 99, iowait: 0, irq: 0, softirq: 0 } as never,
+      }),
+      readyResult('nineStates', { ...m, cpuStates: { ...STATES_ZERO, guest: 0 } as never }),
+      readyResult('badState', { ...m, cpuStates: { ...STATES_ZERO, steal: Number.NaN } }),
+      { ...readyResult('resultExtra', m), extra: 1 } as HostCollectResult,
     ]
     const all = [...odd, readyResult('plain', m)]
     const { results, packed } = packCollectResults(all)
@@ -169,5 +168,22 @@ describe('packed collect results', () => {
     expect(isPackedCollectResults({ hosts: ['a'], values: badMode })).toBe(false)
     badMode[27] = 0.5
     expect(isPackedCollectResults({ hosts: ['a'], values: badMode })).toBe(false)
+  })
+
+  it('leaves no trace in a row of a result that turned out not to fit it', () => {
+    // The first result writes its mode, status and cpu states before its extra key is seen; the second, with none
+    // of those, then takes the same row: it must unpack as itself, not with the first one's leftovers.
+    const full = { ...BASE, cpuPct: 5, cpuStates: STATES_ZERO, extra: 1 } as HostMetrics
+    const bare: HostCollectResult = {
+      host: 'bare',
+      status: { id: 'bare', state: 'ready', attempts: 2, handshakes: 3 },
+      metrics: BASE,
+    }
+    const packer = new CollectPacker(2)
+    packer.add(readyResult('full', full))
+    packer.add(bare)
+    const { results, packed } = packer.finish()
+    expect(results.map((r) => r.host)).toEqual(['full'])
+    expect(unpackCollectResults(packed)).toEqual([bare])
   })
 })
