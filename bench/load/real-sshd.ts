@@ -7,6 +7,7 @@
  *   bash .ci/setup-sshd.sh   # idempotent
  *   node --conditions=kay-source --import tsx bench/load/real-sshd.ts --sizes 50 --ticks 5
  *
+ * `--threads N` runs kay with N shard threads (default one per core).
  * `--kex curve25519-sha256` forces the ssh clients' key exchange (kay/ssh2 uses curve25519; OpenSSH 9.x defaults to
  * sntrup761x25519, which costs the client ~70 ms CPU per handshake here).
  *
@@ -55,6 +56,8 @@ interface Ctx {
   clients: Cgroup
   /** `--kex`: force the ssh clients' KexAlgorithms (OpenSSH 9.x defaults to sntrup761x25519, ~70 ms client CPU). */
   kex?: string
+  /** `--threads`: kay's shard threads (default: the Supervisor's, one per core). */
+  threads?: number
 }
 
 interface RealRun {
@@ -181,6 +184,7 @@ async function kay(ctx: Ctx, mode: 'stream' | 'exec', ticks: number, flavour?: S
     trust: { knownHostsPath: join(ctx.dir, 'kay_known_hosts'), policy: 'accept-new', extraKnownHosts: [] },
     collectMode: mode,
     ...(flavour ? { collectFlavours: [flavour] } : {}),
+    ...(ctx.threads ? { threads: ctx.threads } : {}),
     keepalive: { intervalMs: 60_000 },
   })
   try {
@@ -315,6 +319,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         dir,
         clients,
         ...(f.has('kex') ? { kex: f.get('kex')! } : {}),
+        ...(f.has('threads') ? { threads: Number(f.get('threads')) } : {}),
       }
       for (const m of methods) {
         try {

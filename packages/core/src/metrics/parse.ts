@@ -304,8 +304,6 @@ function sampleFromSources(at: number, perCpu: boolean, into: RawSample | undefi
     sample = into
     sample.at = at
     sample.cpus = 0
-    sample.cpuIds.length = 0
-    sample.cpuTimes.length = 0
     sample.load1 = load1
     sample.load5 = load5
     sample.load15 = load15
@@ -323,9 +321,12 @@ function sampleFromSources(at: number, perCpu: boolean, into: RawSample | undefi
 }
 
 function parseStat(s: string, start: number, end: number, out: RawSample, perCpu: boolean): void {
+  // Written by index over what `out` held (a reused sample's arrays keep their storage), then cut to length.
   const times = out.cpuTimes
   const ids = out.cpuIds
-  for (let k = 0; k < NSTATES; k++) times.push(0)
+  let nTimes = NSTATES
+  let nIds = 0
+  for (let k = 0; k < NSTATES; k++) times[k] = 0
   let seenAggregate = false
   let inCpuBlock = false
   let i = start
@@ -338,16 +339,16 @@ function parseStat(s: string, start: number, end: number, out: RawSample, perCpu
       if (c >= C_0 && c <= C_9) {
         const id = readUint(s, j, e)
         if (id < 0 || id > 65_535) throw bad('stat', 'bad cpu number')
-        if (ids.length >= MAX_CPUS) throw bad('stat', `more than ${MAX_CPUS} cpus`)
+        if (nIds >= MAX_CPUS) throw bad('stat', `more than ${MAX_CPUS} cpus`)
         j = pos
-        ids.push(id)
+        ids[nIds++] = id
         if (!perCpu) {
           i = e + 1
           inCpuBlock = true
           continue
         }
-        row = times.length
-        for (let k = 0; k < NSTATES; k++) times.push(0)
+        row = nTimes
+        for (let k = 0; k < NSTATES; k++) times[nTimes++] = 0
       } else if (c === C_SPACE || c === C_TAB) {
         if (seenAggregate) throw bad('stat', 'two aggregate cpu lines')
         seenAggregate = true
@@ -376,9 +377,11 @@ function parseStat(s: string, start: number, end: number, out: RawSample, perCpu
     }
     i = e + 1
   }
+  if (ids.length !== nIds) ids.length = nIds
+  if (times.length !== nTimes) times.length = nTimes
   if (!seenAggregate) throw bad('stat', 'no aggregate cpu line')
-  if (ids.length === 0) throw bad('stat', 'no per-cpu lines')
-  out.cpus = ids.length
+  if (nIds === 0) throw bad('stat', 'no per-cpu lines')
+  out.cpus = nIds
 }
 
 // The meminfo keys the parser reads, by index.
@@ -486,7 +489,7 @@ function parseNetdev(s: string, start: number, end: number, out: InterfaceCounte
     }
     i = e + 1
   }
-  out.length = n
+  if (out.length !== n) out.length = n
   return out
 }
 
