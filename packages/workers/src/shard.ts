@@ -6,6 +6,7 @@
  * `shard-worker.ts` is the thread entry that binds it to `parentPort`.
  */
 import {
+  type CollectDone,
   type Connector,
   type DialGate,
   directConnector,
@@ -69,14 +70,12 @@ export function collectTick(
   if (list.length === 0) return Promise.resolve(packer.finish())
   return new Promise((resolve) => {
     let left = list.length
+    const report = (e: ShardEntry, metrics: HostMetrics | undefined, err: unknown): void => {
+      packer.add(hostResult(e, metrics, err))
+      if (--left === 0) resolve(packer.finish())
+    }
     for (const e of list) {
-      let reported = false
-      const done = (metrics: HostMetrics | undefined, err?: unknown): void => {
-        if (reported) return
-        reported = true
-        packer.add(hostResult(e, metrics, err))
-        if (--left === 0) resolve(packer.finish())
-      }
+      const done = reportOnce(e, report)
       try {
         e.collector.collectTo(timeoutMs, done)
       } catch (err) {
@@ -85,6 +84,22 @@ export function collectTick(
       }
     }
   })
+}
+
+/**
+ * A host's `done` for one tick: passes its first report on and ignores any later one. Returned as an anonymous
+ * arrow: a named one (`const done = …`) costs a `__name` call per host per tick when run from source under tsx.
+ */
+function reportOnce(
+  e: ShardEntry,
+  report: (e: ShardEntry, metrics: HostMetrics | undefined, err: unknown) => void,
+): CollectDone {
+  let reported = false
+  return (metrics, err) => {
+    if (reported) return
+    reported = true
+    report(e, metrics, err)
+  }
 }
 
 function hostResult(
