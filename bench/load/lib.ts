@@ -5,7 +5,7 @@
 import { appendFileSync, readdirSync } from 'node:fs'
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { streamRequest } from '@kay/core'
+import { streamRequest, wantsDf } from '@kay/core'
 import type { Supervisor } from '@kay/workers'
 
 export { sleep }
@@ -236,7 +236,7 @@ export function watchFloorChannel(c: FloorChannel): void {
  * then each frame's end marker awaited, 30 s at most. Returns how many channels answered.
  */
 export async function floorTick(conns: readonly FloorChannel[], seq: number): Promise<number> {
-  const line = streamRequest(seq, seq === 1 || seq % 12 === 0)
+  const line = streamRequest(seq, wantsDf(seq))
   const answered = await Promise.all(
     conns.map(
       (c) =>

@@ -7,6 +7,7 @@ import {
   COLLECT_COMMAND,
   computeMetrics,
   DETAIL_COMMAND,
+  DF_EVERY,
   FrameDecoder,
   parseDetailSample,
   parseSections,
@@ -17,6 +18,7 @@ import {
   type StreamFlavour,
   streamCommand,
   streamRequest,
+  wantsDf,
 } from './metrics/index.js'
 import type { HostDetail, HostMetrics } from './metrics/types.js'
 import type { CollectMode } from './types.js'
@@ -37,7 +39,7 @@ export interface CollectorOptions {
   random?: () => number
   /** Stream flavours to probe, cheapest first. Default STREAM_FLAVOURS. */
   flavours?: StreamFlavour[]
-  /** Ask for the `df` section every Nth stream request (df forks on the host). Default 12. */
+  /** Ask for the `df` section every Nth stream request (df forks on the host). Default DF_EVERY (12). */
   dfEvery?: number
   /** Longest wait for a stream frame before falling back to exec for the tick, ms. Default 2000. */
   streamTimeoutMs?: number
@@ -112,7 +114,7 @@ export class HostCollector {
     this.#random = opts.random ?? Math.random
     this.#pref = opts.mode ?? 'stream'
     this.#flavours = opts.flavours ?? STREAM_FLAVOURS
-    this.#dfEvery = opts.dfEvery ?? 12
+    this.#dfEvery = opts.dfEvery ?? DF_EVERY
     this.#streamTimeoutMs = opts.streamTimeoutMs ?? 2000
     this.#maxFrameBytes = opts.maxFrameBytes ?? 256 * 1024
     this.#reopenBaseMs = opts.reopenBaseMs ?? 5000
@@ -252,9 +254,8 @@ export class HostCollector {
     s.timeoutMs = timeoutMs
     s.timer = this.#clock.setTimeout(s.onTimeout, timeoutMs)
     s.decoder.expect(seq)
-    const wantDf = seq === 1 || seq % this.#dfEvery === 0
     try {
-      s.channel.write(streamRequest(seq, wantDf))
+      s.channel.write(streamRequest(seq, wantsDf(seq, this.#dfEvery)))
     } catch (err) {
       // A channel that throws on write (destroyed under us) fails this request like a close would.
       const msg = `${this.#actor.id}: collection stream write failed: ${(err as Error)?.message ?? String(err)}`

@@ -6,6 +6,7 @@ import {
   ClosedError,
   ConfigError,
   DEFAULT_BACKOFF,
+  DF_EVERY,
   errorFromJSON,
   type HostDetail,
   type HostMetrics,
@@ -62,7 +63,7 @@ export interface SupervisorOptions {
   maxChannels?: number
   /** `stream` (default) or `exec`. */
   collectMode?: 'stream' | 'exec'
-  /** Ask for df every Nth stream tick. Default 12. */
+  /** Ask for df every Nth stream tick. Default DF_EVERY (12). */
   dfEvery?: number
   /** Stream loop flavours to probe, cheapest first. Default STREAM_FLAVOURS (benchmarks pin one). */
   collectFlavours?: StreamFlavour[]
@@ -658,7 +659,7 @@ function resolveConfig(opts: SupervisorOptions): ShardConfig {
     dialRatePerSec: dialRateOf(opts) / threadsOf(opts),
     collect: {
       mode: opts.collectMode ?? 'stream',
-      dfEvery: opts.dfEvery ?? 12,
+      dfEvery: opts.dfEvery ?? DF_EVERY,
       ...(opts.collectFlavours ? { flavours: opts.collectFlavours } : {}),
     },
     eventWindowMs: opts.eventWindowMs ?? 50,

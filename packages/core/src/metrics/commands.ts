@@ -268,6 +268,14 @@ export function randomStreamToken(): string {
   return randomBytes(8).toString('hex')
 }
 
+/** Default for how often a stream request asks for the `df` section (df forks on hosts without statfs). */
+export const DF_EVERY = 12
+
+/** Whether request `seq` asks for `df`: the first request, then every `every`th. */
+export function wantsDf(seq: number, every: number = DF_EVERY): boolean {
+  return seq === 1 || seq % every === 0
+}
+
 /** The request line for `seq` (with `df` when the root filesystem figure is wanted this tick). */
 export function streamRequest(seq: number, df = false): string {
   if (!Number.isSafeInteger(seq) || seq < 0) throw new ConfigError(`seq must be a non-negative integer, got ${seq}`)

@@ -5,6 +5,7 @@ export {
   COLLECT_MODES,
   COLLECT_SECTIONS,
   DETAIL_COMMAND,
+  DF_EVERY,
   identifyCommand,
   isStreamFlavour,
   type KayCommand,
@@ -13,6 +14,7 @@ export {
   type StreamFlavour,
   streamCommand,
   streamRequest,
+  wantsDf,
 } from './commands.js'
 export {
   DEFAULT_MAX_FRAME_BYTES,
