@@ -199,7 +199,7 @@ export class HostCollector {
     try {
       m = this.#toMetrics(text)
     } catch (err) {
-      done(undefined, err)
+      done(undefined, this.#forHost(err))
       return
     }
     done(m)
@@ -213,28 +213,27 @@ export class HostCollector {
   async detail(timeoutMs = 10_000): Promise<HostDetail> {
     const r = await this.#actor.run(DETAIL_COMMAND, { timeoutMs, maxOutputBytes: 1024 * 1024 })
     const at = this.#clock.now()
-    return this.#forHost(() => {
+    try {
       const { detail, sample } = parseDetailSample(parseSections(r.stdout), this.#prevDetail ?? this.#prev, at)
       this.#prevDetail = sample
       return detail
-    })
-  }
-
-  /** Parse errors name the host they came from. */
-  #forHost<T>(fn: () => T): T {
-    try {
-      return fn()
     } catch (err) {
-      if (err instanceof KayError && err.host === undefined) {
-        throw new ParseError(err.message, { host: this.#actor.id, details: err.details })
-      }
-      throw err
+      throw this.#forHost(err)
     }
   }
 
+  /** Parse errors name the host they came from. */
+  #forHost(err: unknown): unknown {
+    if (err instanceof KayError && err.host === undefined) {
+      return new ParseError(err.message, { host: this.#actor.id, details: err.details })
+    }
+    return err
+  }
+
+  /** A tick's metrics from its output; throws what the parse throws (named for the host by `#finish`). */
   #toMetrics(text: string): HostMetrics {
     const at = this.#clock.now()
-    const sample = this.#forHost(() => parseTickSample(text, at, this.#spare))
+    const sample = parseTickSample(text, at, this.#spare)
     // computeMetrics carries the last df figure forward (df is asked for only every Nth tick).
     const m = computeMetrics(this.#prev, sample)
     this.#spare = this.#prev
