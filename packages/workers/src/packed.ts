@@ -43,6 +43,12 @@ const MODE_AT = READY_SINCE_AT + 1
 /** Numbers per row (28). */
 export const PACKED_FIELDS = MODE_AT + 1
 
+/** A shard's collect reply: the rows, and the results that did not pack (in the order they came). */
+export interface CollectReply {
+  results: HostCollectResult[]
+  packed: PackedCollectResults
+}
+
 export interface PackedCollectResults {
   /** Host ids, one per row. */
   hosts: string[]
@@ -73,6 +79,14 @@ function writeRow(v: Float64Array, o: number, r: HostCollectResult): boolean {
   return false
 }
 
+/** Writes an optional field at `i`: 0 when absent, 1 when written, -1 when present but not a finite number. */
+function putOptional(v: Float64Array, i: number, x: unknown): number {
+  if (x === undefined) return 0
+  if (!fin(x)) return -1
+  v[i] = x
+  return 1
+}
+
 function fillRow(v: Float64Array, o: number, r: HostCollectResult): boolean {
   const { status: s, metrics: m, collectMode: mode } = r
   if (m === undefined || r.error !== undefined || s.id !== r.host || s.state !== 'ready') return false
@@ -83,22 +97,13 @@ function fillRow(v: Float64Array, o: number, r: HostCollectResult): boolean {
     v[o + MODE_AT] = k
   }
   // Status: id, state, attempts, handshakes, and rttMs and readySince when present.
-  const { attempts, handshakes, rttMs, readySince } = s
+  const { attempts, handshakes } = s
   if (!fin(attempts) || !fin(handshakes)) return false
   v[o + ATTEMPTS_AT] = attempts
   v[o + HANDSHAKES_AT] = handshakes
-  let keys = 4
-  if (rttMs !== undefined) {
-    if (!fin(rttMs)) return false
-    v[o + RTT_AT] = rttMs
-    keys++
-  }
-  if (readySince !== undefined) {
-    if (!fin(readySince)) return false
-    v[o + READY_SINCE_AT] = readySince
-    keys++
-  }
-  if (keyCount(s) !== keys) return false
+  const rtt = putOptional(v, o + RTT_AT, s.rttMs)
+  const since = putOptional(v, o + READY_SINCE_AT, s.readySince)
+  if (rtt < 0 || since < 0 || keyCount(s) !== 4 + rtt + since) return false
   // Metrics: the REQUIRED fields, then the OPTIONAL ones present, then cpuStates (all eight or none).
   const { at, cpus, memTotalBytes, memUsedBytes, memAvailableBytes, swapTotalBytes, swapUsedBytes } = m
   const { load1, load5, load15, uptimeSeconds } = m
@@ -116,28 +121,13 @@ function fillRow(v: Float64Array, o: number, r: HostCollectResult): boolean {
   v[o + 8] = load5
   v[o + 9] = load15
   v[o + 10] = uptimeSeconds
-  keys = REQUIRED.length
-  const { cpuPct, netRxBytesPerSec, netTxBytesPerSec, rootFsUsedPct, cpuStates: c } = m
-  if (cpuPct !== undefined) {
-    if (!fin(cpuPct)) return false
-    v[o + OPTIONAL_AT] = cpuPct
-    keys++
-  }
-  if (netRxBytesPerSec !== undefined) {
-    if (!fin(netRxBytesPerSec)) return false
-    v[o + OPTIONAL_AT + 1] = netRxBytesPerSec
-    keys++
-  }
-  if (netTxBytesPerSec !== undefined) {
-    if (!fin(netTxBytesPerSec)) return false
-    v[o + OPTIONAL_AT + 2] = netTxBytesPerSec
-    keys++
-  }
-  if (rootFsUsedPct !== undefined) {
-    if (!fin(rootFsUsedPct)) return false
-    v[o + OPTIONAL_AT + 3] = rootFsUsedPct
-    keys++
-  }
+  const cpuPct = putOptional(v, o + OPTIONAL_AT, m.cpuPct)
+  const rx = putOptional(v, o + OPTIONAL_AT + 1, m.netRxBytesPerSec)
+  const tx = putOptional(v, o + OPTIONAL_AT + 2, m.netTxBytesPerSec)
+  const rootFs = putOptional(v, o + OPTIONAL_AT + 3, m.rootFsUsedPct)
+  if ((cpuPct | rx | tx | rootFs) < 0) return false
+  let keys = REQUIRED.length + cpuPct + rx + tx + rootFs
+  const c = m.cpuStates
   if (c !== undefined) {
     if (typeof c !== 'object' || c === null || keyCount(c) !== STATES.length) return false
     const { user, nice, system, idle, iowait, irq, softirq, steal } = c
@@ -181,7 +171,7 @@ export class CollectPacker {
   }
 
   /** The reply: the rows (trimmed to the results that packed) and the results that did not. */
-  finish(): { results: HostCollectResult[]; packed: PackedCollectResults } {
+  finish(): CollectReply {
     const n = this.#hosts.length * PACKED_FIELDS
     const values = n === this.#values.length ? this.#values : this.#values.slice(0, n)
     return { results: this.#rest, packed: { hosts: this.#hosts, values } }
@@ -189,10 +179,7 @@ export class CollectPacker {
 }
 
 /** Splits a collect reply into the rows that pack and the results that stay objects (in their order). */
-export function packCollectResults(results: readonly HostCollectResult[]): {
-  results: HostCollectResult[]
-  packed: PackedCollectResults
-} {
+export function packCollectResults(results: readonly HostCollectResult[]): CollectReply {
   const packer = new CollectPacker(results.length)
   for (const r of results) packer.add(r)
   return packer.finish()

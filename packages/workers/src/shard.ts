@@ -21,7 +21,7 @@ import {
   toKayError,
   UnknownHostError,
 } from '@kay/core'
-import { CollectPacker } from './packed.js'
+import { CollectPacker, type CollectReply } from './packed.js'
 import type {
   HostCollectResult,
   HostEvent,
@@ -61,10 +61,7 @@ export interface ShardEntry {
  * through a callback (`collectTo`), not a promise: on a steady stream a host's tick is a frame and a row. Exported
  * for the tick-path micro bench.
  */
-export function collectTick(
-  entries: Iterable<ShardEntry>,
-  timeoutMs: number,
-): Promise<ReturnType<CollectPacker['finish']>> {
+export function collectTick(entries: Iterable<ShardEntry>, timeoutMs: number): Promise<CollectReply> {
   const list = Array.isArray(entries) ? (entries as ShardEntry[]) : Array.from(entries)
   const packer = new CollectPacker(list.length)
   if (list.length === 0) return Promise.resolve(packer.finish())
