@@ -349,12 +349,8 @@ export class HostCollector {
           host: this.#actor.id,
         })
         this.#settle(s, err)
-        if (this.#stream === s) {
-          this.#stream = undefined
-          this.#actor.releaseReservedChannel()
-          this.#streamFailures++
-          this.#scheduleReopen()
-        }
+        // The current stream closed under us (its close() is then a no-op): the same as a stream that failed.
+        if (this.#stream === s) this.#streamFailed()
       })
     }
     return this.#actor.openExec(streamCommand(flavour, token), setup).then(() => opened!)
