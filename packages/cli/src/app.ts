@@ -40,7 +40,7 @@ export function supervisorOptions(
   const agent = process.env.SSH_AUTH_SOCK
   return {
     hosts,
-    threads: conn.threads,
+    ...(conn.threads === undefined ? {} : { threads: conn.threads }),
     dialCap: conn.fanout,
     ...(conn.dialRate === undefined ? {} : { dialRate: conn.dialRate }),
     handshakeTimeoutMs: conn.connectTimeoutMs,

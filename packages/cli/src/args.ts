@@ -9,7 +9,6 @@
  * `-wvalue`. Everything after the first `--` is the remote command (exec only). Unknown flags, flags that do not
  * belong to the command, and repeats of single-valued flags are errors (ConfigError, code KAY_CONFIG).
  */
-import { availableParallelism } from 'node:os'
 import type { StrictHostKeyChecking } from '@kay/core'
 import { ConfigError } from '@kay/core'
 import { parseShardSpec } from '@kay/workers'
@@ -43,8 +42,8 @@ export interface ConnectionOptions {
   /** Fleet-wide dial attempts per second (0 = unlimited); absent = the supervisor's default (20 × fanout). */
   dialRate?: number
   connectTimeoutMs: number
-  /** Worker threads to shard hosts over. */
-  threads: number
+  /** Worker threads to shard hosts over; absent = the supervisor's default (one per 1,000 hosts, ≤ one per core). */
+  threads?: number
   strictHostKeyChecking: StrictHostKeyChecking
   collectMode: 'stream' | 'exec'
 }
@@ -95,7 +94,8 @@ export type ParsedCommand =
       json: boolean
       ticks?: number
       fanout: number
-      threads: number
+      /** Absent: the supervisor's default. */
+      threads?: number
     } & WithWarnings)
   | ({ command: 'trust'; action: TrustAction; hosts: string[]; connection: ConnectionOptions } & WithWarnings)
   | ({
@@ -107,7 +107,7 @@ export type ParsedCommand =
       intervalMs: number
     } & WithWarnings)
 
-/** Defaults, with units in the names. `threads` defaults to `os.availableParallelism()`. */
+/** Defaults, with units in the names. `threads` has none here: the supervisor sizes it to the fleet. */
 export const DEFAULTS = {
   fanout: 16,
   connectTimeoutMs: 10_000,
@@ -229,7 +229,7 @@ export const FLAGS = {
     kind: 'value',
     metavar: 'N',
     help: 'worker threads to shard hosts over',
-    default: 'the number of CPUs',
+    default: 'one per 1,000 hosts, at most one per CPU',
   }),
   strict: f({
     long: 'strict-host-keys',
@@ -435,11 +435,6 @@ export function flagName(key: FlagKey): string {
   return spec.short !== undefined ? `-${spec.short}` : `--${spec.long}`
 }
 
-export interface ParseOptions {
-  /** Default for --threads; os.availableParallelism() if omitted. */
-  availableParallelism?: number
-}
-
 interface Scanned {
   positionals: string[]
   flags: Map<FlagKey, string[]>
@@ -451,7 +446,7 @@ interface Scanned {
  * Parse `argv` (without the node and script paths).
  * @throws ConfigError (KAY_CONFIG) with a one-line message that names the offending flag or word.
  */
-export function parseArgs(argv: readonly string[], opts: ParseOptions = {}): ParsedCommand {
+export function parseArgs(argv: readonly string[]): ParsedCommand {
   const dashDash = argv.indexOf('--')
   const before = dashDash === -1 ? argv : argv.slice(0, dashDash)
   // Help and version win over every other error, so `kay exec --help` works without a valid command line.
@@ -487,7 +482,7 @@ export function parseArgs(argv: readonly string[], opts: ParseOptions = {}): Par
       return {
         command,
         hosts: hostSelection(v, positionals),
-        connection: connection(v, opts, warnings),
+        connection: connection(v, warnings),
         intervalMs: v.duration('interval', DEFAULTS.intervalMs),
         json: v.bool('json'),
         ...(ticks === undefined ? {} : { ticks }),
@@ -501,7 +496,7 @@ export function parseArgs(argv: readonly string[], opts: ParseOptions = {}): Par
       return {
         command,
         host: positionals[0]!,
-        connection: connection(v, opts, warnings),
+        connection: connection(v, warnings),
         intervalMs: v.duration('interval', DEFAULTS.intervalMs),
         warnings,
       }
@@ -510,7 +505,7 @@ export function parseArgs(argv: readonly string[], opts: ParseOptions = {}): Par
       return {
         command,
         hosts: hostSelection(v, positionals),
-        connection: connection(v, opts, warnings),
+        connection: connection(v, warnings),
         json: v.bool('json'),
         sampleGapMs: v.duration('sampleGap', DEFAULTS.sampleGapMs),
         warnings,
@@ -530,7 +525,7 @@ export function parseArgs(argv: readonly string[], opts: ParseOptions = {}): Par
       return {
         command,
         hosts: hostSelection(v, positionals),
-        connection: connection(v, opts, warnings),
+        connection: connection(v, warnings),
         commandArgv: rest,
         remoteCommand: rest.join(' '),
         output: modes[0] ?? DEFAULTS.execOutput,
@@ -543,6 +538,7 @@ export function parseArgs(argv: readonly string[], opts: ParseOptions = {}): Par
       if (positionals.length > 0)
         throw new ConfigError(`'kay demo' takes no hosts (got '${positionals[0]}'); use --hosts N`)
       const ticks = v.int('ticks', 1, LIMITS.ticks)
+      const threads = v.int('threads', 1, LIMITS.threads)
       return {
         command,
         hostCount: v.int('demoHosts', 1, LIMITS.demoHosts) ?? DEFAULTS.demoHosts,
@@ -550,7 +546,7 @@ export function parseArgs(argv: readonly string[], opts: ParseOptions = {}): Par
         json: v.bool('json'),
         ...(ticks === undefined ? {} : { ticks }),
         fanout: v.int('fanout', 1, LIMITS.fanout) ?? DEFAULTS.fanout,
-        threads: v.int('threads', 1, LIMITS.threads) ?? defaultThreads(opts),
+        ...(threads === undefined ? {} : { threads }),
         warnings,
       }
     }
@@ -565,7 +561,7 @@ export function parseArgs(argv: readonly string[], opts: ParseOptions = {}): Par
       }
       if (action !== 'list' && hosts.length === 0)
         throw new ConfigError(`'kay trust ${action}' needs at least one HOST`)
-      return { command, action, hosts: hosts.flatMap(splitList), connection: connection(v, opts, warnings), warnings }
+      return { command, action, hosts: hosts.flatMap(splitList), connection: connection(v, warnings), warnings }
     }
     case 'serve': {
       const listen = parseListen(v.str('listen') ?? DEFAULTS.listen)
@@ -582,7 +578,7 @@ export function parseArgs(argv: readonly string[], opts: ParseOptions = {}): Par
       return {
         command,
         hosts: hostSelection(v, positionals),
-        connection: connection(v, opts, warnings),
+        connection: connection(v, warnings),
         listen,
         allowNonLoopback,
         intervalMs: v.duration('interval', DEFAULTS.intervalMs),
@@ -711,10 +707,6 @@ class Values {
   }
 }
 
-function defaultThreads(opts: ParseOptions): number {
-  return Math.max(1, Math.min(LIMITS.threads, opts.availableParallelism ?? availableParallelism()))
-}
-
 function hostSelection(v: Values, positionals: string[]): HostSelection {
   const include = [...positionals, ...v.list('w')].flatMap(splitList)
   const exclude = v.list('x').flatMap(splitList)
@@ -747,7 +739,7 @@ export function splitList(text: string): string[] {
   return out.map((s) => s.trim()).filter((s) => s !== '')
 }
 
-function connection(v: Values, opts: ParseOptions, warnings: string[]): ConnectionOptions {
+function connection(v: Values, warnings: string[]): ConnectionOptions {
   const modes = (['strict', 'acceptNew', 'insecure'] as const).filter((k) => v.bool(k))
   if (modes.length > 1) {
     throw new ConfigError(`${modes.map(flagName).join(' and ')} cannot be combined: choose one host-key policy`)
@@ -772,10 +764,11 @@ function connection(v: Values, opts: ParseOptions, warnings: string[]): Connecti
     identityFiles: v.list('identity'),
     fanout: v.int('fanout', 1, LIMITS.fanout) ?? DEFAULTS.fanout,
     connectTimeoutMs: v.duration('connectTimeout', DEFAULTS.connectTimeoutMs),
-    threads: v.int('threads', 1, LIMITS.threads) ?? defaultThreads(opts),
     strictHostKeyChecking,
     collectMode,
   }
+  const threads = v.int('threads', 1, LIMITS.threads)
+  if (threads !== undefined) out.threads = threads
   const dialRate = v.int('dialRate', 0, 1_000_000)
   if (dialRate !== undefined) out.dialRate = dialRate
   const sshConfig = v.str('sshConfig')

@@ -2,7 +2,7 @@
  * `kay` entry point: parse, dispatch, exit with the documented code. Ctrl-C closes everything and exits 130.
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
-import { availableParallelism, tmpdir } from 'node:os'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { isKayError } from '@kay/core'
 import { generateClientKey, spawnSimFleet } from '@kay/core/sim'
@@ -26,7 +26,7 @@ export async function main(argv: string[], io: Omit<Io, 'signal'> = { out: proce
   process.on('SIGTERM', onSigint)
   const full: Io = { ...io, signal: ac.signal }
   try {
-    const cmd = parseArgs(argv, { availableParallelism: availableParallelism() })
+    const cmd = parseArgs(argv)
     if ('warnings' in cmd) for (const w of cmd.warnings) io.err.write(`kay: warning: ${w}\n`)
     return await dispatch(cmd, full)
   } catch (err) {
@@ -97,7 +97,7 @@ async function demo(cmd: ParsedCommand & { command: 'demo' }, io: Io): Promise<E
       user: 'demo',
       fanout: cmd.fanout,
       connectTimeoutMs: DEFAULTS.connectTimeoutMs,
-      threads: cmd.threads,
+      ...(cmd.threads === undefined ? {} : { threads: cmd.threads }),
       strictHostKeyChecking: 'accept-new',
       collectMode: 'stream',
     }

@@ -1,8 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { DEFAULTS, type ParsedCommand, parseArgs, splitList } from '../src/args.js'
 
-const parse = (line: string): ParsedCommand =>
-  parseArgs(line === '' ? [] : line.split(' '), { availableParallelism: 6 })
+const parse = (line: string): ParsedCommand => parseArgs(line === '' ? [] : line.split(' '))
 
 function expectConfigError(line: string, message: string | RegExp): void {
   let err: unknown
@@ -31,7 +30,6 @@ describe('parseArgs: defaults', () => {
         identityFiles: [],
         fanout: 16,
         connectTimeoutMs: 10_000,
-        threads: 6,
         strictHostKeyChecking: 'accept-new',
         collectMode: 'stream',
       },
@@ -41,10 +39,11 @@ describe('parseArgs: defaults', () => {
     })
   })
 
-  it('uses os.availableParallelism() for --threads when no override is given', async () => {
-    const { availableParallelism } = await import('node:os')
-    const p = as(parseArgs(['fleet', 'a']), 'fleet')
-    expect(p.connection.threads).toBe(Math.min(256, availableParallelism()))
+  it('leaves --threads to the supervisor when not given, and passes it on when given', () => {
+    expect(as(parse('fleet a'), 'fleet').connection).not.toHaveProperty('threads')
+    expect(as(parse('demo'), 'demo')).not.toHaveProperty('threads')
+    expect(as(parse('fleet a --threads 5'), 'fleet').connection.threads).toBe(5)
+    expect(as(parse('demo --threads 3'), 'demo').threads).toBe(3)
   })
 
   it('fills exec, collect, serve and demo defaults', () => {
@@ -54,7 +53,7 @@ describe('parseArgs: defaults', () => {
     const s = as(parse('serve web1'), 'serve')
     expect([s.listen, s.allowNonLoopback, s.intervalMs]).toEqual([{ host: '127.0.0.1', port: 9717 }, false, 5000])
     const d = as(parse('demo'), 'demo')
-    expect([d.hostCount, d.fanout, d.threads, d.intervalMs, d.json]).toEqual([DEFAULTS.demoHosts, 16, 6, 5000, false])
+    expect([d.hostCount, d.fanout, d.intervalMs, d.json]).toEqual([DEFAULTS.demoHosts, 16, 5000, false])
   })
 })
 

@@ -13,7 +13,9 @@ export { SharedDialGate } from './shared-dial-gate.js'
 export {
   type CollectResultEntry,
   type CollectTick,
+  defaultThreads,
   type ExecResult,
+  HOSTS_PER_SHARD,
   type HostRunner,
   Supervisor,
   type SupervisorEvents,

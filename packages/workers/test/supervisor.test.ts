@@ -7,7 +7,7 @@ import { promisify } from 'node:util'
 import type { HostTarget } from '@kay/core'
 import { generateClientKey, type SimFleet, startSimFleet } from '@kay/core/sim'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { Supervisor, type SupervisorOptions } from '../src/supervisor.js'
+import { defaultThreads, HOSTS_PER_SHARD, Supervisor, type SupervisorOptions } from '../src/supervisor.js'
 
 const execFileP = promisify(execFile)
 
@@ -72,7 +72,31 @@ async function allReady(sup: Supervisor, n: number, ms = 60_000): Promise<void> 
   }
 }
 
+describe('defaultThreads', () => {
+  it('is one shard per HOSTS_PER_SHARD hosts, at most one per core, at least one', () => {
+    expect(HOSTS_PER_SHARD).toBe(1000)
+    expect([0, 1, 999, 1000].map((n) => defaultThreads(n, 8))).toEqual([1, 1, 1, 1])
+    expect([1001, 2000, 2001, 10_000].map((n) => defaultThreads(n, 8))).toEqual([2, 2, 3, 8])
+    expect([1, 5000, 100_000].map((n) => defaultThreads(n, 1))).toEqual([1, 1, 1])
+    expect(defaultThreads(100_000, 2)).toBe(2)
+  })
+})
+
 describe('Supervisor with the simulator', () => {
+  it('sizes its shards to the fleet when threads is not given: 12 hosts on one shard', async () => {
+    const f = await fleetOf(12)
+    const sup = await Supervisor.start({
+      hosts: targets(f),
+      identity: { username: 'kay', keyFiles: [], keys: [key.privateKey] },
+      trust: { knownHostsPath: join(dir, `known_hosts.${++pinFile}`), policy: 'accept-new' },
+    })
+    running.push(sup)
+    expect(sup.stats().shards).toBe(1)
+    await allReady(sup, 12, 15_000)
+    const tick = await sup.collect({ timeoutMs: 10_000 })
+    expect(tick.hosts.filter((h) => h.metrics).length).toBe(12)
+  })
+
   it.each([1, 4, 16])(
     'connects 1,000 hosts over 2 shards with dial cap %i: never more concurrent handshakes than the cap, one each',
     async (cap) => {
