@@ -17,25 +17,14 @@ import type { HostCollectResult } from './protocol.js'
 /** The collect modes a row can carry, by index (a row stores the index). */
 export const PACKED_MODES: readonly CollectMode[] = COLLECT_MODES
 
-const STATES = CPU_STATES
-const REQUIRED = [
-  'at',
-  'cpus',
-  'memTotalBytes',
-  'memUsedBytes',
-  'memAvailableBytes',
-  'swapTotalBytes',
-  'swapUsedBytes',
-  'load1',
-  'load5',
-  'load15',
-  'uptimeSeconds',
-] as const
-const OPTIONAL = ['cpuPct', 'netRxBytesPerSec', 'netTxBytesPerSec', 'rootFsUsedPct'] as const
-// Row offsets, in the order of the layout above.
-const OPTIONAL_AT = REQUIRED.length
-const STATES_AT = OPTIONAL_AT + OPTIONAL.length
-const ATTEMPTS_AT = STATES_AT + STATES.length
+// Row offsets, in the order of the layout above. `fillRow` writes and `unpackCollectResults` reads the fields by
+// name in that order (a keyed loop over name tables ran as megamorphic stores); the round trip is fuzzed.
+/** The required metrics: at … uptimeSeconds. */
+const REQUIRED_FIELDS = 11
+/** cpuPct, netRxBytesPerSec, netTxBytesPerSec, rootFsUsedPct: NaN when absent. */
+const OPTIONAL_AT = REQUIRED_FIELDS
+const STATES_AT = OPTIONAL_AT + 4
+const ATTEMPTS_AT = STATES_AT + CPU_STATES.length
 const HANDSHAKES_AT = ATTEMPTS_AT + 1
 const RTT_AT = HANDSHAKES_AT + 1
 const READY_SINCE_AT = RTT_AT + 1
@@ -70,8 +59,7 @@ function keyCount(o: object): number {
 /**
  * Writes `r` into the row at `o` if it fits the row exactly (so that unpacking gives back an equal object) and
  * says whether it did; the row is left all NaN when not. This runs per host per tick, so it reads each field by
- * name (the order is the layout's; `unpackCollectResults` reads the same layout from the tables, and the round
- * trip is fuzzed in packed.test.ts) and counts keys instead of looking each one up.
+ * name in the layout's order and counts keys instead of looking each one up.
  */
 function writeRow(v: Float64Array, o: number, r: HostCollectResult): boolean {
   if (fillRow(v, o, r)) return true
@@ -104,7 +92,7 @@ function fillRow(v: Float64Array, o: number, r: HostCollectResult): boolean {
   const rtt = putOptional(v, o + RTT_AT, s.rttMs)
   const since = putOptional(v, o + READY_SINCE_AT, s.readySince)
   if (rtt < 0 || since < 0 || keyCount(s) !== 4 + rtt + since) return false
-  // Metrics: the REQUIRED fields, then the OPTIONAL ones present, then cpuStates (all eight or none).
+  // Metrics: the required fields, then the optional ones present, then cpuStates (all eight or none).
   const { at, cpus, memTotalBytes, memUsedBytes, memAvailableBytes, swapTotalBytes, swapUsedBytes } = m
   const { load1, load5, load15, uptimeSeconds } = m
   if (!fin(at) || !fin(cpus) || !fin(memTotalBytes) || !fin(memUsedBytes) || !fin(memAvailableBytes)) return false
@@ -126,10 +114,10 @@ function fillRow(v: Float64Array, o: number, r: HostCollectResult): boolean {
   const tx = putOptional(v, o + OPTIONAL_AT + 2, m.netTxBytesPerSec)
   const rootFs = putOptional(v, o + OPTIONAL_AT + 3, m.rootFsUsedPct)
   if ((cpuPct | rx | tx | rootFs) < 0) return false
-  let keys = REQUIRED.length + cpuPct + rx + tx + rootFs
+  let keys = REQUIRED_FIELDS + cpuPct + rx + tx + rootFs
   const c = m.cpuStates
   if (c !== undefined) {
-    if (typeof c !== 'object' || c === null || keyCount(c) !== STATES.length) return false
+    if (typeof c !== 'object' || c === null || keyCount(c) !== CPU_STATES.length) return false
     const { user, nice, system, idle, iowait, irq, softirq, steal } = c
     if (!fin(user) || !fin(nice) || !fin(system) || !fin(idle)) return false
     if (!fin(iowait) || !fin(irq) || !fin(softirq) || !fin(steal)) return false
@@ -187,8 +175,7 @@ export function packCollectResults(results: readonly HostCollectResult[]): Colle
 
 /**
  * The results a packed block stands for: equal to what was packed. The objects are written as literals, field by
- * field in the layout's order (as `fillRow` reads them), so every host's metrics and status share one shape; a loop
- * over the layout tables stored each field through a megamorphic keyed store (~0.45 µs per host per tick).
+ * field in the layout's order (as `fillRow` reads them), so every host's metrics and status share one shape.
  */
 export function unpackCollectResults(p: PackedCollectResults): HostCollectResult[] {
   const { hosts, values: v } = p

@@ -9,9 +9,7 @@ import { NotReadyError } from '@kay/core'
 import { describe, expect, it } from 'vitest'
 import { unpackCollectResults } from '../src/packed.js'
 import { collectTick, type ShardEntry } from '../src/shard.js'
-import { BASE_METRICS } from './fixtures/metrics.js'
-
-const METRICS = BASE_METRICS
+import { BASE_METRICS as METRICS } from './fixtures/metrics.js'
 
 type Behaviour = 'later' | 'at-once' | 'fail' | 'throw' | 'twice'
 
