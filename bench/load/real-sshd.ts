@@ -134,6 +134,14 @@ function countAnswers(out: string): number {
   return out.split('@@kay df').length - 1
 }
 
+/** `--warmup`: ticks run and discarded, paced as measured ticks are. */
+async function warmUp(ctx: Ctx, tick: () => Promise<number>): Promise<void> {
+  for (let i = 0; i < ctx.warmup; i++) {
+    await tick()
+    await sleep(SETTLE_MS)
+  }
+}
+
 async function measure(
   ctx: Ctx,
   method: string,
@@ -199,15 +207,10 @@ async function kay(ctx: Ctx, mode: 'stream' | 'exec', ticks: number, flavour?: S
     if (mode === 'stream') {
       await warmUpStreams(sup, n, { timeoutMs: 30_000, ...(flavour ? { mode: `stream-${flavour}` } : {}) })
     }
-    for (let i = 0; i < ctx.warmup; i++) {
-      await sup.collect({ timeoutMs: 30_000 })
-      await sleep(SETTLE_MS)
-    }
+    const tick = async () => (await sup.collect({ timeoutMs: 30_000 })).hosts.filter((h) => h.metrics).length
+    await warmUp(ctx, tick)
     const hs0 = (await sup.refreshStats()).handshakes
-    const r = await measure(ctx, flavour ? `kay-stream-${flavour}` : `kay-${mode}`, ticks, 'self', async () => {
-      const t = await sup.collect({ timeoutMs: 30_000 })
-      return t.hosts.filter((h) => h.metrics).length
-    })
+    const r = await measure(ctx, flavour ? `kay-stream-${flavour}` : `kay-${mode}`, ticks, 'self', tick)
     const hs = (await sup.refreshStats()).handshakes - hs0
     if (hs !== 0) console.log(`  kay-${mode}: ${hs} handshakes during measured ticks (expected 0)`)
     return r
@@ -256,10 +259,7 @@ async function ssh2Floor(ctx: Ctx, ticks: number): Promise<RealRun> {
     }
     let seq = 0
     const tick = () => floorTick(conns, ++seq)
-    for (let i = 0; i < ctx.warmup; i++) {
-      await tick()
-      await sleep(SETTLE_MS)
-    }
+    await warmUp(ctx, tick)
     return await measure(ctx, 'ssh2-floor', ticks, 'self', tick)
   } finally {
     for (const c of conns) c.client.end()
