@@ -38,8 +38,14 @@ export function createServeMetrics(): ServeMetrics {
   const load5 = g('kay_host_load5', 'load average over 5 minutes')
   const load15 = g('kay_host_load15', 'load average over 15 minutes')
   const uptime = g('kay_host_uptime_seconds', 'host uptime')
-  const rx = g('kay_host_network_receive_bytes_per_second', 'bytes/s received, all interfaces but lo')
-  const tx = g('kay_host_network_transmit_bytes_per_second', 'bytes/s sent, all interfaces but lo')
+  const rx = g(
+    'kay_host_network_receive_bytes_per_second',
+    'bytes/s received on the interfaces with a device (all but lo where none has one)',
+  )
+  const tx = g(
+    'kay_host_network_transmit_bytes_per_second',
+    'bytes/s sent on the interfaces with a device (all but lo where none has one)',
+  )
   const fs = g('kay_host_root_fs_used_percent', 'root filesystem use, percent')
   const rtt = g('kay_host_keepalive_rtt_seconds', 'last keepalive probe round trip')
   const lastOk = g('kay_host_last_success_timestamp_seconds', 'when the host last returned metrics (unix time)')

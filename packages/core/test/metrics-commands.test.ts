@@ -2,10 +2,19 @@
 // '<command>'`) under every shell on this machine, fed requests on stdin, and its output decoded and parsed.
 
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import {
+  chmodSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import {
   COLLECT_COMMAND,
   DETAIL_COMMAND,
@@ -113,11 +122,57 @@ function sectionsOf(body: string): string[] {
   return [...m.keys()]
 }
 
+/** A device interface's byte counters now, from sysfs; undefined if they cannot be read. */
+function sysCounters(name: string): [number, number] | undefined {
+  try {
+    const at = `/sys/class/net/${name}/statistics`
+    return [Number(readFileSync(`${at}/rx_bytes`, 'utf8')), Number(readFileSync(`${at}/tx_bytes`, 'utf8'))]
+  } catch {
+    return undefined
+  }
+}
+
+/** The interfaces a tick counts on this machine (the rule in commands.ts) and their counters now, by name. */
+function deviceInterfaces(): Map<string, [number, number]> {
+  const out = new Map<string, [number, number]>()
+  for (const name of readdirSync('/sys/class/net').sort()) {
+    if (existsSync(`/sys/devices/virtual/net/${name}`)) continue
+    const c = sysCounters(name)
+    if (c) out.set(name, c)
+  }
+  return out
+}
+
+/**
+ * A tick's netdev section as this machine should give it: one `<name>: <rx> 0 0 0 0 0 0 0 <tx>` line per device
+ * interface, its counters between those read `before` the request and those read now; /proc/net/dev itself when
+ * there is no device interface.
+ */
+function expectNetdev(section: string, before: Map<string, [number, number]>): void {
+  if (before.size === 0) {
+    expect(section.split('\n').slice(0, 2)).toEqual(readFileSync('/proc/net/dev', 'utf8').split('\n').slice(0, 2))
+    return
+  }
+  const lines = section.trimEnd().split('\n')
+  expect(lines.map((l) => l.slice(0, l.indexOf(':'))).sort()).toEqual([...before.keys()])
+  for (const line of lines) {
+    const m = /^(\S+): (\d+) 0 0 0 0 0 0 0 (\d+)$/.exec(line)
+    expect(m, line).not.toBeNull()
+    const [rx0, tx0] = before.get(m![1]!)!
+    const [rx1, tx1] = sysCounters(m![1]!)!
+    expect(Number(m![2])).toBeGreaterThanOrEqual(rx0)
+    expect(Number(m![2])).toBeLessThanOrEqual(rx1)
+    expect(Number(m![3])).toBeGreaterThanOrEqual(tx0)
+    expect(Number(m![3])).toBeLessThanOrEqual(tx1)
+  }
+}
+
 describe.each(SHELLS)('under %s as the login shell', (shell) => {
   for (const flavour of STREAM_FLAVOURS) {
     it(`runs the ${flavour} stream loop: answers requests, ignores malformed ones, exits 0 on EOF`, async () => {
       const token = randomStreamToken()
       const r = start(shell, streamCommand(flavour, token), token)
+      const nics = deviceInterfaces()
       r.decoder.expect(1)
       r.child.stdin!.write(streamRequest(1))
       const f1 = await r.nextFrame()
@@ -146,9 +201,7 @@ describe.each(SHELLS)('under %s as the login shell', (shell) => {
         expect.arrayContaining(['MemTotal', 'MemFree', 'MemAvailable', 'SwapTotal', 'SwapFree']),
       )
       expect(keys(parseSections(f1.body).get('stat')!)).toEqual([...procStat.filter((k) => k?.startsWith('cpu')), ''])
-      expect(parseSections(f1.body).get('netdev')!.split('\n').slice(0, 2)).toEqual(
-        readFileSync('/proc/net/dev', 'utf8').split('\n').slice(0, 2),
-      )
+      expectNetdev(parseSections(f1.body).get('netdev')!, nics)
 
       r.child.stdin!.write("junk\n1x\n 2\n-3\n2 dff\n2df\n$(id)\n'\n\n")
       // A process started between two requests moves /proc/loadavg's last-pid field: the second frame must show it,
@@ -189,10 +242,12 @@ describe.each(SHELLS)('under %s as the login shell', (shell) => {
   }
 
   it('runs the one-shot collect command: every section, exit 0', async () => {
+    const nics = deviceInterfaces()
     const r = start(shell, COLLECT_COMMAND)
     r.child.stdin!.end()
     expect(await withTimeout(r.exited, 'exit')).toEqual({ code: 0, signal: null })
     expect(sectionsOf(r.stdout())).toEqual(['loadavg', 'meminfo', 'stat', 'uptime', 'netdev', 'df'])
+    expectNetdev(parseSections(r.stdout()).get('netdev')!, nics)
     expect(parseCollection(r.stdout(), 0).metrics.rootFsUsedPct).toBeGreaterThanOrEqual(0)
     expect(r.stderr()).toBe('')
   })
@@ -321,6 +376,52 @@ describe('the python loop without statvfs', () => {
     )
     expect(failing).not.toBe(cmd)
     await expectForkedDf(failing, token)
+  })
+})
+
+describe('a host where no interface has a device (a container as the target, or no /sys)', () => {
+  // The login shell is a wrapper that runs the command in a new mount namespace whose /sys/class/net is an empty
+  // tmpfs (root only, as CI runs; nothing outside the namespace sees the mount).
+  let dir: string
+  let wrapper: string
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'kay-nonic-'))
+    wrapper = join(dir, 'sh')
+    writeFileSync(
+      wrapper,
+      '#!/bin/sh\nexec unshare -m sh -c \'mount -t tmpfs kay /sys/class/net && exec sh "$@"\' sh "$@"\n',
+    )
+    chmodSync(wrapper, 0o755)
+  })
+  afterAll(() => rmSync(dir, { recursive: true, force: true }))
+
+  /** /proc/net/dev as sent: its two header lines, then lines for every interface, lo included. */
+  const expectProcNetDev = (section: string) => {
+    expect(section.split('\n').slice(0, 2)).toEqual(readFileSync('/proc/net/dev', 'utf8').split('\n').slice(0, 2))
+    expect(section).toMatch(/^ *lo:/m)
+  }
+
+  for (const flavour of STREAM_FLAVOURS) {
+    it(`the ${flavour} loop sends /proc/net/dev, and the rates leave lo out`, async () => {
+      const token = randomStreamToken()
+      const r = start(wrapper, streamCommand(flavour, token), token)
+      r.decoder.expect(1)
+      r.child.stdin!.end(streamRequest(1))
+      const body = (await r.nextFrame()).body
+      expectProcNetDev(parseSections(body).get('netdev')!)
+      const names = parseCollection(body, 1000).sample.interfaces!.map((i) => i.name)
+      expect(names.length).toBeGreaterThan(0)
+      expect(names).not.toContain('lo')
+      expect(await withTimeout(r.exited, 'exit')).toEqual({ code: 0, signal: null })
+    })
+  }
+
+  it('the one-shot collect command sends /proc/net/dev', async () => {
+    const r = start(wrapper, COLLECT_COMMAND)
+    r.child.stdin!.end()
+    expect(await withTimeout(r.exited, 'exit')).toEqual({ code: 0, signal: null })
+    expectProcNetDev(parseSections(r.stdout()).get('netdev')!)
+    expect(r.stderr()).toBe('')
   })
 })
 

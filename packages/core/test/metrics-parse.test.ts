@@ -171,6 +171,23 @@ describe('parseSample on synthetic hosts', () => {
     expect(parseErr(() => sample(text.replace(/eth0: \d+/, 'eth0: x'))).message).toMatch(/^netdev: bad counter/)
   })
 
+  it('reads the netdev lines the loops write for device interfaces: name, rx bytes, seven zeros, tx bytes', () => {
+    const text = syntheticFrame().replace(
+      /@@kay netdev\n[\s\S]*?(?=@@kay df)/,
+      '@@kay netdev\neth0: 1234 0 0 0 0 0 0 0 5678\nenp1s0: 9 0 0 0 0 0 0 0 10\n',
+    )
+    expect(sample(text).interfaces).toEqual([
+      { name: 'eth0', rxBytes: 1234, txBytes: 5678 },
+      { name: 'enp1s0', rxBytes: 9, txBytes: 10 },
+    ])
+    // Against the next tick's lines, the rates are the deltas summed over the interfaces.
+    const later = text.replace('eth0: 1234 0 0 0 0 0 0 0 5678', 'eth0: 3234 0 0 0 0 0 0 0 6678')
+    const first = parseCollection(text, 0).sample
+    const m = parseCollection(later, 2000, first).metrics
+    expect(m.netRxBytesPerSec).toBe(1000)
+    expect(m.netTxBytesPerSec).toBe(500)
+  })
+
   it('treats netdev and df as optional and ignores unknown sections', () => {
     const text = syntheticFrame().replace(/@@kay netdev[\s\S]*$/, '@@kay future\nwhatever 1 2 3\n')
     const m = parseCollection(text, 0).metrics

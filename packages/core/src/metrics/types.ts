@@ -16,7 +16,11 @@ export interface HostMetrics {
   load5: number
   load15: number
   uptimeSeconds: number
-  /** Bytes/s over the interval, all interfaces but lo; undefined on the first sample or without netdev. */
+  /**
+   * Bytes/s over the interval, summed over the interfaces that have a device (not under /sys/devices/virtual/net:
+   * NICs, not veths, bridges or tunnels, so container traffic counts once), or over all but lo on a host where none
+   * has one (a container); undefined on the first sample or without netdev. See docs/collection-protocol.md.
+   */
   netRxBytesPerSec?: number
   netTxBytesPerSec?: number
   /** Root filesystem use, % (from the last df seen; df is sampled less often than the rest). */
