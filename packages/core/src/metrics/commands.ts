@@ -45,7 +45,8 @@ const PS = 'ps -eo pid,user,pcpu,pmem,rss,comm --sort=-pcpu'
  * is /proc/net/dev itself. Reading two sysfs counters per interface costs the host a few µs; /proc/net/dev is
  * formatted anew for every interface on each read (~250 µs with 200 veths on a container node, bench/RESULTS.md),
  * and counting only devices also stops container traffic from being counted twice (on the NIC and on its veth).
- * The loops find the interfaces once, when they start; the exec command on every run.
+ * The loops find the interfaces once, when they start; the exec command on every run. Names that begin with a dot
+ * are left out by all of them, as a shell glob and `ls` leave them out.
  *
  * SH_NET_FIND (POSIX sh): sets p to the interfaces' names, space separated (names have no blanks).
  */
@@ -192,7 +193,7 @@ const PYTHON_LOOP = [
   'try:N=sorted(os.listdir("/sys/class/net"))',
   'except OSError:N=[]',
   'for n in N:',
-  ' if os.path.exists("/sys/devices/virtual/net/"+n):continue',
+  ' if n[:1]=="." or os.path.exists("/sys/devices/virtual/net/"+n):continue',
   ' r=op("/sys/class/net/"+n+"/statistics/rx_bytes");w=op("/sys/class/net/"+n+"/statistics/tx_bytes")',
   ' if r>=0 and w>=0:V.append((n.encode(),r,w))',
   ' else:',
