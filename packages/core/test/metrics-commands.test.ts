@@ -143,6 +143,11 @@ function deviceInterfaces(): Map<string, [number, number]> {
   return out
 }
 
+/** The section starts with /proc/net/dev's two header lines, as this machine's /proc/net/dev does. */
+function expectProcNetDevHeader(section: string): void {
+  expect(section.split('\n').slice(0, 2)).toEqual(readFileSync('/proc/net/dev', 'utf8').split('\n').slice(0, 2))
+}
+
 /**
  * A tick's netdev section as this machine should give it: one `<name>: <rx> 0 0 0 0 0 0 0 <tx>` line per device
  * interface, its counters between those read `before` the request and those read now; /proc/net/dev itself when
@@ -150,7 +155,7 @@ function deviceInterfaces(): Map<string, [number, number]> {
  */
 function expectNetdev(section: string, before: Map<string, [number, number]>): void {
   if (before.size === 0) {
-    expect(section.split('\n').slice(0, 2)).toEqual(readFileSync('/proc/net/dev', 'utf8').split('\n').slice(0, 2))
+    expectProcNetDevHeader(section)
     return
   }
   const lines = section.trimEnd().split('\n')
@@ -397,7 +402,7 @@ describe('a host where no interface has a device (a container as the target, or 
 
   /** /proc/net/dev as sent: its two header lines, then lines for every interface, lo included. */
   const expectProcNetDev = (section: string) => {
-    expect(section.split('\n').slice(0, 2)).toEqual(readFileSync('/proc/net/dev', 'utf8').split('\n').slice(0, 2))
+    expectProcNetDevHeader(section)
     expect(section).toMatch(/^ *lo:/m)
   }
 

@@ -75,7 +75,8 @@ function shProcLoop(files: string): string {
 
 /**
  * One-shot collection (exec mode, the fallback when no stream flavour works): sections loadavg meminfo stat
- * uptime netdev df (`df -P /`), then exit 0.
+ * uptime netdev df (`df -P /`), then exit 0. It runs in the login shell, which may be zsh: zsh does not split an
+ * unquoted `$p`, so the interfaces are walked with the glob itself rather than with SH_NET_FIND's list.
  */
 export const COLLECT_COMMAND =
   ': kay-collect v1;' +
