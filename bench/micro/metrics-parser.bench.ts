@@ -20,7 +20,7 @@ import {
   parseSample,
   parseSections,
   type RawSample,
-} from '../../packages/core/src/metrics/index.js'
+} from '../../packages/core/src/collection/index.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const fixtures = join(here, '../../packages/core/test/fixtures/proc')

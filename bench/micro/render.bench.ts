@@ -10,7 +10,7 @@
 
 import { Bench } from 'tinybench'
 import { type FleetRow, type FleetSummary, prepareTable, renderFleet } from '../../packages/cli/src/ui/table.js'
-import type { HostMetrics } from '../../packages/core/src/metrics/types.js'
+import type { HostMetrics } from '../../packages/core/src/collection/types.js'
 
 function fleet(n: number): FleetRow[] {
   const rows: FleetRow[] = []

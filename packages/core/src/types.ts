@@ -1,5 +1,11 @@
+import type { Duplex } from 'node:stream'
 import type { ParsedKey } from 'ssh2'
-import type { StreamFlavour } from './metrics/commands.js'
+
+/** Opens the byte stream an SSH connection runs over: TCP by default, a jump host's channel for ProxyJump. */
+export type Connector = (target: HostTarget) => Promise<Duplex>
+
+/** A collection-stream loop, by the interpreter it runs under (docs/collection-protocol.md). */
+export type StreamFlavour = 'awk' | 'bash' | 'perl' | 'python' | 'sh'
 
 /**
  * One host as kay dials it: what ssh_config / host lists resolve to. `id` is the identity the operator

@@ -1,4 +1,4 @@
-import type { HostDetail, HostMetrics } from '../../../core/src/metrics/types.js'
+import type { HostDetail, HostMetrics } from '../../../core/src/collection/types.js'
 import type { FleetRow } from '../../src/ui/table.js'
 
 /** Plausible metrics; override any field. */

@@ -1,6 +1,6 @@
 import type { ParsedKey } from 'ssh2'
 import type { Clock } from '../clock.js'
-import type { StreamFlavour } from '../metrics/commands.js'
+import type { StreamFlavour } from '../collection/commands.js'
 
 /** The loop flavours of `: kay-stream v1 <flavour> <token>;` (docs/collection-protocol.md). */
 export type { StreamFlavour }

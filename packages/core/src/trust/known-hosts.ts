@@ -28,6 +28,8 @@ import { createHash, createHmac, randomBytes } from 'node:crypto'
 import { appendFile, chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import { dirname, join } from 'node:path'
+import { parseHostSpec } from '../config/hostlist.js'
+import { matchPattern } from '../config/patterns.js'
 import {
   ConfigError,
   ConnectError,
@@ -37,8 +39,6 @@ import {
   type KayError,
 } from '../errors.js'
 import type { HostKeyTarget, HostKeyVerdict, HostKeyVerifier, HostTarget, StrictHostKeyChecking } from '../types.js'
-import { parseHostSpec } from './hostlist.js'
-import { matchPattern } from './ssh-config.js'
 
 /** `SHA256:<base64, no padding>` of an SSH wire-format public key blob, as `ssh-keygen -l` prints it. */
 export function fingerprint(keyBlob: Buffer): string {

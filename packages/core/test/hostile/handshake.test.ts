@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest'
-import { HostActor } from '../../src/actor.js'
-import { LocalDialGate } from '../../src/dial-gate.js'
+import { HostActor } from '../../src/connection/actor.js'
+import { LocalDialGate } from '../../src/connection/dial-gate.js'
 import { clientIdentity, memoryVerifier, until } from '../support/fixtures.js'
 import { ManualClock } from '../support/manual-clock.js'
 import { type HostileBehaviour, type HostileServer, startHostileServer } from './support/servers.js'

@@ -11,8 +11,8 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { HostActor, type HostActorOptions } from '../../src/actor.js'
-import { LocalDialGate } from '../../src/dial-gate.js'
+import { HostActor, type HostActorOptions } from '../../src/connection/actor.js'
+import { LocalDialGate } from '../../src/connection/dial-gate.js'
 import {
   type ClientKey,
   createNetns,

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import type { HostActor } from '../../src/actor.js'
+import type { HostActor } from '../../src/connection/actor.js'
 import { generateClientKey } from '../../src/sim/index.js'
 import type { ActorState, HostKeyVerdict, HostKeyVerifier, HostStatus, Identity } from '../../src/types.js'
 

@@ -1,8 +1,8 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { isKayError } from '../src/errors.js'
-import { type Frame, FrameDecoder } from '../src/metrics/index.js'
-import { syntheticFrame } from './fixtures/proc/frames.js'
+import { type Frame, FrameDecoder } from '../../src/collection/index.js'
+import { isKayError } from '../../src/errors.js'
+import { syntheticFrame } from '../fixtures/proc/frames.js'
 
 const TOKEN = '0123456789abcdef'
 const OTHER = 'fedcba9876543210'

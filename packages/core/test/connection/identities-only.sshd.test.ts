@@ -8,11 +8,11 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { HostActor } from '../src/actor.js'
-import { LocalDialGate } from '../src/dial-gate.js'
-import { type ClientKey, makeClientKey, SSHD_LOG, type SshdServer, startSshd } from '../src/testing/index.js'
-import { clearKeyCache, loadIdentity } from '../src/trust/keys.js'
-import { memoryVerifier, until, waitForState } from './support/fixtures.js'
+import { HostActor } from '../../src/connection/actor.js'
+import { LocalDialGate } from '../../src/connection/dial-gate.js'
+import { type ClientKey, makeClientKey, SSHD_LOG, type SshdServer, startSshd } from '../../src/testing/index.js'
+import { clearKeyCache, loadIdentity } from '../../src/trust/keys.js'
+import { memoryVerifier, until, waitForState } from '../support/fixtures.js'
 
 let dir: string
 let sock: string

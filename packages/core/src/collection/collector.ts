@@ -1,8 +1,9 @@
 import type { ClientChannel } from 'ssh2'
-import type { HostActor } from './actor.js'
-import { backoffDelay } from './backoff.js'
-import { type Clock, systemClock, type TimerHandle } from './clock.js'
-import { KayError, ParseError, StreamError, TimeoutError } from './errors.js'
+import { type Clock, systemClock, type TimerHandle } from '../clock.js'
+import type { HostActor } from '../connection/actor.js'
+import { backoffDelay } from '../connection/backoff.js'
+import { KayError, ParseError, StreamError, TimeoutError } from '../errors.js'
+import type { CollectMode } from '../types.js'
 import {
   COLLECT_COMMAND,
   computeMetrics,
@@ -19,9 +20,8 @@ import {
   streamCommand,
   streamRequest,
   wantsDf,
-} from './metrics/index.js'
-import type { HostDetail, HostMetrics } from './metrics/types.js'
-import type { CollectMode } from './types.js'
+} from './index.js'
+import type { HostDetail, HostMetrics } from './types.js'
 
 export type CollectPreference = 'stream' | 'exec'
 

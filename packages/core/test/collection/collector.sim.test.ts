@@ -1,11 +1,11 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { HostActor } from '../src/actor.js'
-import { type CollectorOptions, HostCollector } from '../src/collector.js'
-import { LocalDialGate } from '../src/dial-gate.js'
-import { type SimFleet, startSimFleet } from '../src/sim/index.js'
-import type { Identity } from '../src/types.js'
-import { clientIdentity, memoryVerifier, until, waitForState } from './support/fixtures.js'
-import { ManualClock } from './support/manual-clock.js'
+import { type CollectorOptions, HostCollector } from '../../src/collection/collector.js'
+import { HostActor } from '../../src/connection/actor.js'
+import { LocalDialGate } from '../../src/connection/dial-gate.js'
+import { type SimFleet, startSimFleet } from '../../src/sim/index.js'
+import type { Identity } from '../../src/types.js'
+import { clientIdentity, memoryVerifier, until, waitForState } from '../support/fixtures.js'
+import { ManualClock } from '../support/manual-clock.js'
 
 let fleet: SimFleet
 let identity: Identity

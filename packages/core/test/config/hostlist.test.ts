@@ -3,7 +3,6 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import fc from 'fast-check'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { isKayError } from '../../src/errors.js'
 import {
   expandHostList,
   foldHosts,
@@ -11,7 +10,8 @@ import {
   parseHostFile,
   parseHostSpec,
   readHostFile,
-} from '../../src/trust/hostlist.js'
+} from '../../src/config/hostlist.js'
+import { isKayError } from '../../src/errors.js'
 
 function codeOf(fn: () => unknown): string | undefined {
   try {

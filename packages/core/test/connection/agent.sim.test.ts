@@ -4,11 +4,11 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { expect, it } from 'vitest'
-import { HostActor } from '../src/actor.js'
-import { LocalDialGate } from '../src/dial-gate.js'
-import { generateClientKey, startSimFleet } from '../src/sim/index.js'
-import { loadIdentity } from '../src/trust/keys.js'
-import { memoryVerifier, until, waitForState } from './support/fixtures.js'
+import { HostActor } from '../../src/connection/actor.js'
+import { LocalDialGate } from '../../src/connection/dial-gate.js'
+import { generateClientKey, startSimFleet } from '../../src/sim/index.js'
+import { loadIdentity } from '../../src/trust/keys.js'
+import { memoryVerifier, until, waitForState } from '../support/fixtures.js'
 
 it('authenticates through ssh-agent (SSH_AUTH_SOCK) with no key file, and loads a passphrase key only via the agent', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'kay-agent-'))

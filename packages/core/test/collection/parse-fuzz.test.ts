@@ -1,6 +1,5 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { isKayError } from '../src/errors.js'
 import {
   computeMetrics,
   type HostMetrics,
@@ -12,8 +11,9 @@ import {
   parseSections,
   parseTickSample,
   type RawSample,
-} from '../src/metrics/index.js'
-import { capturedFrame, syntheticFrame } from './fixtures/proc/frames.js'
+} from '../../src/collection/index.js'
+import { isKayError } from '../../src/errors.js'
+import { capturedFrame, syntheticFrame } from '../fixtures/proc/frames.js'
 
 /** Every number finite and in its range: the invariants a renderer relies on. Returns the violations. */
 function violations(m: HostMetrics): string[] {

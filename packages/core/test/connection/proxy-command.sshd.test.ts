@@ -7,9 +7,10 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { HostActor } from '../src/actor.js'
-import { LocalDialGate } from '../src/dial-gate.js'
-import { checkProxyCommand, expandProxyCommand } from '../src/proxy-command.js'
+import { checkProxyCommand } from '../../src/config/ssh-config.js'
+import { HostActor } from '../../src/connection/actor.js'
+import { LocalDialGate } from '../../src/connection/dial-gate.js'
+import { expandProxyCommand } from '../../src/connection/proxy-command.js'
 import {
   type ClientKey,
   descendantsOf,
@@ -18,10 +19,10 @@ import {
   SSHD_LOG,
   type SshdServer,
   startSshd,
-} from '../src/testing/index.js'
-import { loadIdentity } from '../src/trust/keys.js'
-import type { HostTarget, Identity } from '../src/types.js'
-import { memoryVerifier, waitForState } from './support/fixtures.js'
+} from '../../src/testing/index.js'
+import { loadIdentity } from '../../src/trust/keys.js'
+import type { HostTarget, Identity } from '../../src/types.js'
+import { memoryVerifier, waitForState } from '../support/fixtures.js'
 
 let dir: string
 let key: ClientKey

@@ -15,8 +15,8 @@ import {
   type SimFleetOptions,
   type SimHostInfo,
   startSimFleet,
-} from '../src/sim/index.js'
-import { ManualClock } from './support/manual-clock.js'
+} from '../../src/sim/index.js'
+import { ManualClock } from '../support/manual-clock.js'
 
 const key = generateClientKey()
 const otherKey = generateClientKey()

@@ -5,12 +5,12 @@
  */
 import { EventEmitter } from 'node:events'
 import { describe, expect, it } from 'vitest'
-import type { HostActor } from '../src/actor.js'
-import { HostCollector } from '../src/collector.js'
-import { NotReadyError } from '../src/errors.js'
-import type { HostMetrics } from '../src/metrics/index.js'
-import { syntheticFrame } from './fixtures/proc/frames.js'
-import { ManualClock } from './support/manual-clock.js'
+import { HostCollector } from '../../src/collection/collector.js'
+import type { HostMetrics } from '../../src/collection/index.js'
+import type { HostActor } from '../../src/connection/actor.js'
+import { NotReadyError } from '../../src/errors.js'
+import { syntheticFrame } from '../fixtures/proc/frames.js'
+import { ManualClock } from '../support/manual-clock.js'
 
 const BODY = syntheticFrame()
 

@@ -6,10 +6,10 @@ import { access, chmod, mkdir, mkdtemp, readFile, realpath, rm, stat, symlink, w
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { HostActor, type HostActorOptions } from '../src/actor.js'
-import { HostCollector } from '../src/collector.js'
-import { LocalDialGate } from '../src/dial-gate.js'
-import type { StreamFlavour } from '../src/metrics/index.js'
+import { HostCollector } from '../../src/collection/collector.js'
+import type { StreamFlavour } from '../../src/collection/index.js'
+import { HostActor, type HostActorOptions } from '../../src/connection/actor.js'
+import { LocalDialGate } from '../../src/connection/dial-gate.js'
 import {
   type ClientKey,
   makeClientKey,
@@ -17,11 +17,11 @@ import {
   SSHD_LOG,
   type SshdServer,
   startSshd,
-} from '../src/testing/index.js'
-import { loadIdentity } from '../src/trust/keys.js'
-import { KnownHostsStore } from '../src/trust/known-hosts.js'
-import type { Identity } from '../src/types.js'
-import { memoryVerifier, until, waitForState } from './support/fixtures.js'
+} from '../../src/testing/index.js'
+import { loadIdentity } from '../../src/trust/keys.js'
+import { KnownHostsStore } from '../../src/trust/known-hosts.js'
+import type { Identity } from '../../src/types.js'
+import { memoryVerifier, until, waitForState } from '../support/fixtures.js'
 
 // Real sshd is a requirement of this tier (.ci/setup-sshd.sh installs it); without it these tests fail loudly.
 const d = describe

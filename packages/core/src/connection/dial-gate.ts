@@ -1,5 +1,5 @@
-import { type Clock, systemClock, type TimerHandle } from './clock.js'
-import { AbortedError, QueueFullError } from './errors.js'
+import { type Clock, systemClock, type TimerHandle } from '../clock.js'
+import { AbortedError, QueueFullError } from '../errors.js'
 
 /**
  * How a dial ended, reported when its slot is released. The pushback governor (workers) lowers the

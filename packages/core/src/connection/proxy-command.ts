@@ -8,23 +8,13 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process'
 import { Duplex } from 'node:stream'
-import type { Connector } from './actor.js'
-import { ConfigError, ConnectError, type KayError } from './errors.js'
-import type { HostTarget } from './types.js'
+import { checkProxyCommand } from '../config/ssh-config.js'
+import { ConfigError, ConnectError, type KayError } from '../errors.js'
+import type { Connector, HostTarget } from '../types.js'
 
 /** The tokens ssh expands in ProxyCommand that kay supports. */
 const TOKEN_RE = /%(.)/g
 const STDERR_TAIL = 1024
-
-/** Validate a ProxyCommand's `%` tokens without a target (ssh_config resolution uses this to fail early). */
-export function checkProxyCommand(command: string): void {
-  for (const m of command.matchAll(TOKEN_RE)) {
-    if (!'%hnpr'.includes(m[1] as string)) {
-      throw new ConfigError(`ProxyCommand: unsupported token '%${m[1]}' (kay expands %h %p %r %n %%)`)
-    }
-  }
-  if (/%$/.test(command.replace(/%%/g, ''))) throw new ConfigError('ProxyCommand: a lone % at the end')
-}
 
 /** `command` with %h (HostName), %p (port), %r (user), %n (the host as named) and %% expanded. */
 export function expandProxyCommand(command: string, target: HostTarget): string {

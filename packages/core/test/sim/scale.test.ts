@@ -1,6 +1,6 @@
 import { type PublicKeyAuthMethod, Client as SshClient } from 'ssh2'
 import { describe, expect, it } from 'vitest'
-import { generateClientKey, startSimFleet } from '../src/sim/index.js'
+import { generateClientKey, startSimFleet } from '../../src/sim/index.js'
 
 const key = generateClientKey()
 const HOSTS = 2000

@@ -1,12 +1,10 @@
 import { EventEmitter } from 'node:events'
-import { connect as netConnect, type Socket } from 'node:net'
+import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { Client, type ClientChannel, type ServerHostKeyAlgorithm } from 'ssh2'
 // ssh2 has no exports map: its algorithm tables are reachable, and the defaults must not be duplicated here.
 import ssh2Constants from 'ssh2/lib/protocol/constants.js'
-import { type BackoffOptions, backoffDelay, verifyBackoff } from './backoff.js'
-import { type Clock, systemClock, type TimerHandle } from './clock.js'
-import type { DialGate, DialOutcome, DialSlot } from './dial-gate.js'
+import { type Clock, systemClock, type TimerHandle } from '../clock.js'
 import {
   AbortedError,
   ChannelOpenError,
@@ -20,32 +18,21 @@ import {
   OutputLimitError,
   QueueFullError,
   TimeoutError,
-} from './errors.js'
-import { proxyCommandConnector } from './proxy-command.js'
-import { type AuthState, createAuthState } from './trust/keys.js'
-import { verdictError } from './trust/known-hosts.js'
-import type { ActorState, HostKeyVerdict, HostKeyVerifier, HostStatus, HostTarget, Identity } from './types.js'
-
-/** Opens the byte stream an SSH connection runs over: TCP by default, a jump host's channel for ProxyJump. */
-export type Connector = (target: HostTarget) => Promise<Duplex>
-
-/** The default connector: TCP with Nagle off (Nagle costs 40+ ms per exchange on small SSH packets). */
-export const tcpConnector: Connector = (target) =>
-  new Promise((resolve, reject) => {
-    const sock: Socket = netConnect({ host: target.hostname, port: target.port })
-    sock.setNoDelay(true)
-    const onError = (err: Error) => reject(err)
-    sock.once('error', onError)
-    sock.once('connect', () => {
-      sock.removeListener('error', onError)
-      resolve(sock)
-    })
-  })
-
-/** How a host (or a jump chain's first hop) is reached without a jump: its ProxyCommand, or TCP. */
-export function directConnector(target: HostTarget): Connector {
-  return target.proxyCommand === undefined ? tcpConnector : proxyCommandConnector
-}
+} from '../errors.js'
+import { type AuthState, createAuthState } from '../trust/keys.js'
+import { verdictError } from '../trust/known-hosts.js'
+import type {
+  ActorState,
+  Connector,
+  HostKeyVerdict,
+  HostKeyVerifier,
+  HostStatus,
+  HostTarget,
+  Identity,
+} from '../types.js'
+import { type BackoffOptions, backoffDelay, verifyBackoff } from './backoff.js'
+import { directConnector } from './connector.js'
+import type { DialGate, DialOutcome, DialSlot } from './dial-gate.js'
 
 export interface HostActorOptions {
   target: HostTarget

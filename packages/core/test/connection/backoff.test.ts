@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { backoffDelay, backoffWindow, verifyBackoff } from '../src/backoff.js'
+import { backoffDelay, backoffWindow, verifyBackoff } from '../../src/connection/backoff.js'
 
 const opts = { baseMs: 1000, capMs: 60_000 }
 

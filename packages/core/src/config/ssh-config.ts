@@ -13,16 +13,16 @@
  *   included file applies);
  * - first obtained value wins; `IdentityFile` accumulates; unknown keywords are ignored.
  *
- * Tested against `ssh -G` (see test/trust/ssh-config.test.ts).
+ * Tested against `ssh -G` (see test/config/ssh-config.test.ts).
  */
 import { createHash } from 'node:crypto'
 import { readdir, readFile, stat } from 'node:fs/promises'
 import os from 'node:os'
 import { isAbsolute, join } from 'node:path'
 import { ConfigError } from '../errors.js'
-import { checkProxyCommand } from '../proxy-command.js'
 import type { HostTarget, StrictHostKeyChecking } from '../types.js'
 import { parseHostSpec } from './hostlist.js'
+import { matchPattern, matchPatternList } from './patterns.js'
 
 /** OpenSSH's READCONF_MAX_DEPTH. */
 const MAX_INCLUDE_DEPTH = 16
@@ -113,47 +113,18 @@ export function tokenizeLine(line: string): { keyword: string; args: string[] } 
   return { keyword: keyword.toLowerCase(), args }
 }
 
-/** Glob match for ssh patterns: `*` any run, `?` exactly one character. */
-export function matchPattern(text: string, pattern: string): boolean {
-  // Iterative wildcard match with backtracking on the last '*': linear-ish, no regex blow-up.
-  let t = 0
-  let p = 0
-  let star = -1
-  let mark = 0
-  while (t < text.length) {
-    if (p < pattern.length && (pattern[p] === '?' || pattern[p] === text[t])) {
-      t++
-      p++
-    } else if (p < pattern.length && pattern[p] === '*') {
-      star = p++
-      mark = t
-    } else if (star >= 0) {
-      p = star + 1
-      t = ++mark
-    } else {
-      return false
+/** Validate a ProxyCommand's `%` tokens without a target (ssh_config resolution uses this to fail early). */
+export function checkProxyCommand(command: string): void {
+  for (const m of command.matchAll(PROXY_TOKEN_RE)) {
+    if (!'%hnpr'.includes(m[1] as string)) {
+      throw new ConfigError(`ProxyCommand: unsupported token '%${m[1]}' (kay expands %h %p %r %n %%)`)
     }
   }
-  while (p < pattern.length && pattern[p] === '*') p++
-  return p === pattern.length
+  if (/%$/.test(command.replace(/%%/g, ''))) throw new ConfigError('ProxyCommand: a lone % at the end')
 }
 
-/**
- * OpenSSH `match_pattern_list`: comma-separated patterns, `!` negates; a negated match wins over everything,
- * otherwise any positive match matches. Patterns are lower-cased when `lower` (the text must already be).
- */
-export function matchPatternList(text: string, list: string, lower = false): boolean {
-  let matched = false
-  for (const raw of list.split(',')) {
-    const neg = raw.startsWith('!')
-    const pat = lower ? (neg ? raw.slice(1) : raw).toLowerCase() : neg ? raw.slice(1) : raw
-    if (matchPattern(text, pat)) {
-      if (neg) return false
-      matched = true
-    }
-  }
-  return matched
-}
+/** The tokens ssh expands in ProxyCommand that kay supports. */
+const PROXY_TOKEN_RE = /%(.)/g
 
 function hasGlob(s: string): boolean {
   return /[*?[]/.test(s)

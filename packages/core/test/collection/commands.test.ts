@@ -29,7 +29,7 @@ import {
   type StreamFlavour,
   streamCommand,
   streamRequest,
-} from '../src/metrics/index.js'
+} from '../../src/collection/index.js'
 
 // Every login shell this machine has (sh is dash on Debian); zsh only where installed.
 const SHELLS = ['/bin/sh', '/bin/bash', '/bin/zsh', '/usr/bin/zsh'].filter(

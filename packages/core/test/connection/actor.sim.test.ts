@@ -1,10 +1,10 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { HostActor, type HostActorOptions } from '../src/actor.js'
-import { LocalDialGate } from '../src/dial-gate.js'
-import { type SimFleet, startSimFleet } from '../src/sim/index.js'
-import type { Identity } from '../src/types.js'
-import { clientIdentity, memoryVerifier, settledNow, until, waitForState } from './support/fixtures.js'
-import { ManualClock } from './support/manual-clock.js'
+import { HostActor, type HostActorOptions } from '../../src/connection/actor.js'
+import { LocalDialGate } from '../../src/connection/dial-gate.js'
+import { type SimFleet, startSimFleet } from '../../src/sim/index.js'
+import type { Identity } from '../../src/types.js'
+import { clientIdentity, memoryVerifier, settledNow, until, waitForState } from '../support/fixtures.js'
+import { ManualClock } from '../support/manual-clock.js'
 
 let fleet: SimFleet
 let identity: Identity

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { LocalDialGate, RateLimitedDialGate } from '../src/dial-gate.js'
-import { ManualClock } from './support/manual-clock.js'
+import { LocalDialGate, RateLimitedDialGate } from '../../src/connection/dial-gate.js'
+import { ManualClock } from '../support/manual-clock.js'
 
 describe('LocalDialGate', () => {
   it('hands out at most cap slots and serves waiters in order', async () => {

@@ -6,8 +6,9 @@ import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import fc from 'fast-check'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { matchPattern } from '../../src/config/patterns.js'
+import { loadSshConfig, parseSshConfig, tokenizeLine } from '../../src/config/ssh-config.js'
 import { isKayError } from '../../src/errors.js'
-import { loadSshConfig, matchPattern, parseSshConfig, tokenizeLine } from '../../src/trust/ssh-config.js'
 import type { HostTarget } from '../../src/types.js'
 
 const run = promisify(execFile)

@@ -13,10 +13,10 @@
 
 import { randomBytes } from 'node:crypto'
 import { ConfigError, InternalError } from '../errors.js'
-import type { CollectMode } from '../types.js'
+import type { CollectMode, StreamFlavour } from '../types.js'
 
 /** The interpreters a stream loop can run under (`python` runs `python3`). */
-export type StreamFlavour = 'awk' | 'bash' | 'perl' | 'python' | 'sh'
+export type { StreamFlavour }
 
 /** Probe order, cheapest host CPU first: the first flavour whose first frame arrives intact wins. */
 export const STREAM_FLAVOURS: readonly StreamFlavour[] = ['perl', 'python', 'awk', 'bash', 'sh']

@@ -2,7 +2,7 @@ import { fork } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { Client as SshClient } from 'ssh2'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { generateClientKey, type RemoteSimFleet, type SimHostInfo, spawnSimFleet } from '../src/sim/index.js'
+import { generateClientKey, type RemoteSimFleet, type SimHostInfo, spawnSimFleet } from '../../src/sim/index.js'
 
 const key = generateClientKey()
 
@@ -113,7 +113,7 @@ describe('spawnSimFleet', () => {
 
 describe('the simulator child entry', () => {
   it('exits when its parent goes away (IPC disconnect)', async () => {
-    const main = fileURLToPath(new URL('../src/sim/main.ts', import.meta.url))
+    const main = fileURLToPath(new URL('../../src/sim/main.ts', import.meta.url))
     const child = fork(main, [], {
       execArgv: ['--conditions=kay-source', '--import', 'tsx'],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],

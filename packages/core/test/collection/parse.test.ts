@@ -1,5 +1,4 @@
 import { describe, expect, it } from 'vitest'
-import { isKayError, type KayError } from '../src/errors.js'
 import {
   computeMetrics,
   MAX_INPUT_CHARS,
@@ -9,8 +8,9 @@ import {
   parseSections,
   parseTickSample,
   type RawSample,
-} from '../src/metrics/index.js'
-import { capturedFrame, fixture, syntheticFrame } from './fixtures/proc/frames.js'
+} from '../../src/collection/index.js'
+import { isKayError, type KayError } from '../../src/errors.js'
+import { capturedFrame, fixture, syntheticFrame } from '../fixtures/proc/frames.js'
 
 function parseErr(fn: () => unknown): KayError {
   try {
