@@ -102,3 +102,17 @@ export function parseBytes(text: string, flag = 'size'): number {
   if (!Number.isSafeInteger(n)) throw new ConfigError(`${flag}: '${text}' is too large`)
   return n
 }
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+export function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  if (ms <= 0 || signal.aborted) return Promise.resolve()
+  return new Promise((resolve) => {
+    const t = setTimeout(done, ms)
+    function done() {
+      clearTimeout(t)
+      signal.removeEventListener('abort', done)
+      resolve()
+    }
+    signal.addEventListener('abort', done, { once: true })
+  })
+}

@@ -1,16 +1,18 @@
 /**
  * `kay` entry point: parse, dispatch, exit with the documented code. Ctrl-C closes everything and exits 130.
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { isKayError } from '@kay/core'
-import { generateClientKey, spawnSimFleet } from '@kay/core/sim'
-import { cmdCollect, cmdExec, cmdFleet, cmdServe, cmdTop, cmdTrust, errorLine, type Io } from './app.js'
-import { type ConnectionOptions, DEFAULTS, type ParsedCommand, parseArgs } from './args.js'
+import { type ParsedCommand, parseArgs } from './args.js'
+import { cmdCollect } from './commands/collect.js'
+import { errorLine, type Io } from './commands/common.js'
+import { demo } from './commands/demo.js'
+import { cmdExec } from './commands/exec.js'
+import { checkFiles, cmdFleet } from './commands/fleet.js'
+import { cmdServe } from './commands/serve.js'
+import { cmdTop } from './commands/top.js'
+import { cmdTrust } from './commands/trust.js'
 import { EXIT, type ExitCode, helpText } from './help.js'
 import { resolveHosts } from './hosts.js'
-import { fileLimit } from './rlimit.js'
 
 const VERSION = '0.1.0'
 
@@ -67,46 +69,6 @@ async function dispatch(cmd: ParsedCommand, io: Io): Promise<ExitCode> {
       return demo(cmd, io)
     case 'serve':
       return cmdServe(cmd, io)
-  }
-}
-
-function checkFiles(hosts: number, io: Io): void {
-  const r = fileLimit()
-  if (r.limit < hosts + 64) {
-    io.err.write(
-      `kay: warning: the open-file limit is ${r.limit} but ${hosts} hosts need about ${hosts + 64} descriptors; ` +
-        'hosts past the limit will fail to connect (raise it with ulimit -n)\n',
-    )
-  }
-}
-
-/**
- * The built-in simulated fleet (a separate process) with a temporary key and pin store, then `kay fleet` on it.
- */
-async function demo(cmd: ParsedCommand & { command: 'demo' }, io: Io): Promise<ExitCode> {
-  const dir = await mkdtemp(join(tmpdir(), 'kay-demo-'))
-  const key = generateClientKey('kay-demo')
-  const keyFile = join(dir, 'id_ed25519')
-  await writeFile(keyFile, key.privateKey, { mode: 0o600 })
-  io.err.write(`kay: starting a simulated fleet of ${cmd.hostCount} hosts on 127.0.0.1...\n`)
-  const fleet = await spawnSimFleet({ hosts: cmd.hostCount, authorizedKeys: [key.publicKey] })
-  try {
-    const conn: ConnectionOptions = {
-      identityFiles: [keyFile],
-      knownHosts: join(dir, 'known_hosts'),
-      user: 'demo',
-      fanout: cmd.fanout,
-      connectTimeoutMs: DEFAULTS.connectTimeoutMs,
-      ...(cmd.threads === undefined ? {} : { threads: cmd.threads }),
-      strictHostKeyChecking: 'accept-new',
-      collectMode: 'stream',
-    }
-    const hosts = fleet.hosts.map((h) => ({ id: h.name, hostname: h.host, port: h.port, user: 'demo' }))
-    checkFiles(hosts.length, io)
-    return await cmdFleet(cmd, conn, io, hosts, { identity: { username: 'demo', keyFiles: [keyFile] } })
-  } finally {
-    await fleet.close()
-    await rm(dir, { recursive: true, force: true })
   }
 }
 

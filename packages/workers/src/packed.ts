@@ -12,7 +12,7 @@
  *   26 readySince · 27 collectMode (index in PACKED_MODES)
  */
 import { COLLECT_MODES, type CollectMode, CPU_STATES, type HostMetrics, type HostStatus } from '@kay/core'
-import type { HostCollectResult } from './protocol.js'
+import type { HostCollectResult } from './results.js'
 
 /** The collect modes a row can carry, by index (a row stores the index). */
 export const PACKED_MODES: readonly CollectMode[] = COLLECT_MODES

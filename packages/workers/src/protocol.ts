@@ -4,16 +4,11 @@
  * are coalesced per shard per short window. Errors travel as plain data (SerializedError) and are re-created as
  * the same classes on arrival (structured clone would keep only a bare Error).
  */
-import type {
-  CollectMode,
-  HostDetail,
-  HostMetrics,
-  HostStatus,
-  HostTarget,
-  SerializedError,
-  StreamFlavour,
-} from '@kay/core'
+import type { HostDetail, HostStatus, HostTarget, SerializedError, StreamFlavour } from '@kay/core'
 import { isPackedCollectResults, type PackedCollectResults } from './packed.js'
+import type { HostCollectResult, HostExecResult, RunResultWire } from './results.js'
+
+export type { HostCollectResult, HostExecResult, RunResultWire }
 
 export const PROTOCOL_VERSION = 2
 
@@ -77,29 +72,6 @@ export type ShardRequest =
   | { type: 'status'; id: number }
   | { type: 'stop'; id: number }
   | { type: 'crash'; how: 'throw' | 'exit' }
-
-export interface RunResultWire {
-  stdout: string
-  stderr: string
-  exitCode: number | null
-  signal: string | null
-  durationMs: number
-}
-
-/** One host's outcome of a collect tick: metrics, or a typed error, always with its connection status. */
-export interface HostCollectResult {
-  host: string
-  status: HostStatus
-  metrics?: HostMetrics
-  error?: SerializedError
-  collectMode?: CollectMode
-}
-
-export interface HostExecResult {
-  host: string
-  result?: RunResultWire
-  error?: SerializedError
-}
 
 export interface ShardStats {
   hosts: number

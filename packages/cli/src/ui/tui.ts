@@ -4,12 +4,13 @@
  */
 import type { HostDetail, HostMetrics } from '@kay/core'
 import type { Supervisor } from '@kay/workers'
-import { absorbTick, rowsOf, sleep } from './app.js'
-import { EXIT, type ExitCode } from './help.js'
-import { renderDetail } from './ui/detail.js'
-import { parseKeys } from './ui/keys.js'
-import { initialScreen, reduce, resize, type ScreenState, selectedRow, setRows } from './ui/screen.js'
-import { bodyHeight, type FleetRow, type FleetSummary, renderFleet } from './ui/table.js'
+import { sleep } from '../duration.js'
+import { EXIT, type ExitCode } from '../help.js'
+import { renderDetail } from './detail.js'
+import { parseKeys } from './keys.js'
+import { absorbTick, rowsOf } from './rows.js'
+import { initialScreen, reduce, resize, type ScreenState, selectedRow, setRows } from './screen.js'
+import { bodyHeight, type FleetRow, type FleetSummary, renderFleet } from './table.js'
 
 export interface TuiOptions {
   intervalMs: number
