@@ -35,3 +35,4 @@ export {
   startSshd,
   startSshdFleet,
 } from './sshd.js'
+export { type UntilOptions, until } from './wait.js'
