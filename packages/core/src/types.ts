@@ -34,6 +34,12 @@ export interface HostTarget {
   /** IdentityAgent socket path, or 'none'. */
   identityAgent?: string
   userKnownHostsFiles?: string[]
+  /** GlobalKnownHostsFile paths (ssh_config), already expanded. */
+  globalKnownHostsFiles?: string[]
+  /** HostKeyAlias (ssh_config): the name the host key is looked up and pinned under instead of the host's own. */
+  hostKeyAlias?: string
+  /** CertificateFile paths (ssh_config), already expanded: user certificates offered with their private keys. */
+  certificateFiles?: string[]
   strictHostKeyChecking?: StrictHostKeyChecking
 }
 
