@@ -13,7 +13,10 @@ export const EXIT = {
   usage: 1,
   /** Some hosts were unreachable or timed out. */
   unreachable: 2,
-  /** A host offered a key that does not match its pin (or a revoked / unpinned key under --strict-host-keys). */
+  /**
+   * A host offered a key that does not match its pin (or a revoked / unpinned key under --strict-host-keys), or a
+   * certificate from a trusted CA that is expired, names other hosts, is otherwise invalid, or whose CA is revoked.
+   */
   hostKey: 3,
   /** Public-key authentication failed on some host. */
   auth: 4,
@@ -55,6 +58,10 @@ function outcomeCode(r: HostOutcome): ExitCode {
     case 'KAY_HOST_KEY_MISMATCH':
     case 'KAY_HOST_KEY_UNKNOWN':
     case 'KAY_HOST_KEY_REVOKED':
+    case 'KAY_HOST_CERT_EXPIRED':
+    case 'KAY_HOST_CERT_PRINCIPAL':
+    case 'KAY_HOST_CERT_INVALID':
+    case 'KAY_HOST_CA_REVOKED':
       return EXIT.hostKey
     case 'KAY_AUTH_FAILED':
     case 'KAY_KEY_PERMISSIONS':
@@ -79,7 +86,7 @@ const EXIT_CODES_TEXT = `Exit codes (when several apply, the highest wins):
   0    all hosts succeeded
   1    usage or config error
   2    some hosts unreachable or timed out
-  3    host-key mismatch on any host
+  3    host-key or host-certificate refusal on any host
   4    auth failure on any host
   5    remote command exited non-zero on some host (exec)
   130  interrupted (Ctrl-C)`

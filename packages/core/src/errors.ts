@@ -14,6 +14,10 @@ export type ErrorCode =
   | 'KAY_HOST_KEY_MISMATCH'
   | 'KAY_HOST_KEY_UNKNOWN'
   | 'KAY_HOST_KEY_REVOKED'
+  | 'KAY_HOST_CERT_EXPIRED'
+  | 'KAY_HOST_CERT_PRINCIPAL'
+  | 'KAY_HOST_CERT_INVALID'
+  | 'KAY_HOST_CA_REVOKED'
   | 'KAY_CLOSED'
   | 'KAY_SHARD_RESTARTED'
   | 'KAY_SUPERVISOR_FATAL'
@@ -112,6 +116,20 @@ export const HostKeyMismatchError = defineError('KAY_HOST_KEY_MISMATCH', 'HostKe
 export const HostKeyUnknownError = defineError('KAY_HOST_KEY_UNKNOWN', 'HostKeyUnknownError')
 /** The host offered a key marked @revoked. Terminal. */
 export const HostKeyRevokedError = defineError('KAY_HOST_KEY_REVOKED', 'HostKeyRevokedError')
+/**
+ * The host presented a certificate from a trusted CA (`@cert-authority`) that has expired, and its plain key is not
+ * known. details: offered, ca (fingerprints), keyId, validity. Terminal, like a mismatch.
+ */
+export const HostCertExpiredError = defineError('KAY_HOST_CERT_EXPIRED', 'HostCertExpiredError')
+/** A host certificate from a trusted CA does not list the name dialed (or HostKeyAlias). details: name, principals. */
+export const HostCertPrincipalError = defineError('KAY_HOST_CERT_PRINCIPAL', 'HostCertPrincipalError')
+/**
+ * A host certificate from a trusted CA failed another check (not yet valid, critical options, CA signature or its
+ * algorithm, not a host certificate). details: problem.
+ */
+export const HostCertInvalidError = defineError('KAY_HOST_CERT_INVALID', 'HostCertInvalidError')
+/** The CA that signed the host's certificate is marked @revoked. details: offered, ca. Terminal. */
+export const HostCaRevokedError = defineError('KAY_HOST_CA_REVOKED', 'HostCaRevokedError')
 /** The actor or supervisor was closed; in-flight and queued work is rejected with this. */
 export const ClosedError = defineError('KAY_CLOSED', 'ClosedError')
 /** The shard worker hosting this host died; the request was in flight. The host is being re-created. */
@@ -150,6 +168,20 @@ export const AbortedError = defineError('KAY_ABORTED', 'AbortedError')
 export const UnknownHostError = defineError('KAY_UNKNOWN_HOST', 'UnknownHostError')
 /** A bug: something that must not happen did. */
 export const InternalError = defineError('KAY_INTERNAL', 'InternalError')
+
+/**
+ * Codes of host-key refusals: terminal for the host (no automatic redial: the key or its trust must change) and
+ * exit code 3 from the CLI.
+ */
+export const HOST_KEY_ERROR_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  'KAY_HOST_KEY_MISMATCH',
+  'KAY_HOST_KEY_UNKNOWN',
+  'KAY_HOST_KEY_REVOKED',
+  'KAY_HOST_CERT_EXPIRED',
+  'KAY_HOST_CERT_PRINCIPAL',
+  'KAY_HOST_CERT_INVALID',
+  'KAY_HOST_CA_REVOKED',
+])
 
 /** Re-create an error from its plain-data form, as the same class (matched by code). */
 export function errorFromJSON(data: SerializedError): KayError {

@@ -69,13 +69,57 @@ export interface HostKeyTarget {
   port: number
 }
 
+/**
+ * Why a host key was trusted: a pin in kay's file, an entry of a user or global known_hosts file, or a
+ * `@cert-authority` line whose CA signed the host's certificate (never pinned); `policy-no`: not checked.
+ */
+export type TrustSource =
+  | {
+      kind: 'pin' | 'known-hosts'
+      file: string
+      line: number
+      hosts: string[]
+      keyType: string
+      fingerprint: string
+    }
+  | {
+      kind: 'ca'
+      file: string
+      line: number
+      hosts: string[]
+      caKeyType: string
+      caFingerprint: string
+      /** The host certificate's key ID, serial (decimal), principals and validity window. */
+      keyId: string
+      serial: string
+      principals: string[]
+      validity: string
+    }
+  | { kind: 'policy-no' }
+
 /** A host key verdict, as data (x/crypto/ssh/knownhosts: unknown vs mismatch). */
 export type HostKeyVerdict =
-  | { kind: 'trusted' }
+  | { kind: 'trusted'; source?: TrustSource }
   | { kind: 'pinned'; fingerprint: string }
   | { kind: 'unknown'; fingerprint: string }
   | { kind: 'mismatch'; expected: string[]; offered: string }
-  | { kind: 'revoked'; offered: string }
+  /** `ca`: the fingerprint of the certificate's CA when it is the CA that is revoked. */
+  | { kind: 'revoked'; offered: string; ca?: string }
+  /**
+   * A certificate from a trusted CA failed its checks (`problem`: expired, not-yet-valid, principal,
+   * critical-options, signature-algorithm, signature, not-host-certificate) and the plain key is not known.
+   */
+  | {
+      kind: 'certificate'
+      problem: string
+      offered: string
+      ca: string
+      keyId: string
+      principals: string[]
+      validity: string
+      /** The name checked against the principals (HostName or HostKeyAlias). */
+      name: string
+    }
 
 /**
  * Decides whether a host key is acceptable. `key` is the SSH wire-format public key blob.
@@ -84,9 +128,9 @@ export type HostKeyVerdict =
 export interface HostKeyVerifier {
   verify(target: HostKeyTarget, key: Buffer): Promise<HostKeyVerdict>
   /**
-   * Host-key algorithms to ask for first, because a key of that type is already known for the host (OpenSSH
-   * orders HostKeyAlgorithms the same way). Without it, a host pinned with ECDSA that also has ED25519 would
-   * present ED25519 and look unknown.
+   * The host-key algorithms to offer, in order: what is known for the host first, as OpenSSH orders
+   * HostKeyAlgorithms. Without it, a host pinned with ECDSA that also has ED25519 would present ED25519 and look
+   * unknown. Absent or empty: the SSH library's defaults.
    */
   preferredHostKeyAlgorithms?(target: HostKeyTarget): Promise<string[]>
 }

@@ -12,6 +12,7 @@ import {
   ConnectError,
   ConnectionLostError,
   HandshakeTimeoutError,
+  HOST_KEY_ERROR_CODES,
   KayError,
   KeepaliveTimeoutError,
   NotReadyError,
@@ -345,12 +346,8 @@ export class HostActor extends EventEmitter<HostActorEvents> {
     this.#destroyClient()
     this.#lastError = err
     if (this.#state === 'closed') return
-    if (
-      err.code === 'KAY_HOST_KEY_MISMATCH' ||
-      err.code === 'KAY_HOST_KEY_REVOKED' ||
-      err.code === 'KAY_HOST_KEY_UNKNOWN'
-    ) {
-      // Quarantine: a changed key is a hard refusal; only an operator (kay trust repin) gets it out.
+    if (HOST_KEY_ERROR_CODES.has(err.code)) {
+      // Quarantine: a changed key (or a refused certificate) is a hard refusal; only an operator gets it out.
       this.#nextRetryAt = undefined
       this.#setState('quarantined')
       return
@@ -775,13 +772,15 @@ function sendProbe(client: Client, onReply: () => void): void {
   client.unforwardIn('kay-probe.invalid', 1, () => onReply())
 }
 
-/** Known key types first (in their order), then ssh2's defaults; types ssh2 cannot verify are left out. */
+/**
+ * The verifier's host-key algorithms, in its order (OpenSSH's, known types first), less any ssh2 cannot verify;
+ * ssh2's defaults when it gives none. Certificates come from the kay ssh2 patch (CERT_SERVER_HOST_KEY, ADR 0010).
+ */
 function hostKeyAlgorithms(preferred: string[]): { algorithms?: { serverHostKey: ServerHostKeyAlgorithm[] } } {
-  const supported = ssh2Constants.SUPPORTED_SERVER_HOST_KEY
-  const first = preferred.filter((a) => supported.includes(a))
-  if (first.length === 0) return {}
-  const rest = ssh2Constants.DEFAULT_SERVER_HOST_KEY.filter((a) => !first.includes(a))
-  return { algorithms: { serverHostKey: [...first, ...rest] as ServerHostKeyAlgorithm[] } }
+  const supported = [...ssh2Constants.SUPPORTED_SERVER_HOST_KEY, ...ssh2Constants.CERT_SERVER_HOST_KEY]
+  const list = preferred.filter((a) => supported.includes(a))
+  if (list.length === 0) return {}
+  return { algorithms: { serverHostKey: list as ServerHostKeyAlgorithm[] } }
 }
 
 const PRESSURE_CODES = new Set(['ECONNRESET', 'EPIPE'])
