@@ -38,7 +38,10 @@ export interface HostTarget {
   globalKnownHostsFiles?: string[]
   /** HostKeyAlias (ssh_config): the name the host key is looked up and pinned under instead of the host's own. */
   hostKeyAlias?: string
-  /** CertificateFile paths (ssh_config), already expanded: user certificates offered with their private keys. */
+  /**
+   * CertificateFile paths (ssh_config), already expanded: user certificates offered first, each with the private
+   * key it certifies (an identity file's or the agent's).
+   */
   certificateFiles?: string[]
   strictHostKeyChecking?: StrictHostKeyChecking
 }
@@ -60,6 +63,11 @@ export interface Identity {
    * keys are never offered, so a full agent cannot exhaust a server's MaxAuthTries. Unset: every agent key.
    */
   agentKeys?: readonly Buffer[]
+  /**
+   * User certificates (blobs) whose private key only the agent holds (a passphrase-protected key file with its
+   * `-cert.pub`, or a CertificateFile for an agent key): offered through the agent before its own keys.
+   */
+  agentCertificates?: readonly Buffer[]
 }
 
 /** Where a host key was presented: the alias as named and the resolved address. */

@@ -25,6 +25,9 @@ export async function buildIdentity(cfg: ShardWorkerData['config']['identity']):
   const identity: Identity = { username: cfg.username, keys: [...inline, ...fromFiles.keys] }
   const agent = 'agent' in fromFiles ? fromFiles.agent : cfg.agent
   if (agent !== undefined && agent !== 'none') identity.agent = agent
+  if ('agentCertificates' in fromFiles && fromFiles.agentCertificates) {
+    identity.agentCertificates = fromFiles.agentCertificates
+  }
   return identity
 }
 
@@ -36,10 +39,10 @@ export async function createShardDeps(data: ShardWorkerData): Promise<ShardDeps>
     // The shared gate caps dials in flight across all shards; the rate limit spreads redial storms in time.
     gate: config.dialRatePerSec > 0 ? new RateLimitedDialGate(shared, { ratePerSec: config.dialRatePerSec }) : shared,
     identity: await buildIdentity(config.identity),
+    // Global files: OpenSSH's defaults (/etc/ssh/ssh_known_hosts{,2}) unless a host's GlobalKnownHostsFile says.
     verifier: new KnownHostsStore({
       path: config.trust.knownHostsPath,
       userFiles: config.trust.extraKnownHosts,
-      globalFiles: [],
       policy: config.trust.policy,
     }),
   }

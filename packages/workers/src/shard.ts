@@ -167,8 +167,9 @@ export class Shard {
   #identityFor(t: HostTarget): Identity | Promise<Identity> {
     const files = t.identityFiles ?? []
     const only = t.identitiesOnly === true
-    if (files.length === 0 && !only && t.identityAgent === undefined) return this.#deps.identity
-    const cacheKey = `${only ? 'only' : ''}\0${t.identityAgent ?? ''}\0${files.join('\0')}`
+    const certs = t.certificateFiles ?? []
+    if (files.length === 0 && !only && t.identityAgent === undefined && certs.length === 0) return this.#deps.identity
+    const cacheKey = `${only ? 'only' : ''}\0${t.identityAgent ?? ''}\0${files.join('\0')}\0\0${certs.join('\0')}`
     let p = this.#identities.get(cacheKey)
     if (!p) {
       p = this.#loadHostIdentity(t, files, only)
@@ -194,16 +195,26 @@ export class Shard {
         skipMissing: true,
         agent,
         identitiesOnly: only,
+        // CertificateFile: signed by the host's keys or the fleet's (or through the agent).
+        ...(t.certificateFiles ? { certificateFiles: t.certificateFiles, signingKeys: base.keys } : {}),
         ...(identityFiles ? { identityFiles } : {}),
         ...(defaultIdentityFiles ? { defaultIdentityFiles } : {}),
       })
     // No defaults here: the fleet identity already has its keys (its -i files or the defaults).
     const own = await load(files, [])
     const seen = new Set(base.keys.map((k) => k.source))
-    const keys = [...base.keys, ...own.keys.filter((k) => !seen.has(k.source))]
+    // CertificateFile certificates first, as ssh prefers them.
+    const certFiles = new Set(t.certificateFiles ?? [])
+    const keys = [
+      ...own.keys.filter((k) => certFiles.has(k.source)),
+      ...base.keys,
+      ...own.keys.filter((k) => !seen.has(k.source) && !certFiles.has(k.source)),
+    ]
     const id: Identity = { username: base.username, keys }
     const a = own.agent
     if (a !== undefined) id.agent = a
+    const agentCerts = [...(own.agentCertificates ?? []), ...(base.agentCertificates ?? [])]
+    if (a !== undefined && agentCerts.length > 0) id.agentCertificates = agentCerts
     if (only && a !== undefined) {
       const { keyFiles, keys: inline = [] } = this.#config.identity
       // The files the fleet identity came from: its -i files; else the defaults, unless it had inline keys only.

@@ -1,7 +1,6 @@
 /** What every command shares: its I/O, the Supervisor options built from the connection flags, the waits. */
-import { homedir, userInfo } from 'node:os'
-import { join } from 'node:path'
-import { defaultPinFile, type HostStatus, type HostTarget } from '@kay/core'
+import { userInfo } from 'node:os'
+import { defaultPinFile, defaultUserKnownHostsFiles, type HostStatus, type HostTarget } from '@kay/core'
 import { Supervisor, type SupervisorOptions } from '@kay/workers'
 import type { ConnectionOptions } from '../args.js'
 
@@ -33,7 +32,8 @@ export function supervisorOptions(
     },
     trust: {
       knownHostsPath: conn.knownHosts ?? defaultPinFile(),
-      extraKnownHosts: [join(homedir(), '.ssh', 'known_hosts')],
+      // ssh's default UserKnownHostsFile (a host's own UserKnownHostsFile replaces it).
+      extraKnownHosts: defaultUserKnownHostsFiles(),
       policy: conn.strictHostKeyChecking,
     },
     ...extra,

@@ -5,13 +5,29 @@
  * `authHandler` signs with a cached key object) and shared by every host that uses them, so 10,000 hosts cost one
  * parse per key file. Never password, never keyboard-interactive: the handler returns `false` rather than fall
  * back to them, and records what the server offered so a failure can say why.
+ *
+ * User certificates, as ssh loads them (ssh.c load_public_identity_files, sshconnect2.c pubkey_prepare): the
+ * CertificateFile certificates come first, each signed by the identity file whose key it certifies (or, when only
+ * the agent holds that key, through the agent); without CertificateFile, a `<identity>-cert.pub` beside an
+ * identity file is offered right after its key. Certificates the agent holds (`ssh-add` of a key with its
+ * `-cert.pub`) are offered as the agent lists them. Only user certificates are used; whether one is valid is the
+ * server's to say. ssh2 offers certificates through kay's patch (ADR 0010).
  */
 import { createPublicKey } from 'node:crypto'
 import { readFile, stat } from 'node:fs/promises'
 import os from 'node:os'
 import { join } from 'node:path'
-import type { AnyAuthMethod, AuthenticationType, AuthHandlerMiddleware, NextAuthHandler, ParsedKey } from 'ssh2'
+import type {
+  AnyAuthMethod,
+  AuthenticationType,
+  AuthHandlerMiddleware,
+  NextAuthHandler,
+  ParsedKey,
+  SignCallback,
+  SigningRequestOptions,
+} from 'ssh2'
 import ssh2 from 'ssh2'
+import { parseCertificate } from './certificates.js'
 import {
   AuthFailedError,
   ConfigError,
@@ -44,6 +60,13 @@ export interface LoadIdentityOptions {
    * A passphrase-protected file is matched through its `.pub`; without one it cannot be matched.
    */
   identitiesOnly?: boolean
+  /**
+   * CertificateFile (ssh_config): user certificates, offered first. When set, no `-cert.pub` beside an identity
+   * file is looked for (as ssh). A missing one is skipped, as ssh does.
+   */
+  certificateFiles?: readonly string[]
+  /** Private keys loaded elsewhere (the fleet's `-i` keys) that may sign for a CertificateFile certificate. */
+  signingKeys?: ReadonlyArray<{ key: ParsedKey; source: string }>
   /** Home directory for the default identity files. Default `os.homedir()`. */
   homeDir?: string
   /** Environment for `SSH_AUTH_SOCK`. Default `process.env`. */
@@ -63,6 +86,7 @@ const cache = new Map<string, Promise<KeyLoad>>()
 /** Forget every parsed key (after the operator fixed a key file, or in tests). */
 export function clearKeyCache(): void {
   cache.clear()
+  certCache.clear()
 }
 
 /** Default identity files, in the order they are offered (ed25519 first: fewest failed attempts on modern hosts). */
@@ -140,6 +164,50 @@ async function publicBlobOf(path: string): Promise<Buffer | undefined> {
   }
 }
 
+/** A user certificate read from a `-cert.pub` / CertificateFile: ssh2's view (to offer) and its certified key. */
+interface CertLoad {
+  parsed: ParsedKey
+  blob: Buffer
+  /** The certified (plain) public key blob. */
+  key: Buffer
+}
+
+const certCache = new Map<string, Promise<CertLoad | undefined>>()
+
+/**
+ * A user certificate file, or undefined when it is missing or not a user certificate (ssh skips those: "not a
+ * certificate", "not a user certificate").
+ */
+function cachedCertificate(path: string): Promise<CertLoad | undefined> {
+  let p = certCache.get(path)
+  if (p === undefined) {
+    p = readFile(path).then(
+      (data) => {
+        const parsed = ssh2.utils.parseKey(data)
+        if (parsed instanceof Error) return undefined
+        const cert = parseCertificate(parsed.getPublicSSH())
+        if (cert === undefined || cert.certType !== 'user') return undefined
+        return { parsed, blob: cert.blob, key: cert.key }
+      },
+      () => undefined,
+    )
+    certCache.set(path, p)
+  }
+  return p
+}
+
+/**
+ * A key that signs with `key` and presents `cert`: what ssh2 offers for a certificate (its type and public blob are
+ * the certificate's; the signature is the private key's, named by the plain algorithm through kay's patch).
+ */
+function certifiedKey(key: ParsedKey, cert: CertLoad): ParsedKey {
+  return Object.create(key, {
+    type: { value: cert.parsed.type, enumerable: true },
+    comment: { value: cert.parsed.comment, enumerable: true },
+    getPublicSSH: { value: () => cert.blob },
+  }) as ParsedKey
+}
+
 /** Load (or reuse) one key file. */
 function cachedKey(path: string): Promise<KeyLoad> {
   let p = cache.get(path)
@@ -175,23 +243,40 @@ export async function loadIdentity(opts: LoadIdentityOptions): Promise<Identity>
     : (opts.defaultIdentityFiles ?? defaultIdentityFiles(opts.homeDir))
   const keys: Array<{ key: ParsedKey; source: string }> = []
   const agentKeys: Buffer[] = []
+  /** Certificates whose key only the agent can sign with (passphrase-protected files, keys held in the agent). */
+  const agentCertificates: Buffer[] = []
+  const certFiles = opts.certificateFiles ?? []
   const seen = new Set<string>()
+  /** `<identity>-cert.pub`, when no CertificateFile is configured (ssh's rule). */
+  const besideCert = async (path: string): Promise<CertLoad | undefined> =>
+    certFiles.length === 0 ? cachedCertificate(`${path}-cert.pub`) : undefined
   for (const path of paths) {
     if (seen.has(path)) continue
     seen.add(path)
     const load = await cachedKey(path)
     switch (load.kind) {
-      case 'key':
+      case 'key': {
         keys.push({ key: load.key, source: path })
         agentKeys.push(load.key.getPublicSSH())
+        const cert = await besideCert(path)
+        if (cert?.key.equals(load.key.getPublicSSH())) {
+          keys.push({ key: certifiedKey(load.key, cert), source: `${path}-cert.pub` })
+          agentKeys.push(cert.blob)
+        }
         break
+      }
       case 'missing':
         if (explicit && opts.skipMissing !== true)
           throw new ConfigError(`identity file '${path}' does not exist`, { details: { path } })
         break
-      case 'encrypted':
+      case 'encrypted': {
         // The agent presumably holds it (ssh-add); kay never prompts for passphrases.
         if (load.publicBlob) agentKeys.push(load.publicBlob)
+        const cert = await besideCert(path)
+        if (cert && (load.publicBlob === undefined || cert.key.equals(load.publicBlob))) {
+          agentKeys.push(cert.blob)
+          agentCertificates.push(cert.blob)
+        }
         if (!hasAgent) {
           throw new KeyEncryptedError(
             `key '${path}' is passphrase-protected and no ssh-agent is available; add it to an agent (ssh-add)`,
@@ -199,13 +284,26 @@ export async function loadIdentity(opts: LoadIdentityOptions): Promise<Identity>
           )
         }
         break
+      }
       case 'error':
         throw load.error
     }
   }
-  const identity: Identity = { username: opts.username, keys }
+  // CertificateFile certificates first, as ssh prefers them; each signed by the key it certifies.
+  const signers = [...keys, ...(opts.signingKeys ?? [])]
+  const preferred: Array<{ key: ParsedKey; source: string }> = []
+  for (const path of certFiles) {
+    const cert = await cachedCertificate(path)
+    if (cert === undefined) continue
+    agentKeys.push(cert.blob)
+    const signer = signers.find((k) => k.key.getPublicSSH().equals(cert.key))
+    if (signer) preferred.push({ key: certifiedKey(signer.key, cert), source: path })
+    else agentCertificates.push(cert.blob)
+  }
+  const identity: Identity = { username: opts.username, keys: [...preferred, ...keys] }
   if (hasAgent) identity.agent = agentPath as string
   if (hasAgent && opts.identitiesOnly === true) identity.agentKeys = agentKeys
+  if (hasAgent && agentCertificates.length > 0) identity.agentCertificates = agentCertificates
   return identity
 }
 
@@ -226,27 +324,54 @@ export interface AuthState {
   toError(host?: string): KayError
 }
 
-/** An ssh-agent that lists only the keys whose public blob is allowed (IdentitiesOnly). */
-class IdentitiesOnlyAgent extends ssh2.OpenSSHAgent {
-  readonly #allowed: readonly Buffer[]
+/**
+ * An ssh-agent as an identity uses it: with IdentitiesOnly it lists only the keys whose public blob is allowed;
+ * configured certificates whose key the agent holds are listed first and signed by that key.
+ */
+class IdentityAgent extends ssh2.OpenSSHAgent {
+  readonly #allowed: readonly Buffer[] | undefined
+  readonly #certificates: readonly Buffer[]
+  /** Our certificate keys → the agent's plain key that signs for them. */
+  readonly #signers = new WeakMap<ParsedKey, ParsedKey>()
 
-  constructor(socket: string, allowed: readonly Buffer[]) {
+  constructor(socket: string, allowed: readonly Buffer[] | undefined, certificates: readonly Buffer[]) {
     super(socket)
     this.#allowed = allowed
+    this.#certificates = certificates
   }
 
   override getIdentities(cb: Parameters<ssh2.OpenSSHAgent['getIdentities']>[0]): void {
-    super.getIdentities((err, keys) => {
-      if (err) cb(err)
-      else
-        cb(
-          undefined,
-          (keys ?? []).filter((k): k is ParsedKey => 'getPublicSSH' in k && this.#allows(k)),
-        )
+    super.getIdentities((err, listed) => {
+      if (err) return cb(err)
+      const keys = (listed ?? []).filter((k): k is ParsedKey => 'getPublicSSH' in k)
+      const certs: ParsedKey[] = []
+      for (const blob of this.#certificates) {
+        if (keys.some((k) => k.getPublicSSH().equals(blob))) continue // the agent holds the certificate itself
+        const certified = parseCertificate(blob)?.key
+        const signer = certified && keys.find((k) => k.getPublicSSH().equals(certified))
+        const parsed = ssh2.utils.parseKey(blob)
+        if (signer === undefined || parsed instanceof Error) continue
+        certs.push(parsed)
+        this.#signers.set(parsed, signer)
+      }
+      cb(undefined, [...certs, ...keys.filter((k) => this.#allows(k))])
     })
   }
 
+  override sign(
+    pubKey: ParsedKey | Buffer | string,
+    data: Buffer,
+    options?: SigningRequestOptions | SignCallback,
+    cb?: SignCallback,
+  ): boolean {
+    const signer = typeof pubKey === 'object' && !Buffer.isBuffer(pubKey) ? this.#signers.get(pubKey) : undefined
+    // A configured certificate is signed by the agent's key it certifies (flags as for that key).
+    if (typeof options === 'function') return super.sign(signer ?? pubKey, data, options)
+    return super.sign(signer ?? pubKey, data, options, cb)
+  }
+
   #allows(k: ParsedKey): boolean {
+    if (this.#allowed === undefined) return true
     const blob = k.getPublicSSH()
     return this.#allowed.some((b) => b.equals(blob))
   }
@@ -262,7 +387,9 @@ export function createAuthState(identity: Identity): AuthState {
     source: k.source,
   }))
   if (identity.agent !== undefined && identity.agentKeys?.length !== 0) {
-    const agent = identity.agentKeys ? new IdentitiesOnlyAgent(identity.agent, identity.agentKeys) : identity.agent
+    const certs = identity.agentCertificates ?? []
+    const agent =
+      identity.agentKeys || certs.length > 0 ? new IdentityAgent(identity.agent, identity.agentKeys, certs) : identity.agent
     plan.push({
       method: { type: 'agent', username: identity.username, agent },
       source: identity.agentKeys ? `agent:${identity.agent} (IdentitiesOnly)` : `agent:${identity.agent}`,
