@@ -777,7 +777,8 @@ function sendProbe(client: Client, onReply: () => void): void {
  * ssh2's defaults when it gives none. Certificates come from the kay ssh2 patch (CERT_SERVER_HOST_KEY, ADR 0010).
  */
 function hostKeyAlgorithms(preferred: string[]): { algorithms?: { serverHostKey: ServerHostKeyAlgorithm[] } } {
-  const supported = [...ssh2Constants.SUPPORTED_SERVER_HOST_KEY, ...ssh2Constants.CERT_SERVER_HOST_KEY]
+  // Without the patch (a stock ssh2) there are no certificate algorithms: hosts present plain keys.
+  const supported = [...ssh2Constants.SUPPORTED_SERVER_HOST_KEY, ...(ssh2Constants.CERT_SERVER_HOST_KEY ?? [])]
   const list = preferred.filter((a) => supported.includes(a))
   if (list.length === 0) return {}
   return { algorithms: { serverHostKey: list as ServerHostKeyAlgorithm[] } }
