@@ -97,7 +97,14 @@ export type ParsedCommand =
       /** Absent: the supervisor's default. */
       threads?: number
     } & WithWarnings)
-  | ({ command: 'trust'; action: TrustAction; hosts: string[]; connection: ConnectionOptions } & WithWarnings)
+  | ({
+      command: 'trust'
+      action: TrustAction
+      hosts: string[]
+      connection: ConnectionOptions
+      /** repin: no confirmation asked. */
+      yes: boolean
+    } & WithWarnings)
   | ({
       command: 'serve'
       hosts: HostSelection
@@ -314,6 +321,12 @@ export const FLAGS = {
     help: 'number of simulated hosts (on 127.0.0.0/8)',
     default: String(DEFAULTS.demoHosts),
   }),
+  yes: f({
+    long: 'yes',
+    short: 'y',
+    kind: 'bool',
+    help: 'repin without asking (scripts); without it, repin asks on a terminal and refuses without one',
+  }),
   help: f({ long: 'help', short: 'h', kind: 'bool', help: 'show help' }),
   version: f({ long: 'version', kind: 'bool', help: 'print the version' }),
 } satisfies Record<string, FlagSpec>
@@ -398,9 +411,13 @@ export const COMMANDS: Record<CommandName, CommandSpec> = {
     ],
   },
   trust: {
-    usage: 'kay trust list [HOST…] | kay trust repin HOST… | kay trust forget HOST… [flags]',
-    summary: 'list, re-pin (after a deliberate key change) or forget pinned host keys',
-    groups: [{ title: 'Connection (repin dials the host)', flags: CONNECT }],
+    usage: 'kay trust list [HOST…] | kay trust repin HOST… [--yes] | kay trust forget HOST… [flags]',
+    summary:
+      'show why hosts are trusted (pin, known_hosts entry or CA), re-pin after a deliberate key change, forget pins',
+    groups: [
+      { title: 'Repin', flags: ['yes'] },
+      { title: 'Connection (repin dials the host)', flags: CONNECT },
+    ],
   },
   serve: {
     usage: 'kay serve [HOST…] [-w LIST] [flags]',
@@ -561,7 +578,14 @@ export function parseArgs(argv: readonly string[]): ParsedCommand {
       }
       if (action !== 'list' && hosts.length === 0)
         throw new ConfigError(`'kay trust ${action}' needs at least one HOST`)
-      return { command, action, hosts: hosts.flatMap(splitList), connection: connection(v, warnings), warnings }
+      return {
+        command,
+        action,
+        hosts: hosts.flatMap(splitList),
+        connection: connection(v, warnings),
+        yes: v.bool('yes'),
+        warnings,
+      }
     }
     case 'serve': {
       const listen = parseListen(v.str('listen') ?? DEFAULTS.listen)

@@ -1,10 +1,22 @@
 /**
  * Host-key trust end to end: the first collect pins every host, a host that comes back with a new key is refused
- * (exit 3, KAY_HOST_KEY_MISMATCH) without the pin file being touched, and `kay trust list|forget` manage the pins.
+ * (exit 3, KAY_HOST_KEY_MISMATCH) without the pin file being touched, and `kay trust` explains and changes trust:
+ * `list [HOST…]` (aliases and the `[addr]:port` form list prints), `repin` (dials, shows old and new
+ * fingerprints, pins only after a confirmation on a real terminal or with --yes, refuses without either) and
+ * `forget`.
  */
 import { readFile } from 'node:fs/promises'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
-import { type FleetFixture, killRunning, ndjson, runKay, startFixture } from './support/kay.js'
+import {
+  type FleetFixture,
+  KAY_NODE_ARGS,
+  killRunning,
+  ndjson,
+  REPO_ROOT,
+  runKay,
+  startFixture,
+  TmuxSession,
+} from './support/kay.js'
 
 let fx: FleetFixture
 /** Fingerprints before sim0002 got a new host key. */
@@ -23,6 +35,11 @@ const collect = () =>
   runKay(['collect', '--json', 'sim[0001-0003]', ...fx.connArgs, '--connect-timeout', '10s', '--sample-gap', '100ms'], {
     timeoutMs: 40_000,
   })
+
+const trust = (...args: string[]) =>
+  runKay(['trust', ...args, '--ssh-config', fx.sshConfig, '--known-hosts', fx.knownHosts], { timeoutMs: 20_000 })
+
+const FP = 'SHA256:[A-Za-z0-9+/]{43}'
 
 // Several CLI runs per test; the bound is for an overloaded machine, a normal run takes a few seconds.
 describe('host-key pinning through the CLI', { timeout: 120_000 }, () => {
@@ -55,30 +72,107 @@ describe('host-key pinning through the CLI', { timeout: 120_000 }, () => {
     expect(Buffer.compare(await readFile(fx.knownHosts), pinsBefore)).toBe(0)
   })
 
-  test('trust list shows the pins and trust forget removes a host’s pin', async () => {
-    const list = await runKay(['trust', 'list', '--known-hosts', fx.knownHosts], { timeoutMs: 15_000 })
+  test('trust list shows every pin, and list HOST explains a host by alias or by the [addr]:port list prints', async () => {
+    const list = await trust('list')
     expect(list.code).toBe(0)
     const lines = list.stdout.trim().split('\n')
     expect(lines).toHaveLength(3)
-    for (const line of lines)
-      expect(line).toMatch(/^sim000\d,\[127\.0\.0\.1\]:\d+ {2}ssh-ed25519 {2}SHA256:[A-Za-z0-9+/]{43}$/)
+    for (const line of lines) {
+      expect(line).toMatch(
+        new RegExp(`^sim000\\d,\\[127\\.0\\.0\\.1\\]:\\d+  pin  ssh-ed25519  ${FP}  ${fx.knownHosts}:\\d$`),
+      )
+    }
     // The listing shows the pinned (old) keys, not what sim0002 offers now.
     for (const [i, fp] of oldFingerprints.entries())
       expect(lines.find((l) => l.startsWith(`sim000${i + 1},`))).toContain(fp)
     expect(list.stdout).not.toContain(fx.fleet.hosts[1]!.fingerprint)
 
+    const h = fx.fleet.hosts[0]!
+    const byAlias = await trust('list', 'sim0001')
+    expect(byAlias.stdout).toBe(`sim0001  pin  ssh-ed25519  ${h.fingerprint}  ${fx.knownHosts}:1\n`)
+    const byAddr = await trust('list', `[${h.host}]:${h.port}`)
+    expect(byAddr.stdout).toBe(`[${h.host}]:${h.port}  pin  ssh-ed25519  ${h.fingerprint}  ${fx.knownHosts}:1\n`)
+    // The whole first column of `list` is accepted as it is: one entry, printed once.
+    const asPrinted = await trust('list', (lines[0] as string).split('  ')[0] as string)
+    expect(asPrinted.stdout.trim().split('\n')).toHaveLength(1)
+    const none = await trust('list', 'sim9999')
+    expect(none.stdout).toMatch(/^sim9999 {2}none {2}\(/)
+    expect(none.code).toBe(0)
+  })
+
+  test('trust repin refuses at once without a terminal and without --yes, and changes nothing', async () => {
+    const before = await readFile(fx.knownHosts)
+    const r = await trust('repin', 'sim0002')
+    expect(r.code).toBe(1)
+    expect(r.stderr.trim().split('\n')).toHaveLength(1)
+    expect(r.stderr).toMatch(/^kay: KAY_CONFIG: .*--yes/)
+    expect(Buffer.compare(await readFile(fx.knownHosts), before)).toBe(0)
+  })
+
+  test('trust repin dials the host, shows the old and new fingerprints, and pins only after a yes', async () => {
     const h = fx.fleet.hosts[1]!
-    const forget = await runKay(['trust', 'forget', 'sim0002', '--known-hosts', fx.knownHosts], { timeoutMs: 15_000 })
+    const old = oldFingerprints[1] as string
+    const tmux = await TmuxSession.start(fx.dir, REPO_ROOT)
+    try {
+      const cmd = [
+        process.execPath,
+        ...KAY_NODE_ARGS,
+        'trust',
+        'repin',
+        'sim0002',
+        '--ssh-config',
+        fx.sshConfig,
+        '--known-hosts',
+        fx.knownHosts,
+      ].join(' ')
+      const before = await readFile(fx.knownHosts)
+      await tmux.typeLine(`${cmd}; echo "exit=$?"`)
+      const asked = await tmux.waitScreen('the question', (s) => s.includes('[y/N]'))
+      expect(asked).toContain(`sim0002: presents ssh-ed25519 ${h.fingerprint}`)
+      expect(asked).toContain(`sim0002: known now: ssh-ed25519 ${old} (${fx.knownHosts}:2)`)
+      // Nothing is written while the question is open.
+      expect(Buffer.compare(await readFile(fx.knownHosts), before)).toBe(0)
+      await tmux.typeLine('n')
+      await tmux.waitScreen('the refusal', (s) => s.includes('exit=1'))
+      expect(await tmux.capture()).toContain('kay: sim0002: not repinned')
+      expect(Buffer.compare(await readFile(fx.knownHosts), before)).toBe(0)
+
+      await tmux.typeLine('clear')
+      await tmux.typeLine(`${cmd}; echo "exit=$?"`)
+      await tmux.waitScreen('the question again', (s) => s.includes('[y/N]'))
+      await tmux.typeLine('y')
+      const done = await tmux.waitScreen('the pin', (s) => s.includes('exit=0'))
+      expect(done).toContain(`sim0002: pinned ssh-ed25519 ${h.fingerprint}`)
+    } finally {
+      await tmux.kill()
+    }
+    const pins = await readFile(fx.knownHosts, 'utf8')
+    expect(pins.trim().split('\n')).toHaveLength(3)
+    expect(pins).toContain(`sim0002,[${h.host}]:${h.port} ssh-ed25519 `)
+    expect((await trust('list', 'sim0002')).stdout).toContain(h.fingerprint)
+    // Pinned: the next collect trusts sim0002 again; repin --yes on a trusted host changes nothing.
+    expect((await collect()).code).toBe(0)
+    const again = await trust('repin', 'sim0002', '--yes')
+    expect(again.code).toBe(0)
+    expect(again.stdout).toMatch(/^sim0002: already trusted \(pin, /)
+    expect(await readFile(fx.knownHosts, 'utf8')).toBe(pins)
+  })
+
+  test('trust forget takes the [addr]:port form as well as the alias, and the next collect pins again', async () => {
+    const h = fx.fleet.hosts[2]!
+    const forget = await trust('forget', `[${h.host}]:${h.port}`)
     expect(forget.code).toBe(0)
     expect(forget.stdout).toContain('removed 1 pin(s)')
     const after = await readFile(fx.knownHosts, 'utf8')
-    expect(after).not.toContain('sim0002')
+    expect(after).not.toContain('sim0003')
     expect(after.trim().split('\n')).toHaveLength(2)
+    const byAlias = await trust('forget', 'sim0001')
+    expect(byAlias.stdout).toContain('removed 1 pin(s)')
 
-    // With the stale pin gone, the next collect pins the new key and every host succeeds.
     const again = await collect()
     expect(again.code).toBe(0)
-    const relist = await runKay(['trust', 'list', '--known-hosts', fx.knownHosts], { timeoutMs: 15_000 })
-    expect(relist.stdout).toContain(`sim0002,[${h.host}]:${h.port}  ssh-ed25519  ${h.fingerprint}`)
+    const relist = await trust('list')
+    expect(relist.stdout).toContain(`sim0003,[${h.host}]:${h.port}  pin  ssh-ed25519  ${h.fingerprint}`)
+    expect(relist.stdout.trim().split('\n')).toHaveLength(3)
   })
 })

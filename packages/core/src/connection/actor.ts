@@ -1,9 +1,8 @@
 import { EventEmitter } from 'node:events'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
-import { Client, type ClientChannel, type ServerHostKeyAlgorithm } from 'ssh2'
+import { Client, type ClientChannel } from 'ssh2'
 // ssh2 has no exports map: its algorithm tables are reachable, and the defaults must not be duplicated here.
-import ssh2Constants from 'ssh2/lib/protocol/constants.js'
 import { type Clock, systemClock, type TimerHandle } from '../clock.js'
 import {
   AbortedError,
@@ -34,6 +33,7 @@ import type {
 import { type BackoffOptions, backoffDelay, verifyBackoff } from './backoff.js'
 import { directConnector } from './connector.js'
 import type { DialGate, DialOutcome, DialSlot } from './dial-gate.js'
+import { hostKeyAlgorithms } from './probe.js'
 
 export interface HostActorOptions {
   target: HostTarget
@@ -770,18 +770,6 @@ function sendProbe(client: Client, onReply: () => void): void {
   }
   // Public fallback: cancel a forward that does not exist; the failure reply proves liveness.
   client.unforwardIn('kay-probe.invalid', 1, () => onReply())
-}
-
-/**
- * The verifier's host-key algorithms, in its order (OpenSSH's, known types first), less any ssh2 cannot verify;
- * ssh2's defaults when it gives none. Certificates come from the kay ssh2 patch (CERT_SERVER_HOST_KEY, ADR 0010).
- */
-function hostKeyAlgorithms(preferred: string[]): { algorithms?: { serverHostKey: ServerHostKeyAlgorithm[] } } {
-  // Without the patch (a stock ssh2) there are no certificate algorithms: hosts present plain keys.
-  const supported = [...ssh2Constants.SUPPORTED_SERVER_HOST_KEY, ...(ssh2Constants.CERT_SERVER_HOST_KEY ?? [])]
-  const list = preferred.filter((a) => supported.includes(a))
-  if (list.length === 0) return {}
-  return { algorithms: { serverHostKey: list as ServerHostKeyAlgorithm[] } }
 }
 
 const PRESSURE_CODES = new Set(['ECONNRESET', 'EPIPE'])
