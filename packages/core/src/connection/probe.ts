@@ -50,7 +50,8 @@ export async function probeHostKey(target: HostTarget, opts: ProbeOptions = {}):
   try {
     return await new Promise<Buffer>((resolve, reject) => {
       timer = setTimeout(
-        () => reject(new HandshakeTimeoutError(`${target.id}: no host key within ${timeoutMs} ms`, { host: target.id })),
+        () =>
+          reject(new HandshakeTimeoutError(`${target.id}: no host key within ${timeoutMs} ms`, { host: target.id })),
         timeoutMs,
       )
       let key: Buffer | undefined

@@ -13,6 +13,7 @@ export {
   TC_PATH,
 } from './netns.js'
 export { descendantsOf, isAlive, type ProcessInfo, processTable, pssKb } from './procs.js'
+export { type CertOptions, type KeyFiles, type KeyType, keygen, lineOf, signCert } from './ssh-keygen.js'
 export {
   type ClientKey,
   FLEET_START_CONCURRENCY,

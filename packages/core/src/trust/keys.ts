@@ -27,7 +27,6 @@ import type {
   SigningRequestOptions,
 } from 'ssh2'
 import ssh2 from 'ssh2'
-import { parseCertificate } from './certificates.js'
 import {
   AuthFailedError,
   ConfigError,
@@ -37,6 +36,7 @@ import {
   KeyPermissionsError,
 } from '../errors.js'
 import type { Identity } from '../types.js'
+import { parseCertificate } from './certificates.js'
 
 /** Smallest RSA modulus kay accepts (OpenSSH's RequiredRSASize default). */
 export const MIN_RSA_BITS = 2048
@@ -389,7 +389,9 @@ export function createAuthState(identity: Identity): AuthState {
   if (identity.agent !== undefined && identity.agentKeys?.length !== 0) {
     const certs = identity.agentCertificates ?? []
     const agent =
-      identity.agentKeys || certs.length > 0 ? new IdentityAgent(identity.agent, identity.agentKeys, certs) : identity.agent
+      identity.agentKeys || certs.length > 0
+        ? new IdentityAgent(identity.agent, identity.agentKeys, certs)
+        : identity.agent
     plan.push({
       method: { type: 'agent', username: identity.username, agent },
       source: identity.agentKeys ? `agent:${identity.agent} (IdentitiesOnly)` : `agent:${identity.agent}`,

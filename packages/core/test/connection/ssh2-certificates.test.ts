@@ -13,8 +13,8 @@ import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
 import ssh2, { type ParsedKey } from 'ssh2'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { type KeyFiles, keygen, signCert } from '../../src/testing/index.js'
 import { verifySshSignature } from '../../src/trust/certificates.js'
-import { type KeyFiles, keygen, signCert } from '../support/ssh-keys.js'
 
 const require = createRequire(import.meta.url)
 const constants = require(require.resolve('ssh2/lib/protocol/constants.js')) as { CERT_SERVER_HOST_KEY?: string[] }

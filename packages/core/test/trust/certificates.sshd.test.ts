@@ -13,12 +13,21 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { HostActor } from '../../src/connection/actor.js'
 import { LocalDialGate } from '../../src/connection/dial-gate.js'
-import { type ClientKey, makeClientKey, requireSshd, type SshdServer, startSshd } from '../../src/testing/index.js'
+import {
+  type ClientKey,
+  type KeyFiles,
+  keygen,
+  lineOf,
+  makeClientKey,
+  requireSshd,
+  type SshdServer,
+  signCert,
+  startSshd,
+} from '../../src/testing/index.js'
 import { clearKeyCache, type LoadIdentityOptions, loadIdentity } from '../../src/trust/keys.js'
 import { fingerprint, KnownHostsStore } from '../../src/trust/known-hosts.js'
 import type { HostKeyVerifier, HostStatus, HostTarget } from '../../src/types.js'
 import { until, waitForStatus } from '../support/fixtures.js'
-import { type KeyFiles, keygen, lineOf, signCert } from '../support/ssh-keys.js'
 
 let dir: string
 let hostCa: KeyFiles

@@ -9,6 +9,7 @@ import { join } from 'node:path'
 import fc from 'fast-check'
 import ssh2 from 'ssh2'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { type KeyFiles, keygen, signCert } from '../../src/testing/index.js'
 import {
   checkHostCertificate,
   formatValidity,
@@ -18,7 +19,7 @@ import {
   plainName,
   verifyCertificate,
 } from '../../src/trust/certificates.js'
-import { buildCertificate, type KeyFiles, keygen, memoryCa, signCert } from '../support/ssh-keys.js'
+import { buildCertificate, memoryCa } from '../support/ssh-keys.js'
 
 let dir: string
 let host: KeyFiles

@@ -6,6 +6,7 @@ import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { type KeyFiles, keygen, signCert } from '../../src/testing/index.js'
 import {
   DEFAULT_HOST_KEY_ALGORITHMS,
   fingerprint,
@@ -16,7 +17,6 @@ import {
   parseKnownHosts,
   verdictError,
 } from '../../src/trust/known-hosts.js'
-import { type KeyFiles, keygen, signCert } from '../support/ssh-keys.js'
 
 let dir: string
 let ed: KeyFiles
