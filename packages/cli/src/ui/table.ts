@@ -109,6 +109,10 @@ export function stateLabel(row: FleetRow): string {
   if (code === 'KAY_HOST_KEY_MISMATCH') return 'key mismatch'
   if (code === 'KAY_HOST_KEY_REVOKED') return 'key revoked'
   if (code === 'KAY_HOST_KEY_UNKNOWN') return 'key unknown'
+  if (code === 'KAY_HOST_CERT_EXPIRED') return 'cert expired'
+  if (code === 'KAY_HOST_CERT_PRINCIPAL') return 'cert name'
+  if (code === 'KAY_HOST_CERT_INVALID') return 'cert invalid'
+  if (code === 'KAY_HOST_CA_REVOKED') return 'CA revoked'
   if (code === 'KAY_AUTH_FAILED') return 'auth failed'
   switch (row.state) {
     case 'idle':
