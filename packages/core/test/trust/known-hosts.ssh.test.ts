@@ -240,6 +240,11 @@ const CASES: Case[] = [
     files: () => ({ user: [line('WEB1', k.ed)] }),
   },
   {
+    name: 'HostKeyAlias: the ECDSA key known under the alias is asked for first',
+    hostKeyAlias: 'web1',
+    files: () => ({ user: [line('web1', k.ec)] }),
+  },
+  {
     name: 'HostKeyAlias: no port-less fallback',
     hostKeyAlias: 'web1',
     files: ({ a }) => ({ user: [line(a, k.ed)] }),
