@@ -16,6 +16,7 @@ import { createInterface, type Interface } from 'node:readline'
 import {
   ConfigError,
   defaultPinFile,
+  expandHostList,
   fingerprint,
   type HostTarget,
   type KayError,
@@ -60,7 +61,9 @@ export async function cmdTrust(
     return EXIT.ok
   }
   const config = await loadSshConfig(cmd.connection.sshConfig)
-  const targets = cmd.hosts.map((h) => ({ name: h, target: resolveTrustHost(config, h, cmd.connection) }))
+  const targets = cmd.hosts
+    .flatMap(expandTrustHost)
+    .map((h) => ({ name: h, target: resolveTrustHost(config, h, cmd.connection) }))
   switch (cmd.action) {
     case 'list':
       return list(store, targets, io)
@@ -83,13 +86,21 @@ export async function cmdTrust(
   }
 }
 
+/** `[addr]:port` as known_hosts writes it, with an optional user. */
+const KNOWN_HOSTS_NAME = /^(?:([^@[\]]+)@)?\[([^\]]+)\]:(\d+)$/
+
+/** pdsh-style expressions (`web[1-3]`) expand as for the other commands; known_hosts names stay as they are. */
+function expandTrustHost(host: string): string[] {
+  return KNOWN_HOSTS_NAME.test(host) || host.startsWith('|') ? [host] : expandHostList(host)
+}
+
 /** A HOST as the operator wrote it, resolved through ssh_config (known_hosts `[addr]:port` names accepted). */
 export function resolveTrustHost(config: SshConfig, host: string, conn: ConnectionOptions): HostTarget {
   if (host.startsWith('|')) {
     throw new ConfigError(`'${host.slice(0, 12)}…' is a hashed known_hosts name; name the host instead`)
   }
   // `[host]:port` is how known_hosts (and `kay trust list`) writes a host on another port.
-  const m = /^(?:([^@[\]]+)@)?\[([^\]]+)\]:(\d+)$/.exec(host)
+  const m = KNOWN_HOSTS_NAME.exec(host)
   const spec = m ? `${m[1] ? `${m[1]}@` : ''}${(m[2] as string).includes(':') ? `[${m[2]}]` : m[2]}:${m[3]}` : host
   const target = config.resolve(spec, { user: conn.user ?? userInfo().username })
   if (conn.user !== undefined && !spec.includes('@')) target.user = conn.user

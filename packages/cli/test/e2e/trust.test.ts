@@ -95,6 +95,9 @@ describe('host-key pinning through the CLI', { timeout: 120_000 }, () => {
     // The whole first column of `list` is accepted as it is: one entry, printed once.
     const asPrinted = await trust('list', (lines[0] as string).split('  ')[0] as string)
     expect(asPrinted.stdout.trim().split('\n')).toHaveLength(1)
+    // pdsh-style expressions expand as for the other commands.
+    const range = await trust('list', 'sim[0001-0002]')
+    expect(range.stdout.split('\n').filter(Boolean).map((l) => l.split('  ')[0])).toEqual(['sim0001', 'sim0002'])
     const none = await trust('list', 'sim9999')
     expect(none.stdout).toMatch(/^sim9999 {2}none {2}\(/)
     expect(none.code).toBe(0)
