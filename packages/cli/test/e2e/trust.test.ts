@@ -41,6 +41,12 @@ const trust = (...args: string[]) =>
 
 const FP = 'SHA256:[A-Za-z0-9+/]{43}'
 
+/** The 1-based line of the pin file naming `host` (the first collect pins hosts in whatever order they answer). */
+async function pinLine(host: string): Promise<number> {
+  const lines = (await readFile(fx.knownHosts, 'utf8')).split('\n')
+  return lines.findIndex((l) => l.startsWith(`${host},`)) + 1
+}
+
 // Several CLI runs per test; the bound is for an overloaded machine, a normal run takes a few seconds.
 describe('host-key pinning through the CLI', { timeout: 120_000 }, () => {
   test('a changed host key is refused with exit 3 and KAY_HOST_KEY_MISMATCH, and the pin file is not rewritten', async () => {
@@ -89,15 +95,21 @@ describe('host-key pinning through the CLI', { timeout: 120_000 }, () => {
 
     const h = fx.fleet.hosts[0]!
     const byAlias = await trust('list', 'sim0001')
-    expect(byAlias.stdout).toBe(`sim0001  pin  ssh-ed25519  ${h.fingerprint}  ${fx.knownHosts}:1\n`)
+    const at = await pinLine('sim0001')
+    expect(byAlias.stdout).toBe(`sim0001  pin  ssh-ed25519  ${h.fingerprint}  ${fx.knownHosts}:${at}\n`)
     const byAddr = await trust('list', `[${h.host}]:${h.port}`)
-    expect(byAddr.stdout).toBe(`[${h.host}]:${h.port}  pin  ssh-ed25519  ${h.fingerprint}  ${fx.knownHosts}:1\n`)
+    expect(byAddr.stdout).toBe(`[${h.host}]:${h.port}  pin  ssh-ed25519  ${h.fingerprint}  ${fx.knownHosts}:${at}\n`)
     // The whole first column of `list` is accepted as it is: one entry, printed once.
     const asPrinted = await trust('list', (lines[0] as string).split('  ')[0] as string)
     expect(asPrinted.stdout.trim().split('\n')).toHaveLength(1)
     // pdsh-style expressions expand as for the other commands.
     const range = await trust('list', 'sim[0001-0002]')
-    expect(range.stdout.split('\n').filter(Boolean).map((l) => l.split('  ')[0])).toEqual(['sim0001', 'sim0002'])
+    expect(
+      range.stdout
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => l.split('  ')[0]),
+    ).toEqual(['sim0001', 'sim0002'])
     const none = await trust('list', 'sim9999')
     expect(none.stdout).toMatch(/^sim9999 {2}none {2}\(/)
     expect(none.code).toBe(0)
@@ -132,7 +144,7 @@ describe('host-key pinning through the CLI', { timeout: 120_000 }, () => {
       await tmux.typeLine(`${cmd}; echo "exit=$?"`)
       const asked = await tmux.waitScreen('the question', (s) => s.includes('[y/N]'))
       expect(asked).toContain(`sim0002: presents ssh-ed25519 ${h.fingerprint}`)
-      expect(asked).toContain(`sim0002: known now: ssh-ed25519 ${old} (${fx.knownHosts}:2)`)
+      expect(asked).toContain(`sim0002: known now: ssh-ed25519 ${old} (${fx.knownHosts}:${await pinLine('sim0002')})`)
       // Nothing is written while the question is open.
       expect(Buffer.compare(await readFile(fx.knownHosts), before)).toBe(0)
       await tmux.typeLine('n')
