@@ -146,16 +146,21 @@ async function list(
   return EXIT.ok
 }
 
-/** Ask `question` on the terminal; true for y/yes. */
+/** Ask `question` on the terminal; true for y/yes; false for anything else, end of input or Ctrl-C. */
 function confirm(rl: Interface, io: Io, question: string): Promise<boolean> {
   return new Promise((resolve) => {
     io.err.write(question)
-    const onClose = () => resolve(false)
-    rl.once('close', onClose)
-    rl.once('line', (answer) => {
+    const done = (answer: boolean) => {
       rl.off('close', onClose)
-      resolve(/^y(es)?$/i.test(answer.trim()))
-    })
+      rl.off('line', onLine)
+      io.signal.removeEventListener('abort', onClose)
+      resolve(answer)
+    }
+    const onClose = () => done(false)
+    const onLine = (answer: string) => done(/^y(es)?$/i.test(answer.trim()))
+    rl.on('close', onClose)
+    rl.on('line', onLine)
+    io.signal.addEventListener('abort', onClose)
   })
 }
 
@@ -180,7 +185,8 @@ async function repin(
       try {
         key = await probeHostKey(target, {
           hostKeyAlgorithms: await store.preferredHostKeyAlgorithms(target),
-          timeoutMs: cmd.connection.connectTimeoutMs,
+          // ssh_config's ConnectTimeout for the host wins over the flag's default, as for the other commands.
+          timeoutMs: target.connectTimeoutMs ?? cmd.connection.connectTimeoutMs,
         })
       } catch (err) {
         fail(name, toKayError(err, name))
@@ -213,7 +219,7 @@ async function repin(
       for (const e of known) io.out.write(`${name}: known now: ${e.keyType} ${e.fingerprint} (${e.file}:${e.line})\n`)
       if (known.length === 0) io.out.write(`${name}: known now: nothing\n`)
       if (rl && !(await confirm(rl, io, `Replace the pins of ${name} with ${fp}? [y/N] `))) {
-        io.err.write(`kay: ${name}: not repinned\n`)
+        io.err.write(`${io.signal.aborted ? '\n' : ''}kay: ${name}: not repinned\n`)
         declined = true
         continue
       }
@@ -229,6 +235,7 @@ async function repin(
   } finally {
     rl?.close()
   }
+  if (io.signal.aborted) return EXIT.interrupted
   const code = exitCodeFor(outcomes)
   return code === EXIT.ok && declined ? EXIT.usage : code
 }

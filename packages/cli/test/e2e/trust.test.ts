@@ -152,9 +152,17 @@ describe('host-key pinning through the CLI', { timeout: 120_000 }, () => {
       expect(await tmux.capture()).toContain('kay: sim0002: not repinned')
       expect(Buffer.compare(await readFile(fx.knownHosts), before)).toBe(0)
 
+      // Ctrl-C at the question: nothing written, exit 130.
       await tmux.typeLine('clear')
       await tmux.typeLine(`${cmd}; echo "exit=$?"`)
       await tmux.waitScreen('the question again', (s) => s.includes('[y/N]'))
+      await tmux.keys(['C-c'])
+      await tmux.waitScreen('the interrupt', (s) => s.includes('exit=130'))
+      expect(Buffer.compare(await readFile(fx.knownHosts), before)).toBe(0)
+
+      await tmux.typeLine('clear')
+      await tmux.typeLine(`${cmd}; echo "exit=$?"`)
+      await tmux.waitScreen('the question a third time', (s) => s.includes('[y/N]'))
       await tmux.typeLine('y')
       const done = await tmux.waitScreen('the pin', (s) => s.includes('exit=0'))
       expect(done).toContain(`sim0002: pinned ssh-ed25519 ${h.fingerprint}`)
