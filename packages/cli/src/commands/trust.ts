@@ -56,7 +56,8 @@ export async function cmdTrust(
   })
   if (cmd.action === 'list' && cmd.hosts.length === 0) {
     for (const e of await store.list()) {
-      io.out.write(`${e.hosts.join(',')}  ${e.marker ?? 'pin'}  ${e.keyType}  ${e.fingerprint}  ${e.file}:${e.line}\n`)
+      const source = e.marker === 'cert-authority' ? 'ca' : (e.marker ?? 'pin')
+      io.out.write(`${e.hosts.join(',')}  ${source}  ${e.keyType}  ${e.fingerprint}  ${e.file}:${e.line}\n`)
     }
     return EXIT.ok
   }
