@@ -33,7 +33,8 @@ export interface NameResolver {
 
 /**
  * The system resolver: `dns.lookup` (getaddrinfo, so NSS: /etc/hosts, DNS, search domains), and, when a canonical
- * name is wanted, `getent ahosts` (getaddrinfo with AI_CANONNAME, which Node does not expose).
+ * name is wanted, `getent ahosts` (getaddrinfo with AI_CANONNAME, which Node does not expose). Only used when a
+ * config turns canonicalisation or CNAME rules on.
  */
 export const systemResolver: NameResolver = {
   async lookup(name, opts) {
@@ -46,9 +47,10 @@ export const systemResolver: NameResolver = {
     }
     if (addresses.length === 0) return undefined
     if (!opts.canonicalName) return { addresses }
-    const db = opts.family === 4 ? 'ahostsv4' : opts.family === 6 ? 'ahostsv6' : 'ahosts'
     try {
-      const { stdout } = await execFileP('getent', [db, name], { timeout: 10_000 })
+      // Not ahostsv4/ahostsv6: getent asks those with AI_ADDRCONFIG, which ssh does not. The canonical name does not
+      // depend on the family; the addresses (above) do.
+      const { stdout } = await execFileP('getent', ['ahosts', name], { timeout: 10_000 })
       // The first line names ai_canonname after the address and socket type: "10.0.0.1  STREAM web01.example.com".
       const canon = stdout.split('\n')[0]?.trim().split(/\s+/)[2]
       return canon ? { addresses, canonicalName: canon } : { addresses }

@@ -44,7 +44,7 @@ export interface LoadIdentityOptions {
    * A passphrase-protected file is matched through its `.pub`; without one it cannot be matched.
    */
   identitiesOnly?: boolean
-  /** Home directory for the default identity files. Default `os.homedir()`. */
+  /** Home directory for the default identity files. Default: the account's (`os.userInfo().homedir`). */
   homeDir?: string
   /** Environment for `SSH_AUTH_SOCK`. Default `process.env`. */
   env?: Readonly<Record<string, string | undefined>>
@@ -65,9 +65,20 @@ export function clearKeyCache(): void {
   cache.clear()
 }
 
-/** Default identity files, in the order they are offered (ed25519 first: fewest failed attempts on modern hosts). */
-export function defaultIdentityFiles(homeDir: string = os.homedir()): string[] {
+/**
+ * Default identity files, in the order they are offered (ed25519 first: fewest failed attempts on modern hosts),
+ * under the account's home directory as ssh's `~/.ssh/id_*` (the password database, not $HOME).
+ */
+export function defaultIdentityFiles(homeDir: string = accountHome()): string[] {
   return ['id_ed25519', 'id_ecdsa', 'id_rsa'].map((f) => join(homeDir, '.ssh', f))
+}
+
+function accountHome(): string {
+  try {
+    return os.userInfo().homedir
+  } catch {
+    return os.homedir()
+  }
 }
 
 async function loadKeyFile(path: string): Promise<KeyLoad> {

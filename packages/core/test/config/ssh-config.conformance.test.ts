@@ -16,7 +16,8 @@
 import { randomUUID } from 'node:crypto'
 import { chmod, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises'
 import os from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { isDeepStrictEqual } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { loadSshConfig, type SshConfig, type SshConfigOptions } from '../../src/config/ssh-config.js'
@@ -377,4 +378,53 @@ describe.concurrent('ssh_config resolution equals ssh -G (OpenSSH client in a pr
   for (const c of cases) {
     it(`${c.name}: ${c.description.trim()}`, () => runCase(c), 120_000)
   }
+})
+
+describe('the system resolver (what kay uses outside tests)', () => {
+  it('answers in the lab exactly as the test resolver answers from the same hosts file', async () => {
+    const c = cases[0] as Case
+    const layout = await layOut(c, join(tmp, 'system-resolver'))
+    const lab = await SshLab.start(layout.etc)
+    try {
+      const names = [
+        'web01.corp.example.com/0',
+        'web01.corp.example.com./0',
+        'cdn.corp.example.com./0',
+        'jenkins/0',
+        'Mixed.Corp.Example.COM./0',
+        'v6only.corp.example.com./0',
+        'v6only.corp.example.com./4',
+        'v6only.corp.example.com./6',
+        'web01.corp.example.com/6',
+        'nosuch.corp.example.com./0',
+        'nosuch/0',
+      ]
+      const script = join(dirname(fileURLToPath(import.meta.url)), 'support', 'resolve-in-lab.ts')
+      const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..')
+      const r = await lab.run([process.execPath, '--import', 'tsx', script, ...names], { cwd: repo })
+      expect(r.stderr).toBe('')
+      const lines = r.stdout
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as [string, 0 | 4 | 6, boolean, unknown])
+      expect(lines).toHaveLength(names.length * 2)
+      const table = hostsFileResolver(layout.hostsText)
+      for (const [name, family, canonicalName, answer] of lines) {
+        const want = (await table.lookup(name, { family, canonicalName })) ?? null
+        // getaddrinfo lists an address once per socket type; the table lists it once.
+        const got =
+          answer === null
+            ? null
+            : { ...(answer as object), addresses: [...new Set((answer as { addresses: string[] }).addresses)] }
+        expect(got, `${name} family ${family} canonname ${canonicalName}`).toEqual(want)
+      }
+      // The names the corpus relies on really resolve there, and one that must not, does not.
+      expect(lines.find(([n, f, cn]) => n === 'cdn.corp.example.com.' && f === 0 && cn)?.[3]).toMatchObject({
+        canonicalName: 'lb-7f3a.elb.cloud.example',
+      })
+      expect(lines.find(([n]) => n === 'nosuch')?.[3]).toBeNull()
+    } finally {
+      await lab.stop()
+    }
+  })
 })

@@ -147,6 +147,23 @@ export class SshLab {
     }
   }
 
+  /** Run any command in the lab as root (for tools other than ssh). */
+  async run(argv: readonly string[], opts: { cwd?: string } = {}): Promise<SshRun> {
+    const wd = opts.cwd === undefined ? [] : [`--wd=${opts.cwd}`]
+    const cmd = ['--target', String(this.#pid), '--mount', '--uts', '--net', ...wd, '--', ...argv]
+    try {
+      const { stdout, stderr } = await execFileP('/usr/bin/nsenter', cmd, { timeout: 30_000 })
+      return { status: 0, stdout, stderr }
+    } catch (e) {
+      const err = e as { code?: number | string; stdout?: string; stderr?: string }
+      return {
+        status: typeof err.code === 'number' ? err.code : null,
+        stdout: err.stdout ?? '',
+        stderr: err.stderr ?? '',
+      }
+    }
+  }
+
   async stop(): Promise<void> {
     if (this.#holder.exitCode !== null || this.#holder.signalCode !== null) return
     const gone = new Promise((r) => this.#holder.once('exit', r))
