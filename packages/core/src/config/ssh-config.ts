@@ -484,7 +484,8 @@ const DEFAULT_SSH_PORT = 22
 
 // ---------------------------------------------------------------------------------------------------------------
 
-function where(w: string, msg: string): string {
+/** `file:line: message`, as kay's config errors read. */
+function located(w: string, msg: string): string {
   return `${w}: ${msg}`
 }
 
@@ -519,10 +520,10 @@ class LoadedSshConfig implements SshConfig {
     const out = new Set<string>()
     const walk = (stmts: Stmt[]): void => {
       for (const s of stmts) {
-        if (s.kind === 'error') throw new ConfigError(where(s.where, s.message))
+        if (s.kind === 'error') throw new ConfigError(located(s.where, s.message))
         if (s.kind === 'include') {
           for (const p of s.parts) {
-            if ('error' in p) throw new ConfigError(where(s.where, p.error))
+            if ('error' in p) throw new ConfigError(located(s.where, p.error))
             walk(p.stmts)
           }
         } else if (s.kind === 'host') for (const a of s.args) if (!/[*?!]/.test(a) && a !== '') out.add(a)
@@ -569,12 +570,9 @@ class LoadedSshConfig implements SshConfig {
     for (const line of cmd.options) this.#applyCommandLine(opts, line)
     if (cmd.user !== undefined) opts.user ??= cmd.user
     if (cmd.port !== undefined) opts.port ??= cmd.port
+    const home = homeOf({ home: this.#home, system: this.#system })
     for (const f of cmd.identityFiles) {
-      apply(
-        opts,
-        { op: 'identityfile', value: tildeExpand(f, homeOf({ home: this.#home, system: this.#system })) },
-        true,
-      )
+      apply(opts, { op: 'identityfile', value: tildeOrRefuse(f, home, '-i', hostArg) }, true)
     }
     if (cmd.jumpVia !== undefined) {
       const jump = parseCommandLineJump(cmd.jumpVia, (n) => this.#system.servicePort(n))
@@ -627,15 +625,15 @@ class LoadedSshConfig implements SshConfig {
     const split = splitLine(line)
     const at = 'command-line'
     if (split.kind === 'blank') return
-    if (split.kind === 'no-argument') throw new ConfigError(where(at, `no argument after keyword "${split.keyword}"`))
+    if (split.kind === 'no-argument') throw new ConfigError(located(at, `no argument after keyword "${split.keyword}"`))
     const canonical = lookupKeyword(split.keyword)
     if (canonical === undefined) {
       if (opts.ignoreUnknown !== undefined && matchPatternListResult(split.keyword, opts.ignoreUnknown, true) === 1)
         return
-      throw new ConfigError(where(at, `Bad configuration option: ${split.keyword}`))
+      throw new ConfigError(located(at, `Bad configuration option: ${split.keyword}`))
     }
     if (canonical === 'host' || canonical === 'match' || canonical === 'include') {
-      throw new ConfigError(where(at, `${split.keyword} directive not supported as a command-line option`))
+      throw new ConfigError(located(at, `${split.keyword} directive not supported as a command-line option`))
     }
     try {
       const setting = parseOption(canonical, split.keyword, {
@@ -645,7 +643,7 @@ class LoadedSshConfig implements SshConfig {
       })
       apply(opts, setting, true)
     } catch (err) {
-      if (err instanceof LineError) throw new ConfigError(where(at, err.message))
+      if (err instanceof LineError) throw new ConfigError(located(at, err.message))
       throw err
     }
   }
@@ -660,13 +658,13 @@ class LoadedSshConfig implements SshConfig {
     for (const s of stmts) {
       switch (s.kind) {
         case 'error':
-          throw new ConfigError(where(s.where, s.message))
+          throw new ConfigError(located(s.where, s.message))
         case 'unknown': {
           const ign = pass.opts.ignoreUnknown
           if (ign === undefined || matchPatternListResult(s.keyword, ign, true) !== 1) {
-            throw new ConfigError(where(s.where, `Bad configuration option: ${s.keyword}`))
+            throw new ConfigError(located(s.where, `Bad configuration option: ${s.keyword}`))
           }
-          if (s.badQuotes) throw new ConfigError(where(s.where, 'invalid quotes'))
+          if (s.badQuotes) throw new ConfigError(located(s.where, 'invalid quotes'))
           break
         }
         case 'host':
@@ -679,7 +677,7 @@ class LoadedSshConfig implements SshConfig {
         }
         case 'include':
           for (const part of s.parts) {
-            if ('error' in part) throw new ConfigError(where(s.where, part.error))
+            if ('error' in part) throw new ConfigError(located(s.where, part.error))
             const outer = state.active
             await this.#run(part.stmts, state, neverMatch || !outer, user, pass)
             // Match state inside an included file never leaks into the including one.
@@ -691,7 +689,7 @@ class LoadedSshConfig implements SshConfig {
           try {
             apply(pass.opts, s.setting, user)
           } catch (err) {
-            if (err instanceof LineError) throw new ConfigError(where(s.where, err.message))
+            if (err instanceof LineError) throw new ConfigError(located(s.where, err.message))
             throw err
           }
           break
@@ -767,7 +765,7 @@ class LoadedSshConfig implements SshConfig {
     if (p === undefined) {
       const shell = this.#env.SHELL ?? '/bin/sh'
       p = this.#exec(command, { shell, env: this.#env as NodeJS.ProcessEnv }).then((out) => {
-        if ('abnormal' in out) throw new ConfigError(where(at, `match exec '${command}' error: ${out.abnormal}`))
+        if ('abnormal' in out) throw new ConfigError(located(at, `match exec '${command}' error: ${out.abnormal}`))
         return out.status === 0
       })
       pass.execCache.set(command, p)
@@ -995,7 +993,7 @@ function algorithmsAssemble(kw: AlgorithmKeyword, value: string): boolean {
 function hostLine(s: Extract<Stmt, { kind: 'host' }>, host: string, neverMatch: boolean): boolean {
   let active = false
   for (const arg of s.args) {
-    if (arg === '') throw new ConfigError(where(s.where, 'keyword host empty argument'))
+    if (arg === '') throw new ConfigError(located(s.where, 'keyword host empty argument'))
     if (neverMatch) return false
     const negated = arg.startsWith('!')
     if (globMatch(host, negated ? arg.slice(1) : arg)) {
