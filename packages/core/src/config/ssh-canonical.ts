@@ -10,8 +10,8 @@
 import { execFile } from 'node:child_process'
 import { lookup } from 'node:dns/promises'
 import { promisify } from 'node:util'
+import { matchPatternListResult } from './patterns.js'
 import type { CanonicalizeMode, PermittedCname } from './ssh-keywords.js'
-import { matchPatternListResult } from './ssh-keywords.js'
 
 const execFileP = promisify(execFile)
 

@@ -20,17 +20,16 @@ import { ConfigError } from '../errors.js'
 import type { HostTarget, StrictHostKeyChecking } from '../types.js'
 import { addressInCidrList } from './cidr.js'
 import { parseHostSpec } from './hostlist.js'
+import { matchPattern, matchPatternListResult } from './patterns.js'
 import { type CanonicalizeSettings, canonicalize, isAddr, type NameResolver, systemResolver } from './ssh-canonical.js'
 import {
   ALGORITHM_UNIVERSE,
   type AlgorithmKeyword,
   type CanonicalizeMode,
   type Criterion,
-  globMatch,
   type JumpSetting,
   LineError,
   lookupKeyword,
-  matchPatternListResult,
   type PermittedCname,
   parseJump,
   parseMatch,
@@ -985,7 +984,7 @@ function algorithmsAssemble(kw: AlgorithmKeyword, value: string): boolean {
   let any = false
   for (const p of list.split(',')) {
     if (p.startsWith('!')) return false
-    if (all.some((a) => globMatch(a, p))) any = true
+    if (all.some((a) => matchPattern(a, p))) any = true
   }
   return any
 }
@@ -996,7 +995,7 @@ function hostLine(s: Extract<Stmt, { kind: 'host' }>, host: string, neverMatch: 
     if (arg === '') throw new ConfigError(located(s.where, 'keyword host empty argument'))
     if (neverMatch) return false
     const negated = arg.startsWith('!')
-    if (globMatch(host, negated ? arg.slice(1) : arg)) {
+    if (matchPattern(host, negated ? arg.slice(1) : arg)) {
       if (negated) return false
       active = true
     }
@@ -1127,6 +1126,17 @@ function resolveOptions(opts: SshConfigOptions): ResolvedOptions {
   }
 }
 
+function newLoader(ctx: ResolvedOptions): Loader {
+  return {
+    env: ctx.env,
+    systemDir: dirname(ctx.systemConfig ?? SYSTEM_SSH_CONFIG),
+    home: ctx.home,
+    uid: ctx.uid,
+    system: ctx.system,
+    files: 0,
+  }
+}
+
 /**
  * Load ssh_config the way ssh does. No `path`: `~/.ssh/config` (from the account's home; checked for safe
  * ownership and mode) then the system file, either of them may be missing. `path` given (like `ssh -F`): only that
@@ -1135,14 +1145,7 @@ function resolveOptions(opts: SshConfigOptions): ResolvedOptions {
  */
 export async function loadSshConfig(path?: string, opts: SshConfigOptions = {}): Promise<SshConfig> {
   const ctx = resolveOptions(opts)
-  const loader: Loader = {
-    env: ctx.env,
-    systemDir: dirname(ctx.systemConfig ?? SYSTEM_SSH_CONFIG),
-    home: ctx.home,
-    uid: ctx.uid,
-    system: ctx.system,
-    files: 0,
-  }
+  const loader = newLoader(ctx)
   const sources: Source[] = []
   const add = (file: string, user: boolean, checkPerm: boolean, mustExist: boolean) => {
     if (mustExist) {
@@ -1170,14 +1173,7 @@ export async function loadSshConfig(path?: string, opts: SshConfigOptions = {}):
 /** Parse ssh_config text as if it were the file given with `-F` (Includes are read from disk). */
 export function parseSshConfig(text: string, opts: SshConfigOptions = {}): SshConfig {
   const ctx = resolveOptions(opts)
-  const loader: Loader = {
-    env: ctx.env,
-    systemDir: dirname(ctx.systemConfig ?? SYSTEM_SSH_CONFIG),
-    home: ctx.home,
-    uid: ctx.uid,
-    system: ctx.system,
-    files: 0,
-  }
+  const loader = newLoader(ctx)
   const stmts = parseLines(text, '<config>', true, loader, 0)
   return new LoadedSshConfig([{ path: '<config>', user: true, stmts }], ctx)
 }

@@ -6,6 +6,7 @@
  * Keywords kay does not use are only checked; the ones it uses also produce a {@link Setting} the evaluator applies
  * with ssh's "first obtained value wins" rules.
  */
+import { matchPatternListResult } from './patterns.js'
 import { argvSplit, type Env, ExpandError, expand, strdelim, validEnvName } from './ssh-lex.js'
 
 /** A refused line; the caller adds file and line. */
@@ -285,44 +286,6 @@ function validKeyName(name: string): boolean {
   if (KEY_TYPES_ALL.includes(name) || KEY_SHORT_NAMES.includes(name)) return true
   // A wildcard (or negated) component is accepted when it matches some key type, either way round.
   return KEY_TYPES_ALL.some((k) => matchPatternListResult(k, name, false) !== 0)
-}
-
-/** match.c match_pattern_list: 1 positive, -1 negated match, 0 no match. */
-export function matchPatternListResult(text: string, list: string, lower: boolean): -1 | 0 | 1 {
-  let got = 0 as -1 | 0 | 1
-  for (const raw of list.split(',')) {
-    const neg = raw.startsWith('!')
-    let pat = neg ? raw.slice(1) : raw
-    if (pat.length >= 1023) return 0
-    if (lower) pat = pat.toLowerCase()
-    if (globMatch(text, pat)) {
-      if (neg) return -1
-      got = 1
-    }
-  }
-  return got
-}
-
-/** match.c match_pattern: `*` any run, `?` one character; no classes, no escapes. */
-export function globMatch(text: string, pattern: string): boolean {
-  let t = 0
-  let p = 0
-  let star = -1
-  let mark = 0
-  while (t < text.length) {
-    if (p < pattern.length && (pattern[p] === '?' || pattern[p] === text[t])) {
-      t++
-      p++
-    } else if (p < pattern.length && pattern[p] === '*') {
-      star = p++
-      mark = t
-    } else if (star >= 0) {
-      p = star + 1
-      t = ++mark
-    } else return false
-  }
-  while (p < pattern.length && pattern[p] === '*') p++
-  return p === pattern.length
 }
 
 /** misc.c valid_domain (as CanonicalDomains checks it): lower-cased, a trailing dot dropped. */
