@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Tools the test tiers use besides sshd: tmux (the TTY UI driven for real), Prometheus + promtool (kay serve is
 # scraped by a real Prometheus and its exposition checked by promtool), iproute2 (network namespaces), and the
-# interpreters the stream loops run under (bash, perl, python3, busybox).
+# interpreters the stream loops run under (bash, perl, python3, busybox), and what the ssh_config conformance
+# suite needs (util-linux namespaces tools, netbase, the OpenSSH client).
 # Idempotent; never starts any system service.
 set -euo pipefail
 # shellcheck source=lib.sh
@@ -19,5 +20,10 @@ command -v perl >/dev/null 2>&1 || missing+=(perl-base)
 [[ -x /usr/bin/python3 ]] || missing+=(python3-minimal)
 # busybox: the sh loop is tested under busybox sh and awk, as on Alpine and other busybox hosts.
 [[ -x /usr/bin/busybox || -x /bin/busybox ]] || missing+=(busybox)
+# The ssh_config conformance suite runs the OpenSSH client in private namespaces (unshare, nsenter, setpriv from
+# util-linux), with /etc/services (netbase) bound over by its own table.
+[[ -x /usr/bin/unshare && -x /usr/bin/nsenter && -x /usr/bin/setpriv ]] || missing+=(util-linux)
+[[ -f /etc/services ]] || missing+=(netbase)
+[[ -x /usr/bin/ssh ]] || missing+=(openssh-client)
 apt_install "${missing[@]}"
 echo "setup-tools.sh: $(tmux -V); $(promtool --version 2>&1 | head -n1)"

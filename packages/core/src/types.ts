@@ -17,6 +17,11 @@ export interface HostTarget {
   hostname: string
   port: number
   user: string
+  /**
+   * The host as named before HostName (ssh's `%n`: the command-line argument, or the ProxyJump hop), when it came
+   * from ssh_config resolution.
+   */
+  originalHost?: string
   /** ProxyJump chain, outermost first. Each hop is itself a pooled connection. */
   jump?: HostTarget[]
   /**
@@ -28,11 +33,15 @@ export interface HostTarget {
   connectTimeoutMs?: number
   keepaliveIntervalMs?: number
   keepaliveCountMax?: number
-  /** IdentityFile paths for this host (already `~`-expanded). */
+  /**
+   * The complete list of key files for this host, as ssh would offer them (`-i` files, then IdentityFile entries,
+   * expanded); empty when `IdentityFile none` is all there is. Absent: ssh's default keys (the fleet's identity).
+   */
   identityFiles?: string[]
   identitiesOnly?: boolean
-  /** IdentityAgent socket path, or 'none'. */
+  /** IdentityAgent socket path, or 'none' (no agent). Absent: SSH_AUTH_SOCK. */
   identityAgent?: string
+  /** UserKnownHostsFile paths, expanded (ssh's default: ~/.ssh/known_hosts ~/.ssh/known_hosts2); empty for `none`. */
   userKnownHostsFiles?: string[]
   /** GlobalKnownHostsFile paths (ssh_config), already expanded. */
   globalKnownHostsFiles?: string[]

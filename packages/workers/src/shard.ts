@@ -165,11 +165,12 @@ export class Shard {
    * skipped, as ssh does.
    */
   #identityFor(t: HostTarget): Identity | Promise<Identity> {
-    const files = t.identityFiles ?? []
+    const files = t.identityFiles
     const only = t.identitiesOnly === true
     const certs = t.certificateFiles ?? []
-    if (files.length === 0 && !only && t.identityAgent === undefined && certs.length === 0) return this.#deps.identity
-    const cacheKey = `${only ? 'only' : ''}\0${t.identityAgent ?? ''}\0${files.join('\0')}\0\0${certs.join('\0')}`
+    if (files === undefined && !only && t.identityAgent === undefined && certs.length === 0) return this.#deps.identity
+    const fileKey = files === undefined ? '\0fleet' : files.join('\0')
+    const cacheKey = `${only ? 'only' : ''}\0${t.identityAgent ?? ''}\0${fileKey}\0\0${certs.join('\0')}`
     let p = this.#identities.get(cacheKey)
     if (!p) {
       p = this.#loadHostIdentity(t, files, only)
@@ -181,15 +182,15 @@ export class Shard {
   }
 
   /**
-   * The fleet's keys plus the host's own IdentityFile keys, with the host's IdentityAgent (`none`: no agent) or
-   * else the fleet's agent. With IdentitiesOnly the agent offers only the keys that match those files (the fleet's
-   * `-i` files, or the default ones when there are none, and the host's), as OpenSSH does; passphrase-protected
-   * ones are matched through their `.pub`.
+   * The host's keys, as ssh picks them: its `identityFiles` when it has them (the complete list: they replace the
+   * fleet's key files and the default keys), else the fleet's keys; inline keys (embedding API) always come first.
+   * The agent is the host's IdentityAgent (`none`: no agent), else the fleet's. With IdentitiesOnly the agent offers
+   * only the keys that match those files, as OpenSSH does; passphrase-protected ones are matched through their `.pub`.
    */
-  async #loadHostIdentity(t: HostTarget, files: string[], only: boolean): Promise<Identity> {
+  async #loadHostIdentity(t: HostTarget, files: string[] | undefined, only: boolean): Promise<Identity> {
     const base = this.#deps.identity
     const agent = t.identityAgent ?? base.agent ?? 'none'
-    const load = (identityFiles: string[] | undefined, defaultIdentityFiles?: string[]) =>
+    const load = (identityFiles: readonly string[] | undefined, defaultIdentityFiles?: string[]) =>
       loadIdentity({
         username: t.user,
         skipMissing: true,
@@ -200,28 +201,36 @@ export class Shard {
         ...(identityFiles ? { identityFiles } : {}),
         ...(defaultIdentityFiles ? { defaultIdentityFiles } : {}),
       })
-    // No defaults here: the fleet identity already has its keys (its -i files or the defaults).
-    const own = await load(files, [])
-    const seen = new Set(base.keys.map((k) => k.source))
+    const { keyFiles, keys: inlineTexts = [] } = this.#config.identity
+    // buildIdentity puts the inline keys first.
+    const inline = base.keys.slice(0, inlineTexts.length)
+    // The files the keys come from: the host's own, else the fleet's -i files, else the defaults (unless the fleet
+    // has inline keys only). Their load also gives the `.pub` blobs of passphrase-protected ones for IdentitiesOnly.
+    const source =
+      files !== undefined
+        ? await load(files, [])
+        : keyFiles.length > 0
+          ? await load(keyFiles)
+          : inlineTexts.length === 0
+            ? await load(undefined)
+            : await load([], [])
+    const seen = new Set(inline.map((k) => k.source))
+    const loaded = source.keys.filter((k) => !seen.has(k.source))
     // CertificateFile certificates first, as ssh prefers them.
     const certFiles = new Set(t.certificateFiles ?? [])
     const keys = [
-      ...own.keys.filter((k) => certFiles.has(k.source)),
-      ...base.keys,
-      ...own.keys.filter((k) => !seen.has(k.source) && !certFiles.has(k.source)),
+      ...loaded.filter((k) => certFiles.has(k.source)),
+      ...inline,
+      ...loaded.filter((k) => !certFiles.has(k.source)),
     ]
     const id: Identity = { username: base.username, keys }
-    const a = own.agent
+    const a = source.agent
     if (a !== undefined) id.agent = a
-    const agentCerts = [...(own.agentCertificates ?? []), ...(base.agentCertificates ?? [])]
+    // The agent's certificates: the load asked the host's agent (the fleet's unless IdentityAgent names another).
+    const agentCerts = source.agentCertificates ?? []
     if (a !== undefined && agentCerts.length > 0) id.agentCertificates = agentCerts
     if (only && a !== undefined) {
-      const { keyFiles, keys: inline = [] } = this.#config.identity
-      // The files the fleet identity came from: its -i files; else the defaults, unless it had inline keys only.
-      // Their load gives the `.pub` blobs of passphrase-protected ones, which `keys` cannot hold.
-      const fleet =
-        keyFiles.length > 0 || inline.length === 0 ? await load(keyFiles.length > 0 ? keyFiles : undefined) : undefined
-      id.agentKeys = [...keys.map((k) => k.key.getPublicSSH()), ...(fleet?.agentKeys ?? []), ...(own.agentKeys ?? [])]
+      id.agentKeys = [...keys.map((k) => k.key.getPublicSSH()), ...(source.agentKeys ?? [])]
     }
     return id
   }

@@ -303,7 +303,7 @@ describe('pinned events', () => {
 })
 
 describe('per-host identities', () => {
-  it("adds a host's own IdentityFile keys to the fleet's keys", async () => {
+  it("offers the fleet's inline keys, then a host's own IdentityFile keys", async () => {
     const hostKey = generateClientKey()
     const keyFile = join(dir, 'per-host-key')
     await writeFile(keyFile, hostKey.privateKey, { mode: 0o600 })
@@ -325,6 +325,23 @@ describe('per-host identities', () => {
     }
     while (!settled() && Date.now() < end) await new Promise((r) => setTimeout(r, 20))
     expect(settled()).toBe(true)
+  })
+
+  it("lets a host's IdentityFile replace the fleet's key files, as ssh's IdentityFile replaces its default keys", async () => {
+    const fleetFile = join(dir, 'fleet-key')
+    const otherFile = join(dir, 'other-key')
+    await writeFile(fleetFile, key.privateKey, { mode: 0o600 })
+    await writeFile(otherFile, generateClientKey().privateKey, { mode: 0o600 })
+    const f = await fleetOf(2) // authorises the fleet key only
+    const [a, b] = targets(f)
+    const sup = await supervise(f, {
+      hosts: [{ ...a!, identityFiles: [otherFile] }, b!],
+      identity: { username: 'kay', keyFiles: [fleetFile] },
+    })
+    await until(() => sup.statuses().find((s) => s.id === b!.id)?.state === 'ready', 'b ready with the fleet key')
+    await until(() => sup.statuses().find((s) => s.id === a!.id)?.lastError?.code === 'KAY_AUTH_FAILED', 'a refused')
+    // a offered only its own key: the fleet's file is not added to a host that names its keys.
+    expect(sup.statuses().find((s) => s.id === a!.id)?.lastError?.details).toMatchObject({ keysTried: [otherFile] })
   })
 
   it('with IdentitiesOnly offers only the agent key matching the host IdentityFile (via .pub), as ssh does', async () => {

@@ -11,7 +11,6 @@
  *   `--yes` it refuses at once (exit 1).
  */
 
-import { userInfo } from 'node:os'
 import { createInterface, type Interface } from 'node:readline'
 import {
   ConfigError,
@@ -62,9 +61,11 @@ export async function cmdTrust(
     return EXIT.ok
   }
   const config = await loadSshConfig(cmd.connection.sshConfig)
-  const targets = cmd.hosts
-    .flatMap(expandTrustHost)
-    .map((h) => ({ name: h, target: resolveTrustHost(config, h, cmd.connection) }))
+  const targets = await Promise.all(
+    cmd.hosts
+      .flatMap(expandTrustHost)
+      .map(async (h) => ({ name: h, target: await resolveTrustHost(config, h, cmd.connection) })),
+  )
   switch (cmd.action) {
     case 'list':
       return list(store, targets, io)
@@ -96,16 +97,15 @@ function expandTrustHost(host: string): string[] {
 }
 
 /** A HOST as the operator wrote it, resolved through ssh_config (known_hosts `[addr]:port` names accepted). */
-export function resolveTrustHost(config: SshConfig, host: string, conn: ConnectionOptions): HostTarget {
+export async function resolveTrustHost(config: SshConfig, host: string, conn: ConnectionOptions): Promise<HostTarget> {
   if (host.startsWith('|')) {
     throw new ConfigError(`'${host.slice(0, 12)}…' is a hashed known_hosts name; name the host instead`)
   }
   // `[host]:port` is how known_hosts (and `kay trust list`) writes a host on another port.
   const m = KNOWN_HOSTS_NAME.exec(host)
   const spec = m ? `${m[1] ? `${m[1]}@` : ''}${(m[2] as string).includes(':') ? `[${m[2]}]` : m[2]}:${m[3]}` : host
-  const target = config.resolve(spec, { user: conn.user ?? userInfo().username })
-  if (conn.user !== undefined && !spec.includes('@')) target.user = conn.user
-  return target
+  // -l wins over ssh_config's User, as on ssh's command line.
+  return config.resolve(spec, conn.user === undefined ? {} : { user: conn.user })
 }
 
 const SOURCE_NAME: Record<TrustExplanation['source'], string> = {

@@ -26,18 +26,26 @@ export function matchPattern(text: string, pattern: string): boolean {
 }
 
 /**
- * OpenSSH `match_pattern_list`: comma-separated patterns, `!` negates; a negated match wins over everything,
- * otherwise any positive match matches. Patterns are lower-cased when `lower` (the text must already be).
+ * OpenSSH `match_pattern_list`: comma-separated patterns, `!` negates. 1 when a positive pattern matches and no
+ * negated one does, -1 when a negated one matches (that wins), 0 when none does. With `lower`, the patterns are
+ * lower-cased (the text must already be). A sub-pattern of 1023 characters or more never matches, as in match.c.
  */
-export function matchPatternList(text: string, list: string, lower = false): boolean {
-  let matched = false
+export function matchPatternListResult(text: string, list: string, lower = false): -1 | 0 | 1 {
+  let got: 0 | 1 = 0
   for (const raw of list.split(',')) {
     const neg = raw.startsWith('!')
-    const pat = lower ? (neg ? raw.slice(1) : raw).toLowerCase() : neg ? raw.slice(1) : raw
+    let pat = neg ? raw.slice(1) : raw
+    if (pat.length >= 1023) return 0
+    if (lower) pat = pat.toLowerCase()
     if (matchPattern(text, pat)) {
-      if (neg) return false
-      matched = true
+      if (neg) return -1
+      got = 1
     }
   }
-  return matched
+  return got
+}
+
+/** {@link matchPatternListResult} as a yes/no: a positive match and no negated one. */
+export function matchPatternList(text: string, list: string, lower = false): boolean {
+  return matchPatternListResult(text, list, lower) === 1
 }

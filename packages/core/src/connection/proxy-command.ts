@@ -1,6 +1,6 @@
 /**
  * ProxyCommand (ssh_config): the connection is the stdin/stdout of a command, as ssh runs it — through the user's
- * shell as `exec <command>`, with `%h` `%p` `%r` `%n` `%%` expanded. One command per connection, alive as long
+ * shell as `exec <command>`, with `%h` `%k` `%n` `%p` `%r` `%%` expanded. One command per connection, alive as long
  * as the connection: closing the stream ends the command and anything it started (SIGTERM to its own process
  * group), and the command ending closes the stream —
  * with an error naming its exit status and the tail of its stderr when it failed, so a broken bastion reads as
@@ -16,9 +16,13 @@ import type { Connector, HostTarget } from '../types.js'
 const TOKEN_RE = /%(.)/g
 const STDERR_TAIL = 1024
 
-/** `command` with %h (HostName), %p (port), %r (user), %n (the host as named) and %% expanded. */
+/**
+ * `command` with %h (HostName), %p (port), %r (user), %n (the host as named before HostName), %k (HostKeyAlias, else
+ * %n) and %% expanded, as ssh expands ProxyCommand.
+ */
 export function expandProxyCommand(command: string, target: HostTarget): string {
   checkProxyCommand(command)
+  const named = target.originalHost ?? target.id
   return command.replace(TOKEN_RE, (_all, t: string) => {
     switch (t) {
       case 'h':
@@ -28,7 +32,9 @@ export function expandProxyCommand(command: string, target: HostTarget): string 
       case 'r':
         return target.user
       case 'n':
-        return target.id
+        return named
+      case 'k':
+        return target.hostKeyAlias ?? named
       default:
         return '%'
     }

@@ -67,7 +67,7 @@ export interface LoadIdentityOptions {
   certificateFiles?: readonly string[]
   /** Private keys loaded elsewhere (the fleet's `-i` keys) that may sign for a CertificateFile certificate. */
   signingKeys?: ReadonlyArray<{ key: ParsedKey; source: string }>
-  /** Home directory for the default identity files. Default `os.homedir()`. */
+  /** Home directory for the default identity files. Default: the account's (`os.userInfo().homedir`). */
   homeDir?: string
   /** Environment for `SSH_AUTH_SOCK`. Default `process.env`. */
   env?: Readonly<Record<string, string | undefined>>
@@ -89,9 +89,20 @@ export function clearKeyCache(): void {
   certCache.clear()
 }
 
-/** Default identity files, in the order they are offered (ed25519 first: fewest failed attempts on modern hosts). */
-export function defaultIdentityFiles(homeDir: string = os.homedir()): string[] {
+/**
+ * Default identity files, in the order they are offered (ed25519 first: fewest failed attempts on modern hosts),
+ * under the account's home directory as ssh's `~/.ssh/id_*` (the password database, not $HOME).
+ */
+export function defaultIdentityFiles(homeDir: string = accountHome()): string[] {
   return ['id_ed25519', 'id_ecdsa', 'id_rsa'].map((f) => join(homeDir, '.ssh', f))
+}
+
+function accountHome(): string {
+  try {
+    return os.userInfo().homedir
+  } catch {
+    return os.homedir()
+  }
 }
 
 async function loadKeyFile(path: string): Promise<KeyLoad> {

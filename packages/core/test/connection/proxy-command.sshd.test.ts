@@ -62,11 +62,14 @@ function actorVia(proxyCommand: string, id = 'via-proxy'): HostActor {
 
 describe('ProxyCommand tokens', () => {
   const t: HostTarget = { id: 'web01', hostname: '10.1.2.3', port: 2222, user: 'ops' }
-  it('expands %h %p %r %n and %%, and refuses others', () => {
-    expect(expandProxyCommand('ssh -W %h:%p -l %r jump # %n 100%%', t)).toBe(
-      'ssh -W 10.1.2.3:2222 -l ops jump # web01 100%',
+  it('expands %h %p %r %n %k and %%, and refuses others', () => {
+    expect(expandProxyCommand('ssh -W %h:%p -l %r jump # %n %k 100%%', t)).toBe(
+      'ssh -W 10.1.2.3:2222 -l ops jump # web01 web01 100%',
     )
-    expect(() => checkProxyCommand('nc %h %C')).toThrow(/unsupported token '%C'/)
+    // %n is the host as named before HostName (not the whole spec); %k is HostKeyAlias when there is one.
+    const named: HostTarget = { ...t, id: 'ops@web01:2222', originalHost: 'Web01', hostKeyAlias: 'cluster' }
+    expect(expandProxyCommand('nc %n %k', named)).toBe('nc Web01 cluster')
+    expect(() => checkProxyCommand('nc %h %C')).toThrow(/unknown token '%C'/)
     expect(() => expandProxyCommand('nc %h %', t)).toThrow(/lone %/)
   })
 })
