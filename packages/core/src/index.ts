@@ -5,6 +5,7 @@
 export * from './clock.js'
 export * from './collection/collector.js'
 export * from './collection/index.js'
+export * from './config/groups.js'
 export * from './config/hostlist.js'
 export * from './config/patterns.js'
 export * from './config/ssh-config.js'
