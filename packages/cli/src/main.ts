@@ -67,8 +67,7 @@ export async function main(
   } finally {
     process.off('SIGINT', onSignal)
     process.off('SIGTERM', onSignal)
-    io.out.off('error', onOutError)
-    io.err.off('error', onErrError)
+    // The error listeners stay: a write's EPIPE can be reported after the command returned (kay trust list | head).
   }
 }
 

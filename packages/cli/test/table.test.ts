@@ -120,9 +120,7 @@ describe('renderFleet', () => {
     ]
     const lines = renderFleet(prepareTable(rows), opts({ width: 80 }))
     expect(lines[1]).toMatch(/^HOST +STATE +CPU% +MEM% +LOAD +REASON *$/)
-    expect(lines[3]).toMatch(
-      /^sim0002 +backoff 12:34:56 +- +- +- +CONNECT_FAILED ECONNREFUSED 127\.0\.0\./,
-    )
+    expect(lines[3]).toMatch(/^sim0002 +backoff 12:34:56 +- +- +- +CONNECT_FAILED ECONNREFUSED 127\.0\.0\./)
     expect(lines[2]).toMatch(/^sim0001 +ready +12\.5 +37\.5 +0\.42 *$/)
     for (const l of lines) expect(l.length).toBeLessThanOrEqual(80)
   })

@@ -3,7 +3,7 @@
  *
  * The reference group is chosen as ClusterShell does: the lowest exit status (failed commands are not the
  * reference), then the most hosts, then the first host name. Groups identical to it print nothing, so a fleet that
- * agrees prints nothing at all. Diffs are computed with Myers' O(ND) algorithm over lines, bounded: past
+ * agrees prints nothing at all; hosts whose command never ran (an error and no output) are left out. Diffs are computed with Myers' O(ND) algorithm over lines, bounded: past
  * {@link MAX_DIFF_LINES} lines or {@link MAX_EDIT_DISTANCE} edits a group gets a one-line note instead.
  */
 import type { CollateGroup } from './collate.js'
@@ -148,7 +148,8 @@ export function renderDiff(groups: readonly CollateGroup[]): string {
   const refLines = lines(ref.stdout)
   const out: string[] = []
   for (const g of groups) {
-    if (g === ref || g.stdout === ref.stdout) continue
+    // Hosts whose command never ran (unreachable, refused) have nothing to compare; their closing line says why.
+    if (g === ref || g.stdout === ref.stdout || (g.error !== undefined && g.stdout === '')) continue
     out.push(`--- ${label(ref)}`, `+++ ${label(g)}`)
     const other = lines(g.stdout)
     const hunks =
