@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import { defaultPinFile, type HostStatus, type HostTarget } from '@kay/core'
 import { Supervisor, type SupervisorOptions } from '@kay/workers'
 import type { ConnectionOptions } from '../args.js'
+import { fixHint } from '../ui/collate.js'
 
 export interface Io {
   out: NodeJS.WritableStream & { isTTY?: boolean; columns?: number; rows?: number }
@@ -122,11 +123,5 @@ export function stopAfterFailures(
 }
 
 export function errorLine(host: string, err: { code: string; message: string }): string {
-  const hint =
-    err.code === 'KAY_HOST_KEY_MISMATCH'
-      ? ` (check the change, then: kay trust repin ${host})`
-      : err.code === 'KAY_AUTH_FAILED'
-        ? ' (check -i KEY, -l USER and the agent)'
-        : ''
-  return `kay: ${host}: ${err.code}: ${err.message.replace(`${host}: `, '')}${hint}`
+  return `kay: ${host}: ${err.code}: ${err.message.replace(`${host}: `, '')}${fixHint(host, err)}`
 }

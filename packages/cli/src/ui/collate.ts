@@ -99,6 +99,15 @@ function statusText(g: Pick<CollateGroup, 'error' | 'exitCode' | 'signal'>): str
   return g.exitCode === null ? 'no exit status' : `exit ${g.exitCode}`
 }
 
+/** The fix an error calls for, when the message does not already say it (`` or ` (…)`). */
+export function fixHint(host: string, err: { code: string; message: string }): string {
+  if (err.code === 'KAY_HOST_KEY_MISMATCH' && !err.message.includes('kay trust repin')) {
+    return ` (check the change, then: kay trust repin ${host})`
+  }
+  if (err.code === 'KAY_AUTH_FAILED') return ' (check -i KEY, -l USER and the agent)'
+  return ''
+}
+
 /**
  * The closing line for a host that did not succeed, pdsh style (`pdsh@x: h001: ssh exited with exit code 3`), or
  * undefined when it did. One line, on stderr, in every output mode.
@@ -108,7 +117,7 @@ export function failureLine(r: ExecResult, printedOutput = r.stdout !== '' || r.
     const partial = printedOutput ? ' (its output until then is shown)' : ''
     if (r.error.code === 'KAY_ABORTED') return `kay: ${r.host}: interrupted${partial}`
     const own = r.error.message.startsWith(`${r.host}: `) ? r.error.message.slice(r.host.length + 2) : r.error.message
-    return `kay: ${r.host}: ${r.error.code}: ${sanitize(own)}${partial}`
+    return `kay: ${r.host}: ${r.error.code}: ${sanitize(own)}${fixHint(r.host, r.error)}${partial}`
   }
   if (r.signal) return `kay: ${r.host}: command killed by signal ${r.signal}`
   if (r.exitCode === null) return `kay: ${r.host}: command ended without an exit status`
