@@ -102,6 +102,11 @@ describe('renderFleet', () => {
     expect(reasonText(row)).toBe('CONNECT_FAILED ECONNREFUSED 10.0.0.7:22')
     const timeout = { ...row, lastError: { code: 'KAY_HANDSHAKE_TIMEOUT', message: 'web7: handshake not done in 3 s' } }
     expect(reasonText(timeout)).toBe('HANDSHAKE_TIMEOUT handshake not done in 3 s')
+    const reset = {
+      ...row,
+      lastError: { code: 'KAY_CONNECT_FAILED', message: 'web7: handshake failed: read ECONNRESET' },
+    }
+    expect(reasonText(reset)).toBe('CONNECT_FAILED read ECONNRESET')
     expect(reasonText(readyRow('ok'))).toBe('')
   })
 

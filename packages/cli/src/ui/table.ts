@@ -327,6 +327,8 @@ export function reasonText(row: FleetRow): string {
   let cause = e.message.startsWith(`${row.id}: `) ? e.message.slice(row.id.length + 2) : e.message
   const words = code.toLowerCase().replace(/_/g, ' ')
   if (cause.toLowerCase().startsWith(`${words}: `)) cause = cause.slice(words.length + 2)
+  // `handshake failed: read ECONNRESET`: the code already says it failed; what failed how is the cause.
+  cause = cause.replace(/^(?:[a-z]+ ){0,2}failed: /, '')
   // Node's socket errors read `connect ECONNREFUSED 10.0.0.1:22`: the errno is the cause.
   cause = cause.replace(/^connect (E[A-Z]+)/, '$1')
   return sanitize(`${code} ${cause}`)
