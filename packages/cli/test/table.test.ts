@@ -1,6 +1,7 @@
-import { COLLECT_MODES } from '@kay/core'
+import { COLLECT_MODES, errorFromJSON, type HostStatus } from '@kay/core'
 import { describe, expect, it, vi } from 'vitest'
 import { formatUptime, humanBytes, stripAnsi } from '../src/ui/format.js'
+import { absorbTick, rowsOf } from '../src/ui/rows.js'
 import {
   bodyHeight,
   COLUMN_DROP_ORDER,
@@ -281,5 +282,36 @@ describe('prepareTable', () => {
   it('sizes the HOST column from the longest id, clamped', () => {
     expect(prepareTable([readyRow('a')]).hostWidth).toBe(4)
     expect(prepareTable([readyRow('x'.repeat(100))]).hostWidth).toBe(40)
+  })
+})
+
+describe('rows: the last error of a host stays until it recovers', () => {
+  it('shows a host back to connecting with the error that took it down, and forgets it after a good tick', () => {
+    const metricsMap = new Map()
+    const errors = new Map<string, FleetRow['lastError']>()
+    const tick = (status: HostStatus, error?: { code: string; message: string }) =>
+      absorbTick(
+        {
+          tick: 1,
+          startedAt: 0,
+          durationMs: 1,
+          hosts: [
+            error
+              ? { host: status.id, status, error: errorFromJSON({ code: error.code as never, message: error.message }) }
+              : { host: status.id, status, metrics: metrics() },
+          ],
+        },
+        metricsMap,
+        errors,
+      )
+    const ready: HostStatus = { id: 'h1', state: 'ready', attempts: 0, handshakes: 1 }
+    tick(ready, { code: 'KAY_KEEPALIVE_TIMEOUT', message: 'h1: keepalive probe not answered' })
+    // The connection went and the host is dialing again; its status carries no error of its own.
+    const dialing: HostStatus = { id: 'h1', state: 'dialing', attempts: 1, handshakes: 1 }
+    const [row] = rowsOf([dialing], metricsMap, errors)
+    expect(row!.state).toBe('dialing')
+    expect(reasonText(row!)).toBe('KEEPALIVE_TIMEOUT keepalive probe not answered')
+    tick(ready)
+    expect(rowsOf([ready], metricsMap, errors)[0]!.lastError).toBeUndefined()
   })
 })
