@@ -5,6 +5,7 @@
  * `runShard` is transport-agnostic (it takes a port-like object) so tests can run a shard in-thread;
  * `shard-worker.ts` is the thread entry that binds it to `parentPort`.
  */
+import { setMaxListeners } from 'node:events'
 import {
   AbortedError,
   type CollectDone,
@@ -367,6 +368,8 @@ export class Shard {
     one: (e: ShardEntry, host: string, signal: AbortSignal, push: ExecBatcher) => Promise<HostExecResult>,
   ): Promise<void> {
     const ac = new AbortController()
+    // Every host in progress listens to it (up to EXEC_CONCURRENCY): not a leak, so no warning on stderr.
+    setMaxListeners(EXEC_CONCURRENCY + 1, ac.signal)
     this.#fanOuts.set(id, ac)
     const batch = new ExecBatcher(this.#port, id, EXEC_OUTPUT_WINDOW_MS)
     let next = 0
@@ -519,7 +522,8 @@ function interrupted(host: string, when: string) {
  */
 class ExecBatcher {
   #items: HostExecResult[] = []
-  #chunks: ExecChunk[] = []
+  /** Pending output, in arrival order; a host's consecutive chunks of one stream are kept together as parts. */
+  #chunks: Array<{ host: string; stream: 'stdout' | 'stderr'; parts: Buffer[] }> = []
   #bytes = 0
   #timer: ReturnType<typeof setTimeout> | undefined
 
@@ -531,13 +535,8 @@ class ExecBatcher {
 
   chunk(host: string, stream: 'stdout' | 'stderr', data: Buffer): void {
     const last = this.#chunks.at(-1)
-    // Copied out of ssh2's buffer (which may be a slice of a pooled one) into bytes of its own.
-    if (last !== undefined && last.host === host && last.stream === stream) {
-      const joined = new Uint8Array(last.data.length + data.length)
-      joined.set(last.data)
-      joined.set(data, last.data.length)
-      last.data = joined
-    } else this.#chunks.push({ host, stream, data: new Uint8Array(data) })
+    if (last !== undefined && last.host === host && last.stream === stream) last.parts.push(data)
+    else this.#chunks.push({ host, stream, parts: [data] })
     this.#bytes += data.length
     if (this.#bytes >= EXEC_BATCH_BYTES) this.#flush(false)
     else this.#arm()
@@ -562,7 +561,18 @@ class ExecBatcher {
     this.#timer = undefined
     if (this.#items.length === 0 && this.#chunks.length === 0 && !done) return
     const msg: ShardMessage = { type: 'exec-items', id: this.id, items: this.#items, done }
-    if (this.#chunks.length > 0) msg.chunks = this.#chunks
+    if (this.#chunks.length > 0) {
+      // One copy per run of chunks, into bytes of its own (ssh2's buffers may be slices of a pooled one).
+      msg.chunks = this.#chunks.map((c): ExecChunk => {
+        const data = new Uint8Array(c.parts.reduce((n, p) => n + p.length, 0))
+        let at = 0
+        for (const p of c.parts) {
+          data.set(p, at)
+          at += p.length
+        }
+        return { host: c.host, stream: c.stream, data }
+      })
+    }
     this.#items = []
     this.#chunks = []
     this.#bytes = 0

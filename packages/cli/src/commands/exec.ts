@@ -76,6 +76,8 @@ class ExecView {
   readonly #hosts = new Map<string, HostOutput>()
   readonly #gathered: ExecResult[] = []
   readonly #keep: boolean
+  /** Whole lines of the chunk being handled: written with one call (a flood would otherwise be a write per line). */
+  #lines: string[] = []
   #needDrain = false
 
   constructor(cmd: ExecCommand, io: Io, statuses: Map<string, HostStatus>) {
@@ -91,8 +93,8 @@ class ExecView {
       h = { stdout: [], stderr: [], printed: false }
       if (this.#cmd.output === 'prefix') {
         const label = this.#cmd.noPrefix ? '' : host
-        h.out = new PrefixWriter(label, (line) => this.#write(this.#io.out, `${line}\n`))
-        h.err = new PrefixWriter(label, (line) => this.#write(this.#io.err, `${line}\n`))
+        h.out = new PrefixWriter(label, (line) => this.#lines.push(line))
+        h.err = new PrefixWriter(label, (line) => this.#lines.push(line))
       }
       this.#hosts.set(host, h)
     }
@@ -108,16 +110,24 @@ class ExecView {
   output(host: string, stream: 'stdout' | 'stderr', data: Uint8Array): void {
     const h = this.#host(host)
     if (data.length > 0) h.printed = true
-    if (stream === 'stdout') h.out?.write(data)
-    else h.err?.write(data)
+    ;(stream === 'stdout' ? h.out : h.err)?.write(data)
+    this.#flushLines(stream === 'stdout' ? this.#io.out : this.#io.err)
     if (this.#keep) (stream === 'stdout' ? h.stdout : h.stderr).push(data)
+  }
+
+  #flushLines(stream: NodeJS.WritableStream): void {
+    if (this.#lines.length === 0) return
+    this.#write(stream, `${this.#lines.join('\n')}\n`)
+    this.#lines = []
   }
 
   async result(r: WireResult): Promise<void> {
     const h = this.#host(r.host)
     this.#hosts.delete(r.host)
     h.out?.end()
+    this.#flushLines(this.#io.out)
     h.err?.end()
+    this.#flushLines(this.#io.err)
     const text = (parts: Uint8Array[]) => Buffer.concat(parts).toString('utf8')
     const er: ExecResult = {
       host: r.host,
