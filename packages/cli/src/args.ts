@@ -439,6 +439,16 @@ const CONNECT: FlagKey[] = [
   'collectMode',
 ]
 
+/** What cp and rcopy share: hosts only from flags (their positionals are paths), the copy flags, the connection. */
+const COPY_SPEC: Pick<CommandSpec, 'groups' | 'overrides'> = {
+  groups: [
+    { title: 'Hosts (-w, -g or a host file: positionals are the files)', flags: SELECT },
+    { title: 'Copy', flags: ['recursive', 'timeout', 'batch', 'batchFail'] },
+    { title: 'Connection', flags: CONNECT },
+  ],
+  overrides: { timeout: 'deadline per host for the whole copy' },
+}
+
 export const COMMANDS: Record<CommandName, CommandSpec> = {
   fleet: {
     usage: 'kay fleet [HOST…] [-w LIST] [flags]',
@@ -486,22 +496,12 @@ export const COMMANDS: Record<CommandName, CommandSpec> = {
   cp: {
     usage: 'kay cp -w LIST [flags] SOURCE… DEST',
     summary: 'copy local files to DEST on every host over SFTP on the pooled connections (pdcp, clush --copy)',
-    groups: [
-      { title: 'Hosts (-w, -g or a host file: positionals are the files)', flags: SELECT },
-      { title: 'Copy', flags: ['recursive', 'timeout', 'batch', 'batchFail'] },
-      { title: 'Connection', flags: CONNECT },
-    ],
-    overrides: { timeout: 'deadline per host for the whole copy' },
+    ...COPY_SPEC,
   },
   rcopy: {
     usage: 'kay rcopy -w LIST [flags] REMOTE… LOCALDIR',
     summary: 'copy files from every host into LOCALDIR as NAME.HOST (rpdcp, clush --rcopy)',
-    groups: [
-      { title: 'Hosts (-w, -g or a host file: positionals are the files)', flags: SELECT },
-      { title: 'Copy', flags: ['recursive', 'timeout', 'batch', 'batchFail'] },
-      { title: 'Connection', flags: CONNECT },
-    ],
-    overrides: { timeout: 'deadline per host for the whole copy' },
+    ...COPY_SPEC,
   },
   demo: {
     usage: 'kay demo [--hosts N] [flags]',
