@@ -27,7 +27,9 @@ export async function main(argv: readonly string[]): Promise<number> {
   const names = fleet.servers.map((_, i) => `h${i + 1}`)
   await writeFile(
     config,
-    fleet.servers.map((s, i) => `Host ${names[i]}\n  HostName ${s.host}\n  Port ${s.port}\n  User ${s.user}\n`).join(''),
+    fleet.servers
+      .map((s, i) => `Host ${names[i]}\n  HostName ${s.host}\n  Port ${s.port}\n  User ${s.user}\n`)
+      .join(''),
   )
   await writeFile(knownHosts, fleet.servers.map((s) => `[${s.host}]:${s.port} ${s.hostKeyPublic}\n`).join(''), {
     mode: 0o600,
