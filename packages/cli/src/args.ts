@@ -14,16 +14,23 @@ import { ConfigError } from '@kay/core'
 import { parseShardSpec } from '@kay/workers'
 import { parseBytes, parseDuration } from './duration.js'
 
-export type CommandName = 'fleet' | 'top' | 'collect' | 'exec' | 'demo' | 'trust' | 'serve'
+export type CommandName = 'fleet' | 'top' | 'collect' | 'exec' | 'cp' | 'rcopy' | 'demo' | 'trust' | 'serve'
 
 /** How hosts are chosen. Specs and lists are returned unexpanded (pdsh-style expansion happens later). */
 export interface HostSelection {
-  /** Positional host specs and `-w` items, in order, split on top-level commas (`web[1,2],db` → 2 items). */
+  /**
+   * Positional host specs and `-w` items, in order, split on top-level commas (`web[1,2],db` → 2 items); `@NAME`
+   * (and `-g NAME`) names a group of the groups file.
+   */
   include: string[]
-  /** `-x` items: hosts (or expressions) to remove from the selection. */
+  /** `-x` items: hosts (or expressions, or `@NAME` groups) to remove from the selection. */
   exclude: string[]
-  /** `--hostfile` paths, one host spec per line. */
+  /** `--hostfile` paths and `-w ^FILE` (pdsh), one host spec per line. */
   hostfiles: string[]
+  /** `-x ^FILE`: hosts listed in these files are removed. */
+  excludeFiles?: string[]
+  /** `--groups FILE`: the groups file for `@NAME` and `-g` (absent: the default search, see hosts.ts). */
+  groupsFile?: string
   /** `--all-config-hosts`: every concrete `Host` alias in ssh_config (no wildcards). */
   allConfigHosts: boolean
   /** `--shard i/N` (1-based on the command line): keep hosts whose rendezvous hash picks collector i of N. `index` is 0-based. */
@@ -48,8 +55,15 @@ export interface ConnectionOptions {
   collectMode: 'stream' | 'exec'
 }
 
-export type ExecOutputMode = 'collate' | 'prefix' | 'json'
+export type ExecOutputMode = 'collate' | 'prefix' | 'json' | 'diff'
 export type TrustAction = 'list' | 'repin' | 'forget'
+
+/** `--batch N` with `--batch-fail N|P%`: a rolling run. */
+interface Rolling {
+  batch?: number
+  /** Stop starting hosts after this many failures, or this percentage of the hosts (at least one). */
+  batchFail?: { count: number } | { percent: number }
+}
 
 interface WithWarnings {
   /** Messages the caller must print to stderr before running (e.g. the insecure host-key warning). */
@@ -84,9 +98,28 @@ export type ParsedCommand =
       /** The words joined with spaces, as `ssh host cmd args…` sends them (no extra quoting). */
       remoteCommand: string
       output: ExecOutputMode
+      /** `-N`: print lines without the `host: ` prefix (prefix mode). */
+      noPrefix: boolean
       timeoutMs: number
       maxOutputBytes: number
-    } & WithWarnings)
+      /** `-I`: read stdin to its end and send it to the command on every host. */
+      stdin: boolean
+      /** `--outdir`: also write each host's stdout and stderr to files there. */
+      outdir?: string
+    } & Rolling &
+      WithWarnings)
+  | ({
+      command: 'cp' | 'rcopy'
+      hosts: HostSelection
+      connection: ConnectionOptions
+      /** cp: local files; rcopy: remote paths. */
+      sources: string[]
+      /** cp: the remote destination; rcopy: the local directory. */
+      dest: string
+      recursive: boolean
+      timeoutMs: number
+    } & Rolling &
+      WithWarnings)
   | ({
       command: 'demo'
       hostCount: number
@@ -125,12 +158,14 @@ export const DEFAULTS = {
   execTimeoutMs: 30_000,
   maxOutputBytes: 1024 * 1024,
   execOutput: 'prefix' as ExecOutputMode,
+  /** `-I`: the most stdin kay reads and forwards (bigger input belongs in `kay cp`). */
+  stdinMaxBytes: 16 * 1024 * 1024,
   listen: '127.0.0.1:9717',
   demoHosts: 200,
 }
 
 /** Upper bounds for numeric flags: typos such as `--fanout 16000` fail loudly instead of hammering a fleet. */
-export const LIMITS = { fanout: 1024, threads: 256, demoHosts: 100_000, ticks: 1_000_000_000 }
+export const LIMITS = { fanout: 1024, threads: 256, demoHosts: 100_000, ticks: 1_000_000_000, batch: 100_000 }
 
 type FlagKind = 'bool' | 'value' | 'list'
 
@@ -155,20 +190,36 @@ export const FLAGS = {
     short: 'w',
     kind: 'list',
     metavar: 'LIST',
-    help: 'hosts to include: comma-separated host specs, pdsh-style ranges allowed (web[01-20],db1); repeatable',
+    help:
+      'hosts to include: comma-separated host specs, pdsh-style ranges allowed (web[01-20],db1), @GROUP, or ^FILE ' +
+      '(a host file); repeatable',
   }),
   x: f({
     long: 'exclude',
     short: 'x',
     kind: 'list',
     metavar: 'LIST',
-    help: 'hosts to exclude (same syntax as -w); repeatable',
+    help: 'hosts to exclude (same syntax as -w, including @GROUP and ^FILE); repeatable',
   }),
   hostfile: f({
     long: 'hostfile',
     kind: 'list',
     metavar: 'FILE',
     help: 'read host specs from FILE, one per line; repeatable',
+  }),
+  group: f({
+    long: 'group',
+    short: 'g',
+    kind: 'list',
+    metavar: 'NAME',
+    help: 'the hosts of group NAME in the groups file (same as -w @NAME; -x @NAME excludes one); repeatable',
+  }),
+  groupsFile: f({
+    long: 'groups',
+    kind: 'value',
+    metavar: 'FILE',
+    help: "groups file, ClusterShell's flat format: one 'NAME: host list' per line (lists may name @other groups)",
+    default: '~/.config/kay/groups, else /etc/clustershell/groups.d/local.cfg, else /etc/clustershell/groups',
   }),
   allConfigHosts: f({
     long: 'all-config-hosts',
@@ -192,8 +243,8 @@ export const FLAGS = {
     long: 'known-hosts',
     kind: 'value',
     metavar: 'FILE',
-    help: 'known_hosts file for pins (OpenSSH format; created 0600)',
-    default: '~/.ssh/known_hosts',
+    help: 'known_hosts file kay pins host keys in (OpenSSH format; created 0600); ~/.ssh/known_hosts is honoured too',
+    default: '~/.config/kay/known_hosts',
   }),
   identity: f({
     long: 'identity',
@@ -285,8 +336,50 @@ export const FLAGS = {
   prefix: f({
     long: 'prefix',
     kind: 'bool',
-    help: "print 'host: line' for every output line as it arrives",
+    help: "print 'host: line' for every output line as it arrives (a failed host ends with a line on stderr)",
     default: 'on',
+  }),
+  noPrefix: f({
+    long: 'no-prefix',
+    short: 'N',
+    kind: 'bool',
+    help: "with --prefix: print the output lines without the 'host: ' label (pdsh -N)",
+  }),
+  diff: f({
+    long: 'diff',
+    kind: 'bool',
+    help: 'show how each output differs from the most common one (unified diff, clush --diff), printed at the end',
+  }),
+  batch: f({
+    long: 'batch',
+    kind: 'value',
+    metavar: 'N',
+    help: 'run on at most N hosts at once, fleet-wide, starting the next host as one finishes (a rolling run)',
+    default: 'every host at once',
+  }),
+  batchFail: f({
+    long: 'batch-fail',
+    kind: 'value',
+    metavar: 'N|P%',
+    help: 'with --batch: start no further host once N hosts (or P% of the hosts, at least one) have failed; the rest are reported KAY_SKIPPED',
+  }),
+  stdin: f({
+    long: 'stdin',
+    short: 'I',
+    kind: 'bool',
+    help: "read kay's standard input to its end (at most 16MiB) and send it to the command on every host (pssh -I); without it the command reads nothing",
+  }),
+  outdir: f({
+    long: 'outdir',
+    kind: 'value',
+    metavar: 'DIR',
+    help: "also write each host's output to DIR/HOST.out and DIR/HOST.err (files 0600; DIR is created 0700)",
+  }),
+  recursive: f({
+    long: 'recursive',
+    short: 'r',
+    kind: 'bool',
+    help: 'copy directories with their contents',
   }),
   timeout: f({
     long: 'timeout',
@@ -343,7 +436,7 @@ export interface CommandSpec {
   overrides?: Partial<Record<FlagKey, string>>
 }
 
-const SELECT: FlagKey[] = ['w', 'x', 'hostfile', 'allConfigHosts', 'shard']
+const SELECT: FlagKey[] = ['w', 'x', 'group', 'hostfile', 'groupsFile', 'allConfigHosts', 'shard']
 const CONNECT: FlagKey[] = [
   'sshConfig',
   'knownHosts',
@@ -358,6 +451,16 @@ const CONNECT: FlagKey[] = [
   'insecure',
   'collectMode',
 ]
+
+/** What cp and rcopy share: hosts only from flags (their positionals are paths), the copy flags, the connection. */
+const COPY_SPEC: Pick<CommandSpec, 'groups' | 'overrides'> = {
+  groups: [
+    { title: 'Hosts (-w, -g or a host file: positionals are the files)', flags: SELECT },
+    { title: 'Copy', flags: ['recursive', 'timeout', 'batch', 'batchFail'] },
+    { title: 'Connection', flags: CONNECT },
+  ],
+  overrides: { timeout: 'deadline per host for the whole copy' },
+}
 
 export const COMMANDS: Record<CommandName, CommandSpec> = {
   fleet: {
@@ -393,13 +496,25 @@ export const COMMANDS: Record<CommandName, CommandSpec> = {
     summary: 'run COMMAND on every host over its pooled connection (pdsh style)',
     groups: [
       { title: 'Hosts', flags: SELECT },
-      { title: 'Output (one of)', flags: ['prefix', 'collate', 'json'] },
-      { title: 'Limits', flags: ['timeout', 'maxOutput'] },
+      { title: 'Output (one of)', flags: ['prefix', 'collate', 'json', 'diff'] },
+      { title: 'Output, also', flags: ['noPrefix', 'outdir'] },
+      { title: 'Input', flags: ['stdin'] },
+      { title: 'Limits', flags: ['timeout', 'maxOutput', 'batch', 'batchFail'] },
       { title: 'Connection', flags: CONNECT },
     ],
     overrides: {
-      json: 'print one NDJSON line per host: {host, ok, exitCode, stdout, stderr, durationMs, error?}',
+      json: 'print one NDJSON line per host: {host, ok, exitCode, signal, stdout, stderr, durationMs, error?}',
     },
+  },
+  cp: {
+    usage: 'kay cp -w LIST [flags] SOURCE… DEST',
+    summary: 'copy local files to DEST on every host over SFTP on the pooled connections (pdcp, clush --copy)',
+    ...COPY_SPEC,
+  },
+  rcopy: {
+    usage: 'kay rcopy -w LIST [flags] REMOTE… LOCALDIR',
+    summary: 'copy files from every host into LOCALDIR as NAME.HOST (rpdcp, clush --rcopy)',
+    ...COPY_SPEC,
   },
   demo: {
     usage: 'kay demo [--hosts N] [flags]',
@@ -535,19 +650,50 @@ export function parseArgs(argv: readonly string[]): ParsedCommand {
       if (rest.length === 0 || rest.every((w) => w.trim() === '')) {
         throw new ConfigError(`'kay exec': the remote command after '--' is empty`)
       }
-      const modes = (['collate', 'prefix', 'json'] as const).filter((m) => v.bool(m))
+      const modes = (['collate', 'prefix', 'json', 'diff'] as const).filter((m) => v.bool(m))
       if (modes.length > 1) {
         throw new ConfigError(`${modes.map((m) => `--${m}`).join(' and ')} cannot be combined: choose one output mode`)
       }
+      const output = modes[0] ?? DEFAULTS.execOutput
+      const noPrefix = v.bool('noPrefix')
+      if (noPrefix && output !== 'prefix') {
+        throw new ConfigError(`-N (no prefix) applies to --prefix output only, not --${output}`)
+      }
+      const outdir = v.str('outdir')
       return {
         command,
         hosts: hostSelection(v, positionals),
         connection: connection(v, warnings),
         commandArgv: rest,
         remoteCommand: rest.join(' '),
-        output: modes[0] ?? DEFAULTS.execOutput,
+        output,
+        noPrefix,
         timeoutMs: v.duration('timeout', DEFAULTS.execTimeoutMs),
         maxOutputBytes: v.bytes('maxOutput', DEFAULTS.maxOutputBytes),
+        stdin: v.bool('stdin'),
+        ...(outdir === undefined ? {} : { outdir }),
+        ...rolling(v),
+        warnings,
+      }
+    }
+    case 'cp':
+    case 'rcopy': {
+      if (positionals.length < 2) {
+        const what = command === 'cp' ? 'SOURCE… DEST' : 'REMOTE… LOCALDIR'
+        throw new ConfigError(
+          `'kay ${command}' needs ${what} (got ${positionals.length} path${positionals.length === 1 ? '' : 's'}); ` +
+            'hosts come from -w, -g or --hostfile',
+        )
+      }
+      return {
+        command,
+        hosts: hostSelection(v, []),
+        connection: connection(v, warnings),
+        sources: positionals.slice(0, -1),
+        dest: positionals.at(-1)!,
+        recursive: v.bool('recursive'),
+        timeoutMs: v.duration('timeout', DEFAULTS.execTimeoutMs),
+        ...rolling(v),
         warnings,
       }
     }
@@ -597,7 +743,7 @@ export function parseArgs(argv: readonly string[]): ParsedCommand {
               'add --allow-non-loopback to expose it anyway',
           )
         }
-        warnings.push(`warning: serving unauthenticated metrics on non-loopback address ${listen.host}:${listen.port}`)
+        warnings.push(`serving unauthenticated metrics on non-loopback address ${listen.host}:${listen.port}`)
       }
       return {
         command,
@@ -732,17 +878,53 @@ class Values {
 }
 
 function hostSelection(v: Values, positionals: string[]): HostSelection {
-  const include = [...positionals, ...v.list('w')].flatMap(splitList)
-  const exclude = v.list('x').flatMap(splitList)
-  const hostfiles = v.list('hostfile')
+  // pdsh: `-w ^FILE` reads hosts from FILE, `-x ^FILE` excludes the hosts listed in it.
+  const fromFile = (item: string) => item.startsWith('^')
+  const fileOf = (item: string) => {
+    const path = item.slice(1)
+    if (path === '') throw new ConfigError(`'^' needs a file name after it (e.g. -w ^hosts.txt)`)
+    return path
+  }
+  const groups = v.list('group').map((g) => {
+    const name = g.replace(/^@/, '')
+    if (!/^[A-Za-z0-9_.:-]+$/.test(name)) throw new ConfigError(`-g: '${g}' is not a group name`)
+    return `@${name}`
+  })
+  const items = [...positionals, ...v.list('w')].flatMap(splitList)
+  const include = [...items.filter((i) => !fromFile(i)), ...groups]
+  const xItems = v.list('x').flatMap(splitList)
+  const exclude = xItems.filter((i) => !fromFile(i))
+  const hostfiles = [...v.list('hostfile'), ...items.filter(fromFile).map(fileOf)]
+  const excludeFiles = xItems.filter(fromFile).map(fileOf)
   const allConfigHosts = v.bool('allConfigHosts')
   if (include.length === 0 && hostfiles.length === 0 && !allConfigHosts) {
-    throw new ConfigError('no hosts given: name hosts, or use -w LIST, --hostfile FILE or --all-config-hosts')
+    throw new ConfigError('no hosts given: name hosts, or use -w LIST, -g GROUP, --hostfile FILE or --all-config-hosts')
   }
   const sel: HostSelection = { include, exclude, hostfiles, allConfigHosts }
+  if (excludeFiles.length > 0) sel.excludeFiles = excludeFiles
+  const groupsFile = v.str('groupsFile')
+  if (groupsFile !== undefined) sel.groupsFile = groupsFile
   const shard = v.str('shard')
   if (shard !== undefined) sel.shard = parseShardSpec(shard)
   return sel
+}
+
+/** `--batch N` and `--batch-fail N|P%`. */
+function rolling(v: Values): Rolling {
+  const batch = v.int('batch', 1, LIMITS.batch)
+  const failText = v.str('batchFail')
+  if (failText === undefined) return batch === undefined ? {} : { batch }
+  if (batch === undefined) {
+    throw new ConfigError(
+      '--batch-fail needs --batch N: without it every host starts at once and nothing is left to stop',
+    )
+  }
+  const m = /^(\d+)(%?)$/.exec(failText)
+  const n = Number(m?.[1])
+  if (m === null || n < 1 || (m[2] === '%' && n > 100)) {
+    throw new ConfigError(`--batch-fail: '${failText}' is not N (hosts, 1 or more) or P% (1% to 100%)`)
+  }
+  return { batch, batchFail: m[2] === '%' ? { percent: n } : { count: n } }
 }
 
 /** Split a host list on commas that are not inside `[...]`: `web[1,3],db` → [`web[1,3]`, `db`]. Empty items dropped. */
@@ -776,7 +958,7 @@ function connection(v: Values, warnings: string[]): ConnectionOptions {
   const strictHostKeyChecking = modes[0] === undefined ? DEFAULTS.strictHostKeyChecking : policy[modes[0]]
   if (strictHostKeyChecking === 'no') {
     warnings.push(
-      'warning: --insecure-accept-any-host-key: host keys are NOT verified; anyone on the network path can ' +
+      '--insecure-accept-any-host-key: host keys are NOT verified; anyone on the network path can ' +
         'impersonate your hosts',
     )
   }

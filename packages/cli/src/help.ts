@@ -9,7 +9,7 @@ import { COMMAND_NAMES, COMMANDS, type CommandName, FLAGS, type FlagSpec } from 
 export const EXIT = {
   /** Every host succeeded. */
   ok: 0,
-  /** Usage or configuration error (nothing was run). */
+  /** Usage or configuration error, nothing was run: bad flags, no host selected, a local key that cannot be used. */
   usage: 1,
   /** Some hosts were unreachable or timed out. */
   unreachable: 2,
@@ -20,9 +20,9 @@ export const EXIT = {
   hostKey: 3,
   /** Public-key authentication failed on some host. */
   auth: 4,
-  /** The remote command exited non-zero (or hit --max-output) on some host (exec). */
+  /** The remote command exited non-zero, was killed by a signal or hit --max-output (exec), or a copy failed (cp). */
   remoteFailed: 5,
-  /** Interrupted with Ctrl-C. */
+  /** Interrupted with Ctrl-C or SIGTERM. */
   interrupted: 130,
 } as const
 
@@ -69,7 +69,11 @@ function outcomeCode(r: HostOutcome): ExitCode {
     case 'KAY_KEY_INVALID':
       return EXIT.auth
     case 'KAY_OUTPUT_LIMIT':
+    case 'KAY_COPY_FAILED':
       return EXIT.remoteFailed
+    case 'KAY_SKIPPED':
+      // Not run because a rolling run stopped: the failures that stopped it carry the code.
+      return EXIT.ok
     case 'KAY_CONFIG':
     case 'KAY_EXPANSION_LIMIT':
       return EXIT.usage
@@ -83,13 +87,13 @@ function outcomeCode(r: HostOutcome): ExitCode {
 }
 
 const EXIT_CODES_TEXT = `Exit codes (when several apply, the highest wins):
-  0    all hosts succeeded
-  1    usage or config error
+  0    all hosts succeeded (also when the reader of stdout went away: kay … | head)
+  1    usage or config error: bad flags or files, no host selected, a local key that cannot be used
   2    some hosts unreachable or timed out
   3    host-key or host-certificate refusal on any host
   4    auth failure on any host
-  5    remote command exited non-zero on some host (exec)
-  130  interrupted (Ctrl-C)`
+  5    remote command exited non-zero or was killed on some host (exec), or a copy failed (cp, rcopy)
+  130  interrupted (Ctrl-C or SIGTERM)`
 
 const UNITS_TEXT = `Units:
   DURATION  a number with a unit: 500ms, 5s, 1.5s, 2m, 1h, 1m30s (a bare number is rejected)
@@ -155,7 +159,8 @@ export function helpText(command?: CommandName): string {
     ...flagLine(FLAGS.help, 'show help (also after a command: kay exec --help)'),
     ...flagLine(FLAGS.version, FLAGS.version.help),
     '',
-    'Keys in the live table: ↑/↓ PgUp/PgDn Home/End move, s sort, / filter, Enter detail, Esc back, q quit.',
+    'Keys in the live table: ↑/↓ PgUp/PgDn Home/End move, s sort, r reverse, p only problems, / filter, Enter detail,',
+    'Esc back, q quit.',
     '',
     HOSTS_TEXT,
     '',

@@ -46,7 +46,16 @@ describe('collate', () => {
     expect(groups).toHaveLength(1)
     expect(groups[0]!.hosts).toEqual(['db1', 'db2', 'db10'])
     expect(groups[0]!.folded).toBe('db[1-2,10]')
-    expect(groups[0]!.error).toEqual({ code: 'KAY_TIMEOUT', message: '<host>: no reply within 30s' })
+    // The message names no host placeholder: the host's own prefix goes, the group's folded list reads in its place.
+    expect(groups[0]!.error).toEqual({ code: 'KAY_TIMEOUT', message: 'no reply within 30s' })
+    const named = collateResults(
+      ['db1', 'db2'].map((host) => ({
+        ...fail(host),
+        error: { code: 'KAY_CONNECT_FAILED', message: `jump to ${host}:22 failed` },
+      })),
+    )
+    expect(named[0]!.error?.message).toBe('jump to db[1-2]:22 failed')
+    expect(renderCollated(named)).not.toContain('<host>')
   })
 
   it('renders dshbak -c style blocks, completing a missing final newline and showing stderr', () => {
@@ -141,6 +150,7 @@ describe('execJsonLine', () => {
       host: 'h',
       ok: false,
       exitCode: null,
+      signal: null,
       stdout: 'x\n',
       stderr: '',
       durationMs: 13,
@@ -150,6 +160,7 @@ describe('execJsonLine', () => {
       'host',
       'ok',
       'exitCode',
+      'signal',
       'stdout',
       'stderr',
       'durationMs',

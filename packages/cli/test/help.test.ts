@@ -1,5 +1,6 @@
+import { defaultPinFile } from '@kay/core'
 import { describe, expect, it } from 'vitest'
-import { COMMAND_NAMES, type CommandName, FLAGS, type FlagSpec, flagsOf } from '../src/args.js'
+import { COMMAND_NAMES, type CommandName, FLAGS, type FlagSpec, flagsOf, parseArgs } from '../src/args.js'
 import { EXIT, exitCodeFor, HELP_WIDTH, helpText } from '../src/help.js'
 
 describe('exitCodeFor', () => {
@@ -19,6 +20,17 @@ describe('exitCodeFor', () => {
     expect(exitCodeFor([{ ok: false, exitCode: 1 }])).toBe(EXIT.remoteFailed)
     expect(exitCodeFor([{ ok: false, errorCode: 'KAY_OUTPUT_LIMIT' }])).toBe(5)
     expect(exitCodeFor([{ ok: false, exitCode: null, errorCode: 'KAY_TIMEOUT' }])).toBe(2)
+    expect(exitCodeFor([{ ok: false, errorCode: 'KAY_COPY_FAILED' }])).toBe(5)
+    expect(exitCodeFor([{ ok: false, errorCode: 'KAY_ABORTED' }])).toBe(EXIT.interrupted)
+    expect(exitCodeFor([{ ok: false, errorCode: 'KAY_KEY_ENCRYPTED' }])).toBe(EXIT.auth)
+    // A host a rolling run never started adds nothing: the failures that stopped the run carry the code.
+    expect(
+      exitCodeFor([
+        { ok: false, errorCode: 'KAY_SKIPPED' },
+        { ok: false, exitCode: 1 },
+      ]),
+    ).toBe(5)
+    expect(exitCodeFor([{ ok: false, errorCode: 'KAY_SKIPPED' }])).toBe(0)
   })
 
   it('lets the highest code win whatever the order', () => {
@@ -80,6 +92,27 @@ describe('help', () => {
     expect(flat('fleet')).toMatch(/--interval DURATION.*\(default: 5s\)/)
     expect(flat('serve')).toMatch(/--listen ADDR:PORT.*\(default: 127\.0\.0\.1:9717\)/)
     expect(flat('collect')).toMatch(/--sample-gap DURATION.*\(default: 1s\)/)
+  })
+
+  it.each(COMMAND_NAMES)('accepts every flag the help of kay %s shows (help and parser share one table)', (name) => {
+    const shown = [...helpText(name).matchAll(/^ {2}(?:-(\w), | {4})--([a-z-]+)/gm)].map((m) => m[2]!)
+    expect(shown.length).toBe(flagsOf(name).size)
+    for (const long of shown) {
+      const spec = Object.values(FLAGS).find((f: FlagSpec) => f.long === long)!
+      const args = [name, `--${long}`, ...(spec.kind === 'bool' ? [] : ['x'])]
+      let message = ''
+      try {
+        parseArgs(args)
+      } catch (err) {
+        message = (err as Error).message
+      }
+      // Other errors (a missing host, a bad value 'x') are fine: the parser knew the flag for this command.
+      expect(message, args.join(' ')).not.toMatch(/is not an option of|unknown option/)
+    }
+  })
+
+  it('shows the pin store kay really uses as --known-hosts default', () => {
+    expect(FLAGS.knownHosts.default).toBe(defaultPinFile('~'))
   })
 
   it('keeps help lines within 120 columns', () => {

@@ -56,11 +56,28 @@ describe('screen reducer', () => {
     let s = press(start, DOWN.repeat(5))
     const host = selectedRow(s)!.id
     s = press(s, 's')
+    expect(s.sort).toBe('state')
+    s = press(s, 's')
     expect(s.sort).toBe('cpu')
     expect(selectedRow(s)!.id).toBe(host)
     expect(s.table.sort).toBe('cpu')
-    for (let i = 0; i < SORT_CYCLE.length - 1; i++) s = press(s, 's')
+    for (let i = 0; i < SORT_CYCLE.length - 2; i++) s = press(s, 's')
     expect(s.sort).toBe('host')
+  })
+
+  it('reverses the sort with r and shows only hosts with problems with p, keeping the selection', () => {
+    let s = press(start, 'r')
+    expect(s.reverse).toBe(true)
+    expect(s.table.rows[0]!.id).toBe(start.table.rows.at(-1)!.id)
+    s = press(s, 'r')
+    expect(s.table.rows.map((r) => r.id)).toEqual(start.table.rows.map((r) => r.id))
+    s = press(s, 'p')
+    expect(s.problemsOnly).toBe(true)
+    expect(s.table.rows.length).toBeGreaterThan(0)
+    expect(s.table.rows.every((r) => r.state !== 'ready' || r.lastError !== undefined)).toBe(true)
+    expect(s.table.rows.length).toBe(start.table.counts.problems)
+    s = press(s, 'p')
+    expect(s.table.rows).toHaveLength(start.table.rows.length)
   })
 
   it('edits a filter with / and applies it with Enter', () => {

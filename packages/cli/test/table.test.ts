@@ -1,6 +1,7 @@
-import { COLLECT_MODES } from '@kay/core'
+import { COLLECT_MODES, errorFromJSON, type HostStatus } from '@kay/core'
 import { describe, expect, it, vi } from 'vitest'
 import { formatUptime, humanBytes, stripAnsi } from '../src/ui/format.js'
+import { absorbTick, rowsOf } from '../src/ui/rows.js'
 import {
   bodyHeight,
   COLUMN_DROP_ORDER,
@@ -10,6 +11,7 @@ import {
   layoutColumns,
   prepareTable,
   type RenderOptions,
+  reasonText,
   renderFleet,
   stateText,
 } from '../src/ui/table.js'
@@ -45,7 +47,7 @@ describe('formatters', () => {
     const t = () => '10:00:00'
     expect(stateText({ id: 'a', state: 'dialing' }, t)).toBe('connecting')
     expect(stateText({ id: 'a', state: 'ready' }, t)).toBe('ready')
-    expect(stateText({ id: 'a', state: 'backoff', nextRetryAt: 1 }, t)).toBe('backoff until 10:00:00')
+    expect(stateText({ id: 'a', state: 'backoff', nextRetryAt: 1 }, t)).toBe('backoff 10:00:00')
     expect(
       stateText({ id: 'a', state: 'quarantined', lastError: { code: 'KAY_HOST_KEY_MISMATCH', message: 'x' } }, t),
     ).toBe('key mismatch')
@@ -59,11 +61,11 @@ describe('renderFleet', () => {
   const rows = fleet(300)
   const table = prepareTable(rows)
 
-  it('shows every column with human units on a wide terminal', () => {
+  it('shows every column with human units on a wide terminal, and REASON only when some host has a problem', () => {
     const lines = renderFleet(prepareTable([readyRow('web01')]), opts({ width: 200 }))
-    expect(lines[1]).toMatch(
-      /^HOST +STATE +CPU% +MEM used\/total +LOAD 1\/5\/15 +UPTIME +NET rx\/tx +FS% +RTT MODE +LAST ERROR/,
-    )
+    expect(lines[1]).toMatch(/^HOST +STATE +CPU% +MEM used\/total +LOAD 1\/5\/15 +UPTIME +NET rx\/tx +FS% +RTT MODE *$/)
+    const down = { id: 'web02', state: 'backoff' as const, lastError: { code: 'KAY_TIMEOUT', message: 'web02: x' } }
+    expect(renderFleet(prepareTable([readyRow('web01'), down]), opts({ width: 200 }))[1]).toMatch(/ MODE +REASON *$/)
     expect(lines[2]).toMatch(
       /^web01 +ready +12\.5 +6\.0G\/16G +0\.42\/0\.30\/0\.25 +3d4h +146K\/20K +41\.2 +0\.8ms stream-bash/,
     )
@@ -89,10 +91,51 @@ describe('renderFleet', () => {
     expect(bar.split('#').length - 1).toBe(bar.split('.').length - 1)
   })
 
-  it('shows backoff retry time and the last error', () => {
+  it('shows backoff retry time and the reason: the code and the cause, without the host name', () => {
     const lines = renderFleet(table, opts({ width: 200 }))
     const backoff = lines.find((l) => l.startsWith('host00008'))
-    expect(backoff).toMatch(/backoff until 12:34:56 .*connect ECONNREFUSED 127\.0\.0\.1:22/)
+    expect(backoff).toMatch(/backoff 12:34:56 .* CONNECT_FAILED ECONNREFUSED 127\.0\.0\.1:22 *$/)
+    const row: FleetRow = {
+      id: 'web7',
+      state: 'dialing',
+      lastError: { code: 'KAY_CONNECT_FAILED', message: 'web7: connect failed: connect ECONNREFUSED 10.0.0.7:22' },
+    }
+    expect(reasonText(row)).toBe('CONNECT_FAILED ECONNREFUSED 10.0.0.7:22')
+    const timeout = { ...row, lastError: { code: 'KAY_HANDSHAKE_TIMEOUT', message: 'web7: handshake not done in 3 s' } }
+    expect(reasonText(timeout)).toBe('HANDSHAKE_TIMEOUT handshake not done in 3 s')
+    const reset = {
+      ...row,
+      lastError: { code: 'KAY_CONNECT_FAILED', message: 'web7: handshake failed: read ECONNRESET' },
+    }
+    expect(reasonText(reset)).toBe('CONNECT_FAILED read ECONNRESET')
+    expect(reasonText(readyRow('ok'))).toBe('')
+  })
+
+  it('keeps the reason readable at 80 columns: HOST STATE CPU MEM% LOAD REASON, code and cause', () => {
+    const rows: FleetRow[] = [
+      readyRow('sim0001'),
+      {
+        id: 'sim0002',
+        state: 'backoff',
+        nextRetryAt: 1,
+        lastError: {
+          code: 'KAY_CONNECT_FAILED',
+          message: 'sim0002: connect failed: connect ECONNREFUSED 127.0.0.1:2222',
+        },
+      },
+    ]
+    const lines = renderFleet(prepareTable(rows), opts({ width: 80 }))
+    expect(lines[1]).toMatch(/^HOST +STATE +CPU% +MEM% +LOAD +REASON *$/)
+    expect(lines[3]).toMatch(/^sim0002 +backoff 12:34:56 +- +- +- +CONNECT_FAILED ECONNREFUSED 127\.0\.0\./)
+    expect(lines[2]).toMatch(/^sim0001 +ready +12\.5 +37\.5 +0\.42 *$/)
+    for (const l of lines) expect(l.length).toBeLessThanOrEqual(80)
+  })
+
+  it('puts a diagnostic on its own status line above the footer, never among the rows', () => {
+    const lines = renderFleet(table, opts({ height: 12, status: 'kay: pinned host key of host00001 (SHA256:x)' }))
+    expect(lines).toHaveLength(12)
+    expect(lines.at(-2)).toBe('kay: pinned host key of host00001 (SHA256:x)')
+    expect(lines.slice(2, -2).every((l) => /^host\d{5} /.test(l))).toBe(true)
   })
 
   it('never renders a line wider than the terminal, at any width from 40 to 200', () => {
@@ -114,17 +157,24 @@ describe('renderFleet', () => {
     }
   })
 
-  it('drops low-priority columns first as the terminal narrows', () => {
-    let previous = layoutColumns(300, 10).map((c) => c.key)
-    expect(previous).toHaveLength(11)
-    const dropped: string[] = []
-    for (let width = 300; width >= 20; width--) {
-      const keys = layoutColumns(width, 10).map((c) => c.key)
-      for (const k of previous) if (!keys.includes(k)) dropped.push(k)
-      previous = keys
-      expect(keys.slice(0, 2)).toEqual(['host', 'state'])
+  it('drops low-priority columns first as the terminal narrows, and keeps REASON while there are problems', () => {
+    for (const reason of [true, false]) {
+      let previous = layoutColumns(300, 10, { reason }).map((c) => c.key)
+      expect(previous).toHaveLength(reason ? 11 : 10)
+      const dropped: string[] = []
+      for (let width = 300; width >= 20; width--) {
+        const keys = layoutColumns(width, 10, { reason }).map((c) => c.key)
+        for (const k of previous) if (!keys.includes(k)) dropped.push(k)
+        previous = keys
+        expect(keys.slice(0, 2)).toEqual(['host', 'state'])
+        expect(keys.includes('reason')).toBe(reason)
+      }
+      expect(dropped).toEqual([...COLUMN_DROP_ORDER])
     }
-    expect(dropped).toEqual([...COLUMN_DROP_ORDER])
+    // MEM and LOAD take their compact forms before they go.
+    const at80 = layoutColumns(80, 7, { reason: true })
+    expect(at80.map((c) => c.title)).toEqual(['HOST', 'STATE', 'CPU%', 'MEM%', 'LOAD', 'REASON'])
+    expect(at80.find((c) => c.key === 'reason')!.width).toBeGreaterThanOrEqual(36)
   })
 
   it('gives MODE room for every collect mode', () => {
@@ -134,12 +184,12 @@ describe('renderFleet', () => {
     }
   })
 
-  it('keeps HOST and STATE at 40 columns and drops only MODE and RTT at 120', () => {
-    expect(layoutColumns(40, 10).map((c) => c.key)).toEqual(['host', 'state', 'cpu'])
+  it('keeps HOST, STATE and a shrunk REASON at 40 columns, and every metric but MODE and RTT at 120', () => {
+    expect(layoutColumns(40, 10).map((c) => c.key)).toEqual(['host', 'state', 'reason'])
+    expect(layoutColumns(40, 10)[1]!.width).toBe(12)
+    expect(layoutColumns(40, 10, { reason: false }).map((c) => c.title)).toEqual(['HOST', 'STATE', 'CPU%', 'MEM%'])
     const at120 = layoutColumns(120, 10).map((c) => c.key)
-    expect(at120).not.toContain('mode')
-    expect(at120).toContain('cpu')
-    expect(at120).toContain('error')
+    expect(at120).toEqual(['host', 'state', 'cpu', 'mem', 'load', 'uptime', 'net', 'fs', 'reason'])
   })
 
   it('writes no escape codes at all when colour is off, and highlights only the selected row when on', () => {
@@ -191,8 +241,29 @@ describe('prepareTable', () => {
     expect(prepareTable(rows, { sort: 'cpu' }).rows.map((r) => r.id)).toEqual(['web2', 'db1', 'web10', 'web1'])
   })
 
-  it('sorts problems first by state', () => {
+  it('sorts problems first by state, hosts with the same reason together, and reverses any sort', () => {
     expect(prepareTable(rows, { sort: 'state' }).rows[0]!.id).toBe('web1')
+    const mixed: FleetRow[] = [
+      { id: 'a', state: 'backoff', lastError: { code: 'KAY_TIMEOUT', message: 'x' } },
+      { id: 'b', state: 'backoff', lastError: { code: 'KAY_AUTH_FAILED', message: 'x' } },
+      { id: 'c', state: 'backoff', lastError: { code: 'KAY_TIMEOUT', message: 'x' } },
+      readyRow('d'),
+    ]
+    expect(prepareTable(mixed, { sort: 'state' }).rows.map((r) => r.id)).toEqual(['b', 'a', 'c', 'd'])
+    expect(prepareTable(mixed, { sort: 'state', reverse: true }).rows.map((r) => r.id)).toEqual(['d', 'c', 'a', 'b'])
+    expect(prepareTable(rows, { sort: 'cpu', reverse: true }).rows.map((r) => r.id)).toEqual([
+      'web1',
+      'web10',
+      'db1',
+      'web2',
+    ])
+  })
+
+  it('shows only hosts with problems on request (down, or a failed last tick), still counting the fleet', () => {
+    const withTickError = [...rows, readyRow('slow1', { lastError: { code: 'KAY_TIMEOUT', message: 'slow1: late' } })]
+    const t = prepareTable(withTickError, { problemsOnly: true })
+    expect(t.rows.map((r) => r.id)).toEqual(['slow1', 'web1'])
+    expect([t.counts.total, t.counts.problems]).toEqual([5, 2])
   })
 
   it('filters by host, state label or error code, but counts the whole fleet', () => {
@@ -211,5 +282,36 @@ describe('prepareTable', () => {
   it('sizes the HOST column from the longest id, clamped', () => {
     expect(prepareTable([readyRow('a')]).hostWidth).toBe(4)
     expect(prepareTable([readyRow('x'.repeat(100))]).hostWidth).toBe(40)
+  })
+})
+
+describe('rows: the last error of a host stays until it recovers', () => {
+  it('shows a host back to connecting with the error that took it down, and forgets it after a good tick', () => {
+    const metricsMap = new Map()
+    const errors = new Map<string, FleetRow['lastError']>()
+    const tick = (status: HostStatus, error?: { code: string; message: string }) =>
+      absorbTick(
+        {
+          tick: 1,
+          startedAt: 0,
+          durationMs: 1,
+          hosts: [
+            error
+              ? { host: status.id, status, error: errorFromJSON({ code: error.code as never, message: error.message }) }
+              : { host: status.id, status, metrics: metrics() },
+          ],
+        },
+        metricsMap,
+        errors,
+      )
+    const ready: HostStatus = { id: 'h1', state: 'ready', attempts: 0, handshakes: 1 }
+    tick(ready, { code: 'KAY_KEEPALIVE_TIMEOUT', message: 'h1: keepalive probe not answered' })
+    // The connection went and the host is dialing again; its status carries no error of its own.
+    const dialing: HostStatus = { id: 'h1', state: 'dialing', attempts: 1, handshakes: 1 }
+    const [row] = rowsOf([dialing], metricsMap, errors)
+    expect(row!.state).toBe('dialing')
+    expect(reasonText(row!)).toBe('KEEPALIVE_TIMEOUT keepalive probe not answered')
+    tick(ready)
+    expect(rowsOf([ready], metricsMap, errors)[0]!.lastError).toBeUndefined()
   })
 })

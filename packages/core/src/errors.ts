@@ -35,6 +35,8 @@ export type ErrorCode =
   | 'KAY_KEY_INVALID'
   | 'KAY_EXPANSION_LIMIT'
   | 'KAY_ABORTED'
+  | 'KAY_SKIPPED'
+  | 'KAY_COPY_FAILED'
   | 'KAY_UNKNOWN_HOST'
   | 'KAY_INTERNAL'
 
@@ -164,6 +166,10 @@ export const KeyInvalidError = defineError('KAY_KEY_INVALID', 'KeyInvalidError')
 export const ExpansionLimitError = defineError('KAY_EXPANSION_LIMIT', 'ExpansionLimitError')
 /** The caller's AbortSignal fired. */
 export const AbortedError = defineError('KAY_ABORTED', 'AbortedError')
+/** Not run: a rolling run (`--batch` with `--batch-fail`) stopped before this host's turn. */
+export const SkippedError = defineError('KAY_SKIPPED', 'SkippedError')
+/** A file copy (SFTP) failed on the host: no such file, permission denied, not a directory… details: path. */
+export const CopyError = defineError('KAY_COPY_FAILED', 'CopyError')
 /** A request named a host that the supervisor does not manage. */
 export const UnknownHostError = defineError('KAY_UNKNOWN_HOST', 'UnknownHostError')
 /** A bug: something that must not happen did. */

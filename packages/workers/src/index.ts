@@ -3,6 +3,7 @@
  */
 export { CLUSTER_SALT, hostHash, inShard, parseShardSpec, type ShardSpec, shardOf } from './hash.js'
 export type {
+  CopySpec,
   HostCollectResult,
   HostExecResult,
   RunOptionsWire as RunOptions,
@@ -14,7 +15,10 @@ export {
   type CollectResultEntry,
   type CollectTick,
   defaultThreads,
+  type ExecEvent,
+  type ExecOptions,
   type ExecResult,
+  type FanOutOptions,
   HOSTS_PER_SHARD,
   type HostRunner,
   Supervisor,

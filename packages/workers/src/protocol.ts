@@ -6,11 +6,11 @@
  */
 import type { HostDetail, HostStatus, HostTarget, SerializedError, StreamFlavour } from '@kay/core'
 import { isPackedCollectResults, type PackedCollectResults } from './packed.js'
-import type { HostCollectResult, HostExecResult, RunResultWire } from './results.js'
+import type { ExecChunk, HostCollectResult, HostExecResult, RunResultWire } from './results.js'
 
-export type { HostCollectResult, HostExecResult, RunResultWire }
+export type { ExecChunk, HostCollectResult, HostExecResult, RunResultWire }
 
-export const PROTOCOL_VERSION = 2
+export const PROTOCOL_VERSION = 3
 
 /** What a shard needs to build its actors. Plain data: it crosses threads. */
 export interface ShardConfig {
@@ -58,7 +58,23 @@ export interface ShardWorkerData {
 export interface RunOptionsWire {
   timeoutMs?: number
   maxOutputBytes?: number
-  stdin?: string
+  /** Written to the command's stdin, then EOF. */
+  stdin?: string | Uint8Array
+}
+
+export interface ExecOptionsWire extends RunOptionsWire {
+  /** Send output as it arrives (`chunks` of `exec-items`) instead of inside each host's result. */
+  stream?: boolean
+}
+
+/** A copy over SFTP: `put` local sources to `dest` on each host; `get` remote sources into the local dir `dest`. */
+export interface CopySpec {
+  direction: 'put' | 'get'
+  sources: string[]
+  dest: string
+  recursive: boolean
+  /** Deadline per host for the whole copy, ms. */
+  timeoutMs: number
 }
 
 /** Supervisor → shard. Every request but `add`/`remove`/`crash` carries an id and gets exactly one reply. */
@@ -67,7 +83,12 @@ export type ShardRequest =
   | { type: 'remove'; ids: string[] }
   | { type: 'collect'; id: number; timeoutMs: number }
   | { type: 'run'; id: number; host: string; command: string; opts: RunOptionsWire }
-  | { type: 'exec'; id: number; hosts: string[]; command: string; opts: RunOptionsWire }
+  | { type: 'exec'; id: number; hosts: string[]; command: string; opts: ExecOptionsWire }
+  | { type: 'copy'; id: number; hosts: string[]; spec: CopySpec }
+  /** Stop the exec or copy request `target`: running commands get TERM, hosts not started an abort error. */
+  | { type: 'cancel'; target: number }
+  /** Stop every exec and copy, and KILL commands still exiting after TERM, now (a second Ctrl-C). */
+  | { type: 'hurry' }
   | { type: 'detail'; id: number; host: string; timeoutMs: number }
   | { type: 'status'; id: number }
   | { type: 'stop'; id: number }
@@ -89,7 +110,8 @@ export type ShardMessage =
   /** `packed`: the ready hosts with metrics as rows of a transferred buffer (packed.ts); `results`: the rest. */
   | { type: 'collect-result'; id: number; results: HostCollectResult[]; packed?: PackedCollectResults }
   | { type: 'run-result'; id: number; host: string; result?: RunResultWire; error?: SerializedError }
-  | { type: 'exec-items'; id: number; items: HostExecResult[]; done: boolean }
+  /** Results (and, for a streamed exec, output chunks, which come before their host's result) of an exec or copy. */
+  | { type: 'exec-items'; id: number; items: HostExecResult[]; chunks?: ExecChunk[]; done: boolean }
   | { type: 'detail-result'; id: number; host: string; detail?: HostDetail; error?: SerializedError }
   | { type: 'status-result'; id: number; statuses: HostStatus[]; stats: ShardStats }
   | { type: 'stopped'; id: number }
@@ -121,8 +143,28 @@ function isHostTarget(v: unknown, depth = 0): boolean {
   )
 }
 
+const isBytes = (v: unknown): boolean => v instanceof Uint8Array
+
 function isRunOptions(v: unknown): boolean {
-  return isObj(v) && optional(v.timeoutMs, isMs) && optional(v.maxOutputBytes, isMs) && optional(v.stdin, isStr)
+  return (
+    isObj(v) &&
+    optional(v.timeoutMs, isMs) &&
+    optional(v.maxOutputBytes, isMs) &&
+    optional(v.stdin, (x) => isStr(x) || isBytes(x)) &&
+    optional(v.stream, (x) => typeof x === 'boolean')
+  )
+}
+
+function isCopySpec(v: unknown): boolean {
+  return (
+    isObj(v) &&
+    (v.direction === 'put' || v.direction === 'get') &&
+    arrayOf(v.sources, isStr) &&
+    (v.sources as unknown[]).length > 0 &&
+    isStr(v.dest) &&
+    typeof v.recursive === 'boolean' &&
+    isMs(v.timeoutMs)
+  )
 }
 
 /** A serialized KayError as it crosses threads: a `KAY_*` code, a message, optional host and details. */
@@ -164,7 +206,19 @@ function isCollectResult(v: unknown): boolean {
 }
 
 function isExecItem(v: unknown): boolean {
-  return isObj(v) && isStr(v.host) && optional(v.result, isRunResult) && optional(v.error, isSerializedError)
+  return (
+    isObj(v) &&
+    isStr(v.host) &&
+    optional(v.result, isRunResult) &&
+    optional(v.error, isSerializedError) &&
+    optional(v.partial, (p) => isObj(p) && isStr(p.stdout) && isStr(p.stderr)) &&
+    optional(v.durationMs, isMs) &&
+    optional(v.copied, isObj)
+  )
+}
+
+function isChunk(v: unknown): boolean {
+  return isObj(v) && isStr(v.host) && (v.stream === 'stdout' || v.stream === 'stderr') && isBytes(v.data)
 }
 
 function isHostEvent(v: unknown): boolean {
@@ -179,6 +233,9 @@ const REQUEST_CHECKS: Record<string, (m: Obj) => boolean> = {
   collect: (m) => isId(m.id) && isMs(m.timeoutMs),
   run: (m) => isId(m.id) && isStr(m.host) && isStr(m.command) && isRunOptions(m.opts),
   exec: (m) => isId(m.id) && arrayOf(m.hosts, isStr) && isStr(m.command) && isRunOptions(m.opts),
+  copy: (m) => isId(m.id) && arrayOf(m.hosts, isStr) && isCopySpec(m.spec),
+  cancel: (m) => isId(m.target),
+  hurry: () => true,
   detail: (m) => isId(m.id) && isStr(m.host) && isMs(m.timeoutMs),
   status: (m) => isId(m.id),
   stop: (m) => isId(m.id),
@@ -191,7 +248,11 @@ const MESSAGE_CHECKS: Record<string, (m: Obj) => boolean> = {
     isId(m.id) && arrayOf(m.results, isCollectResult) && optional(m.packed, isPackedCollectResults),
   'run-result': (m) =>
     isId(m.id) && isStr(m.host) && optional(m.result, isRunResult) && optional(m.error, isSerializedError),
-  'exec-items': (m) => isId(m.id) && arrayOf(m.items, isExecItem) && typeof m.done === 'boolean',
+  'exec-items': (m) =>
+    isId(m.id) &&
+    arrayOf(m.items, isExecItem) &&
+    optional(m.chunks, (c) => arrayOf(c, isChunk)) &&
+    typeof m.done === 'boolean',
   'detail-result': (m) =>
     isId(m.id) && isStr(m.host) && optional(m.detail, isObj) && optional(m.error, isSerializedError),
   'status-result': (m) => isId(m.id) && arrayOf(m.statuses, isHostStatus) && isObj(m.stats),

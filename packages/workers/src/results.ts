@@ -18,8 +18,22 @@ export interface HostCollectResult {
   collectMode?: CollectMode
 }
 
+/** One host's outcome of an exec or a copy: a result or a typed error, never neither. */
 export interface HostExecResult {
   host: string
   result?: RunResultWire
   error?: SerializedError
+  /** Output received before `error` (timeout, output cap, abort, connection loss), when the output was not streamed. */
+  partial?: { stdout: string; stderr: string }
+  /** From the start of the host's command (or copy) to its end or failure, ms. */
+  durationMs?: number
+  /** What a copy moved (`kay cp` / `kay rcopy`). */
+  copied?: { files: number; directories: number; bytes: number }
+}
+
+/** Output of one host's command as it arrived (streamed exec), batched per shard per short window. */
+export interface ExecChunk {
+  host: string
+  stream: 'stdout' | 'stderr'
+  data: Uint8Array
 }

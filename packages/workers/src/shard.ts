@@ -5,11 +5,14 @@
  * `runShard` is transport-agnostic (it takes a port-like object) so tests can run a shard in-thread;
  * `shard-worker.ts` is the thread entry that binds it to `parentPort`.
  */
+import { setMaxListeners } from 'node:events'
 import {
+  AbortedError,
   type CollectDone,
   type Connector,
   type DialGate,
   directConnector,
+  getPaths,
   HostActor,
   HostCollector,
   type HostKeyVerifier,
@@ -18,11 +21,14 @@ import {
   type HostTarget,
   type Identity,
   loadIdentity,
+  putPaths,
+  STOP_GRACE_MS,
   toKayError,
   UnknownHostError,
 } from '@kay/core'
 import { CollectPacker, type CollectReply } from './packed.js'
 import type {
+  ExecChunk,
   HostCollectResult,
   HostEvent,
   HostExecResult,
@@ -46,8 +52,12 @@ export interface ShardDeps {
 
 /** Bound on commands in flight per shard for `exec` across hosts (each connection also caps its channels). */
 const EXEC_CONCURRENCY = 512
-/** exec results are flushed when this many are pending, or at the event window. */
+/** exec results are flushed when this many are pending, or at the output window. */
 const EXEC_BATCH = 200
+/** Streamed output is flushed when this many bytes are pending, or at the output window. */
+const EXEC_BATCH_BYTES = 256 * 1024
+/** How long exec results and output wait to share one message across the thread boundary, ms. */
+const EXEC_OUTPUT_WINDOW_MS = 20
 
 /** One managed host: its connection and its collector. */
 export interface ShardEntry {
@@ -122,6 +132,8 @@ export class Shard {
   readonly #identities = new Map<string, Promise<Identity>>()
   readonly #pendingEvents = new Map<string, HostEvent>()
   readonly #pendingPins: HostEvent[] = []
+  /** Exec and copy requests in progress, by request id: aborting one cancels it. */
+  readonly #fanOuts = new Map<number, AbortController>()
   #eventTimer: ReturnType<typeof setTimeout> | undefined
   #stopping = false
 
@@ -318,39 +330,105 @@ export class Shard {
     }
   }
 
+  /**
+   * Run a command on each host (at most EXEC_CONCURRENCY at once in this shard; each connection caps its channels).
+   * Streamed, output goes up as it arrives, batched with the results per short window; otherwise each host's
+   * output travels in its result, and what it printed before a failure in `partial`.
+   */
   async exec(req: ShardRequest & { type: 'exec' }): Promise<void> {
-    let pending: HostExecResult[] = []
-    let flushTimer: ReturnType<typeof setTimeout> | undefined
-    const flush = (done: boolean) => {
-      if (flushTimer) clearTimeout(flushTimer)
-      flushTimer = undefined
-      const items = pending
-      pending = []
-      if (items.length > 0 || done) this.#port.postMessage({ type: 'exec-items', id: req.id, items, done })
-    }
-    const push = (item: HostExecResult) => {
-      pending.push(item)
-      if (pending.length >= EXEC_BATCH) flush(false)
-      else if (!flushTimer) flushTimer = setTimeout(() => flush(false), this.#config.eventWindowMs)
-    }
+    const { stream = false, ...runOpts } = req.opts
+    await this.#fanOut(req.id, req.hosts, async (e, host, signal, push) => {
+      const out: Buffer[] = []
+      const err: Buffer[] = []
+      const onOutput = stream
+        ? (s: 'stdout' | 'stderr', chunk: Buffer) => push.chunk(host, s, chunk)
+        : (s: 'stdout' | 'stderr', chunk: Buffer) => (s === 'stdout' ? out : err).push(chunk)
+      const text = (b: Buffer[]) => Buffer.concat(b).toString('utf8')
+      try {
+        const result = await e.actor.run(req.command, { ...runOpts, signal, onOutput })
+        if (!stream) {
+          result.stdout = text(out)
+          result.stderr = text(err)
+        }
+        return { host, result }
+      } catch (error) {
+        const item: HostExecResult = { host, error: toKayError(error, host).toJSON() }
+        if (!stream && (out.length > 0 || err.length > 0)) item.partial = { stdout: text(out), stderr: text(err) }
+        return item
+      }
+    })
+  }
+
+  /** Copy files to or from each host over an SFTP session of its pooled connection (copy.ts has the rules). */
+  async copy(req: ShardRequest & { type: 'copy' }): Promise<void> {
+    const { spec } = req
+    await this.#fanOut(req.id, req.hosts, async (e, host, signal) => {
+      try {
+        const copied = await e.actor.withSftp(
+          (sftp) =>
+            spec.direction === 'put'
+              ? putPaths(sftp, host, spec.sources, spec.dest, { recursive: spec.recursive })
+              : getPaths(sftp, host, spec.sources, spec.dest, { recursive: spec.recursive }),
+          { timeoutMs: spec.timeoutMs, signal },
+        )
+        return { host, result: { stdout: '', stderr: '', exitCode: 0, signal: null, durationMs: 0 }, copied }
+      } catch (error) {
+        return { host, error: toKayError(error, host).toJSON() }
+      }
+    })
+  }
+
+  /**
+   * The common shape of exec and copy: each host once, EXEC_CONCURRENCY at a time, results (and chunks) batched
+   * per short window; a `cancel` for `id` aborts the hosts in progress and answers the rest as not started.
+   */
+  async #fanOut(
+    id: number,
+    hosts: string[],
+    one: (e: ShardEntry, host: string, signal: AbortSignal, push: ExecBatcher) => Promise<HostExecResult>,
+  ): Promise<void> {
+    const ac = new AbortController()
+    // Every host in progress listens to it (up to EXEC_CONCURRENCY): not a leak, so no warning on stderr.
+    setMaxListeners(EXEC_CONCURRENCY + 1, ac.signal)
+    this.#fanOuts.set(id, ac)
+    const batch = new ExecBatcher(this.#port, id, EXEC_OUTPUT_WINDOW_MS)
     let next = 0
     const worker = async () => {
-      while (next < req.hosts.length) {
-        const host = req.hosts[next++]!
+      while (next < hosts.length) {
+        const host = hosts[next++]!
         const e = this.#hosts.get(host)
         if (!e) {
-          push({ host, error: unknownHost(host) })
+          batch.item({ host, error: unknownHost(host) })
           continue
         }
-        try {
-          push({ host, result: await e.actor.run(req.command, req.opts) })
-        } catch (err) {
-          push({ host, error: toKayError(err, host).toJSON() })
+        if (ac.signal.aborted) {
+          batch.item({ host, error: interrupted(host, 'before it started') })
+          continue
         }
+        const started = Date.now()
+        const item = await one(e, host, ac.signal, batch)
+        item.durationMs = Date.now() - started
+        if (item.result) item.result.durationMs = item.durationMs
+        batch.item(item)
       }
     }
-    await Promise.all(Array.from({ length: Math.min(EXEC_CONCURRENCY, req.hosts.length) }, worker))
-    flush(true)
+    try {
+      await Promise.all(Array.from({ length: Math.min(EXEC_CONCURRENCY, hosts.length) }, worker))
+    } finally {
+      this.#fanOuts.delete(id)
+      batch.done()
+    }
+  }
+
+  /** Stop an exec or copy in progress (a Ctrl-C): its running commands get TERM, its waiting hosts an abort error. */
+  cancel(target: number): void {
+    this.#fanOuts.get(target)?.abort()
+  }
+
+  /** A second Ctrl-C: stop everything in progress and KILL the commands still exiting after TERM, now. */
+  hurry(): void {
+    for (const ac of this.#fanOuts.values()) ac.abort()
+    for (const e of this.#hosts.values()) e.actor.killStopping()
   }
 
   async detail(id: number, host: string, timeoutMs: number): Promise<void> {
@@ -388,6 +466,16 @@ export class Shard {
     this.#stopping = true
     if (this.#eventTimer) clearTimeout(this.#eventTimer)
     this.#eventTimer = undefined
+    // Commands stopped by an interrupt or a deadline have had TERM: give them the grace to exit before the
+    // connections close (closing KILLs whatever is left).
+    for (const ac of this.#fanOuts.values()) ac.abort()
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, STOP_GRACE_MS)
+      void Promise.all([...this.#hosts.values()].map((e) => e.actor.stopped())).then(() => {
+        clearTimeout(t)
+        resolve()
+      })
+    })
     await this.remove([...this.#hosts.keys()])
     await Promise.all([...this.#jumps.values()].map((j) => j.close()))
     this.#jumps.clear()
@@ -414,6 +502,15 @@ export class Shard {
       case 'exec':
         void this.exec(req)
         return
+      case 'copy':
+        void this.copy(req)
+        return
+      case 'cancel':
+        this.cancel(req.target)
+        return
+      case 'hurry':
+        this.hurry()
+        return
       case 'detail':
         void this.detail(req.id, req.host, req.timeoutMs)
         return
@@ -431,6 +528,75 @@ export class Shard {
         })
         return
     }
+  }
+}
+
+function interrupted(host: string, when: string) {
+  return new AbortedError(`${host}: interrupted ${when}`, { host }).toJSON()
+}
+
+/**
+ * Results and output chunks of one exec or copy, batched per short window across the thread boundary: a message
+ * goes up when EXEC_BATCH results or EXEC_BATCH_BYTES of output are pending, or when the window ends, never one per
+ * chunk. Consecutive chunks of one host's stream are joined. A host's chunks always precede its result.
+ */
+class ExecBatcher {
+  #items: HostExecResult[] = []
+  /** Pending output, in arrival order; a host's consecutive chunks of one stream are kept together as parts. */
+  #chunks: Array<{ host: string; stream: 'stdout' | 'stderr'; parts: Buffer[] }> = []
+  #bytes = 0
+  #timer: ReturnType<typeof setTimeout> | undefined
+
+  constructor(
+    private readonly port: ShardPort,
+    private readonly id: number,
+    private readonly windowMs: number,
+  ) {}
+
+  chunk(host: string, stream: 'stdout' | 'stderr', data: Buffer): void {
+    const last = this.#chunks.at(-1)
+    if (last !== undefined && last.host === host && last.stream === stream) last.parts.push(data)
+    else this.#chunks.push({ host, stream, parts: [data] })
+    this.#bytes += data.length
+    if (this.#bytes >= EXEC_BATCH_BYTES) this.#flush(false)
+    else this.#arm()
+  }
+
+  item(item: HostExecResult): void {
+    this.#items.push(item)
+    if (this.#items.length >= EXEC_BATCH) this.#flush(false)
+    else this.#arm()
+  }
+
+  done(): void {
+    this.#flush(true)
+  }
+
+  #arm(): void {
+    this.#timer ??= setTimeout(() => this.#flush(false), this.windowMs)
+  }
+
+  #flush(done: boolean): void {
+    if (this.#timer) clearTimeout(this.#timer)
+    this.#timer = undefined
+    if (this.#items.length === 0 && this.#chunks.length === 0 && !done) return
+    const msg: ShardMessage = { type: 'exec-items', id: this.id, items: this.#items, done }
+    if (this.#chunks.length > 0) {
+      // One copy per run of chunks, into bytes of its own (ssh2's buffers may be slices of a pooled one).
+      msg.chunks = this.#chunks.map((c): ExecChunk => {
+        const data = new Uint8Array(c.parts.reduce((n, p) => n + p.length, 0))
+        let at = 0
+        for (const p of c.parts) {
+          data.set(p, at)
+          at += p.length
+        }
+        return { host: c.host, stream: c.stream, data }
+      })
+    }
+    this.#items = []
+    this.#chunks = []
+    this.#bytes = 0
+    this.port.postMessage(msg)
   }
 }
 

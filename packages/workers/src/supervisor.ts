@@ -3,6 +3,7 @@ import { availableParallelism, homedir } from 'node:os'
 import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import {
+  AbortedError,
   ClosedError,
   ConfigError,
   DEFAULT_BACKOFF,
@@ -15,6 +16,7 @@ import {
   type KayError,
   type SerializedError,
   ShardRestartedError,
+  SkippedError,
   type StreamFlavour,
   SupervisorFatalError,
   TimeoutError,
@@ -25,6 +27,8 @@ import { buildIdentity } from './deps.js'
 import { shardOf } from './hash.js'
 import { unpackCollectResults } from './packed.js'
 import {
+  type CopySpec,
+  type ExecChunk,
   type HostCollectResult,
   type HostExecResult,
   PROTOCOL_VERSION,
@@ -100,6 +104,38 @@ export interface ExecResult {
   host: string
   result?: RunResultWire
   error?: KayError
+  /** Output received before `error` (timeout, output cap, interrupt, connection loss), when not streamed. */
+  partial?: { stdout: string; stderr: string }
+  /** From the start of the host's command (or copy) to its end or failure, ms; 0 when it never started. */
+  durationMs: number
+  /** What a copy moved. */
+  copied?: { files: number; directories: number; bytes: number }
+}
+
+/** What {@link Supervisor.execStream} yields: output as it arrives (streamed), then each host's result, once. */
+export type ExecEvent =
+  | { type: 'output'; host: string; stream: 'stdout' | 'stderr'; data: Uint8Array }
+  | { type: 'result'; result: ExecResult }
+
+/** How exec and copy go through the fleet. */
+export interface FanOutOptions {
+  /** Commands in flight at once, fleet-wide (`--batch`). Absent or 0: every host at once (each connection still caps its channels). */
+  batch?: number | undefined
+  /** Start no further host once this many have failed (non-zero exit, signal or error); the rest get KAY_SKIPPED. */
+  stopAfterFailures?: number | undefined
+  /** Interrupt: running commands get TERM (then KILL after the grace) and close; hosts not started get KAY_ABORTED. */
+  signal?: AbortSignal | undefined
+}
+
+export interface ExecOptions extends RunOptionsWire, FanOutOptions {
+  /** Deliver output as it arrives (`output` events of {@link Supervisor.execStream}) instead of in each result. */
+  stream?: boolean
+}
+
+/** Whether a host's result counts as a failure for `stopAfterFailures`. */
+function failed(r: ExecResult): boolean {
+  if (r.error) return r.error.code !== 'KAY_SKIPPED'
+  return r.result?.exitCode !== 0
 }
 
 export interface SupervisorStats {
@@ -139,7 +175,7 @@ export interface SupervisorEvents {
 type Pending = {
   resolve: (m: ShardMessage) => void
   reject: (e: KayError) => void
-  onItems?: (items: HostExecResult[], done: boolean) => void
+  onItems?: (items: HostExecResult[], done: boolean, chunks?: ExecChunk[]) => void
 }
 
 interface ShardHandle {
@@ -296,7 +332,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       case 'exec-items': {
         const p = s.pending.get(m.id)
         if (!p) return
-        p.onItems?.(m.items, m.done)
+        p.onItems?.(m.items, m.done, m.chunks)
         if (m.done) {
           s.pending.delete(m.id)
           p.resolve(m)
@@ -431,56 +467,178 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     return m.result!
   }
 
-  /** Run a command on many hosts; results arrive as they complete. Every host yields exactly one result. */
-  async *exec(hosts: string[], command: string, opts: RunOptionsWire = {}): AsyncIterable<ExecResult> {
-    this.#check()
-    const queue: ExecResult[] = []
-    let wake: (() => void) | undefined
-    let remaining = 0
-    const byShard = new Map<ShardHandle, string[]>()
-    for (const host of new Set(hosts)) {
-      const s = this.#shards[shardOf(host, this.#shards.length)]!
-      if (!s.hosts.has(host)) {
-        queue.push({ host, error: new UnknownHostError(`${host}: not managed by this supervisor`, { host }) })
-        continue
-      }
-      const list = byShard.get(s) ?? []
-      list.push(host)
-      byShard.set(s, list)
+  /**
+   * Run a command on many hosts; results arrive as they complete. Every host yields exactly one result: its
+   * command's result, or a typed error with what it printed before (`partial`).
+   */
+  async *exec(hosts: string[], command: string, opts: ExecOptions = {}): AsyncIterable<ExecResult> {
+    for await (const e of this.execStream(hosts, command, { ...opts, stream: false })) {
+      if (e.type === 'result') yield e.result
     }
-    remaining = byShard.size
-    for (const [s, list] of byShard) {
+  }
+
+  /**
+   * Run a command on many hosts as {@link exec} does; with `stream: true` each host's output is yielded as it
+   * arrives (`output` events, batched per shard per short window across threads), before that host's `result`.
+   * `batch` bounds the commands in flight fleet-wide; `stopAfterFailures` ends a rolling run; `signal` interrupts.
+   */
+  execStream(hosts: string[], command: string, opts: ExecOptions = {}): AsyncIterable<ExecEvent> {
+    this.#check()
+    const { batch, stopAfterFailures, signal, ...wire } = opts
+    return this.#fanOut(hosts, (id, list) => ({ type: 'exec', id, hosts: list, command, opts: wire }), {
+      batch,
+      stopAfterFailures,
+      signal,
+    })
+  }
+
+  /**
+   * Copy files to (`put`) or from (`get`) many hosts over SFTP sessions of their pooled connections. Yields one
+   * result per host as it completes (`copied` counts what moved); same batching and interruption as exec.
+   */
+  async *copy(hosts: string[], spec: CopySpec, opts: FanOutOptions = {}): AsyncIterable<ExecResult> {
+    this.#check()
+    for await (const e of this.#fanOut(hosts, (id, list) => ({ type: 'copy', id, hosts: list, spec }), opts)) {
+      if (e.type === 'result') yield e.result
+    }
+  }
+
+  /**
+   * A second Ctrl-C: every exec and copy in progress stops now, and commands still exiting after TERM get KILL at
+   * once instead of after the grace. Fire and forget (each shard acts as soon as it reads it).
+   */
+  hurry(): void {
+    for (const s of this.#shards) s.worker?.postMessage({ type: 'hurry' } satisfies ShardRequest)
+  }
+
+  /**
+   * The scheduler behind exec and copy. Hosts start in the given order; with `batch` at most that many are in flight
+   * fleet-wide (counted here, where every result arrives, and refilled as each completes); once
+   * `stopAfterFailures` hosts failed no further host starts (KAY_SKIPPED); on `signal` the shards stop their hosts
+   * (cancel) and the rest are answered KAY_ABORTED. Every host gets exactly one result, whatever happens to its shard.
+   */
+  async *#fanOut(
+    hosts: string[],
+    request: (id: number, hosts: string[]) => ShardRequest & { id: number },
+    opts: FanOutOptions,
+  ): AsyncIterable<ExecEvent> {
+    const order = [...new Set(hosts)]
+    const batch = opts.batch !== undefined && opts.batch > 0 ? opts.batch : Number.POSITIVE_INFINITY
+    const stopAfter = opts.stopAfterFailures
+    const queue: ExecEvent[] = []
+    let wake: (() => void) | undefined
+    let next = 0
+    let inFlight = 0
+    let failures = 0
+    let outstanding = 0
+    let stopped: 'skip' | 'abort' | undefined
+    const live = new Map<number, ShardHandle>()
+    const push = (e: ExecEvent) => {
+      queue.push(e)
+      wake?.()
+    }
+    const result = (host: string, item: Omit<HostExecResult, 'host'>): ExecResult => {
+      const r: ExecResult = { host, durationMs: item.durationMs ?? 0 }
+      if (item.result) r.result = item.result
+      if (item.error) r.error = errorFromJSON(item.error)
+      if (item.partial) r.partial = item.partial
+      if (item.copied) r.copied = item.copied
+      return r
+    }
+    const dispatch = () => {
+      if (stopped !== undefined) {
+        for (; next < order.length; next++) {
+          const host = order[next]!
+          const error =
+            stopped === 'abort'
+              ? new AbortedError(`${host}: interrupted before it started`, { host })
+              : new SkippedError(`${host}: not run: the rolling run stopped after ${failures} failed host(s)`, {
+                  host,
+                })
+          push({ type: 'result', result: { host, error, durationMs: 0 } })
+        }
+        return
+      }
+      const byShard = new Map<ShardHandle, string[]>()
+      while (next < order.length && inFlight < batch) {
+        const host = order[next++]!
+        const s = this.#shards[shardOf(host, this.#shards.length)]!
+        if (!s.hosts.has(host)) {
+          push({
+            type: 'result',
+            result: {
+              host,
+              error: new UnknownHostError(`${host}: not managed by this supervisor`, { host }),
+              durationMs: 0,
+            },
+          })
+          continue
+        }
+        inFlight++
+        const list = byShard.get(s) ?? []
+        list.push(host)
+        byShard.set(s, list)
+      }
+      for (const [s, list] of byShard) send(s, list)
+    }
+    const send = (s: ShardHandle, list: string[]) => {
+      const id = this.#nextId++
       const seen = new Set<string>()
-      const onItems = (items: HostExecResult[]) => {
+      const onItems = (items: HostExecResult[], _done: boolean, chunks?: ExecChunk[]) => {
+        for (const c of chunks ?? []) push({ type: 'output', host: c.host, stream: c.stream, data: c.data })
         for (const it of items) {
+          if (seen.has(it.host)) continue
           seen.add(it.host)
-          const r: ExecResult = { host: it.host }
-          if (it.result) r.result = it.result
-          if (it.error) r.error = errorFromJSON(it.error)
-          queue.push(r)
+          inFlight--
+          const r = result(it.host, it)
+          if (failed(r)) failures++
+          push({ type: 'result', result: r })
         }
+        if (stopped === undefined && stopAfter !== undefined && failures >= stopAfter) stopped = 'skip'
+        dispatch()
+      }
+      const settle = (err?: KayError) => {
+        live.delete(id)
+        for (const h of list) {
+          if (seen.has(h)) continue
+          seen.add(h)
+          inFlight--
+          const e = err ?? new ShardRestartedError(`shard ${s.index} ended the request without a result`)
+          push({ type: 'result', result: { host: h, error: errorFromJSON({ ...e.toJSON(), host: h }), durationMs: 0 } })
+        }
+        outstanding--
+        dispatch()
         wake?.()
       }
-      const finish = (err?: KayError) => {
-        if (err) {
-          for (const h of list)
-            if (!seen.has(h)) queue.push({ host: h, error: errorFromJSON({ ...err.toJSON(), host: h }) })
-        }
-        remaining--
-        wake?.()
-      }
-      this.#request(s, { type: 'exec', id: this.#nextId++, hosts: list, command, opts }, { onItems }).then(
-        () => finish(),
-        (err: KayError) => finish(err),
+      outstanding++
+      live.set(id, s)
+      this.#request(s, request(id, list), { onItems }).then(
+        () => settle(),
+        (err: KayError) => settle(err),
       )
     }
-    for (;;) {
-      while (queue.length > 0) yield queue.shift()!
-      if (remaining === 0) return
-      await new Promise<void>((r) => {
-        wake = r
-      })
-      wake = undefined
+    const onAbort = () => {
+      if (stopped === 'abort') return
+      stopped = 'abort'
+      for (const [id, s] of live) s.worker?.postMessage({ type: 'cancel', target: id } satisfies ShardRequest)
+      dispatch()
+    }
+    if (opts.signal?.aborted) onAbort()
+    else opts.signal?.addEventListener('abort', onAbort, { once: true })
+    try {
+      dispatch()
+      for (;;) {
+        while (queue.length > 0) yield queue.shift()!
+        if (outstanding === 0 && next >= order.length) return
+        await new Promise<void>((r) => {
+          wake = r
+        })
+        wake = undefined
+      }
+    } finally {
+      opts.signal?.removeEventListener('abort', onAbort)
+      // A consumer that stopped early (break, an exception) leaves nothing running behind it.
+      for (const [id, s] of live) s.worker?.postMessage({ type: 'cancel', target: id } satisfies ShardRequest)
     }
   }
 

@@ -64,6 +64,27 @@ const REQUESTS: Array<[ShardRequest, string[]]> = [
     { type: 'exec', id: 3, hosts: ['web001', 'db001'], command: 'cat', opts: { stdin: 'x', maxOutputBytes: 1024 } },
     ['id', 'hosts', 'command', 'opts'],
   ],
+  [
+    {
+      type: 'exec',
+      id: 7,
+      hosts: ['web001'],
+      command: 'cat',
+      opts: { stdin: new Uint8Array([104, 105, 10]), stream: true },
+    },
+    ['id', 'hosts', 'command', 'opts'],
+  ],
+  [
+    {
+      type: 'copy',
+      id: 8,
+      hosts: ['web001'],
+      spec: { direction: 'put', sources: ['/etc/hosts'], dest: '/tmp', recursive: false, timeoutMs: 30_000 },
+    },
+    ['id', 'hosts', 'spec'],
+  ],
+  [{ type: 'cancel', target: 7 }, ['target']],
+  [{ type: 'hurry' }, []],
   [{ type: 'detail', id: 4, host: 'web001', timeoutMs: 10_000 }, ['id', 'host', 'timeoutMs']],
   [{ type: 'status', id: 5 }, ['id']],
   [{ type: 'stop', id: 6 }, ['id']],
@@ -107,6 +128,19 @@ const MESSAGES: Array<[ShardMessage, string[]]> = [
         { host: 'sim0002', error: notReady },
       ],
       done: true,
+    },
+    ['id', 'items', 'done'],
+  ],
+  [
+    {
+      type: 'exec-items',
+      id: 7,
+      items: [
+        { host: 'sim0001', error: notReady, partial: { stdout: 'half', stderr: '' }, durationMs: 1000 },
+        { host: 'sim0002', result: runResult, copied: { files: 1, directories: 0, bytes: 3 }, durationMs: 4 },
+      ],
+      chunks: [{ host: 'sim0001', stream: 'stdout', data: new Uint8Array([104, 97, 108, 102]) }],
+      done: false,
     },
     ['id', 'items', 'done'],
   ],
@@ -170,13 +204,35 @@ const arbTarget = fc.record(
   { id: str, hostname: str, port: fc.integer({ min: 1, max: 65_535 }), user: str, connectTimeoutMs: fc.nat() },
   { requiredKeys: ['id', 'hostname', 'port', 'user'] },
 )
-const arbOpts = fc.record({ timeoutMs: fc.nat(), maxOutputBytes: fc.nat(), stdin: fc.string() }, { requiredKeys: [] })
+const arbOpts = fc.record(
+  {
+    timeoutMs: fc.nat(),
+    maxOutputBytes: fc.nat(),
+    stdin: fc.oneof(fc.string(), fc.uint8Array({ maxLength: 8 })),
+    stream: fc.boolean(),
+  },
+  { requiredKeys: [] },
+)
 const arbRequest: fc.Arbitrary<ShardRequest> = fc.oneof(
   fc.record({ type: fc.constant('add' as const), hosts: fc.array(arbTarget, { maxLength: 5 }) }),
   fc.record({ type: fc.constant('remove' as const), ids: fc.array(str, { maxLength: 5 }) }),
   fc.record({ type: fc.constant('collect' as const), id, timeoutMs: fc.nat() }),
   fc.record({ type: fc.constant('run' as const), id, host: str, command: fc.string(), opts: arbOpts }),
   fc.record({ type: fc.constant('exec' as const), id, hosts: fc.array(str), command: fc.string(), opts: arbOpts }),
+  fc.record({
+    type: fc.constant('copy' as const),
+    id,
+    hosts: fc.array(str),
+    spec: fc.record({
+      direction: fc.constantFrom('put' as const, 'get' as const),
+      sources: fc.array(str, { minLength: 1, maxLength: 3 }),
+      dest: str,
+      recursive: fc.boolean(),
+      timeoutMs: fc.nat(),
+    }),
+  }),
+  fc.record({ type: fc.constant('cancel' as const), target: id }),
+  fc.record({ type: fc.constant('hurry' as const) }),
   fc.record({ type: fc.constant('detail' as const), id, host: str, timeoutMs: fc.nat() }),
   fc.record({ type: fc.constantFrom('status' as const, 'stop' as const), id }),
   fc.record({ type: fc.constant('crash' as const), how: fc.constantFrom('throw' as const, 'exit' as const) }),
@@ -207,9 +263,23 @@ const arbMessage: fc.Arbitrary<ShardMessage> = fc.oneof(
   fc.record({
     type: fc.constant('exec-items' as const),
     id,
-    items: fc.array(fc.record({ host: str, result: arbRunResult, error: arbError }, { requiredKeys: ['host'] }), {
-      maxLength: 5,
-    }),
+    items: fc.array(
+      fc.record(
+        {
+          host: str,
+          result: arbRunResult,
+          error: arbError,
+          partial: fc.record({ stdout: fc.string(), stderr: fc.string() }),
+          durationMs: fc.nat(),
+        },
+        { requiredKeys: ['host'] },
+      ),
+      { maxLength: 5 },
+    ),
+    chunks: fc.array(
+      fc.record({ host: str, stream: fc.constantFrom('stdout' as const, 'stderr' as const), data: fc.uint8Array() }),
+      { maxLength: 3 },
+    ),
     done: fc.boolean(),
   }),
   fc.record(
@@ -288,7 +358,8 @@ describe('the worker wire protocol decoder', () => {
     ]
     fc.assert(
       fc.property(
-        fc.constantFrom(...all),
+        // A message with no fields of its own (`hurry`) has nothing to break.
+        fc.constantFrom(...all.filter(([, required]) => required.length > 0)),
         fc.nat(),
         wrong,
         fc.boolean(),

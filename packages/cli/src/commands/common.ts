@@ -3,12 +3,23 @@ import { userInfo } from 'node:os'
 import { defaultPinFile, defaultUserKnownHostsFiles, type HostStatus, type HostTarget } from '@kay/core'
 import { Supervisor, type SupervisorOptions } from '@kay/workers'
 import type { ConnectionOptions } from '../args.js'
+import { fixHint } from '../ui/collate.js'
 
 export interface Io {
   out: NodeJS.WritableStream & { isTTY?: boolean; columns?: number; rows?: number }
   err: NodeJS.WritableStream
-  /** Set by the SIGINT handler: commands stop at the next opportunity. */
+  /** Set by the first Ctrl-C / SIGTERM, or a closed stdout: commands stop at once (remote commands get TERM). */
   signal: AbortSignal
+  /** Set by a second Ctrl-C: remote commands still exiting get KILL now. */
+  hurry: AbortSignal
+}
+
+/** The abort reason when stdout's reader went away (EPIPE): kay ends quietly, printing nothing more. */
+export const READER_GONE = 'the reader of stdout went away'
+
+/** Whether kay is ending because nobody reads its output any more. */
+export function readerGone(io: Pick<Io, 'signal'>): boolean {
+  return io.signal.aborted && io.signal.reason === READER_GONE
 }
 
 /** Options a command passes to the supervisor, derived from the connection flags. */
@@ -51,28 +62,66 @@ export async function waitSettled(sup: Supervisor, ms: number, signal: AbortSign
   }
 }
 
-export async function withSupervisor<T>(
-  opts: SupervisorOptions,
-  io: Io,
-  fn: (sup: Supervisor) => Promise<T>,
-): Promise<T> {
-  const sup = await Supervisor.start(opts)
-  const onFatal = (err: Error) => io.err.write(`kay: ${err.message}\n`)
-  sup.on('fatal', onFatal)
-  sup.on('pinned', (p) => io.err.write(`kay: pinned host key of ${p.host} (${p.fingerprint})\n`))
-  try {
-    return await fn(sup)
-  } finally {
-    await sup.stop({ timeoutMs: 3000 })
+/**
+ * Where a command's diagnostics go (host keys pinned, a fatal supervisor error): stderr, one line each, unless a view
+ * that owns the terminal (the live table) captures them for its status line while it runs.
+ */
+export class Notices {
+  readonly #err: NodeJS.WritableStream
+  readonly #quiet: () => boolean
+  #sink: ((line: string) => void) | undefined
+
+  constructor(err: NodeJS.WritableStream, quiet: () => boolean = () => false) {
+    this.#err = err
+    this.#quiet = quiet
+  }
+
+  /** One diagnostic, without the `kay: ` prefix. */
+  say(line: string): void {
+    if (this.#quiet()) return
+    if (this.#sink) this.#sink(line)
+    else this.#err.write(`kay: ${line}\n`)
+  }
+
+  /** Send diagnostics to `sink` until the returned function is called. */
+  capture(sink: (line: string) => void): () => void {
+    this.#sink = sink
+    return () => {
+      if (this.#sink === sink) this.#sink = undefined
+    }
   }
 }
 
+export async function withSupervisor<T>(
+  opts: SupervisorOptions,
+  io: Io,
+  fn: (sup: Supervisor, notices: Notices) => Promise<T>,
+): Promise<T> {
+  const sup = await Supervisor.start(opts)
+  const notices = new Notices(io.err, () => readerGone(io))
+  sup.on('fatal', (err: Error) => notices.say(err.message))
+  sup.on('pinned', (p) => notices.say(`pinned host key of ${p.host} (${p.fingerprint})`))
+  // A second Ctrl-C: commands still exiting after TERM get KILL now.
+  const onHurry = () => sup.hurry()
+  io.hurry.addEventListener('abort', onHurry, { once: true })
+  try {
+    return await fn(sup, notices)
+  } finally {
+    await sup.stop({ timeoutMs: 3000 })
+    io.hurry.removeEventListener('abort', onHurry)
+  }
+}
+
+/** `--batch-fail` as a host count: N, or P% of `hosts` rounded up (at least one). */
+export function stopAfterFailures(
+  fail: { count: number } | { percent: number } | undefined,
+  hosts: number,
+): number | undefined {
+  if (fail === undefined) return undefined
+  if ('count' in fail) return fail.count
+  return Math.max(1, Math.ceil((fail.percent * hosts) / 100))
+}
+
 export function errorLine(host: string, err: { code: string; message: string }): string {
-  const hint =
-    err.code === 'KAY_HOST_KEY_MISMATCH'
-      ? ` (check the change, then: kay trust repin ${host})`
-      : err.code === 'KAY_AUTH_FAILED'
-        ? ' (check -i KEY, -l USER and the agent)'
-        : ''
-  return `kay: ${host}: ${err.code}: ${err.message.replace(`${host}: `, '')}${hint}`
+  return `kay: ${host}: ${err.code}: ${err.message.replace(`${host}: `, '')}${fixHint(host, err)}`
 }

@@ -38,10 +38,12 @@ export async function cmdFleet(
   targets: HostTarget[],
   extra: Partial<SupervisorOptions> = {},
 ): Promise<ExitCode> {
-  return withSupervisor(supervisorOptions(conn, targets, extra), io, async (sup) => {
+  return withSupervisor(supervisorOptions(conn, targets, extra), io, async (sup, notices) => {
     const interactive = io.out.isTTY === true && !cmd.json && process.stdin.isTTY === true
-    if (interactive)
-      return runTui(sup, { intervalMs: cmd.intervalMs, ticks: cmd.ticks, signal: io.signal, out: io.out })
+    if (interactive) {
+      const tui = { intervalMs: cmd.intervalMs, ticks: cmd.ticks, signal: io.signal, out: io.out, notices, err: io.err }
+      return runTui(sup, tui)
+    }
     let last: CollectTick | undefined
     let n = 0
     while (!io.signal.aborted && (cmd.ticks === undefined || n < cmd.ticks)) {

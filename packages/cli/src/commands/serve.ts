@@ -12,11 +12,15 @@ import { type Io, supervisorOptions, withSupervisor } from './common.js'
 export async function cmdServe(cmd: ParsedCommand & { command: 'serve' }, io: Io): Promise<ExitCode> {
   // Loopback-only unless --allow-non-loopback: enforced by the argument parser (args.ts).
   const hosts = await resolveHosts(cmd.hosts, cmd.connection)
+  // The endpoint first: a port in use is one line and exit 1, before any host is dialed.
+  const metrics = createServeMetrics()
+  let firstTickDone = false
+  const http = await startHttp(metrics, cmd.listen, () => firstTickDone).catch((err: unknown) => {
+    metrics.close()
+    throw err
+  })
   return withSupervisor(supervisorOptions(cmd.connection, hosts), io, async (sup) => {
-    const metrics = createServeMetrics()
     sup.on('host', (s) => metrics.onHost(s))
-    let firstTickDone = false
-    const http = await startHttp(metrics, cmd.listen, () => firstTickDone)
     io.err.write(`kay: serving http://${http.address.host}:${http.address.port}/metrics for ${hosts.length} hosts\n`)
     let reloading = false
     const onHup = () => {
@@ -44,9 +48,10 @@ export async function cmdServe(cmd: ParsedCommand & { command: 'serve' }, io: Io
       }
     } finally {
       process.off('SIGHUP', onHup)
-      await http.close()
-      metrics.close()
     }
     return EXIT.ok
+  }).finally(async () => {
+    await http.close()
+    metrics.close()
   })
 }

@@ -20,9 +20,17 @@ export async function cmdTop(cmd: ParsedCommand & { command: 'top' }, io: Io): P
   const host = hosts[0]
   if (!host || hosts.length !== 1)
     throw new ConfigError(`kay top takes exactly one host, '${cmd.host}' selects ${hosts.length}`)
-  return withSupervisor(supervisorOptions(cmd.connection, hosts), io, async (sup) => {
+  return withSupervisor(supervisorOptions(cmd.connection, hosts), io, async (sup, notices) => {
     if (io.out.isTTY === true && process.stdin.isTTY === true) {
-      return runTui(sup, { intervalMs: cmd.intervalMs, signal: io.signal, out: io.out, detailHost: host.id })
+      const tui = {
+        intervalMs: cmd.intervalMs,
+        signal: io.signal,
+        out: io.out,
+        detailHost: host.id,
+        notices,
+        err: io.err,
+      }
+      return runTui(sup, tui)
     }
     await waitSettled(sup, cmd.connection.connectTimeoutMs + 1000, io.signal)
     const status = sup.statuses()[0]

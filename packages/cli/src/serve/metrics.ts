@@ -5,9 +5,11 @@
  * cached text, so a scrape costs the same at 10 hosts or 10,000. Prometheus (or any OpenMetrics scraper) is the
  * aggregation engine across collectors split with `--shard i/N`.
  */
+
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
-import type { ActorState, HostStatus, HostTarget } from '@kay/core'
+import type { ActorState, HostStatus, HostTarget, KayError } from '@kay/core'
+import { ConfigError } from '@kay/core'
 import type { CollectTick, Supervisor } from '@kay/workers'
 import { Counter, Gauge, Histogram, Registry } from 'prom-client'
 
@@ -170,6 +172,20 @@ export interface ServeHandle {
 }
 
 /** The HTTP side: /metrics (cached exposition), /healthz (process alive), /readyz (first tick done). */
+/** Why `--listen` failed, as one line with the fix (a port in use is the usual case). */
+function listenError(listen: { host: string; port: number }, err: NodeJS.ErrnoException): KayError {
+  const where = `${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${listen.port}`
+  const why =
+    err.code === 'EADDRINUSE'
+      ? 'the address is already in use (another kay serve or exporter?); choose a free port with --listen ADDR:PORT'
+      : err.code === 'EACCES'
+        ? 'permission denied (ports below 1024 need privileges); choose a port above 1024 with --listen'
+        : err.code === 'EADDRNOTAVAIL'
+          ? 'no interface of this machine has that address; check --listen'
+          : `${err.code ?? err.message}`
+  return new ConfigError(`--listen ${where}: cannot listen: ${why}`)
+}
+
 export function startHttp(
   metrics: ServeMetrics,
   listen: { host: string; port: number },
@@ -197,9 +213,10 @@ export function startHttp(
   server.headersTimeout = 10_000
   server.requestTimeout = 10_000
   return new Promise((resolve, reject) => {
-    server.once('error', reject)
+    const onError = (err: NodeJS.ErrnoException) => reject(listenError(listen, err))
+    server.once('error', onError)
     server.listen(listen.port, listen.host, () => {
-      server.off('error', reject)
+      server.off('error', onError)
       const a = server.address()
       const port = typeof a === 'object' && a ? a.port : listen.port
       resolve({

@@ -5,6 +5,8 @@
  * - `--collate`: hosts with identical output and exit status grouped under one folded host list
  *   (`web[01-05,07]`), dshbak -c style, printed when all hosts are done.
  * - `--json`: one NDJSON object per host.
+ * - `--diff`: each distinct output as a unified diff against the reference one (diff.ts).
+ * In every mode a failed host also gets one closing line on stderr ({@link failureLine}), as pdsh prints.
  */
 import { StringDecoder } from 'node:string_decoder'
 import { foldHosts } from '@kay/core'
@@ -17,6 +19,8 @@ export interface ExecResult {
   ok: boolean
   /** The remote exit status; null when it did not exit normally (signal, timeout, connection error). */
   exitCode: number | null
+  /** The signal that ended the command (`TERM`, `KILL`…), when one did. */
+  signal?: string | null
   stdout: string
   stderr: string
   durationMs: number
@@ -32,14 +36,20 @@ export interface CollateGroup {
   stdout: string
   stderr: string
   exitCode: number | null
-  /** The error, with this group's host names replaced by `<host>` so that per-host messages still group. */
+  signal?: string | null
+  /** The error, its message without the host's own name, so that per-host messages group. */
   error?: { code: string; message: string }
 }
 
 const collator = new Intl.Collator('en', { numeric: true })
 
+/** Stands for a host's own name inside a grouped error message; rendered back as the group's folded host list. */
+const SELF = '\u0000host\u0000'
+
 function errorKeyMessage(host: string, message: string): string {
-  return host === '' ? message : message.split(host).join('<host>')
+  if (host === '') return message
+  const own = message.startsWith(`${host}: `) ? message.slice(host.length + 2) : message
+  return own.split(host).join(SELF)
 }
 
 /**
@@ -51,10 +61,18 @@ export function collateResults(results: readonly ExecResult[]): CollateGroup[] {
   for (const r of results) {
     const error =
       r.error === undefined ? undefined : { code: r.error.code, message: errorKeyMessage(r.host, r.error.message) }
-    const key = JSON.stringify([r.stdout, r.stderr, r.exitCode, error?.code ?? null, error?.message ?? null])
+    const key = JSON.stringify([
+      r.stdout,
+      r.stderr,
+      r.exitCode,
+      r.signal ?? null,
+      error?.code ?? null,
+      error?.message ?? null,
+    ])
     let g = groups.get(key)
     if (g === undefined) {
       g = { hosts: [], folded: '', stdout: r.stdout, stderr: r.stderr, exitCode: r.exitCode }
+      if (r.signal) g.signal = r.signal
       if (error !== undefined) g.error = error
       groups.set(key, g)
     }
@@ -64,6 +82,7 @@ export function collateResults(results: readonly ExecResult[]): CollateGroup[] {
   for (const g of out) {
     g.hosts.sort(collator.compare)
     g.folded = foldHosts(g.hosts)
+    if (g.error !== undefined) g.error = { code: g.error.code, message: g.error.message.split(SELF).join(g.folded) }
   }
   out.sort((a, b) => b.hosts.length - a.hosts.length || collator.compare(a.hosts[0]!, b.hosts[0]!))
   return out
@@ -73,10 +92,37 @@ function withNewline(text: string): string {
   return text === '' || text.endsWith('\n') ? text : `${text}\n`
 }
 
-/** The status part of a group header: `exit 0`, `exit 3`, `KAY_TIMEOUT: …`. */
-function statusText(g: CollateGroup): string {
+/** The status part of a group header: `exit 0`, `exit 3`, `signal TERM`, `KAY_TIMEOUT: …`. */
+function statusText(g: Pick<CollateGroup, 'error' | 'exitCode' | 'signal'>): string {
   if (g.error !== undefined) return `${g.error.code}: ${sanitize(g.error.message)}`
+  if (g.signal) return `signal ${g.signal}`
   return g.exitCode === null ? 'no exit status' : `exit ${g.exitCode}`
+}
+
+/** The fix an error calls for, when the message does not already say it (`` or ` (…)`). */
+export function fixHint(host: string, err: { code: string; message: string }): string {
+  if (err.code === 'KAY_HOST_KEY_MISMATCH' && !err.message.includes('kay trust repin')) {
+    return ` (check the change, then: kay trust repin ${host})`
+  }
+  if (err.code === 'KAY_AUTH_FAILED') return ' (check -i KEY, -l USER and the agent)'
+  return ''
+}
+
+/**
+ * The closing line for a host that did not succeed, pdsh style (`pdsh@x: h001: ssh exited with exit code 3`), or
+ * undefined when it did. One line, on stderr, in every output mode.
+ */
+export function failureLine(r: ExecResult, printedOutput = r.stdout !== '' || r.stderr !== ''): string | undefined {
+  if (r.error !== undefined) {
+    const partial = printedOutput ? ' (its output until then is shown)' : ''
+    if (r.error.code === 'KAY_ABORTED') return `kay: ${r.host}: interrupted${partial}`
+    const own = r.error.message.startsWith(`${r.host}: `) ? r.error.message.slice(r.host.length + 2) : r.error.message
+    return `kay: ${r.host}: ${r.error.code}: ${sanitize(own)}${fixHint(r.host, r.error)}${partial}`
+  }
+  if (r.signal) return `kay: ${r.host}: command killed by signal ${r.signal}`
+  if (r.exitCode === null) return `kay: ${r.host}: command ended without an exit status`
+  if (r.exitCode !== 0) return `kay: ${r.host}: command exited with exit code ${r.exitCode}`
+  return undefined
 }
 
 /**
@@ -122,8 +168,9 @@ export class PrefixWriter {
   #partial = ''
   #ended = false
 
+  /** `prefix` '' prints the lines without a label (`-N`). */
   constructor(prefix: string, emit: (line: string) => void, opts: PrefixWriterOptions = {}) {
-    this.#prefix = `${prefix}: `
+    this.#prefix = prefix === '' ? '' : `${prefix}: `
     this.#emit = emit
     this.#max = Math.max(1, opts.maxLineLength ?? DEFAULT_MAX_LINE_LENGTH)
   }
@@ -174,6 +221,7 @@ export function execJsonLine(r: ExecResult): string {
     host: r.host,
     ok: r.ok,
     exitCode: r.exitCode,
+    signal: r.signal ?? null,
     stdout: r.stdout,
     stderr: r.stderr,
     durationMs: Math.round(r.durationMs),

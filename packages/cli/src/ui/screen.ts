@@ -23,6 +23,10 @@ export interface ScreenState {
   /** Rows visible at once (the table body height). */
   readonly pageSize: number
   readonly sort: SortColumn
+  /** The sort order reversed (`r`). */
+  readonly reverse: boolean
+  /** Only hosts with a problem shown (`p`). */
+  readonly problemsOnly: boolean
   /** The applied filter ('' = none). */
   readonly filter: string
   /** The filter being typed, or null when not editing. */
@@ -48,6 +52,8 @@ export function initialScreen(
     offset: 0,
     pageSize: Math.max(1, opts.pageSize),
     sort,
+    reverse: false,
+    problemsOnly: false,
     filter,
     filterDraft: null,
     view: { kind: 'fleet' },
@@ -75,7 +81,12 @@ function settle(state: ScreenState, selected: number, offset = state.offset): Sc
 function rederive(state: ScreenState, patch: Partial<ScreenState>): ScreenState {
   const keep = selectedRow(state)?.id
   const next: ScreenState = { ...state, ...patch }
-  const table = prepareTable(next.all, { sort: next.sort, filter: next.filter })
+  const table = prepareTable(next.all, {
+    sort: next.sort,
+    reverse: next.reverse,
+    filter: next.filter,
+    problemsOnly: next.problemsOnly,
+  })
   let selected = 0
   if (keep !== undefined) {
     const idx = table.rows.findIndex((r) => r.id === keep)
@@ -134,6 +145,10 @@ export function reduce(state: ScreenState, key: Key): ScreenState {
           const i = SORT_CYCLE.indexOf(state.sort)
           return rederive(state, { sort: SORT_CYCLE[(i + 1) % SORT_CYCLE.length]! })
         }
+        case 'r':
+          return rederive(state, { reverse: !state.reverse })
+        case 'p':
+          return rederive(state, { problemsOnly: !state.problemsOnly })
         case '/':
           return { ...state, filterDraft: state.filter }
         case 'k':

@@ -39,8 +39,11 @@ export interface FleetRow {
 
 export type SortColumn = 'host' | 'state' | 'cpu' | 'mem' | 'load' | 'net' | 'fs' | 'rtt' | 'uptime'
 
-/** The order `s` cycles through. Host sorts ascending; state puts problems first; metrics sort largest first. */
-export const SORT_CYCLE: readonly SortColumn[] = ['host', 'cpu', 'mem', 'load', 'net', 'fs', 'rtt', 'uptime', 'state']
+/**
+ * The order `s` cycles through (`r` reverses any of them). Host sorts ascending; state puts problems first, grouped by
+ * reason; metrics sort largest first.
+ */
+export const SORT_CYCLE: readonly SortColumn[] = ['host', 'state', 'cpu', 'mem', 'load', 'net', 'fs', 'rtt', 'uptime']
 
 export interface StateCounts {
   /** Connection ready. */
@@ -50,6 +53,8 @@ export interface StateCounts {
   /** backoff, quarantined (key mismatch) or closed. */
   down: number
   total: number
+  /** Hosts with a problem: not ready, or ready with a failed last tick (they have a reason to show). */
+  problems: number
 }
 
 /** The result of one data update: rows filtered and sorted, fleet-wide counts, the HOST column width. */
@@ -59,7 +64,11 @@ export interface PreparedTable {
   /** Width of the HOST column: the longest id in the whole fleet (stable while scrolling/filtering), clamped. */
   readonly hostWidth: number
   readonly sort: SortColumn
+  /** Sort order reversed (`r`). */
+  readonly reverse: boolean
   readonly filter: string
+  /** Only hosts with a problem are shown (`p`). */
+  readonly problemsOnly: boolean
 }
 
 export const HOST_WIDTH_MIN = 4
@@ -86,7 +95,14 @@ const NUMERIC: Partial<Record<SortColumn, NumKey>> = {
 export function comparator(sort: SortColumn): (a: FleetRow, b: FleetRow) => number {
   const byId = (a: FleetRow, b: FleetRow): number => collator.compare(a.id, b.id)
   if (sort === 'host') return byId
-  if (sort === 'state') return (a, b) => STATE_RANK[a.state] - STATE_RANK[b.state] || byId(a, b)
+  if (sort === 'state') {
+    // Problems first, hosts failing for the same reason together.
+    const code = (r: FleetRow) => r.lastError?.code ?? ''
+    return (a, b) =>
+      STATE_RANK[a.state] - STATE_RANK[b.state] ||
+      (code(a) === code(b) ? 0 : code(a) === '' ? 1 : code(b) === '' ? -1 : code(a) < code(b) ? -1 : 1) ||
+      byId(a, b)
+  }
   const key: (r: FleetRow) => number | undefined =
     sort === 'rtt' ? (r) => r.rttMs : (r) => (r.metrics === undefined ? undefined : NUMERIC[sort]!(r.metrics, r))
   return (a, b) => {
@@ -139,12 +155,18 @@ export function matchesFilter(row: FleetRow, filter: string): boolean {
   )
 }
 
+/** A host with a problem: not ready, or ready with a failed last tick. */
+export function hasProblem(row: FleetRow): boolean {
+  return row.state !== 'ready' || row.lastError !== undefined
+}
+
 export function countStates(rows: readonly FleetRow[]): StateCounts {
-  const c: StateCounts = { ready: 0, connecting: 0, down: 0, total: rows.length }
+  const c: StateCounts = { ready: 0, connecting: 0, down: 0, total: rows.length, problems: 0 }
   for (const r of rows) {
     if (r.state === 'ready') c.ready++
     else if (r.state === 'idle' || r.state === 'dialing') c.connecting++
     else c.down++
+    if (hasProblem(r)) c.problems++
   }
   return c
 }
@@ -152,36 +174,49 @@ export function countStates(rows: readonly FleetRow[]): StateCounts {
 /** Filter, sort and count: once per data update (never per frame). The input array is not modified. */
 export function prepareTable(
   rows: readonly FleetRow[],
-  opts: { sort?: SortColumn; filter?: string } = {},
+  opts: { sort?: SortColumn; reverse?: boolean; filter?: string; problemsOnly?: boolean } = {},
 ): PreparedTable {
   const sort = opts.sort ?? 'host'
+  const reverse = opts.reverse ?? false
   const filter = opts.filter ?? ''
+  const problemsOnly = opts.problemsOnly ?? false
   let longest = 0
   for (const r of rows) if (r.id.length > longest) longest = r.id.length
-  const kept = filter === '' ? rows.slice() : rows.filter((r) => matchesFilter(r, filter))
-  kept.sort(comparator(sort))
+  const kept =
+    filter === '' && !problemsOnly
+      ? rows.slice()
+      : rows.filter((r) => (!problemsOnly || hasProblem(r)) && matchesFilter(r, filter))
+  const cmp = comparator(sort)
+  kept.sort(reverse ? (a, b) => cmp(b, a) : cmp)
   return {
     rows: kept,
     counts: countStates(rows),
     hostWidth: Math.min(HOST_WIDTH_MAX, Math.max(HOST_WIDTH_MIN, longest)),
     sort,
+    reverse,
     filter,
+    problemsOnly,
   }
 }
 
-export type ColumnKey = 'host' | 'state' | 'cpu' | 'mem' | 'load' | 'uptime' | 'net' | 'fs' | 'rtt' | 'mode' | 'error'
+export type ColumnKey = 'host' | 'state' | 'cpu' | 'mem' | 'load' | 'uptime' | 'net' | 'fs' | 'rtt' | 'mode' | 'reason'
 
 interface ColumnDef {
   key: ColumnKey
   title: string
   width: number
   align: 'left' | 'right'
+  /** A narrower form shown before the column is dropped (MEM as used %, LOAD as the 1-minute load). */
+  compact?: boolean
 }
 
-/** Columns left to right, with their natural widths. HOST's width comes from the data; LAST ERROR takes the rest. */
+/** REASON's natural width: the code and a readable cause; it grows into spare room. */
+export const REASON_MIN_WIDTH = 30
+
+/** Columns left to right, with their natural widths. HOST's width comes from the data; REASON takes the rest. */
 const COLUMNS: readonly ColumnDef[] = [
   { key: 'host', title: 'HOST', width: HOST_WIDTH_MIN, align: 'left' },
-  { key: 'state', title: 'STATE', width: 22, align: 'left' },
+  { key: 'state', title: 'STATE', width: 16, align: 'left' },
   { key: 'cpu', title: 'CPU%', width: 5, align: 'right' },
   { key: 'mem', title: 'MEM used/total', width: 14, align: 'right' },
   { key: 'load', title: 'LOAD 1/5/15', width: 14, align: 'right' },
@@ -190,45 +225,82 @@ const COLUMNS: readonly ColumnDef[] = [
   { key: 'fs', title: 'FS%', width: 5, align: 'right' },
   { key: 'rtt', title: 'RTT', width: 6, align: 'right' },
   { key: 'mode', title: 'MODE', width: 13, align: 'left' },
-  { key: 'error', title: 'LAST ERROR', width: 12, align: 'left' },
+  { key: 'reason', title: 'REASON', width: REASON_MIN_WIDTH, align: 'left' },
 ]
+
+const COMPACT: Partial<Record<ColumnKey, Pick<ColumnDef, 'title' | 'width'>>> = {
+  mem: { title: 'MEM%', width: 5 },
+  load: { title: 'LOAD', width: 5 },
+  // The state without the retry time (`backoff`), 12 wide for `key mismatch`.
+  state: { title: 'STATE', width: 12 },
+}
 
 /**
- * Which columns go first when the terminal is too narrow, first dropped first. HOST and STATE are never dropped
- * (they shrink instead). Rationale: MODE and RTT are diagnostics, UPTIME/FS/NET are context, LAST ERROR explains a
- * red STATE, and CPU, MEM and LOAD are what the table is for.
+ * How the table gives way as the terminal narrows, first step first: diagnostics and context columns go, then MEM and
+ * LOAD take their compact forms, then go; CPU goes last. HOST and STATE always stay (they shrink instead), and while
+ * any host has a problem REASON stays too (it shrinks to {@link REASON_SHRUNK_WIDTH} before CPU goes). STATE drops
+ * the retry time before LOAD goes.
  */
-export const COLUMN_DROP_ORDER: readonly ColumnKey[] = [
-  'mode',
-  'rtt',
-  'uptime',
-  'fs',
-  'net',
-  'error',
-  'load',
-  'mem',
-  'cpu',
+export const LAYOUT_STEPS: ReadonlyArray<{ drop: ColumnKey } | { compact: ColumnKey }> = [
+  { drop: 'mode' },
+  { drop: 'rtt' },
+  { drop: 'uptime' },
+  { drop: 'fs' },
+  { drop: 'net' },
+  { compact: 'load' },
+  { compact: 'mem' },
+  { compact: 'state' },
+  { drop: 'load' },
+  { drop: 'mem' },
+  { drop: 'cpu' },
 ]
 
-/** LAST ERROR grows into the spare width up to this many columns. */
-const ERROR_MAX_WIDTH = 80
+/** Column drop order, for reference (the `drop` steps of {@link LAYOUT_STEPS}). */
+export const COLUMN_DROP_ORDER: readonly ColumnKey[] = LAYOUT_STEPS.flatMap((s) => ('drop' in s ? [s.drop] : []))
+
+/** REASON grows into the spare width up to this many columns. */
+const REASON_MAX_WIDTH = 100
+/** The narrowest REASON: the code and the start of the cause. */
+export const REASON_SHRUNK_WIDTH = 16
 
 export type Column = ColumnDef
 
-/** The columns that fit in `width` (separated by one space), widest-first drops per {@link COLUMN_DROP_ORDER}. */
-export function layoutColumns(width: number, hostWidth: number): Column[] {
-  let cols: Column[] = COLUMNS.map((c) => (c.key === 'host' ? { ...c, width: hostWidth } : { ...c }))
+/**
+ * The columns that fit in `width` (separated by one space). `reason`: some host has a problem, so REASON is shown
+ * (and kept as long as anything is); without problems it is left out and the metrics get its room.
+ */
+export function layoutColumns(width: number, hostWidth: number, opts: { reason?: boolean } = {}): Column[] {
+  const reason = opts.reason ?? true
+  let cols: Column[] = COLUMNS.filter((c) => reason || c.key !== 'reason').map((c) =>
+    c.key === 'host' ? { ...c, width: hostWidth } : { ...c },
+  )
   const total = (cs: Column[]): number => cs.reduce((s, c) => s + c.width, 0) + Math.max(0, cs.length - 1)
-  for (const key of COLUMN_DROP_ORDER) {
+  const reasonCol = () => cols.find((c) => c.key === 'reason')
+  for (const step of LAYOUT_STEPS) {
     if (total(cols) <= width) break
-    cols = cols.filter((c) => c.key !== key)
+    // Before CPU, the last metric, goes: REASON gives up its spare room first.
+    if ('drop' in step && step.drop === 'cpu') {
+      const r = reasonCol()
+      if (r !== undefined) r.width = Math.max(REASON_SHRUNK_WIDTH, r.width - (total(cols) - width))
+      if (total(cols) <= width) break
+    }
+    if ('drop' in step) cols = cols.filter((c) => c.key !== step.drop)
+    else {
+      const c = cols.find((x) => x.key === step.compact)
+      if (c !== undefined) Object.assign(c, COMPACT[step.compact], { compact: true })
+    }
   }
   const host = cols.find((c) => c.key === 'host')!
   const state = cols.find((c) => c.key === 'state')!
-  const err = cols.find((c) => c.key === 'error')
-  if (err !== undefined) err.width = Math.min(ERROR_MAX_WIDTH, err.width + Math.max(0, width - total(cols)))
-  // Only HOST and STATE left and still too wide: shrink STATE to 12 ("key mismatch"), then HOST, then STATE again.
+  const r = reasonCol()
+  if (r !== undefined) r.width = Math.min(REASON_MAX_WIDTH, r.width + Math.max(0, width - total(cols)))
+  // Still too wide: REASON down to a few columns, then STATE to 12 ("key mismatch"), then HOST, then STATE again.
   let over = total(cols) - width
+  if (over > 0 && r !== undefined) {
+    const cut = Math.min(over, r.width - 8)
+    r.width -= cut
+    over -= cut
+  }
   if (over > 0) {
     const cut = Math.min(over, state.width - 12)
     state.width -= cut
@@ -239,8 +311,31 @@ export function layoutColumns(width: number, hostWidth: number): Column[] {
     host.width -= cut
     over -= cut
   }
+  if (over > 0 && r !== undefined) {
+    const cut = Math.min(over, r.width - 1)
+    r.width -= cut
+    over -= cut
+  }
   if (over > 0) state.width = Math.max(1, state.width - over)
   return cols
+}
+
+/**
+ * The REASON cell: the error code without its `KAY_` prefix, then the cause, without the host's own name (the row
+ * already shows it) or the code repeated in words: `CONNECT_FAILED connect ECONNREFUSED 10.0.0.1:22`.
+ */
+export function reasonText(row: FleetRow): string {
+  const e = row.lastError
+  if (e === undefined) return ''
+  const code = e.code.replace(/^KAY_/, '')
+  let cause = e.message.startsWith(`${row.id}: `) ? e.message.slice(row.id.length + 2) : e.message
+  const words = code.toLowerCase().replace(/_/g, ' ')
+  if (cause.toLowerCase().startsWith(`${words}: `)) cause = cause.slice(words.length + 2)
+  // `handshake failed: read ECONNRESET`: the code already says it failed; what failed how is the cause.
+  cause = cause.replace(/^(?:[a-z]+ ){0,2}failed: /, '')
+  // Node's socket errors read `connect ECONNREFUSED 10.0.0.1:22`: the errno is the cause.
+  cause = cause.replace(/^connect (E[A-Z]+)/, '$1')
+  return sanitize(`${code} ${cause}`)
 }
 
 /** What a row formatter needs besides the row. */
@@ -251,26 +346,31 @@ export interface RowContext {
   formatTime: (epochMs: number) => string
 }
 
-/** The STATE cell text: `ready`, `connecting`, `backoff until 12:03:04`, `key mismatch`, `auth failed`, … */
+/** The STATE cell text: `ready`, `connecting`, `backoff 12:03:04` (the next dial), `key mismatch`, `auth failed`, … */
 export function stateText(row: FleetRow, formatTime: (epochMs: number) => string = formatClock): string {
   const label = stateLabel(row)
-  if (label === 'backoff' && row.nextRetryAt !== undefined) return `backoff until ${formatTime(row.nextRetryAt)}`
+  if (label === 'backoff' && row.nextRetryAt !== undefined) return `backoff ${formatTime(row.nextRetryAt)}`
   return label
 }
 
-function cellText(key: ColumnKey, row: FleetRow, ctx: RowContext): string {
+function cellText(col: Column, row: FleetRow, ctx: RowContext): string {
   const m = row.metrics
-  switch (key) {
+  switch (col.key) {
     case 'host':
       return row.id
     case 'state':
-      return stateText(row, ctx.formatTime)
+      return col.compact === true ? stateLabel(row) : stateText(row, ctx.formatTime)
     case 'cpu':
       return formatPct(m?.cpuPct)
     case 'mem':
-      return m === undefined ? '-' : `${humanBytes(m.memUsedBytes)}/${humanBytes(m.memTotalBytes)}`
+      if (m === undefined) return '-'
+      if (col.compact === true)
+        return formatPct(m.memTotalBytes > 0 ? (m.memUsedBytes / m.memTotalBytes) * 100 : undefined)
+      return `${humanBytes(m.memUsedBytes)}/${humanBytes(m.memTotalBytes)}`
     case 'load':
-      return m === undefined ? '-' : `${formatLoad(m.load1)}/${formatLoad(m.load5)}/${formatLoad(m.load15)}`
+      if (m === undefined) return '-'
+      if (col.compact === true) return formatLoad(m.load1)
+      return `${formatLoad(m.load1)}/${formatLoad(m.load5)}/${formatLoad(m.load15)}`
     case 'uptime':
       return m === undefined ? '-' : formatUptime(m.uptimeSeconds)
     case 'net':
@@ -283,8 +383,8 @@ function cellText(key: ColumnKey, row: FleetRow, ctx: RowContext): string {
       return formatRtt(row.rttMs)
     case 'mode':
       return row.collectMode ?? '-'
-    case 'error':
-      return row.lastError === undefined || row.state === 'ready' ? '' : sanitize(row.lastError.message)
+    case 'reason':
+      return reasonText(row)
   }
 }
 
@@ -300,7 +400,7 @@ export function formatRow(row: FleetRow, ctx: RowContext): string {
   let line = ''
   for (let i = 0; i < ctx.columns.length; i++) {
     const c = ctx.columns[i]!
-    let cell = fit(c.key === 'host' ? sanitize(cellText(c.key, row, ctx)) : cellText(c.key, row, ctx), c.width, c.align)
+    let cell = fit(c.key === 'host' ? sanitize(cellText(c, row, ctx)) : cellText(c, row, ctx), c.width, c.align)
     if (ctx.color && c.key === 'state') {
       const paint = stateColor(row)
       if (paint !== undefined) cell = paint(cell)
@@ -332,19 +432,21 @@ export interface RenderOptions {
   summary: FleetSummary
   /** While the filter is being edited: the text typed so far (shown as a prompt). */
   filterDraft?: string | null
+  /** A diagnostic (host keys pinned, a warning), on its own line above the footer, never over the table. */
+  status?: string
   /** Override the row formatter (tests count calls through it). */
   formatRow?: (row: FleetRow, ctx: RowContext) => string
   formatTime?: (epochMs: number) => string
 }
 
-/** Lines above the rows (summary, optional progress bar, header) and below them (footer). */
-export function chromeHeight(summary: FleetSummary): number {
-  return (summary.coldStart === true ? 2 : 1) + 1 + 1
+/** Lines above the rows (summary, optional progress bar, header) and below them (optional status line, footer). */
+export function chromeHeight(summary: FleetSummary, status = false): number {
+  return (summary.coldStart === true ? 2 : 1) + 1 + (status ? 1 : 0) + 1
 }
 
 /** How many rows fit in a terminal of `height` lines. */
-export function bodyHeight(height: number, summary: FleetSummary): number {
-  return Math.max(0, height - chromeHeight(summary))
+export function bodyHeight(height: number, summary: FleetSummary, status = false): number {
+  return Math.max(0, height - chromeHeight(summary, status))
 }
 
 /** Render one frame: at most `height` lines, none wider than `width` columns. */
@@ -363,12 +465,13 @@ export function renderFleet(table: PreparedTable, opts: RenderOptions): string[]
     const barWidth = Math.min(50, width - label.length)
     lines.push(truncate(barWidth >= 5 ? label + bar(pct, barWidth) : label.trimEnd(), width))
   }
-  const columns = layoutColumns(width, table.hostWidth)
+  const columns = layoutColumns(width, table.hostWidth, { reason: table.counts.problems > 0 })
   const header = columns.map((c) => fit(c.title, c.width, c.align))
   const headerLine = truncate(header.join(' '), width)
   lines.push(opts.color ? ansi.bold(headerLine) : headerLine)
 
-  const body = bodyHeight(opts.height, s)
+  const status = opts.status !== undefined && opts.status !== ''
+  const body = bodyHeight(opts.height, s, status)
   const n = table.rows.length
   const offset = Math.max(0, Math.min(Math.floor(opts.offset), Math.max(0, n - body)))
   const end = Math.min(n, offset + body)
@@ -381,6 +484,7 @@ export function renderFleet(table: PreparedTable, opts: RenderOptions): string[]
     const shown = lineWidth > width ? truncateStyled(line, width, opts.color) : line
     lines.push(opts.color && i === opts.selected ? ansi.inverse(shown.padEnd(shown.length + width - lineWidth)) : shown)
   }
+  if (status) lines.push(truncate(sanitize(opts.status!), width))
   lines.push(truncate(footer(table, offset, end, opts), width))
   return lines.slice(0, Math.max(0, opts.height))
 }
@@ -391,8 +495,15 @@ function footer(table: PreparedTable, offset: number, end: number, opts: RenderO
   }
   const n = table.rows.length
   const range = n === 0 ? 'no rows' : `rows ${offset + 1}-${end} of ${n}`
-  const filtered = table.filter === '' ? '' : ` (filter '${sanitize(table.filter)}', ${table.counts.total} hosts)`
-  return `${range}${filtered} · sort ${table.sort} · ↑↓ PgUp PgDn move · s sort · / filter · Enter detail · q quit`
+  const only = [
+    table.problemsOnly ? 'problems only' : '',
+    table.filter === '' ? '' : `filter '${sanitize(table.filter)}'`,
+  ]
+    .filter((x) => x !== '')
+    .join(', ')
+  const filtered = only === '' ? '' : ` (${only}, ${table.counts.total} hosts)`
+  const sort = `sort ${table.sort}${table.reverse ? ' reversed' : ''}`
+  return `${range}${filtered} · ${sort} · ↑↓ PgUp PgDn move · s sort · r reverse · p problems · / filter · Enter detail · q quit`
 }
 
 /** Cut a line that may carry SGR codes to `width` visible columns (codes are kept whole). */

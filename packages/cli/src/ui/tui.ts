@@ -19,6 +19,59 @@ export interface TuiOptions {
   out: NodeJS.WritableStream & { columns?: number; rows?: number }
   /** Open straight into this host's detail view (`kay top HOST`). */
   detailHost?: string
+  /**
+   * Diagnostics (pins written, warnings) to show on the status line while the table owns the screen; a summary goes
+   * to `err` when it closes. Without it they go wherever their source writes (over the table).
+   */
+  notices?: { capture(sink: (line: string) => void): () => void }
+  err?: NodeJS.WritableStream
+}
+
+/**
+ * Diagnostics while the table runs: the latest one for the status line, pins counted rather than listed (a cold
+ * start pins a key per host), the rest kept (bounded) for the summary printed after the table closes.
+ */
+export class StatusLog {
+  static readonly KEEP = 20
+  #pins = 0
+  #latest = ''
+  #lastPin = ''
+  readonly #others: string[] = []
+  #dropped = 0
+
+  add(line: string): void {
+    if (line.startsWith('pinned host key of ')) {
+      this.#pins++
+      this.#lastPin = line
+      this.#latest = ''
+      return
+    }
+    this.#latest = line
+    this.#others.push(line)
+    if (this.#others.length > StatusLog.KEEP) {
+      this.#others.shift()
+      this.#dropped++
+    }
+  }
+
+  /** The status line: the latest diagnostic, else the pin count; '' when there is nothing to say. */
+  text(): string {
+    if (this.#latest !== '') return `kay: ${this.#latest}`
+    if (this.#pins === 0) return ''
+    return this.#pins === 1
+      ? `kay: ${this.#lastPin}`
+      : `kay: pinned the host keys of ${this.#pins} hosts (kay trust list)`
+  }
+
+  /** What to print after the table closed, one line each. */
+  summary(): string[] {
+    const out: string[] = []
+    if (this.#pins === 1) out.push(`kay: ${this.#lastPin}`)
+    else if (this.#pins > 1) out.push(`kay: pinned the host keys of ${this.#pins} hosts (kay trust list shows them)`)
+    if (this.#dropped > 0) out.push(`kay: … ${this.#dropped} earlier messages not kept`)
+    for (const l of this.#others) out.push(`kay: ${l}`)
+    return out
+  }
 }
 
 const DETAIL_REFRESH_MS = 1000
@@ -42,9 +95,9 @@ export async function runTui(sup: Supervisor, opts: TuiOptions): Promise<ExitCod
       coldStart: !everyoneReadyOnce,
     }
   }
-  let state: ScreenState = initialScreen(rowsOf(sup.statuses(), metrics, errors), {
-    pageSize: bodyHeight(size().height, summary()),
-  })
+  const log = new StatusLog()
+  const pageSize = () => bodyHeight(size().height, summary(), log.text() !== '')
+  let state: ScreenState = initialScreen(rowsOf(sup.statuses(), metrics, errors), { pageSize: pageSize() })
   let detail: { host: string; data?: HostDetail; error?: string } | undefined
   if (opts.detailHost !== undefined) {
     state = { ...state, view: { kind: 'detail', host: opts.detailHost } }
@@ -77,6 +130,7 @@ export async function runTui(sup: Supervisor, opts: TuiOptions): Promise<ExitCod
         color: true,
         summary: summary(),
         filterDraft: state.filterDraft,
+        status: log.text(),
       })
     }
     out.write(`\x1b[H\x1b[2J${lines.join('\r\n')}`)
@@ -104,8 +158,14 @@ export async function runTui(sup: Supervisor, opts: TuiOptions): Promise<ExitCod
     draw()
   }
   const onResize = () => {
-    state = resize(state, bodyHeight(size().height, summary()))
+    state = resize(state, pageSize())
     draw()
+  }
+  const onNotice = (line: string) => {
+    const had = log.text() !== ''
+    log.add(line)
+    if (!had) state = resize(state, pageSize())
+    if (state.view.kind === 'fleet') draw()
   }
   // State changes arrive per shard per 50 ms window; re-sorting 10,000 rows for each would keep the main thread
   // busy during a cold start. Fold them into at most one refresh per HOST_REFRESH_MS.
@@ -119,6 +179,7 @@ export async function runTui(sup: Supervisor, opts: TuiOptions): Promise<ExitCod
     }, HOST_REFRESH_MS)
   }
 
+  const release = opts.notices?.capture(onNotice)
   out.write('\x1b[?1049h\x1b[?25l') // alternate screen, hide cursor
   stdin.setRawMode?.(true)
   stdin.resume()
@@ -154,7 +215,7 @@ export async function runTui(sup: Supervisor, opts: TuiOptions): Promise<ExitCod
         await sup.refreshStats()
         if (!everyoneReadyOnce && (sup.stats().byState.ready ?? 0) === sup.stats().hosts) everyoneReadyOnce = true
         refreshRows()
-        if (selectedRow(state) === undefined) state = resize(state, bodyHeight(size().height, summary()))
+        if (selectedRow(state) === undefined) state = resize(state, pageSize())
         draw()
       }
       await waitOrKey(Math.max(0, nextTick - Date.now()))
@@ -167,6 +228,9 @@ export async function runTui(sup: Supervisor, opts: TuiOptions): Promise<ExitCod
     stdin.setRawMode?.(false)
     stdin.pause()
     out.write('\x1b[?25h\x1b[?1049l') // show cursor, leave the alternate screen
+    release?.()
+    const err = opts.err
+    if (err !== undefined) for (const line of log.summary()) err.write(`${line}\n`)
   }
   return opts.signal.aborted || interrupted ? EXIT.interrupted : EXIT.ok
 

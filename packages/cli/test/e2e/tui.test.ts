@@ -36,6 +36,9 @@ function footer(screen: string): string {
   return screen.split('\n').findLast((l) => l.includes(' · sort ')) ?? ''
 }
 
+/** Down hosts for the second suite: refusing from the start (the simulator resets the connection), so they show a reason. */
+const DOWN = [3, 11, 24]
+
 const selectedHost = (screen: string) => rows(screen).find((r) => r.selected)?.host
 
 // Several CLI runs per test; the bound is for an overloaded machine, a normal run takes a few seconds.
@@ -64,7 +67,8 @@ describe('kay fleet in a terminal', { timeout: 120_000 }, () => {
     await tmux.keys(['Down'])
     await tmux.waitScreen('the selection on the second row', (s) => selectedHost(s) === 'sim0002', 5000, true)
 
-    await tmux.keys(['s'])
+    // s cycles host → state → cpu.
+    await tmux.keys(['s', 's'])
     const sorted = await tmux.waitScreen('sorted by CPU', (s) => footer(s).includes('sort cpu'), 5000, true)
     const cpus = rows(sorted).map((r) => r.cpu)
     expect(cpus).toHaveLength(HOSTS)
@@ -104,4 +108,86 @@ describe('kay fleet in a terminal', { timeout: 120_000 }, () => {
     expect(/^EXIT:(\d+)$/m.exec(done)?.[1]).toBe('0')
     expect(fx.fleet.stats().totals.handshakesStarted).toBe(HOSTS)
   })
+})
+
+describe('kay fleet in a terminal with down hosts, at 80 and 160 columns', { timeout: 180_000 }, () => {
+  // Generous bounds: on a loaded 2-core machine the CLI's start and 30 dials can take a while.
+  for (const [cols, rowsOnScreen] of [
+    [80, 40],
+    [160, 40],
+  ] as const) {
+    test(`${cols} columns: the reason is readable, diagnostics stay on the status line, p shows the problems`, async () => {
+      const down = await startFixture(HOSTS)
+      let term: TmuxSession | undefined
+      try {
+        for (const i of DOWN) down.fleet.setFault(i, { refuse: true })
+        term = await TmuxSession.start(down.dir, REPO_ROOT, cols, rowsOnScreen)
+        const cmd = [
+          process.execPath,
+          ...KAY_NODE_ARGS,
+          'fleet',
+          'sim[0001-0030]',
+          ...down.connArgs,
+          '--interval',
+          '1s',
+        ]
+        await term.typeLine(`${cmd.join(' ')}; echo EXIT:$?`)
+        const downNames = DOWN.map((i) => down.names[i]!)
+        const screen = await term.waitScreen(
+          'every row drawn with the down hosts showing their reason',
+          (s) =>
+            rows(s).length === HOSTS &&
+            downNames.every((h) => new RegExp(`^${h} .*CONNECT_FAILED read ECONNRESET`, 'm').test(s)),
+          60_000,
+        )
+        const lines = screen.split('\n')
+        for (const l of lines) expect(l.length, l).toBeLessThanOrEqual(cols)
+        const header = lines.findIndex((l) => /^HOST +STATE/.test(l))
+        const foot = lines.findIndex((l) => l.includes(' · sort '))
+        expect(lines[header]).toMatch(/ REASON *$/)
+        // Every line between the header and the status line/footer is a host row: nothing was painted over it.
+        const body = lines.slice(header + 1, foot).filter((l) => l.trim() !== '')
+        const status = body.filter((l) => !ROW.test(l))
+        expect(status.length, body.join('\n')).toBeLessThanOrEqual(1)
+        if (status.length === 1) {
+          expect(status[0]).toMatch(/^kay: pinned (host key of sim\d{4}|the host keys of \d+ hosts)/)
+          expect(lines.indexOf(status[0]!)).toBe(foot - 1)
+        }
+        expect(screen.split('pinned').length - 1).toBeLessThanOrEqual(1)
+        // The down hosts' reason: the code and the cause, the host id not repeated in it.
+        for (const h of downNames) {
+          const row = lines.find((l) => l.startsWith(`${h} `))!
+          expect(row.split(h).length - 1, row).toBe(1)
+          // The simulator resets refused connections; the cause is never cut, at 80 columns either.
+          expect(row).toMatch(/ CONNECT_FAILED read ECONNRESET *$/)
+        }
+
+        await term.keys(['p'])
+        const problems = await term.waitScreen('only the problems', (s) => footer(s).includes('problems only'), 10_000)
+        // The down hosts, and any ready host whose last tick failed on a loaded machine (it shows a reason too).
+        const shown = rows(problems).map((r) => r.host)
+        for (const h of downNames) expect(shown).toContain(h)
+        for (const line of problems.split('\n').filter((l) => ROW.test(l))) {
+          expect(line, 'a problem row shows its state or a reason').toMatch(/ (backoff|connecting|[A-Z_]{4,} )/)
+        }
+        await term.keys(['r'])
+        const reversed = await term.waitScreen('reversed', (s) => footer(s).includes('reversed'), 10_000)
+        expect(rows(reversed).map((r) => r.host)).toEqual(
+          rows(reversed)
+            .map((r) => r.host)
+            .sort()
+            .reverse(),
+        )
+
+        await term.keys(['q'])
+        const done = await term.waitScreen('the exit status', (s) => /^EXIT:\d+$/m.test(s), 15_000)
+        expect(/^EXIT:(\d+)$/m.exec(done)?.[1]).toBe('0')
+        // The pins made while the table owned the screen are reported once it has closed.
+        expect(done).toMatch(/^kay: pinned the host keys of 27 hosts/m)
+      } finally {
+        await term?.kill()
+        await down.close()
+      }
+    })
+  }
 })

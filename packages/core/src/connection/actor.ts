@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
-import { Client, type ClientChannel } from 'ssh2'
+import { Client, type ClientChannel, type SFTPWrapper } from 'ssh2'
 // ssh2 has no exports map: its algorithm tables are reachable, and the defaults must not be duplicated here.
 import { type Clock, systemClock, type TimerHandle } from '../clock.js'
 import {
@@ -12,6 +12,7 @@ import {
   ConnectionLostError,
   HandshakeTimeoutError,
   HOST_KEY_ERROR_CODES,
+  InternalError,
   KayError,
   KeepaliveTimeoutError,
   NotReadyError,
@@ -70,7 +71,18 @@ export interface RunOptions {
   maxOutputBytes?: number
   signal?: AbortSignal
   /** Data written to the command's stdin, then EOF. */
-  stdin?: string | Buffer
+  stdin?: string | Uint8Array
+  /**
+   * Receive output as it arrives instead of in the result (whose stdout and stderr are then empty). Output up to the
+   * cap is delivered, so a command that times out or passes the cap has shown what it printed until then.
+   */
+  onOutput?: (stream: 'stdout' | 'stderr', chunk: Buffer) => void
+}
+
+export interface SftpOptions {
+  /** Deadline from the call, including any wait for a channel, ms. */
+  timeoutMs?: number
+  signal?: AbortSignal
 }
 
 export interface RunResult {
@@ -90,6 +102,8 @@ export interface HostActorEvents {
 }
 
 const CHANNEL_RETRY_DELAYS_MS = [25, 100, 250]
+/** How long a command told to stop (TERM) has to exit before it gets KILL and its channel is closed, ms. */
+export const STOP_GRACE_MS = 1000
 /** RFC 4254 SSH_OPEN_CONNECT_FAILED (2): what OpenSSH answers past MaxSessions (see DESIGN.md facts). */
 const OPEN_CONNECT_FAILED = 2
 
@@ -141,6 +155,8 @@ export class HostActor extends EventEmitter<HostActorEvents> {
   #reservedChannels = 0
   readonly #waiters: Waiter[] = []
   readonly #inflight = new Set<(err: KayError) => void>()
+  /** Channels told to stop (TERM sent) that have not closed yet. */
+  readonly #stopping = new Map<ClientChannel, { kill: () => void; closed: Promise<void> }>()
   #connGen = 0
   #dialAbort: AbortController | undefined
 
@@ -363,6 +379,9 @@ export class HostActor extends EventEmitter<HostActorEvents> {
     this.#lastError = err
     this.#stopKeepalive()
     this.#failAll(err)
+    // Channels of a dead connection will not close by themselves: drop their stop timers.
+    for (const s of this.#stopping.values()) s.kill()
+    this.#stopping.clear()
     this.#destroyClient()
     this.#scheduleRedial(false)
   }
@@ -579,20 +598,33 @@ export class HostActor extends EventEmitter<HostActorEvents> {
   /**
    * Run one command on a new channel of the existing connection. Rejects at once with KAY_NOT_READY when the
    * connection is not ready (never waits for a dial).
+   *
+   * A command stopped early (deadline, output cap, abort, close) is sent TERM at once (OpenSSH delivers it to the
+   * command's whole process group); if its channel has not closed after {@link STOP_GRACE_MS} it gets KILL and the
+   * channel is closed, so nothing kay started keeps running on the host.
    */
   run(command: string, opts: RunOptions = {}): Promise<RunResult> {
     if (this.#state !== 'ready') return Promise.reject(this.notReady())
     const timeoutMs = opts.timeoutMs ?? this.#opts.defaultTimeoutMs ?? 30_000
     const maxOutput = opts.maxOutputBytes ?? this.#opts.defaultMaxOutputBytes ?? 1024 * 1024
     const signal = opts.signal
+    const onOutput = opts.onOutput
     if (signal?.aborted) return Promise.reject(new AbortedError(`${this.id}: aborted`, { host: this.id }))
     const started = this.#clock.now()
+    const gen = this.#connGen
 
     return new Promise<RunResult>((resolve, reject) => {
       let settled = false
       let channel: ClientChannel | undefined
+      let channelClosed = false
       let holdsSlot = false
       const queueAbort = new AbortController()
+      const releaseSlot = () => {
+        if (!holdsSlot) return
+        holdsSlot = false
+        // A connection lost since the slot was taken already reset the count (#failAll).
+        if (gen === this.#connGen) this.#releaseChannel()
+      }
       const finish = (err: KayError | undefined, result?: RunResult) => {
         if (settled) return
         settled = true
@@ -603,21 +635,13 @@ export class HostActor extends EventEmitter<HostActorEvents> {
         if (channel) {
           channel.removeAllListeners('data')
           channel.stderr.removeAllListeners('data')
-          if (err) {
-            // Ask the remote process to stop where the server allows it, then close the channel.
-            signalChannel(channel, 'TERM')
-            try {
-              channel.close()
-            } catch {}
-          }
-        }
-        if (holdsSlot) {
-          holdsSlot = false
-          // Closing a channel is asynchronous: sshd frees the session only after the close exchange, so the slot
-          // is given back when the channel has closed (or at once if it never opened).
-          if (channel && err) channel.once('close', () => this.#releaseChannel())
-          else this.#releaseChannel()
-        }
+          // Closing a channel is asynchronous: sshd frees the session only after the close exchange, so the slot is
+          // given back when the channel has closed (or at once if it never opened).
+          if (err && !channelClosed) {
+            channel.once('close', releaseSlot)
+            this.#stopChannel(channel)
+          } else releaseSlot()
+        } else releaseSlot()
         if (err) reject(err)
         else resolve(result!)
       }
@@ -635,9 +659,16 @@ export class HostActor extends EventEmitter<HostActorEvents> {
       let bytes = 0
       let exitCode: number | null = null
       let exitSignal: string | null = null
-      const onData = (into: Buffer[]) => (chunk: Buffer) => {
+      const onData = (stream: 'stdout' | 'stderr', into: Buffer[]) => (chunk: Buffer) => {
         if (settled) return
+        const room = maxOutput - bytes
         bytes += chunk.length
+        // What fits under the cap is kept (and shown), so a command stopped at the cap has printed that much.
+        const kept = chunk.length > room ? chunk.subarray(0, Math.max(0, room)) : chunk
+        if (kept.length > 0) {
+          if (onOutput) onOutput(stream, kept)
+          else into.push(kept)
+        }
         if (bytes > maxOutput) {
           finish(
             new OutputLimitError(`${this.id}: output exceeded ${maxOutput} bytes`, {
@@ -645,27 +676,25 @@ export class HostActor extends EventEmitter<HostActorEvents> {
               details: { maxOutputBytes: maxOutput },
             }),
           )
-          return
         }
-        into.push(chunk)
       }
       const setup = (ch: ClientChannel) => {
         channel = ch
+        ch.once('close', () => {
+          channelClosed = true
+        })
         if (settled) {
-          ch.close()
+          this.#stopChannel(ch)
           return
         }
-        ch.on('data', onData(out))
-        ch.stderr.on('data', onData(errOut))
+        ch.on('data', onData('stdout', out))
+        ch.stderr.on('data', onData('stderr', errOut))
         ch.on('exit', (code: number | null, sig?: string) => {
           if (typeof code === 'number') exitCode = code
           if (sig) exitSignal = sig
         })
         ch.on('close', () => {
-          if (holdsSlot) {
-            holdsSlot = false
-            this.#releaseChannel()
-          }
+          releaseSlot()
           finish(undefined, {
             stdout: Buffer.concat(out).toString('utf8'),
             stderr: Buffer.concat(errOut).toString('utf8'),
@@ -683,11 +712,136 @@ export class HostActor extends EventEmitter<HostActorEvents> {
         .then(() => {
           holdsSlot = true
           if (settled) {
-            holdsSlot = false
-            this.#releaseChannel()
+            releaseSlot()
             return undefined
           }
           return this.openExec(command, setup)
+        })
+        .then(undefined, (err: unknown) => finish(err instanceof KayError ? err : this.notReady()))
+    })
+  }
+
+  /**
+   * Stop a channel whose command must not go on: TERM now; KILL and close if it has not closed within the grace.
+   * Tracked in #stopping until it closes, so close() and killStopping() can finish the job.
+   */
+  #stopChannel(channel: ClientChannel): void {
+    if (this.#stopping.has(channel)) return
+    signalChannel(channel, 'TERM')
+    let timer: TimerHandle | undefined
+    const kill = () => {
+      this.#clock.clearTimeout(timer)
+      timer = undefined
+      signalChannel(channel, 'KILL')
+      try {
+        channel.close()
+      } catch {
+        // already closing
+      }
+    }
+    const closed = new Promise<void>((resolve) => {
+      channel.once('close', () => {
+        this.#clock.clearTimeout(timer)
+        this.#stopping.delete(channel)
+        resolve()
+      })
+    })
+    this.#stopping.set(channel, { kill, closed })
+    timer = this.#clock.setTimeout(kill, STOP_GRACE_MS)
+  }
+
+  /** KILL every command that was told to stop (TERM) and has not exited yet, and close its channel, now. */
+  killStopping(): void {
+    for (const s of this.#stopping.values()) s.kill()
+  }
+
+  /** Resolves when every command told to stop has closed its channel (at the latest after the grace and KILL). */
+  stopped(): Promise<void> {
+    return Promise.all([...this.#stopping.values()].map((s) => s.closed)).then(() => undefined)
+  }
+
+  /**
+   * Open an SFTP session on the pooled connection (one channel slot, queued like a run), run `fn` with it, then
+   * close it. Rejects at once with KAY_NOT_READY while not connected. The deadline and the signal cover the wait
+   * for a slot and `fn`: past them the session is closed (failing `fn`'s pending requests) and the call rejects.
+   */
+  withSftp<T>(fn: (sftp: SFTPWrapper) => Promise<T>, opts: SftpOptions = {}): Promise<T> {
+    if (this.#state !== 'ready') return Promise.reject(this.notReady())
+    const timeoutMs = opts.timeoutMs ?? this.#opts.defaultTimeoutMs ?? 30_000
+    const signal = opts.signal
+    if (signal?.aborted) return Promise.reject(new AbortedError(`${this.id}: aborted`, { host: this.id }))
+    const gen = this.#connGen
+    return new Promise<T>((resolve, reject) => {
+      let settled = false
+      let holdsSlot = false
+      let session: SFTPWrapper | undefined
+      const queueAbort = new AbortController()
+      const release = () => {
+        if (!holdsSlot) return
+        holdsSlot = false
+        if (gen === this.#connGen) this.#releaseChannel()
+      }
+      const finish = (err: unknown, value?: T) => {
+        if (settled) return
+        settled = true
+        this.#clock.clearTimeout(deadline)
+        signal?.removeEventListener('abort', onAbort)
+        this.#inflight.delete(onConnLoss)
+        queueAbort.abort()
+        if (session) {
+          const s = session
+          s.once('close', release)
+          try {
+            s.end()
+          } catch {
+            release()
+          }
+        } else release()
+        if (err === undefined) resolve(value as T)
+        else reject(err instanceof KayError ? err : new InternalError(errMessage(err), { host: this.id, cause: err }))
+      }
+      const onConnLoss = (err: KayError) => finish(err)
+      const onAbort = () => finish(new AbortedError(`${this.id}: aborted`, { host: this.id }))
+      const deadline = this.#clock.setTimeout(
+        () => finish(new TimeoutError(`${this.id}: file transfer timed out after ${timeoutMs} ms`, { host: this.id })),
+        timeoutMs,
+      )
+      signal?.addEventListener('abort', onAbort, { once: true })
+      this.#inflight.add(onConnLoss)
+      this.#acquireChannel(queueAbort.signal)
+        .then(() => {
+          holdsSlot = true
+          if (settled) {
+            release()
+            return
+          }
+          const client = this.#client
+          if (this.#state !== 'ready' || !client || gen !== this.#connGen) {
+            finish(this.#unavailable())
+            return
+          }
+          client.sftp((err, s) => {
+            if (err) {
+              finish(
+                new ChannelOpenError(`${this.id}: sftp session failed: ${err.message}`, {
+                  host: this.id,
+                  details: { reason: (err as Error & { reason?: number }).reason ?? null },
+                }),
+              )
+              return
+            }
+            session = s
+            if (settled) {
+              s.once('close', release)
+              s.end()
+              return
+            }
+            s.on('error', () => {})
+            fn(s).then(
+              (v) => finish(undefined, v),
+              (e: unknown) => finish(e ?? new InternalError('sftp operation failed', { host: this.id })),
+            )
+          })
         })
         .then(undefined, (err: unknown) => finish(err instanceof KayError ? err : this.notReady()))
     })
@@ -700,7 +854,11 @@ export class HostActor extends EventEmitter<HostActorEvents> {
     this.#reservedChannels = 0
   }
 
-  /** Close the connection, reject queued and in-flight work with KAY_CLOSED, clear every timer. Idempotent. */
+  /**
+   * Close the connection, reject queued and in-flight work with KAY_CLOSED, clear every timer. Commands still running
+   * get TERM then KILL, and their channels close, so closing never leaves them behind (await {@link stopped} first
+   * to give TERM its grace). Idempotent.
+   */
   close(): Promise<void> {
     if (this.#state === 'closed') return Promise.resolve()
     this.#connGen++
@@ -718,6 +876,10 @@ export class HostActor extends EventEmitter<HostActorEvents> {
     this.#client = undefined
     this.#sock = undefined
     if (!client) return Promise.resolve()
+    // Commands told to stop (TERM) that are still running get KILL now: closing never leaves them behind. A caller
+    // that can wait gives them the grace first (stopped()).
+    this.killStopping()
+    this.#stopping.clear()
     return new Promise((resolve) => {
       client.removeAllListeners('ready')
       client.on('error', () => {})

@@ -108,7 +108,14 @@ function accountHome(): string {
 async function loadKeyFile(path: string): Promise<KeyLoad> {
   let mode: number
   try {
-    mode = (await stat(path)).mode
+    const st = await stat(path)
+    if (st.isDirectory()) {
+      return {
+        kind: 'error',
+        error: new ConfigError(`'${path}' is a directory, not a private key file; give the key file itself to -i`),
+      }
+    }
+    mode = st.mode
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'missing' }
     return { kind: 'error', error: new ConfigError(`cannot read key file '${path}': ${(err as Error).message}`) }

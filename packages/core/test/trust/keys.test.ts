@@ -85,6 +85,14 @@ describe('loadIdentity', () => {
     expect((err as Error).message).toContain('0640')
   })
 
+  it('refuses a key path that is a directory as a config error, saying so (not as too-open permissions)', async () => {
+    const err = await loadIdentity({ username: 'u', identityFiles: [dir], ...noAgent }).catch((e: unknown) => e)
+    expect(isKayError(err, 'KAY_CONFIG')).toBe(true)
+    expect((err as Error).message).toBe(
+      `'${dir}' is a directory, not a private key file; give the key file itself to -i`,
+    )
+  })
+
   it('refuses RSA keys under 2048 bits, public keys and garbage', async () => {
     for (const path of [rsaSmall, `${ed}.pub`]) {
       await chmod(path, 0o600)

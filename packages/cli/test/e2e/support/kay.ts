@@ -76,28 +76,42 @@ export interface KayRun {
 
 const running = new Set<ChildProcess>()
 
-/**
- * Run `kay args…` as a child process (cwd: the repo root) and collect its output. The child is killed (by PID)
- * if it outlives `timeoutMs`; the promise rejects in that case, with what it printed.
- */
-export function runKay(args: string[], opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<KayRun> {
+export interface KayRunOptions {
+  timeoutMs?: number
+  env?: NodeJS.ProcessEnv
+  /** Written to kay's stdin, then EOF (default: no stdin at all). */
+  stdin?: string
+}
+
+/** A running `kay`: its process, what it printed so far, and its end. */
+export interface KayChild {
+  child: ChildProcess
+  stdout(): string
+  stderr(): string
+  /** Resolves when it exited; rejects (after killing it by PID) if it outlives `timeoutMs`. */
+  done: Promise<KayRun>
+}
+
+/** Start `kay args…` as a child process (cwd: the repo root), collecting its output. */
+export function startKay(args: string[], opts: KayRunOptions = {}): KayChild {
   const timeoutMs = opts.timeoutMs ?? 30_000
   const started = Date.now()
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, [...KAY_NODE_ARGS, ...args], {
-      cwd: REPO_ROOT,
-      env: { ...process.env, NO_COLOR: '1', ...opts.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    running.add(child)
-    let stdout = ''
-    let stderr = ''
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      stdout += d
-    })
-    child.stderr.setEncoding('utf8').on('data', (d: string) => {
-      stderr += d
-    })
+  const child = spawn(process.execPath, [...KAY_NODE_ARGS, ...args], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, NO_COLOR: '1', ...opts.env },
+    stdio: [opts.stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+  })
+  running.add(child)
+  let stdout = ''
+  let stderr = ''
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+    stdout += d
+  })
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    stderr += d
+  })
+  if (opts.stdin !== undefined) child.stdin!.end(opts.stdin)
+  const done = new Promise<KayRun>((resolvePromise, reject) => {
     const timer = setTimeout(() => {
       if (child.pid !== undefined) process.kill(child.pid, 'SIGKILL')
       reject(
@@ -115,6 +129,15 @@ export function runKay(args: string[], opts: { timeoutMs?: number; env?: NodeJS.
       resolvePromise({ code, signal, stdout, stderr, ms: Date.now() - started })
     })
   })
+  return { child, stdout: () => stdout, stderr: () => stderr, done }
+}
+
+/**
+ * Run `kay args…` as a child process (cwd: the repo root) and collect its output. The child is killed (by PID)
+ * if it outlives `timeoutMs`; the promise rejects in that case, with what it printed.
+ */
+export function runKay(args: string[], opts: KayRunOptions = {}): Promise<KayRun> {
+  return startKay(args, opts).done
 }
 
 /** Kill (by PID) any CLI child still running; for afterAll hooks. */
