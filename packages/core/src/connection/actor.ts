@@ -16,6 +16,7 @@ import {
   KeepaliveTimeoutError,
   NotReadyError,
   OutputLimitError,
+  ProtocolError,
   QueueFullError,
   TimeoutError,
 } from '../errors.js'
@@ -89,6 +90,23 @@ export interface HostActorEvents {
 }
 
 const CHANNEL_RETRY_DELAYS_MS = [25, 100, 250]
+/**
+ * Bytes kay lets pile up unsent on one connection while the peer keeps sending: above what window-limited channel
+ * writes can legitimately queue (4 channels × OpenSSH's 2 MiB window), far below what hurts (docs/adr/0009).
+ */
+const MAX_UNSENT_BYTES = 16 * 1024 * 1024
+/**
+ * Writes kay lets pile up unsent while the peer keeps sending. A flood of tiny requests whose replies are never read
+ * costs ~400 bytes of bookkeeping per ~50-byte reply: the byte cap alone would allow ~120 MB. kay itself queues a
+ * few writes per tick.
+ */
+const MAX_UNSENT_WRITES = 4096
+/**
+ * Bytes a server may send before its `SSH-` version line. OpenSSH accepts 1024 lines of 8 KiB; kay accepts far
+ * less, because ssh2 re-scans its whole pre-version buffer for every chunk that arrives: 8 MiB of greeting cost
+ * ~20 s of CPU per dial. A real server's pre-version text is a few lines (docs/adr/0009).
+ */
+const MAX_GREETING_BYTES = 16 * 1024
 /** RFC 4254 SSH_OPEN_CONNECT_FAILED (2): what OpenSSH answers past MaxSessions (see DESIGN.md facts). */
 const OPEN_CONNECT_FAILED = 2
 
@@ -259,10 +277,22 @@ export class HostActor extends EventEmitter<HostActorEvents> {
     const auth = createAuthState({ ...identity, username })
     let firstError: unknown
     let sawBanner = false
+    const dialOutcome = (err: unknown): DialOutcome => (!sawBanner && isPressure(err) ? 'pressure' : 'failed')
 
     // ssh2 may emit several 'error' events for one failure (readyTimeout emits two): keep a permanent listener.
+    // A fatal error ends the connection here and now, whatever the peer does next: ssh2 itself only half-closes
+    // the socket and goes on parsing what a hostile peer keeps sending (after a bad packet length, into a buffer
+    // sized by that length: hundreds of MB per second). See docs/adr/0009-bounded-peers.md.
     client.on('error', (err) => {
       if (firstError === undefined) firstError = err
+      if (gen !== this.#connGen || !isFatal(err)) return
+      if (this.#state === 'dialing') {
+        // A verifier that threw put its own error first; otherwise this error is the cause.
+        const cause = firstError instanceof KayError ? firstError : err
+        this.#dialFailed(gen, classifyHandshakeError(this.target, cause, verdict, auth), dialOutcome(cause))
+      } else if (this.#state === 'ready') {
+        this.#lost(classifyLostError(this.id, err))
+      }
     })
     client.on('handshake', () => {
       sawBanner = true
@@ -285,8 +315,7 @@ export class HostActor extends EventEmitter<HostActorEvents> {
       if (gen !== this.#connGen) return
       if (this.#state === 'dialing') {
         const err = classifyHandshakeError(this.target, firstError, verdict, auth)
-        const outcome: DialOutcome = !sawBanner && isPressure(firstError) ? 'pressure' : 'failed'
-        this.#dialFailed(gen, err, outcome)
+        this.#dialFailed(gen, err, dialOutcome(firstError))
       } else if (this.#state === 'ready') {
         this.#lost(
           new ConnectionLostError(`${this.id}: connection lost${firstError ? `: ${errMessage(firstError)}` : ''}`, {
@@ -297,8 +326,29 @@ export class HostActor extends EventEmitter<HostActorEvents> {
       }
     })
     if ('setNoDelay' in sock && typeof (sock as Socket).setNoDelay === 'function') (sock as Socket).setNoDelay(true)
-    sock.on('data', () => {
+    const greeting = new GreetingScan()
+    sock.on('data', (chunk: Buffer) => {
       this.#rxCount++
+      if (!greeting.feed(chunk) && gen === this.#connGen && this.#state === 'dialing') {
+        const err = new ProtocolError(
+          `${this.id}: protocol error: no SSH version line in the first ${MAX_GREETING_BYTES} bytes`,
+          { host: this.id, details: { limit: MAX_GREETING_BYTES } },
+        )
+        this.#dialFailed(gen, err, 'failed')
+        return
+      }
+      // A peer that keeps sending while it reads nothing makes ssh2 queue its replies (window adjusts, request
+      // failures, channel-open refusals) in the socket without bound: past the cap the connection goes.
+      const unsent = sock.writableLength
+      const writes = queuedWrites(sock)
+      if ((unsent > MAX_UNSENT_BYTES || writes > MAX_UNSENT_WRITES) && gen === this.#connGen) {
+        const err = new ProtocolError(
+          `${this.id}: protocol error: the peer keeps sending but reads nothing (${unsent} bytes in ${writes} writes unsent)`,
+          { host: this.id, details: { maxBytes: MAX_UNSENT_BYTES, maxWrites: MAX_UNSENT_WRITES } },
+        )
+        if (this.#state === 'dialing') this.#dialFailed(gen, err, 'failed')
+        else if (this.#state === 'ready') this.#lost(err)
+      }
     })
 
     const hostVerifier = (key: Buffer, verify: (ok: boolean) => void) => {
@@ -321,7 +371,8 @@ export class HostActor extends EventEmitter<HostActorEvents> {
         username,
         authHandler: auth.authHandler,
         hostVerifier: hostVerifier as never,
-        ...hostKeyAlgorithms(preferredHostKeys),
+        // No compression: a zlib packet inflates up to ~1000× (a 35 KB packet, 35 MB), and kay's traffic is small.
+        algorithms: { ...hostKeyAlgorithms(preferredHostKeys), compress: ['none'] },
         readyTimeout: 0, // the actor's own deadline covers TCP + kex + auth as a whole
         keepaliveInterval: 0, // ssh2's keepalive is replaced by the idle-only probe below
       })
@@ -739,6 +790,36 @@ export class HostActor extends EventEmitter<HostActorEvents> {
 
 // ------------------------------------------------------------------------------------------------ helpers
 
+/** Writes queued in a stream and not yet handed to the OS (Node's own bookkeeping; 0 where it is not kept so). */
+function queuedWrites(sock: Duplex): number {
+  const st = (sock as unknown as { _writableState?: { buffered?: unknown[]; bufferedIndex?: number } })._writableState
+  return Array.isArray(st?.buffered) ? st.buffered.length - (st.bufferedIndex ?? 0) : 0
+}
+
+const SSH_DASH = [83, 83, 72, 45] // 'SSH-'
+const LF = 10
+
+/**
+ * Follows the bytes a server sends until a line starting `SSH-` (the version line), counting the bytes before it.
+ * This listener runs before ssh2's own, so a greeting past the cap never reaches ssh2's parser.
+ */
+class GreetingScan {
+  /** 0–3: bytes of `SSH-` matched at the start of the current line; -1: inside another line; 4: found. */
+  #matched = 0
+  #bytes = 0
+
+  /** Feeds one chunk; false once more than MAX_GREETING_BYTES came before the version line. */
+  feed(chunk: Buffer): boolean {
+    for (let i = 0; i < chunk.length && this.#matched < 4; i++) {
+      const c = chunk[i]!
+      if (this.#matched >= 0 && c === SSH_DASH[this.#matched]) this.#matched++
+      else this.#matched = c === LF ? 0 : -1
+      if (this.#matched < 4 && ++this.#bytes > MAX_GREETING_BYTES) return false
+    }
+    return true
+  }
+}
+
 function errMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err)
 }
@@ -776,12 +857,12 @@ function sendProbe(client: Client, onReply: () => void): void {
 }
 
 /** Known key types first (in their order), then ssh2's defaults; types ssh2 cannot verify are left out. */
-function hostKeyAlgorithms(preferred: string[]): { algorithms?: { serverHostKey: ServerHostKeyAlgorithm[] } } {
+function hostKeyAlgorithms(preferred: string[]): { serverHostKey?: ServerHostKeyAlgorithm[] } {
   const supported = ssh2Constants.SUPPORTED_SERVER_HOST_KEY
   const first = preferred.filter((a) => supported.includes(a))
   if (first.length === 0) return {}
   const rest = ssh2Constants.DEFAULT_SERVER_HOST_KEY.filter((a) => !first.includes(a))
-  return { algorithms: { serverHostKey: [...first, ...rest] as ServerHostKeyAlgorithm[] } }
+  return { serverHostKey: [...first, ...rest] as ServerHostKeyAlgorithm[] }
 }
 
 const PRESSURE_CODES = new Set(['ECONNRESET', 'EPIPE'])
@@ -807,6 +888,44 @@ function classifyConnectError(host: string, err: unknown): KayError {
   })
 }
 
+/**
+ * Whether an ssh2 'error' ends the connection. ssh2 reports a failing agent or key signature and goes on with the
+ * next key; everything else it emits (a parse error, a fatal protocol error, a socket error, auth exhausted, a
+ * DISCONNECT) is the end of the connection.
+ */
+function isFatal(err: unknown): boolean {
+  const level = (err as { level?: string } | undefined)?.level
+  if (level === 'agent') return false
+  return !(level === 'client-authentication' && /^Error signing data with key/.test(errMessage(err)))
+}
+
+/**
+ * A protocol violation by the peer: what ssh2's parser throws (no level: bad packet length, bad MAC, garbage or
+ * oversized version exchange, data past the window) or reports as a fatal protocol/handshake error — but not a
+ * connection that closed before the banner (pressure), a key exchange with no algorithm in common (a config
+ * mismatch), or a DISCONNECT the peer sent (numeric code).
+ */
+function protocolViolation(host: string, err: unknown): KayError | undefined {
+  if (!(err instanceof Error) || err instanceof KayError) return undefined
+  const e = err as Error & { level?: string; code?: unknown }
+  if (typeof e.code === 'number' || typeof e.code === 'string') return undefined
+  if (e.level !== undefined && e.level !== 'protocol' && e.level !== 'handshake') return undefined
+  if (/before handshake|^Handshake failed: no matching|verification failed/.test(e.message)) return undefined
+  return new ProtocolError(`${host}: protocol error: ${e.message}`, {
+    host,
+    cause: err,
+    details: e.level ? { level: e.level } : undefined,
+  })
+}
+
+/** Why an established connection ended on an ssh2 error: a protocol violation, or a plain loss. */
+function classifyLostError(host: string, err: unknown): KayError {
+  return (
+    protocolViolation(host, err) ??
+    new ConnectionLostError(`${host}: connection lost: ${errMessage(err)}`, { host, cause: err })
+  )
+}
+
 function classifyHandshakeError(
   target: HostTarget,
   err: unknown,
@@ -820,6 +939,8 @@ function classifyHandshakeError(
   if (refused) return refused
   const level = (err as { level?: string } | undefined)?.level
   if (level === 'client-authentication') return auth.toError(host)
+  const violation = protocolViolation(host, err)
+  if (violation) return violation
   return new ConnectError(`${host}: handshake failed: ${err === undefined ? 'connection closed' : errMessage(err)}`, {
     host,
     cause: err,
