@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Tools the test tiers use besides sshd: tmux (the TTY UI driven for real), Prometheus + promtool (kay serve is
 # scraped by a real Prometheus and its exposition checked by promtool), iproute2 (network namespaces), and the
-# interpreters the stream loops run under (bash, perl, python3, busybox).
+# interpreters the stream loops run under (bash, perl, python3, busybox), and the login shells (zsh, fish, tcsh, csh).
 # Idempotent; never starts any system service.
 set -euo pipefail
 # shellcheck source=lib.sh
@@ -19,5 +19,10 @@ command -v perl >/dev/null 2>&1 || missing+=(perl-base)
 [[ -x /usr/bin/python3 ]] || missing+=(python3-minimal)
 # busybox: the sh loop is tested under busybox sh and awk, as on Alpine and other busybox hosts.
 [[ -x /usr/bin/busybox || -x /bin/busybox ]] || missing+=(busybox)
+# The login shells kay's commands must run under, whatever the account's shell (setup-sshd.sh makes a user each).
+[[ -x /usr/bin/zsh ]] || missing+=(zsh)
+[[ -x /usr/bin/fish ]] || missing+=(fish)
+[[ -x /usr/bin/tcsh ]] || missing+=(tcsh)
+[[ -x /usr/bin/bsd-csh ]] || missing+=(csh)
 apt_install "${missing[@]}"
 echo "setup-tools.sh: $(tmux -V); $(promtool --version 2>&1 | head -n1)"
