@@ -31,7 +31,8 @@ export interface ShardConfig {
     policy: 'yes' | 'accept-new' | 'no'
   }
   actor: {
-    handshakeTimeoutMs: number
+    /** Set: every host's dial deadline, over its ConnectTimeout. Unset: the host's ConnectTimeout, else the default. */
+    handshakeTimeoutMs?: number
     keepaliveIntervalMs: number
     probeDeadlineMs: number
     maxChannels: number

@@ -224,7 +224,8 @@ export class Shard {
       dialGate: this.#deps.gate,
       connector,
       backoff: a.backoff,
-      handshakeTimeoutMs: t.connectTimeoutMs ?? a.handshakeTimeoutMs,
+      // An explicit deadline (the command line's) wins over the host's ConnectTimeout; the actor falls back to it.
+      ...(a.handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs: a.handshakeTimeoutMs }),
       keepaliveIntervalMs: t.keepaliveIntervalMs ?? a.keepaliveIntervalMs,
       probeDeadlineMs: a.probeDeadlineMs,
       maxChannels: a.maxChannels,

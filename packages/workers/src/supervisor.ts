@@ -60,7 +60,10 @@ export interface SupervisorOptions {
   /** Keepalive: probe after `intervalMs` without inbound traffic; tear down if no reply within `probeDeadlineMs`. */
   keepalive?: { intervalMs?: number; probeDeadlineMs?: number }
   backoff?: Partial<ShardConfig['actor']['backoff']>
-  /** TCP connect + key exchange + auth, ms. Default 10000. */
+  /**
+   * TCP connect + key exchange + auth, ms. When set, every host's deadline, over its own ConnectTimeout (ssh_config),
+   * as a command-line `-o ConnectTimeout=` wins for ssh. Unset: each host's ConnectTimeout, else 10000.
+   */
   handshakeTimeoutMs?: number
   /** Channels in flight per connection. Default 4. */
   maxChannels?: number
@@ -653,7 +656,7 @@ function resolveConfig(opts: SupervisorOptions): ShardConfig {
       policy,
     },
     actor: {
-      handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 10_000,
+      ...(opts.handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs: opts.handshakeTimeoutMs }),
       keepaliveIntervalMs: opts.keepalive?.intervalMs ?? 15_000,
       probeDeadlineMs: opts.keepalive?.probeDeadlineMs ?? 5_000,
       maxChannels: opts.maxChannels ?? 4,

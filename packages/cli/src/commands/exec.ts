@@ -3,12 +3,12 @@ import { EXIT, type ExitCode, exitCodeFor, type HostOutcome } from '../help.js'
 import { resolveHosts } from '../hosts.js'
 import { collateResults, type ExecResult, execJsonLine, PrefixWriter, renderCollated } from '../ui/collate.js'
 import { causeOf } from '../ui/rows.js'
-import { errorLine, type Io, supervisorOptions, waitSettled, withSupervisor } from './common.js'
+import { dialDeadlineMs, errorLine, type Io, supervisorOptions, waitSettled, withSupervisor } from './common.js'
 
 export async function cmdExec(cmd: ParsedCommand & { command: 'exec' }, io: Io): Promise<ExitCode> {
   const hosts = await resolveHosts(cmd.hosts, cmd.connection)
   return withSupervisor(supervisorOptions(cmd.connection, hosts, { collectMode: 'exec' }), io, async (sup) => {
-    await waitSettled(sup, cmd.connection.connectTimeoutMs + 1000, io.signal)
+    await waitSettled(sup, dialDeadlineMs(cmd.connection, hosts) + 1000, io.signal)
     const results: ExecResult[] = []
     const out: HostOutcome[] = []
     const statuses = new Map(sup.statuses().map((s) => [s.id, s]))
