@@ -3,6 +3,8 @@ import { availableParallelism, homedir } from 'node:os'
 import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import {
+  CachingResolver,
+  type CachingResolverOptions,
   ClosedError,
   ConfigError,
   DEFAULT_BACKOFF,
@@ -18,6 +20,7 @@ import {
   type StreamFlavour,
   SupervisorFatalError,
   TimeoutError,
+  toKayError,
   UnknownHostError,
   verifyBackoff,
 } from '@kay/core'
@@ -67,6 +70,12 @@ export interface SupervisorOptions {
   handshakeTimeoutMs?: number
   /** Channels in flight per connection. Default 4. */
   maxChannels?: number
+  /**
+   * Name resolution for every host dialed over TCP, before its dial takes a slot: one resolver in the supervisor's
+   * thread serves all shards (one cache, one bound on lookups in flight). `lookup` injects the resolver (tests never
+   * query a real DNS server); the default is `dns.lookup`. See CachingResolverOptions for the bounds and TTLs.
+   */
+  dns?: CachingResolverOptions
   /** `stream` (default) or `exec`. */
   collectMode?: 'stream' | 'exec'
   /** Ask for df every Nth stream tick. Default DF_EVERY (12). */
@@ -183,11 +192,13 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   #restarts = 0
   #stopping = false
   #fatal: KayError | undefined
+  readonly #resolver: CachingResolver
 
   private constructor(opts: SupervisorOptions) {
     super()
     this.#opts = opts
     this.#config = resolveConfig(opts)
+    this.#resolver = new CachingResolver(opts.dns)
     this.#intensity = opts.restart?.intensity ?? 5
     this.#periodMs = opts.restart?.periodMs ?? 30_000
     const threads = threadsOf(opts)
@@ -308,6 +319,9 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       }
       case 'ready':
         return
+      case 'resolve':
+        this.#resolve(s, m.id, m.hostname)
+        return
       default: {
         const p = s.pending.get(m.id)
         if (!p) return
@@ -315,6 +329,18 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         p.resolve(m)
       }
     }
+  }
+
+  /** Answers a shard's `resolve`, to the worker that asked (a restarted shard's new worker asks again). */
+  #resolve(s: ShardHandle, id: number, hostname: string): void {
+    const w = s.worker
+    const reply = (m: ShardRequest & { type: 'resolved' }) => {
+      if (s.worker === w && !this.#stopping) w?.postMessage(m)
+    }
+    this.#resolver.resolve(hostname).then(
+      (a) => reply({ type: 'resolved', id, address: a.address, family: a.family }),
+      (err: unknown) => reply({ type: 'resolved', id, error: toKayError(err).toJSON() }),
+    )
   }
 
   #onExit(s: ShardHandle, worker: Worker, code: number): void {
@@ -638,6 +664,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         await w.terminate()
       }),
     )
+    this.#resolver.close()
     this.removeAllListeners('host')
   }
 }

@@ -18,6 +18,7 @@ import {
   OutputLimitError,
   ProtocolError,
   QueueFullError,
+  ResolveError,
   TimeoutError,
 } from '../errors.js'
 import { type AuthState, createAuthState } from '../trust/keys.js'
@@ -34,6 +35,7 @@ import type {
 import { type BackoffOptions, backoffDelay, verifyBackoff } from './backoff.js'
 import { directConnector } from './connector.js'
 import type { DialGate, DialOutcome, DialSlot } from './dial-gate.js'
+import { defaultResolver, type Resolver } from './resolver.js'
 
 export interface HostActorOptions {
   target: HostTarget
@@ -44,6 +46,12 @@ export interface HostActorOptions {
   /** Admission control for dials; held from TCP connect until ready or failed. */
   dialGate: DialGate
   connector?: Connector
+  /**
+   * Resolves the host's name before the dial asks for a slot (DNS never holds one); the connector then dials the
+   * address. Default: for a plain TCP host (no connector given, no ProxyCommand) the thread's shared `dns.lookup`
+   * resolver; none for a custom connector or a ProxyCommand (ProxyJump: the jump host resolves the name), unless given.
+   */
+  resolver?: Resolver
   clock?: Clock
   random?: () => number
   backoff?: Partial<BackoffOptions>
@@ -132,6 +140,7 @@ export class HostActor extends EventEmitter<HostActorEvents> {
   readonly #random: () => number
   readonly #backoff: BackoffOptions
   readonly #connector: Connector
+  readonly #resolver: Resolver | undefined
   readonly #handshakeTimeoutMs: number
   readonly #keepaliveIntervalMs: number
   readonly #probeDeadlineMs: number
@@ -172,6 +181,9 @@ export class HostActor extends EventEmitter<HostActorEvents> {
     this.#random = opts.random ?? Math.random
     this.#backoff = verifyBackoff(opts.backoff)
     this.#connector = opts.connector ?? directConnector(opts.target)
+    this.#resolver =
+      opts.resolver ??
+      (opts.connector === undefined && opts.target.proxyCommand === undefined ? defaultResolver() : undefined)
     this.#handshakeTimeoutMs = opts.handshakeTimeoutMs ?? opts.target.connectTimeoutMs ?? 10_000
     this.#keepaliveIntervalMs = opts.keepaliveIntervalMs ?? opts.target.keepaliveIntervalMs ?? 15_000
     this.#probeDeadlineMs = opts.probeDeadlineMs ?? 5_000
@@ -225,6 +237,19 @@ export class HostActor extends EventEmitter<HostActorEvents> {
     this.#setState('dialing')
     const abort = new AbortController()
     this.#dialAbort = abort
+    // The name first, outside the dial slot: a name that resolves slowly or not at all never holds one.
+    let target = this.target
+    if (this.#resolver) {
+      try {
+        const a = await this.#resolver.resolve(this.target.hostname, abort.signal)
+        target = { ...this.target, hostname: a.address }
+      } catch (err) {
+        if (gen !== this.#connGen || this.#state === 'closed') return
+        this.#dialFailed(gen, resolveFailure(this.id, err), 'failed')
+        return
+      }
+      if (gen !== this.#connGen || this.#state !== 'dialing') return
+    }
     let slot: DialSlot
     try {
       slot = await this.#opts.dialGate.acquire(abort.signal)
@@ -255,7 +280,7 @@ export class HostActor extends EventEmitter<HostActorEvents> {
     try {
       identity = await this.#opts.identity
       preferred = (await this.#opts.verifier.preferredHostKeyAlgorithms?.(this.target).catch(() => [])) ?? []
-      sock = await this.#connector(this.target)
+      sock = await this.#connector(target)
     } catch (err) {
       this.#dialFailed(gen, classifyConnectError(this.id, err), connectOutcome(err))
       return
@@ -876,6 +901,17 @@ function isPressure(err: unknown): boolean {
 
 function connectOutcome(err: unknown): DialOutcome {
   return isPressure(err) ? 'pressure' : 'failed'
+}
+
+/** A failed name lookup, named for the host (its alias may differ from the name looked up). */
+function resolveFailure(host: string, err: unknown): KayError {
+  const e = err instanceof KayError ? err : undefined
+  const message = e?.message ?? errMessage(err)
+  return new ResolveError(message.startsWith(`${host}:`) ? message : `${host}: ${message}`, {
+    host,
+    cause: err,
+    details: e?.details,
+  })
 }
 
 function classifyConnectError(host: string, err: unknown): KayError {
