@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // The `kay` executable: run main, set the exit code, and let the event loop drain (close leaves nothing behind).
-// Name lookups (getaddrinfo) run in libuv's thread pool, which file I/O shares: size it before its first use, so the
-// resolver's lookups in flight (half the pool: core/connection/resolver.ts) never take every thread.
-process.env.UV_THREADPOOL_SIZE ??= '32'
+// Name lookups (getaddrinfo) run in libuv's thread pool, one thread each until it returns, and file I/O shares it:
+// size it before its first use. The resolver runs the pool less 16 lookups at once (core/connection/resolver.ts), so
+// names that time out do not hold up the rest for long; 128 idle threads cost ~1.4 MiB (docs/adr/0009).
+process.env.UV_THREADPOOL_SIZE ??= '128'
 const { main } = await import('./main.js')
 
 const code = await main(process.argv.slice(2))

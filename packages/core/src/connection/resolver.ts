@@ -42,9 +42,9 @@ export interface CachingResolverOptions {
   /** Default: `dns.lookup` (getaddrinfo, in libuv's thread pool). */
   lookup?: LookupFn
   /**
-   * Lookups in flight. Default with `dns.lookup`: half of libuv's thread pool (UV_THREADPOOL_SIZE, 4 unless set; the
-   * kay CLI sets 32), so lookups never starve file I/O of threads; with an injected lookup (asynchronous, a pending
-   * query costs a promise), 1024.
+   * Lookups in flight. Default with `dns.lookup`: libuv's thread pool (UV_THREADPOOL_SIZE, 4 unless set; the kay CLI
+   * sets 128) less 16 threads kept for file I/O, at least 2 — each getaddrinfo holds a thread until it returns; with an
+   * injected lookup (asynchronous: a pending query costs a promise), 1024.
    */
   concurrency?: number
   /** Lookups waiting for a slot; past it, KAY_QUEUE_FULL. Default 100_000. */
@@ -119,8 +119,7 @@ export class CachingResolver implements Resolver {
 
   constructor(opts: CachingResolverOptions = {}) {
     this.#lookup = opts.lookup ?? systemLookup
-    this.#concurrency =
-      opts.concurrency ?? (opts.lookup === undefined ? Math.max(2, Math.floor(threadPoolSize() / 2)) : 1024)
+    this.#concurrency = opts.concurrency ?? (opts.lookup === undefined ? Math.max(2, threadPoolSize() - 16) : 1024)
     this.#maxQueued = opts.maxQueued ?? 100_000
     this.#timeoutMs = opts.timeoutMs ?? 5000
     this.#positiveTtlMs = opts.positiveTtlMs ?? 60_000
