@@ -104,15 +104,15 @@ const CHANNEL_RETRY_DELAYS_MS = [25, 100, 250]
  */
 const MAX_UNSENT_BYTES = 16 * 1024 * 1024
 /**
- * Writes kay lets pile up unsent while the peer keeps sending. A flood of tiny requests whose replies are never read
- * costs ~400 bytes of bookkeeping per ~50-byte reply: the byte cap alone would allow ~120 MB. kay itself queues a
- * few writes per tick.
+ * Writes kay lets pile up unsent while the peer keeps sending. Each queued write costs bookkeeping several times the
+ * size of a small reply, so against a flood of tiny requests the byte cap alone is far too loose (docs/adr/0009).
+ * kay itself queues a few writes per tick.
  */
 const MAX_UNSENT_WRITES = 4096
 /**
  * Bytes a server may send before its `SSH-` version line. OpenSSH accepts 1024 lines of 8 KiB; kay accepts far
- * less, because ssh2 re-scans its whole pre-version buffer for every chunk that arrives: 8 MiB of greeting cost
- * ~20 s of CPU per dial. A real server's pre-version text is a few lines (docs/adr/0009).
+ * less, because ssh2 re-scans its whole pre-version buffer for every chunk that arrives (quadratic CPU). A real
+ * server's pre-version text is a few lines (docs/adr/0009).
  */
 const MAX_GREETING_BYTES = 16 * 1024
 /** RFC 4254 SSH_OPEN_CONNECT_FAILED (2): what OpenSSH answers past MaxSessions (see DESIGN.md facts). */
@@ -307,7 +307,7 @@ export class HostActor extends EventEmitter<HostActorEvents> {
     // ssh2 may emit several 'error' events for one failure (readyTimeout emits two): keep a permanent listener.
     // A fatal error ends the connection here and now, whatever the peer does next: ssh2 itself only half-closes
     // the socket and goes on parsing what a hostile peer keeps sending (after a bad packet length, into a buffer
-    // sized by that length: hundreds of MB per second). See docs/adr/0009-bounded-peers.md.
+    // sized by that length). See docs/adr/0009-bounded-peers-any-shell.md.
     client.on('error', (err) => {
       if (firstError === undefined) firstError = err
       if (gen !== this.#connGen || !isFatal(err)) return
@@ -396,7 +396,7 @@ export class HostActor extends EventEmitter<HostActorEvents> {
         username,
         authHandler: auth.authHandler,
         hostVerifier: hostVerifier as never,
-        // No compression: a zlib packet inflates up to ~1000× (a 35 KB packet, 35 MB), and kay's traffic is small.
+        // No compression: a small zlib packet can inflate a thousandfold, and kay's traffic is small.
         algorithms: { ...hostKeyAlgorithms(preferredHostKeys), compress: ['none'] },
         readyTimeout: 0, // the actor's own deadline covers TCP + kex + auth as a whole
         keepaliveInterval: 0, // ssh2's keepalive is replaced by the idle-only probe below
