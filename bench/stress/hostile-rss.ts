@@ -9,9 +9,7 @@
  * Flags: --rounds (3), --handshake-ms (2000: the dial deadline; a peer stalls at most that long), --budget-ms (60000:
  * one scenario's bound), --only (a comma-separated list of scenario names).
  */
-import { spawn } from 'node:child_process'
-import { fileURLToPath } from 'node:url'
-import type { ProbeResult, ProbeSpec } from '../../packages/core/test/hostile/support/rss-probe.js'
+import { type ProbeSpec, runProbe } from '../../packages/core/test/hostile/support/run-probe.js'
 import { type HostileBehaviour, startHostileServer } from '../../packages/core/test/hostile/support/servers.js'
 import {
   type HostileSshBehaviour,
@@ -19,8 +17,6 @@ import {
 } from '../../packages/core/test/hostile/support/ssh-servers.js'
 import { flags, record, runMain } from '../load/lib.js'
 
-const probe = fileURLToPath(new URL('../../packages/core/test/hostile/support/rss-probe.ts', import.meta.url))
-const coreDir = fileURLToPath(new URL('../../packages/core/', import.meta.url))
 const MiB = 1024 * 1024
 
 type Scenario = { name: string; phase: ProbeSpec['phase'] } & ({ tcp: HostileBehaviour } | { ssh: HostileSshBehaviour })
@@ -37,26 +33,6 @@ const SCENARIOS: Scenario[] = [
   { name: 'exec output flood', phase: 'run', ssh: 'exec-flood' },
   { name: 'stream + exec floods', phase: 'collect', ssh: 'exec-flood' },
 ]
-
-function runProbe(spec: ProbeSpec): Promise<ProbeResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(
-      process.execPath,
-      ['--expose-gc', '--conditions=kay-source', '--import', 'tsx', probe, JSON.stringify(spec)],
-      { cwd: coreDir, stdio: ['ignore', 'pipe', 'inherit'] },
-    )
-    let out = ''
-    child.stdout.on('data', (b: Buffer) => {
-      out += b
-    })
-    const killer = setTimeout(() => child.kill('SIGKILL'), spec.budgetMs + 15_000)
-    child.on('close', (code) => {
-      clearTimeout(killer)
-      if (code !== 0) reject(new Error(`probe exited ${code}`))
-      else resolve(JSON.parse(out.trim().split('\n').pop()!) as ProbeResult)
-    })
-  })
-}
 
 export async function main(argv: readonly string[]): Promise<number> {
   const f = flags(argv)

@@ -12,36 +12,7 @@ import { KayError } from '../../../src/errors.js'
 import { generateClientKey } from '../../../src/sim/keys.js'
 import { until } from '../../../src/testing/wait.js'
 import type { HostKeyVerifier } from '../../../src/types.js'
-
-export interface ProbeSpec {
-  port: number
-  /** dial: let the actor dial `rounds` times; run: a command per round; collect: a collection per round. */
-  phase: 'dial' | 'run' | 'collect'
-  rounds: number
-  handshakeTimeoutMs: number
-  /** The whole probe's bound, ms. */
-  budgetMs: number
-  /** run: the command's output cap, bytes. Default 1 MiB. */
-  maxOutputBytes?: number
-}
-
-export interface ProbeResult {
-  /** RSS after set-up and a GC, before the first dial, bytes. */
-  baselineRss: number
-  /** Peak RSS (VmHWM) since the baseline, bytes. */
-  peakRss: number
-  /** The outcome of each run/collect round: `ok` or the error code of the command or collection. */
-  codes: string[]
-  /** Why the connection went each time it did (a failed dial, or a lost connection): the actor's error code. */
-  lost: string[]
-  /** Dials the actor made (handshakes reaching TCP connect). */
-  handshakes: number
-  /** CPU the probe used from the baseline to the end (user + system), ms. */
-  cpuMs: number
-  /** collect: collection streams opened, and closed again. */
-  streamsOpened: number
-  streamsClosed: number
-}
+import type { ProbeResult, ProbeSpec } from './run-probe.js'
 
 const spec = JSON.parse(process.argv[2]!) as ProbeSpec
 const MiB = 1024 * 1024

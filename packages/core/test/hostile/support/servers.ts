@@ -58,6 +58,21 @@ function stream(sock: Socket, write: (b: Buffer | string) => boolean, next: () =
   pump()
 }
 
+/** Listens on 127.0.0.1, a free port; resolves with the port. */
+export async function listenOnLoopback(server: {
+  once(event: 'error', fn: (err: Error) => void): unknown
+  listen(port: number, host: string, fn: () => void): unknown
+  address(): ReturnType<Server['address']>
+}): Promise<number> {
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => resolve())
+  })
+  const addr = server.address()
+  if (addr === null || typeof addr === 'string') throw new Error('hostile server: no TCP address')
+  return addr.port
+}
+
 /**
  * A purpose-built TCP server on 127.0.0.1 that misbehaves before or during the SSH handshake in one fixed way.
  * It holds every socket until the client closes it, so a test can see whether the client let go.
@@ -113,14 +128,9 @@ export async function startHostileServer(behaviour: HostileBehaviour): Promise<H
       }
     }
   })
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => resolve())
-  })
-  const addr = server.address()
-  if (addr === null || typeof addr === 'string') throw new Error('hostile server: no TCP address')
+  const port = await listenOnLoopback(server)
   return {
-    port: addr.port,
+    port,
     host: '127.0.0.1',
     get accepted() {
       return accepted

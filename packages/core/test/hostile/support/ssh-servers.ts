@@ -4,6 +4,7 @@ import ssh2, { type Connection, type ServerChannel } from 'ssh2'
 import { identifyCommand } from '../../../src/collection/commands.js'
 import { generateHostKey } from '../../../src/sim/keys.js'
 import { capturedFrame } from '../../fixtures/proc/frames.js'
+import { listenOnLoopback } from './servers.js'
 
 const { Server } = ssh2
 
@@ -104,14 +105,9 @@ export async function startHostileSshServer(behaviour: HostileSshBehaviour): Pro
       })
     })
   })
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => resolve())
-  })
-  const addr = server.address()
-  if (addr === null || typeof addr === 'string') throw new Error('hostile ssh server: no TCP address')
+  const port = await listenOnLoopback(server)
   return {
-    port: addr.port,
+    port,
     host: '127.0.0.1',
     get accepted() {
       return accepted
