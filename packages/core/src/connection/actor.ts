@@ -936,17 +936,17 @@ function isFatal(err: unknown): boolean {
 }
 
 /**
- * A protocol violation by the peer: what ssh2's parser throws (no level: bad packet length, bad MAC, garbage or
- * oversized version exchange, data past the window) or reports as a fatal protocol/handshake error — but not a
+ * A protocol violation by the peer: what ssh2's parser throws (no level: bad packet length, bad MAC, garbage version
+ * exchange) or reports as a fatal protocol/handshake error (a malformed packet, a bad host-key signature) — but not a
  * connection that closed before the banner (pressure), a key exchange with no algorithm in common (a config
- * mismatch), or a DISCONNECT the peer sent (numeric code).
+ * mismatch), a host key kay refused (the trust error says why), or a DISCONNECT the peer sent (numeric code).
  */
 function protocolViolation(host: string, err: unknown): KayError | undefined {
   if (!(err instanceof Error) || err instanceof KayError) return undefined
   const e = err as Error & { level?: string; code?: unknown }
   if (typeof e.code === 'number' || typeof e.code === 'string') return undefined
   if (e.level !== undefined && e.level !== 'protocol' && e.level !== 'handshake') return undefined
-  if (/before handshake|^Handshake failed: no matching|verification failed/.test(e.message)) return undefined
+  if (/before handshake|^Handshake failed: no matching|^Host denied/.test(e.message)) return undefined
   return new ProtocolError(`${host}: protocol error: ${e.message}`, {
     host,
     cause: err,
