@@ -43,4 +43,33 @@ rm -f "$TEST_HOME/.profile" "$TEST_HOME/.bashrc" "$TEST_HOME/.bash_profile" "$TE
 touch "$TEST_HOME/.hushlogin"
 chown "$TEST_USER:$(id -gn "$TEST_USER")" "$TEST_HOME/.hushlogin"
 
-echo "setup-sshd.sh: $(/usr/sbin/sshd -V 2>&1 | head -n1); user ${TEST_USER} ready (shell /bin/sh, home ${TEST_HOME})"
+# One user per login shell kay's commands must run under (packages/core/test/collection/login-shells.sshd.test.ts):
+# the shells are installed by setup-tools.sh. Each user is made the same way as kaytest; a test picks the user of
+# the shell it wants, so no test ever changes another's login shell. busybox picks its applet by the name it is run
+# as: its user's shell is a link named `sh`.
+BUSYBOX_SH_DIR=/usr/local/libexec/kaytest-busybox
+busybox_bin=$(command -v busybox || true)
+if [[ -n $busybox_bin ]]; then
+  install -d -m 0755 "$BUSYBOX_SH_DIR"
+  ln -sfn "$busybox_bin" "$BUSYBOX_SH_DIR/sh"
+fi
+declare -A SHELL_USERS=(
+  [kaytest-bash]=/bin/bash
+  [kaytest-zsh]=/usr/bin/zsh
+  [kaytest-fish]=/usr/bin/fish
+  [kaytest-tcsh]=/usr/bin/tcsh
+  [kaytest-csh]=/usr/bin/csh
+  [kaytest-busybox]=$BUSYBOX_SH_DIR/sh
+)
+for user in "${!SHELL_USERS[@]}"; do
+  shell=${SHELL_USERS[$user]}
+  home=/home/$user
+  if ! id -u "$user" >/dev/null 2>&1; then useradd --no-create-home --home-dir "$home" --shell "$shell" "$user"; fi
+  IFS=: read -r _ _ _ _ _ h s < <(getent passwd "$user")
+  if [[ $s != "$shell" || $h != "$home" ]]; then usermod --shell "$shell" --home "$home" "$user"; fi
+  if [[ $(getent shadow "$user" | cut -d: -f2) != '*' ]]; then usermod --password '*' "$user"; fi
+  install -d -m 0755 -o "$user" -g "$(id -gn "$user")" "$home"
+done
+
+echo "setup-sshd.sh: $(/usr/sbin/sshd -V 2>&1 | head -n1); user ${TEST_USER} ready (shell /bin/sh, home ${TEST_HOME});" \
+  "login-shell users: ${!SHELL_USERS[*]}"

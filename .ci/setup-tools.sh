@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Tools the test tiers use besides sshd: tmux (the TTY UI driven for real), Prometheus + promtool (kay serve is
 # scraped by a real Prometheus and its exposition checked by promtool), iproute2 (network namespaces), and the
-# interpreters the stream loops run under (bash, perl, python3, busybox), and what the ssh_config conformance
-# suite needs (util-linux namespaces tools, netbase, the OpenSSH client).
+# interpreters the stream loops run under (bash, perl, python3, busybox), the login shells (zsh, fish, tcsh, csh), and
+# what the ssh_config conformance suite needs (util-linux namespaces tools, netbase, the OpenSSH client).
 # Idempotent; never starts any system service.
 set -euo pipefail
 # shellcheck source=lib.sh
@@ -25,5 +25,10 @@ command -v perl >/dev/null 2>&1 || missing+=(perl-base)
 [[ -x /usr/bin/unshare && -x /usr/bin/nsenter && -x /usr/bin/setpriv ]] || missing+=(util-linux)
 [[ -f /etc/services ]] || missing+=(netbase)
 [[ -x /usr/bin/ssh ]] || missing+=(openssh-client)
+# The login shells kay's commands must run under, whatever the account's shell (setup-sshd.sh makes a user each).
+[[ -x /usr/bin/zsh ]] || missing+=(zsh)
+[[ -x /usr/bin/fish ]] || missing+=(fish)
+[[ -x /usr/bin/tcsh ]] || missing+=(tcsh)
+[[ -x /usr/bin/bsd-csh ]] || missing+=(csh)
 apt_install "${missing[@]}"
 echo "setup-tools.sh: $(tmux -V); $(promtool --version 2>&1 | head -n1)"

@@ -48,7 +48,11 @@ export interface ConnectionOptions {
   fanout: number
   /** Fleet-wide dial attempts per second (0 = unlimited); absent = the supervisor's default (20 × fanout). */
   dialRate?: number
-  connectTimeoutMs: number
+  /**
+   * `--connect-timeout`, only when given: it then wins over every host's ConnectTimeout from ssh_config, as a
+   * command-line `-o ConnectTimeout=` does for ssh. Absent: each host's ConnectTimeout, else DEFAULTS.connectTimeoutMs.
+   */
+  connectTimeoutMs?: number
   /** Worker threads to shard hosts over; absent = the supervisor's default (one per 1,000 hosts, ≤ one per core). */
   threads?: number
   strictHostKeyChecking: StrictHostKeyChecking
@@ -279,8 +283,8 @@ export const FLAGS = {
     long: 'connect-timeout',
     kind: 'value',
     metavar: 'DURATION',
-    help: 'deadline for TCP connect + handshake + auth of one dial',
-    default: '10s',
+    help: 'deadline for TCP connect + handshake + auth of one dial (wins over ssh_config ConnectTimeout)',
+    default: 'ConnectTimeout, else 10s',
   }),
   threads: f({
     long: 'threads',
@@ -861,8 +865,13 @@ class Values {
   }
 
   duration(key: FlagKey, fallback: number): number {
+    return this.optionalDuration(key) ?? fallback
+  }
+
+  /** The flag's duration, or undefined when it was not given (a default would hide that). */
+  optionalDuration(key: FlagKey): number | undefined {
     const s = this.str(key)
-    if (s === undefined) return fallback
+    if (s === undefined) return undefined
     const ms = parseDuration(s, flagName(key))
     if (ms <= 0) throw new ConfigError(`${flagName(key)}: must be more than 0 (got '${s}')`)
     return ms
@@ -969,10 +978,11 @@ function connection(v: Values, warnings: string[]): ConnectionOptions {
   const out: ConnectionOptions = {
     identityFiles: v.list('identity'),
     fanout: v.int('fanout', 1, LIMITS.fanout) ?? DEFAULTS.fanout,
-    connectTimeoutMs: v.duration('connectTimeout', DEFAULTS.connectTimeoutMs),
     strictHostKeyChecking,
     collectMode,
   }
+  const connectTimeoutMs = v.optionalDuration('connectTimeout')
+  if (connectTimeoutMs !== undefined) out.connectTimeoutMs = connectTimeoutMs
   const threads = v.int('threads', 1, LIMITS.threads)
   if (threads !== undefined) out.threads = threads
   const dialRate = v.int('dialRate', 0, 1_000_000)

@@ -1,6 +1,10 @@
 #!/usr/bin/env node
 // The `kay` executable: run main, set the exit code, and let the event loop drain (close leaves nothing behind).
-import { main } from './main.js'
+// Name lookups (getaddrinfo) run in libuv's thread pool, one thread each until it returns, and file I/O shares it:
+// size it before its first use. The resolver runs the pool less 16 lookups at once (core/connection/resolver.ts), so
+// names that time out hold up the rest as little as an idle-cheap pool allows (docs/adr/0009).
+process.env.UV_THREADPOOL_SIZE ??= '128'
+const { main } = await import('./main.js')
 
 const code = await main(process.argv.slice(2))
 process.exitCode = code

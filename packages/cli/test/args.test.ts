@@ -29,7 +29,6 @@ describe('parseArgs: defaults', () => {
       connection: {
         identityFiles: [],
         fanout: 16,
-        connectTimeoutMs: 10_000,
         strictHostKeyChecking: 'accept-new',
         collectMode: 'stream',
       },

@@ -88,7 +88,9 @@ describe('help', () => {
     expect(flat('exec')).toMatch(/--timeout DURATION.*\(default: 30s\)/)
     expect(flat('exec')).toMatch(/--max-output BYTES.*\(default: 1MiB\)/)
     expect(flat('fleet')).toMatch(/--fanout N.*\(default: 16\)/)
-    expect(flat('fleet')).toMatch(/--connect-timeout DURATION.*\(default: 10s\)/)
+    expect(flat('fleet')).toMatch(
+      /--connect-timeout DURATION.*wins over ssh_config ConnectTimeout.*\(default: ConnectTimeout, else 10s\)/,
+    )
     expect(flat('fleet')).toMatch(/--interval DURATION.*\(default: 5s\)/)
     expect(flat('serve')).toMatch(/--listen ADDR:PORT.*\(default: 127\.0\.0\.1:9717\)/)
     expect(flat('collect')).toMatch(/--sample-gap DURATION.*\(default: 1s\)/)

@@ -25,6 +25,9 @@ export type ErrorCode =
   | 'KAY_CHANNEL_OPEN_FAILED'
   | 'KAY_CONNECT_FAILED'
   | 'KAY_HANDSHAKE_TIMEOUT'
+  | 'KAY_PROTOCOL_ERROR'
+  | 'KAY_RESOLVE_FAILED'
+  | 'KAY_UNEXPECTED_OUTPUT'
   | 'KAY_KEEPALIVE_TIMEOUT'
   | 'KAY_CONNECTION_LOST'
   | 'KAY_PARSE_ERROR'
@@ -146,6 +149,19 @@ export const ChannelOpenError = defineError('KAY_CHANNEL_OPEN_FAILED', 'ChannelO
 export const ConnectError = defineError('KAY_CONNECT_FAILED', 'ConnectError')
 /** TCP connect + key exchange + auth did not finish within the handshake deadline. */
 export const HandshakeTimeoutError = defineError('KAY_HANDSHAKE_TIMEOUT', 'HandshakeTimeoutError')
+/**
+ * The peer broke the SSH protocol (a bad packet length, a bad MAC, a garbage or oversized version exchange, channel
+ * data past the window kay granted, a peer that stops reading while it keeps sending): the connection was closed
+ * at once. details: level (ssh2's), limit (for a bound that was hit).
+ */
+export const ProtocolError = defineError('KAY_PROTOCOL_ERROR', 'ProtocolError')
+/** The host's name did not resolve to an address (or the lookup timed out). details: hostname, cached, errno. */
+export const ResolveError = defineError('KAY_RESOLVE_FAILED', 'ResolveError')
+/**
+ * A command kay sent for itself did not run as sent: the host answered with output that is not kay's (a
+ * ForceCommand, a restricted shell, a login shell that could not run it). details: exitCode, stdout, stderr (heads).
+ */
+export const UnexpectedOutputError = defineError('KAY_UNEXPECTED_OUTPUT', 'UnexpectedOutputError')
 /** A keepalive probe got no reply within its deadline; the connection was torn down. */
 export const KeepaliveTimeoutError = defineError('KAY_KEEPALIVE_TIMEOUT', 'KeepaliveTimeoutError')
 /** The established connection closed or errored. */

@@ -4,6 +4,7 @@
  * are coalesced per shard per short window. Errors travel as plain data (SerializedError) and are re-created as
  * the same classes on arrival (structured clone would keep only a bare Error).
  */
+import { isIP } from 'node:net'
 import type { HostDetail, HostStatus, HostTarget, SerializedError, StreamFlavour } from '@kay/core'
 import { isPackedCollectResults, type PackedCollectResults } from './packed.js'
 import type { ExecChunk, HostCollectResult, HostExecResult, RunResultWire } from './results.js'
@@ -31,7 +32,8 @@ export interface ShardConfig {
     policy: 'yes' | 'accept-new' | 'no'
   }
   actor: {
-    handshakeTimeoutMs: number
+    /** Set: every host's dial deadline, over its ConnectTimeout. Unset: the host's ConnectTimeout, else the default. */
+    handshakeTimeoutMs?: number
     keepaliveIntervalMs: number
     probeDeadlineMs: number
     maxChannels: number
@@ -93,6 +95,8 @@ export type ShardRequest =
   | { type: 'status'; id: number }
   | { type: 'stop'; id: number }
   | { type: 'crash'; how: 'throw' | 'exit' }
+  /** The answer to the shard's `resolve` of the same id: an address, or why not. */
+  | { type: 'resolved'; id: number; address?: string; family?: 4 | 6; error?: SerializedError }
 
 export interface ShardStats {
   hosts: number
@@ -116,6 +120,11 @@ export type ShardMessage =
   | { type: 'status-result'; id: number; statuses: HostStatus[]; stats: ShardStats }
   | { type: 'stopped'; id: number }
   | { type: 'events'; events: HostEvent[] }
+  /**
+   * A host's name to resolve before its dial (ids are the shard's own). Every shard asks the supervisor's one
+   * resolver, so the cache and the concurrency bound are fleet-wide (connection/resolver.ts).
+   */
+  | { type: 'resolve'; id: number; hostname: string }
 
 type Obj = Record<string, unknown>
 
@@ -240,6 +249,12 @@ const REQUEST_CHECKS: Record<string, (m: Obj) => boolean> = {
   status: (m) => isId(m.id),
   stop: (m) => isId(m.id),
   crash: (m) => m.how === 'throw' || m.how === 'exit',
+  resolved: (m) =>
+    isId(m.id) &&
+    optional(m.address, (a) => isStr(a) && isIP(a) !== 0) &&
+    optional(m.family, (f) => f === 4 || f === 6) &&
+    optional(m.error, isSerializedError) &&
+    (m.address === undefined) !== (m.error === undefined),
 }
 
 const MESSAGE_CHECKS: Record<string, (m: Obj) => boolean> = {
@@ -258,6 +273,7 @@ const MESSAGE_CHECKS: Record<string, (m: Obj) => boolean> = {
   'status-result': (m) => isId(m.id) && arrayOf(m.statuses, isHostStatus) && isObj(m.stats),
   stopped: (m) => isId(m.id),
   events: (m) => arrayOf(m.events, isHostEvent),
+  resolve: (m) => isId(m.id) && isStr(m.hostname),
 }
 
 function check(table: Record<string, (m: Obj) => boolean>, v: unknown): boolean {

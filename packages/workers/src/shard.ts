@@ -38,6 +38,7 @@ import type {
   ShardRequest,
   ShardStats,
 } from './protocol.js'
+import { SupervisorResolver } from './shard-resolver.js'
 
 export interface ShardPort {
   /** `transfer`: buffers moved to the receiver, not copied (a packed collect reply). */
@@ -136,18 +137,21 @@ export class Shard {
   readonly #fanOuts = new Map<number, AbortController>()
   #eventTimer: ReturnType<typeof setTimeout> | undefined
   #stopping = false
+  /** Names are resolved by the supervisor (one cache and one bound for the fleet), outside the dial slot. */
+  readonly #resolver: SupervisorResolver
 
   constructor(port: ShardPort, config: ShardConfig, deps: ShardDeps) {
     this.#port = port
     this.#config = config
     this.#deps = deps
+    this.#resolver = new SupervisorResolver((m) => this.#port.postMessage(m))
   }
 
   add(targets: HostTarget[]): void {
     if (this.#stopping) return
     for (const t of targets) {
       if (this.#hosts.has(t.id)) continue
-      const actor = this.#makeActor(t, this.#connectorFor(t))
+      const actor = this.#makeActor(t, this.#connectorFor(t), isDirectTcp(t))
       const collector = new HostCollector(actor, {
         mode: this.#config.collect.mode,
         dfEvery: this.#config.collect.dfEvery,
@@ -247,7 +251,8 @@ export class Shard {
     return id
   }
 
-  #makeActor(t: HostTarget, connector: Connector): HostActor {
+  /** `tcp`: the connector dials the host's name over TCP, so the name is resolved first (behind a jump it is not). */
+  #makeActor(t: HostTarget, connector: Connector, tcp: boolean): HostActor {
     const a = this.#config.actor
     const actor = new HostActor({
       target: t,
@@ -255,8 +260,10 @@ export class Shard {
       verifier: this.#deps.verifier,
       dialGate: this.#deps.gate,
       connector,
+      ...(tcp ? { resolver: this.#resolver } : {}),
       backoff: a.backoff,
-      handshakeTimeoutMs: t.connectTimeoutMs ?? a.handshakeTimeoutMs,
+      // An explicit deadline (the command line's) wins over the host's ConnectTimeout; the actor falls back to it.
+      ...(a.handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs: a.handshakeTimeoutMs }),
       keepaliveIntervalMs: t.keepaliveIntervalMs ?? a.keepaliveIntervalMs,
       probeDeadlineMs: a.probeDeadlineMs,
       maxChannels: a.maxChannels,
@@ -277,7 +284,7 @@ export class Shard {
       if (!actor) {
         const prev = hop
         const conn: Connector = prev ? (target) => prev.forwardOut(target.hostname, target.port) : directConnector(j)
-        actor = this.#makeActor({ ...j, id: `jump:${key}` }, conn)
+        actor = this.#makeActor({ ...j, id: `jump:${key}` }, conn, !prev && isDirectTcp(j))
         this.#jumps.set(key, actor)
         actor.start()
       }
@@ -479,6 +486,7 @@ export class Shard {
     await this.remove([...this.#hosts.keys()])
     await Promise.all([...this.#jumps.values()].map((j) => j.close()))
     this.#jumps.clear()
+    this.#resolver.close()
     const gate = this.#deps.gate as DialGate & { close?: () => void }
     gate.close?.()
     this.#port.postMessage({ type: 'stopped', id })
@@ -519,6 +527,9 @@ export class Shard {
         return
       case 'stop':
         void this.stop(req.id)
+        return
+      case 'resolved':
+        this.#resolver.settle(req)
         return
       case 'crash':
         if (!this.#config.testHooks) return
@@ -598,6 +609,11 @@ class ExecBatcher {
     this.#bytes = 0
     this.port.postMessage(msg)
   }
+}
+
+/** A host reached by TCP to its own name: no ProxyJump and no ProxyCommand. */
+function isDirectTcp(t: HostTarget): boolean {
+  return (t.jump === undefined || t.jump.length === 0) && t.proxyCommand === undefined
 }
 
 function unknownHost(host: string) {

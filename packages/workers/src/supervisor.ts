@@ -4,6 +4,8 @@ import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import {
   AbortedError,
+  CachingResolver,
+  type CachingResolverOptions,
   ClosedError,
   ConfigError,
   DEFAULT_BACKOFF,
@@ -20,6 +22,7 @@ import {
   type StreamFlavour,
   SupervisorFatalError,
   TimeoutError,
+  toKayError,
   UnknownHostError,
   verifyBackoff,
 } from '@kay/core'
@@ -64,10 +67,19 @@ export interface SupervisorOptions {
   /** Keepalive: probe after `intervalMs` without inbound traffic; tear down if no reply within `probeDeadlineMs`. */
   keepalive?: { intervalMs?: number; probeDeadlineMs?: number }
   backoff?: Partial<ShardConfig['actor']['backoff']>
-  /** TCP connect + key exchange + auth, ms. Default 10000. */
+  /**
+   * TCP connect + key exchange + auth, ms. When set, every host's deadline, over its own ConnectTimeout (ssh_config),
+   * as a command-line `-o ConnectTimeout=` wins for ssh. Unset: each host's ConnectTimeout, else 10000.
+   */
   handshakeTimeoutMs?: number
   /** Channels in flight per connection. Default 4. */
   maxChannels?: number
+  /**
+   * Name resolution for every host dialed over TCP, before its dial takes a slot: one resolver in the supervisor's
+   * thread serves all shards (one cache, one bound on lookups in flight). `lookup` injects the resolver (tests never
+   * query a real DNS server); the default is `dns.lookup`. See CachingResolverOptions for the bounds and TTLs.
+   */
+  dns?: CachingResolverOptions
   /** `stream` (default) or `exec`. */
   collectMode?: 'stream' | 'exec'
   /** Ask for df every Nth stream tick. Default DF_EVERY (12). */
@@ -216,11 +228,13 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   #restarts = 0
   #stopping = false
   #fatal: KayError | undefined
+  readonly #resolver: CachingResolver
 
   private constructor(opts: SupervisorOptions) {
     super()
     this.#opts = opts
     this.#config = resolveConfig(opts)
+    this.#resolver = new CachingResolver(opts.dns)
     this.#intensity = opts.restart?.intensity ?? 5
     this.#periodMs = opts.restart?.periodMs ?? 30_000
     const threads = threadsOf(opts)
@@ -341,6 +355,9 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       }
       case 'ready':
         return
+      case 'resolve':
+        this.#resolve(s, m.id, m.hostname)
+        return
       default: {
         const p = s.pending.get(m.id)
         if (!p) return
@@ -348,6 +365,18 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         p.resolve(m)
       }
     }
+  }
+
+  /** Answers a shard's `resolve`, to the worker that asked (a restarted shard's new worker asks again). */
+  #resolve(s: ShardHandle, id: number, hostname: string): void {
+    const w = s.worker
+    const reply = (m: ShardRequest & { type: 'resolved' }) => {
+      if (s.worker === w && !this.#stopping) w?.postMessage(m)
+    }
+    this.#resolver.resolve(hostname).then(
+      (a) => reply({ type: 'resolved', id, address: a.address, family: a.family }),
+      (err: unknown) => reply({ type: 'resolved', id, error: toKayError(err).toJSON() }),
+    )
   }
 
   #onExit(s: ShardHandle, worker: Worker, code: number): void {
@@ -793,6 +822,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         await w.terminate()
       }),
     )
+    this.#resolver.close()
     this.removeAllListeners('host')
   }
 }
@@ -811,7 +841,7 @@ function resolveConfig(opts: SupervisorOptions): ShardConfig {
       policy,
     },
     actor: {
-      handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 10_000,
+      ...(opts.handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs: opts.handshakeTimeoutMs }),
       keepaliveIntervalMs: opts.keepalive?.intervalMs ?? 15_000,
       probeDeadlineMs: opts.keepalive?.probeDeadlineMs ?? 5_000,
       maxChannels: opts.maxChannels ?? 4,

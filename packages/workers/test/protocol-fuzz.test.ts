@@ -89,6 +89,8 @@ const REQUESTS: Array<[ShardRequest, string[]]> = [
   [{ type: 'status', id: 5 }, ['id']],
   [{ type: 'stop', id: 6 }, ['id']],
   [{ type: 'crash', how: 'throw' }, ['how']],
+  [{ type: 'resolved', id: 7, address: '127.0.0.1', family: 4 }, ['id', 'address']],
+  [{ type: 'resolved', id: 8, error: notReady }, ['id', 'error']],
 ]
 
 const MESSAGES: Array<[ShardMessage, string[]]> = [
@@ -155,6 +157,7 @@ const MESSAGES: Array<[ShardMessage, string[]]> = [
     ['id', 'statuses', 'stats'],
   ],
   [{ type: 'stopped', id: 6 }, ['id']],
+  [{ type: 'resolve', id: 7, hostname: 'web001.example' }, ['id', 'hostname']],
   [
     {
       type: 'events',
@@ -373,7 +376,7 @@ describe('the worker wire protocol decoder', () => {
             !drop &&
             ((Array.isArray(bad) && bad.length === 0 && LIST_KEYS.has(key)) ||
               (isPlain(bad) && Object.keys(bad as object).length === 0 && (key === 'opts' || key === 'stats')) ||
-              (typeof bad === 'string' && (key === 'host' || key === 'command')) ||
+              (typeof bad === 'string' && (key === 'host' || key === 'command' || key === 'hostname')) ||
               (typeof bad === 'boolean' && key === 'done'))
           expect(check(m)).toBe(stillValid)
         },

@@ -6,7 +6,15 @@ import { EXIT, type ExitCode, exitCodeFor } from '../help.js'
 import { resolveHosts } from '../hosts.js'
 import { tickLines } from '../ui/ndjson.js'
 import { causeOf, outcomes, reportsOf } from '../ui/rows.js'
-import { errorLine, type Io, supervisorOptions, waitSettled, withSupervisor } from './common.js'
+import {
+  connectTimeoutOf,
+  dialDeadlineMs,
+  errorLine,
+  type Io,
+  supervisorOptions,
+  waitSettled,
+  withSupervisor,
+} from './common.js'
 import { printTable } from './fleet.js'
 
 export async function cmdCollect(
@@ -17,10 +25,11 @@ export async function cmdCollect(
 ): Promise<ExitCode> {
   const hosts = targets ?? (await resolveHosts(cmd.hosts, cmd.connection))
   return withSupervisor(supervisorOptions(cmd.connection, hosts, extra), io, async (sup) => {
-    await waitSettled(sup, cmd.connection.connectTimeoutMs + 1000, io.signal)
-    await sup.collect({ timeoutMs: cmd.connection.connectTimeoutMs })
+    await waitSettled(sup, dialDeadlineMs(cmd.connection, hosts) + 1000, io.signal)
+    const timeoutMs = connectTimeoutOf(cmd.connection)
+    await sup.collect({ timeoutMs })
     await sleep(cmd.sampleGapMs, io.signal)
-    const tick = await sup.collect({ timeoutMs: cmd.connection.connectTimeoutMs })
+    const tick = await sup.collect({ timeoutMs })
     await sup.refreshStats()
     if (cmd.json) io.out.write(`${tickLines(reportsOf(tick), tick.tick, tick.durationMs).join('\n')}\n`)
     else printTable(io, tick, sup)

@@ -2,7 +2,7 @@
 import { userInfo } from 'node:os'
 import { defaultPinFile, defaultUserKnownHostsFiles, type HostStatus, type HostTarget } from '@kay/core'
 import { Supervisor, type SupervisorOptions } from '@kay/workers'
-import type { ConnectionOptions } from '../args.js'
+import { type ConnectionOptions, DEFAULTS } from '../args.js'
 import { fixHint } from '../ui/collate.js'
 
 export interface Io {
@@ -34,7 +34,8 @@ export function supervisorOptions(
     ...(conn.threads === undefined ? {} : { threads: conn.threads }),
     dialCap: conn.fanout,
     ...(conn.dialRate === undefined ? {} : { dialRate: conn.dialRate }),
-    handshakeTimeoutMs: conn.connectTimeoutMs,
+    // Only an explicit --connect-timeout overrides the hosts' own ConnectTimeout (ssh_config).
+    ...(conn.connectTimeoutMs === undefined ? {} : { handshakeTimeoutMs: conn.connectTimeoutMs }),
     collectMode: conn.collectMode,
     identity: {
       username: conn.user ?? userInfo().username,
@@ -49,6 +50,27 @@ export function supervisorOptions(
     },
     ...extra,
   }
+}
+
+/** --connect-timeout, else the default: the deadline of a tick that has no interval to fit in. */
+export function connectTimeoutOf(conn: ConnectionOptions): number {
+  return conn.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs
+}
+
+/**
+ * How long the slowest of `hosts` may take to dial: per host, --connect-timeout if given, else its ConnectTimeout
+ * (ssh_config), else the default — summed over its ProxyJump hops, which dial first. Waiting this long before the
+ * first tick lets a host that hangs report its own error (KAY_HANDSHAKE_TIMEOUT), not KAY_NOT_READY.
+ */
+export function dialDeadlineMs(conn: ConnectionOptions, hosts: readonly HostTarget[]): number {
+  const one = (t: HostTarget) => conn.connectTimeoutMs ?? t.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs
+  let max = 0
+  for (const h of hosts)
+    max = Math.max(
+      max,
+      [...(h.jump ?? []), h].reduce((sum, t) => sum + one(t), 0),
+    )
+  return max || connectTimeoutOf(conn)
 }
 
 /** Wait until every host is ready or has failed at least once (bounded by `ms`). */

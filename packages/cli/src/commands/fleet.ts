@@ -8,7 +8,7 @@ import { tickLines } from '../ui/ndjson.js'
 import { absorbTick, outcomes, reportsOf, rowsOf } from '../ui/rows.js'
 import { type FleetRow, prepareTable, renderFleet } from '../ui/table.js'
 import { runTui } from '../ui/tui.js'
-import { type Io, supervisorOptions, waitSettled, withSupervisor } from './common.js'
+import { connectTimeoutOf, dialDeadlineMs, type Io, supervisorOptions, waitSettled, withSupervisor } from './common.js'
 
 export function printTable(io: Io, tick: CollectTick, sup: Supervisor): void {
   const metrics = new Map<string, HostMetrics>()
@@ -48,8 +48,8 @@ export async function cmdFleet(
     let n = 0
     while (!io.signal.aborted && (cmd.ticks === undefined || n < cmd.ticks)) {
       const started = Date.now()
-      if (n === 0) await waitSettled(sup, conn.connectTimeoutMs, io.signal)
-      last = await sup.collect({ timeoutMs: Math.min(cmd.intervalMs, conn.connectTimeoutMs) })
+      if (n === 0) await waitSettled(sup, dialDeadlineMs(conn, targets), io.signal)
+      last = await sup.collect({ timeoutMs: Math.min(cmd.intervalMs, connectTimeoutOf(conn)) })
       n++
       await sup.refreshStats()
       if (cmd.json) io.out.write(`${tickLines(reportsOf(last), last.tick, last.durationMs).join('\n')}\n`)

@@ -3,7 +3,7 @@ import { sleep } from '../duration.js'
 import { EXIT, type ExitCode } from '../help.js'
 import { resolveHosts } from '../hosts.js'
 import { createServeMetrics, reloadHosts, startHttp } from '../serve/metrics.js'
-import { type Io, supervisorOptions, withSupervisor } from './common.js'
+import { connectTimeoutOf, type Io, supervisorOptions, withSupervisor } from './common.js'
 
 /**
  * `kay serve`: tick every interval, expose the last tick on /metrics. SIGHUP re-reads the host selection (adds and
@@ -40,7 +40,7 @@ export async function cmdServe(cmd: ParsedCommand & { command: 'serve' }, io: Io
     try {
       while (!io.signal.aborted) {
         const started = Date.now()
-        const tick = await sup.collect({ timeoutMs: Math.min(cmd.intervalMs, cmd.connection.connectTimeoutMs) })
+        const tick = await sup.collect({ timeoutMs: Math.min(cmd.intervalMs, connectTimeoutOf(cmd.connection)) })
         await sup.refreshStats()
         await metrics.update(tick, sup)
         firstTickDone = true

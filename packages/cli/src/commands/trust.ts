@@ -29,7 +29,7 @@ import {
   toKayError,
   verdictError,
 } from '@kay/core'
-import type { ConnectionOptions, ParsedCommand } from '../args.js'
+import { type ConnectionOptions, DEFAULTS, type ParsedCommand } from '../args.js'
 import { EXIT, type ExitCode, exitCodeFor } from '../help.js'
 import { errorLine, type Io } from './common.js'
 
@@ -186,8 +186,8 @@ async function repin(
       try {
         key = await probeHostKey(target, {
           hostKeyAlgorithms: await store.preferredHostKeyAlgorithms(target),
-          // ssh_config's ConnectTimeout for the host wins over the flag's default, as for the other commands.
-          timeoutMs: target.connectTimeoutMs ?? cmd.connection.connectTimeoutMs,
+          // --connect-timeout wins over ssh_config's ConnectTimeout, which wins over the default, as for the other commands.
+          timeoutMs: cmd.connection.connectTimeoutMs ?? target.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs,
         })
       } catch (err) {
         fail(name, toKayError(err, name))

@@ -10,6 +10,7 @@ import {
   DETAIL_COMMAND,
   DF_EVERY,
   FrameDecoder,
+  notKayOutput,
   parseDetailSample,
   parseSections,
   parseTickSample,
@@ -186,6 +187,11 @@ export class HostCollector {
     }
     this.#actor.run(COLLECT_COMMAND, { timeoutMs: left, maxOutputBytes: this.#maxFrameBytes }).then(
       (r) => {
+        const foreign = notKayOutput(this.#actor.id, r)
+        if (foreign) {
+          done(undefined, foreign)
+          return
+        }
         this.#mode = 'exec'
         this.#maybeOpenStream()
         this.#finish(r.stdout, done)
@@ -212,6 +218,8 @@ export class HostCollector {
    */
   async detail(timeoutMs = 10_000): Promise<HostDetail> {
     const r = await this.#actor.run(DETAIL_COMMAND, { timeoutMs, maxOutputBytes: 1024 * 1024 })
+    const foreign = notKayOutput(this.#actor.id, r)
+    if (foreign) throw foreign
     const at = this.#clock.now()
     try {
       const { detail, sample } = parseDetailSample(parseSections(r.stdout), this.#prevDetail ?? this.#prev, at)

@@ -1,19 +1,81 @@
 /**
  * The commands kay sends to a host (docs/collection-protocol.md). Nothing is installed on the host: each string
  * is the exec request itself, and sshd runs it as `$SHELL -c '<string>'`, where the login shell may be bash,
- * dash, zsh or another POSIX-ish shell. So:
+ * dash, zsh, busybox sh — or fish, tcsh or csh, which parse quotes, `!`, `$` and newlines differently. So every
+ * command kay sends for itself is a POSIX sh script handed to `sh` in the one form all of those shells run the
+ * same way ({@link forAnyLoginShell}); inside it:
  *
- * - the one-shot commands use only POSIX sh syntax that zsh parses the same way (no word splitting of unquoted
- *   variables, no globs outside `case` patterns, no `local`, no arrays);
+ * - the one-shot commands use only POSIX sh syntax (no word splitting of unquoted variables, no globs outside
+ *   `case` patterns, no `local`, no arrays);
  * - the stream loops `exec` a known interpreter (`bash`, `perl`, `sh`) and pass the script as ONE single-quoted
- *   argument, so the login shell only sees `exec <interp> -c '<script>' kay <token>`. The scripts therefore
- *   contain no single quote at all (checked at module load), and the token travels as an argument, not as text
- *   spliced into the script.
+ *   argument, so sh only sees `exec <interp> -c '<script>' kay <token>`. The scripts therefore contain no single
+ *   quote at all (checked at module load), and the token travels as an argument, not as text spliced into the
+ *   script.
  */
 
 import { randomBytes } from 'node:crypto'
-import { ConfigError, InternalError } from '../errors.js'
+import { ConfigError, InternalError, type KayError, UnexpectedOutputError } from '../errors.js'
 import type { CollectMode, StreamFlavour } from '../types.js'
+
+// ------------------------------------------------------------------------------------------------------------------
+// One command form for every login shell
+
+/**
+ * What the login shell runs: `sh`, given the script's pieces as arguments; sh glues them together, turns the
+ * escapes back into bytes with `printf %b` and runs the result with `eval`, so the script's `$1`… are the arguments
+ * after the pieces. It contains none of the characters a login shell treats differently (below).
+ */
+const DECODER = 'n=$1;shift;s=;while [ $n -gt 0 ];do s=$s$1;shift;n=$((n-1));done;eval "$(printf %b "$s")"'
+
+/**
+ * Inside single quotes, bash, dash, zsh and busybox sh keep every character but `'`; fish also turns `\\` and
+ * `\'` into one character; csh and tcsh expand `!` (history, even under `-c`) and reject a newline. So the script
+ * travels with those four characters written as `printf %b` octal escapes (`\0ooo`, which every one of those
+ * shells keeps as it is). Any other backslash is escaped too, so `printf %b` gives back exactly the script.
+ */
+const NOT_SAFE_IN_QUOTES = /[\\'!\n]/g
+
+/** `/bin/sh` by its path: the login shell's PATH (set by its own start-up files, fish's and csh's too) plays no part. */
+const WRAPPED_HEAD = `exec /bin/sh -c '${DECODER}' kay `
+
+/** bsd-csh refuses a word longer than ~8 KiB ("Word too long"): the script travels in pieces of this size. */
+const PIECE_CHARS = 4000
+
+/**
+ * `script` (POSIX sh) as a command that every login shell sshd may run it under — bash, dash, zsh, busybox sh,
+ * fish, tcsh, csh — runs the same way: `exec /bin/sh -c '<decoder>' kay <n> '<piece>'… <args>`. `args` are words made
+ * only of `[A-Za-z0-9_.,:=/+-]` (they are passed unquoted); inside the script they are `$1`, `$2`…
+ */
+export function forAnyLoginShell(script: string, args: readonly string[] = []): string {
+  for (const a of args) {
+    if (!/^[A-Za-z0-9_.,:=/+-]+$/.test(a)) throw new ConfigError(`login-shell argument needs quoting: ${a}`)
+  }
+  const encoded = script.replace(NOT_SAFE_IN_QUOTES, (c) => `\\0${c.charCodeAt(0).toString(8).padStart(3, '0')}`)
+  const pieces: string[] = []
+  for (let i = 0; i < encoded.length; i += PIECE_CHARS) pieces.push(`'${encoded.slice(i, i + PIECE_CHARS)}'`)
+  return [`${WRAPPED_HEAD}${pieces.length}`, ...pieces, ...args].join(' ')
+}
+
+const OCTAL_ESCAPE = /\\0([0-7]{3})/g
+
+/** The script inside a command made by {@link forAnyLoginShell} (undefined for any other command). */
+export function scriptOf(command: string): string | undefined {
+  if (!command.startsWith(WRAPPED_HEAD)) return undefined
+  const m = /^(\d+) /.exec(command.slice(WRAPPED_HEAD.length))
+  if (!m) return undefined
+  let rest = command.slice(WRAPPED_HEAD.length + m[0].length)
+  let encoded = ''
+  for (let n = Number(m[1]); n > 0; n--) {
+    const end = rest.indexOf("'", 1)
+    if (!rest.startsWith("'") || end < 0) return undefined
+    encoded += rest.slice(1, end)
+    rest = rest.slice(end + 2)
+  }
+  return encoded.replace(OCTAL_ESCAPE, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)))
+}
+
+// ------------------------------------------------------------------------------------------------------------------
+// The scripts
 
 /** The interpreters a stream loop can run under (`python` runs `python3`). */
 export type { StreamFlavour }
@@ -78,7 +140,7 @@ function shProcLoop(files: string): string {
  * uptime netdev df (`df -P /`), then exit 0. It runs in the login shell, which may be zsh: zsh does not split an
  * unquoted `$p`, so the interfaces are walked with the glob itself rather than with SH_NET_FIND's list.
  */
-export const COLLECT_COMMAND =
+const COLLECT_SCRIPT =
   ': kay-collect v1;' +
   shProcLoop(PROC_FILES) +
   // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
@@ -91,11 +153,17 @@ export const COLLECT_COMMAND =
  * One-shot drill-in detail: sections stat meminfo loadavg uptime netdev df (`df -P`, all filesystems: `-x` is
  * not portable) and ps (the 20 busiest processes; GNU ps `--sort`, an empty section where ps lacks it).
  */
-export const DETAIL_COMMAND =
+const DETAIL_SCRIPT =
   ': kay-detail v1;' +
   shProcLoop(DETAIL_PROC_FILES) +
   `;x=$(df -P 2>/dev/null);printf '@@kay df\\n%s\\n' "$x"` +
   `;x=$(${PS} 2>/dev/null|head -n 21);printf '@@kay ps\\n%s\\n' "$x"`
+
+/** {@link COLLECT_SCRIPT} as sent: runs the same under every login shell. */
+export const COLLECT_COMMAND = forAnyLoginShell(COLLECT_SCRIPT)
+
+/** {@link DETAIL_SCRIPT} as sent: runs the same under every login shell. */
+export const DETAIL_COMMAND = forAnyLoginShell(DETAIL_SCRIPT)
 
 // The stream loops. Each reads request lines `<seq>` or `<seq> df` from stdin, ignores anything else, answers
 // with the sections then `@@kay-end <token> <seq>`, and exits 0 at stdin EOF. `$1` / `$ARGV[0]` is the token.
@@ -320,6 +388,11 @@ export function streamCommand(flavour: StreamFlavour, token: string): string {
   if (typeof token !== 'string' || !TOKEN_RE.test(token)) {
     throw new ConfigError('stream token must be 1-64 characters of [A-Za-z0-9_-]')
   }
+  return forAnyLoginShell(streamScript(flavour, token))
+}
+
+/** The stream loop's sh script (what {@link streamCommand} sends, before the login-shell wrapping). */
+function streamScript(flavour: StreamFlavour, token: string): string {
   const head = `: kay-stream v1 ${flavour} ${token};`
   switch (flavour) {
     case 'awk':
@@ -363,8 +436,12 @@ export type KayCommand =
   | { kind: 'stream'; flavour: StreamFlavour; token: string }
   | { kind: 'other' }
 
-/** Recognises kay's commands by their head, e.g. `: kay-stream v1 bash 0123456789abcdef;`. */
-export function identifyCommand(command: string): KayCommand {
+/**
+ * Recognises kay's commands by the head of their script, e.g. `: kay-stream v1 bash 0123456789abcdef;`, as sent
+ * (wrapped by {@link forAnyLoginShell}) or bare.
+ */
+export function identifyCommand(sent: string): KayCommand {
+  const command = scriptOf(sent) ?? sent
   if (command.startsWith(': kay-collect v1;')) return { kind: 'collect' }
   if (command.startsWith(': kay-detail v1;')) return { kind: 'detail' }
   if (command.startsWith(': kay-stream v1 ')) {
@@ -376,4 +453,41 @@ export function identifyCommand(command: string): KayCommand {
     }
   }
   return { kind: 'other' }
+}
+
+// ------------------------------------------------------------------------------------------------------------------
+// Output that is not kay's
+
+const HEAD_CHARS = 120
+
+/** The first non-blank line of `text`, control characters made visible, cut to HEAD_CHARS. */
+function headLine(text: string): string {
+  const line = text.split('\n').find((l) => l.trim() !== '') ?? ''
+  const clean = line.trim().replace(/[\u0000-\u001f\u007f]/g, '?')
+  return clean.length > HEAD_CHARS ? `${clean.slice(0, HEAD_CHARS)}…` : clean
+}
+
+/**
+ * Why the answer to one of kay's one-shot commands is not kay's output, or undefined when it is: kay's output has
+ * an `@@kay ` section header at the start of a line (a login banner or an rc file's chatter before it is fine).
+ * Otherwise kay's command did not run as sent — a ForceCommand answered instead, or the login shell could not run
+ * it — and the error says which, with the first line the host printed.
+ */
+export function notKayOutput(
+  host: string,
+  r: { stdout: string; stderr: string; exitCode: number | null },
+): KayError | undefined {
+  if (r.stdout.startsWith('@@kay ') || r.stdout.includes('\n@@kay ')) return undefined
+  const details = { exitCode: r.exitCode, stdout: headLine(r.stdout), stderr: headLine(r.stderr) }
+  const said = details.stderr || details.stdout
+  const why =
+    r.exitCode !== 0 && r.exitCode !== null
+      ? `kay's command failed on the host (exit ${r.exitCode})${said ? `: ${said}` : ''}`
+      : r.stdout.trim() === ''
+        ? "the host ran something else than kay's command, which printed nothing"
+        : `the host ran something else than kay's command, which printed: ${details.stdout}`
+  return new UnexpectedOutputError(`${host}: ${why} (a ForceCommand or a restricted shell on the account?)`, {
+    host,
+    details,
+  })
 }

@@ -17,7 +17,9 @@ import {
   KeepaliveTimeoutError,
   NotReadyError,
   OutputLimitError,
+  ProtocolError,
   QueueFullError,
+  ResolveError,
   TimeoutError,
 } from '../errors.js'
 import { type AuthState, createAuthState } from '../trust/keys.js'
@@ -35,6 +37,7 @@ import { type BackoffOptions, backoffDelay, verifyBackoff } from './backoff.js'
 import { directConnector } from './connector.js'
 import type { DialGate, DialOutcome, DialSlot } from './dial-gate.js'
 import { hostKeyAlgorithms } from './probe.js'
+import { defaultResolver, type Resolver } from './resolver.js'
 
 export interface HostActorOptions {
   target: HostTarget
@@ -45,6 +48,12 @@ export interface HostActorOptions {
   /** Admission control for dials; held from TCP connect until ready or failed. */
   dialGate: DialGate
   connector?: Connector
+  /**
+   * Resolves the host's name before the dial asks for a slot (DNS never holds one); the connector then dials the
+   * address. Default: for a plain TCP host (no connector given, no ProxyCommand) the thread's shared `dns.lookup`
+   * resolver; none for a custom connector or a ProxyCommand (ProxyJump: the jump host resolves the name), unless given.
+   */
+  resolver?: Resolver
   clock?: Clock
   random?: () => number
   backoff?: Partial<BackoffOptions>
@@ -104,6 +113,24 @@ export interface HostActorEvents {
 const CHANNEL_RETRY_DELAYS_MS = [25, 100, 250]
 /** How long a command told to stop (TERM) has to exit before it gets KILL and its channel is closed, ms. */
 export const STOP_GRACE_MS = 1000
+
+/**
+ * Bytes kay lets pile up unsent on one connection while the peer keeps sending: above what window-limited channel
+ * writes can legitimately queue (4 channels × OpenSSH's 2 MiB window), far below what hurts (docs/adr/0009).
+ */
+const MAX_UNSENT_BYTES = 16 * 1024 * 1024
+/**
+ * Writes kay lets pile up unsent while the peer keeps sending. Each queued write costs bookkeeping several times the
+ * size of a small reply, so against a flood of tiny requests the byte cap alone is far too loose (docs/adr/0009).
+ * kay itself queues a few writes per tick.
+ */
+const MAX_UNSENT_WRITES = 4096
+/**
+ * Bytes a server may send before its `SSH-` version line. OpenSSH accepts 1024 lines of 8 KiB; kay accepts far
+ * less, because ssh2 re-scans its whole pre-version buffer for every chunk that arrives (quadratic CPU). A real
+ * server's pre-version text is a few lines (docs/adr/0009).
+ */
+const MAX_GREETING_BYTES = 16 * 1024
 /** RFC 4254 SSH_OPEN_CONNECT_FAILED (2): what OpenSSH answers past MaxSessions (see DESIGN.md facts). */
 const OPEN_CONNECT_FAILED = 2
 
@@ -129,6 +156,7 @@ export class HostActor extends EventEmitter<HostActorEvents> {
   readonly #random: () => number
   readonly #backoff: BackoffOptions
   readonly #connector: Connector
+  readonly #resolver: Resolver | undefined
   readonly #handshakeTimeoutMs: number
   readonly #keepaliveIntervalMs: number
   readonly #probeDeadlineMs: number
@@ -171,6 +199,9 @@ export class HostActor extends EventEmitter<HostActorEvents> {
     this.#random = opts.random ?? Math.random
     this.#backoff = verifyBackoff(opts.backoff)
     this.#connector = opts.connector ?? directConnector(opts.target)
+    this.#resolver =
+      opts.resolver ??
+      (opts.connector === undefined && opts.target.proxyCommand === undefined ? defaultResolver() : undefined)
     this.#handshakeTimeoutMs = opts.handshakeTimeoutMs ?? opts.target.connectTimeoutMs ?? 10_000
     this.#keepaliveIntervalMs = opts.keepaliveIntervalMs ?? opts.target.keepaliveIntervalMs ?? 15_000
     this.#probeDeadlineMs = opts.probeDeadlineMs ?? 5_000
@@ -224,6 +255,19 @@ export class HostActor extends EventEmitter<HostActorEvents> {
     this.#setState('dialing')
     const abort = new AbortController()
     this.#dialAbort = abort
+    // The name first, outside the dial slot: a name that resolves slowly or not at all never holds one.
+    let target = this.target
+    if (this.#resolver) {
+      try {
+        const a = await this.#resolver.resolve(this.target.hostname, abort.signal)
+        target = { ...this.target, hostname: a.address }
+      } catch (err) {
+        if (gen !== this.#connGen || this.#state === 'closed') return
+        this.#dialFailed(gen, resolveFailure(this.id, err), 'failed')
+        return
+      }
+      if (gen !== this.#connGen || this.#state !== 'dialing') return
+    }
     let slot: DialSlot
     try {
       slot = await this.#opts.dialGate.acquire(abort.signal)
@@ -254,7 +298,7 @@ export class HostActor extends EventEmitter<HostActorEvents> {
     try {
       identity = await this.#opts.identity
       preferred = (await this.#opts.verifier.preferredHostKeyAlgorithms?.(this.target).catch(() => [])) ?? []
-      sock = await this.#connector(this.target)
+      sock = await this.#connector(target)
     } catch (err) {
       this.#dialFailed(gen, classifyConnectError(this.id, err), connectOutcome(err))
       return
@@ -276,10 +320,22 @@ export class HostActor extends EventEmitter<HostActorEvents> {
     const auth = createAuthState({ ...identity, username })
     let firstError: unknown
     let sawBanner = false
+    const dialOutcome = (err: unknown): DialOutcome => (!sawBanner && isPressure(err) ? 'pressure' : 'failed')
 
     // ssh2 may emit several 'error' events for one failure (readyTimeout emits two): keep a permanent listener.
+    // A fatal error ends the connection here and now, whatever the peer does next: ssh2 itself only half-closes
+    // the socket and goes on parsing what a hostile peer keeps sending (after a bad packet length, into a buffer
+    // sized by that length). See docs/adr/0009-bounded-peers-any-shell.md.
     client.on('error', (err) => {
       if (firstError === undefined) firstError = err
+      if (gen !== this.#connGen || !isFatal(err)) return
+      if (this.#state === 'dialing') {
+        // A verifier that threw put its own error first; otherwise this error is the cause.
+        const cause = firstError instanceof KayError ? firstError : err
+        this.#dialFailed(gen, classifyHandshakeError(this.target, cause, verdict, auth), dialOutcome(cause))
+      } else if (this.#state === 'ready') {
+        this.#lost(classifyLostError(this.id, err))
+      }
     })
     client.on('handshake', () => {
       sawBanner = true
@@ -302,8 +358,7 @@ export class HostActor extends EventEmitter<HostActorEvents> {
       if (gen !== this.#connGen) return
       if (this.#state === 'dialing') {
         const err = classifyHandshakeError(this.target, firstError, verdict, auth)
-        const outcome: DialOutcome = !sawBanner && isPressure(firstError) ? 'pressure' : 'failed'
-        this.#dialFailed(gen, err, outcome)
+        this.#dialFailed(gen, err, dialOutcome(firstError))
       } else if (this.#state === 'ready') {
         this.#lost(
           new ConnectionLostError(`${this.id}: connection lost${firstError ? `: ${errMessage(firstError)}` : ''}`, {
@@ -314,8 +369,29 @@ export class HostActor extends EventEmitter<HostActorEvents> {
       }
     })
     if ('setNoDelay' in sock && typeof (sock as Socket).setNoDelay === 'function') (sock as Socket).setNoDelay(true)
-    sock.on('data', () => {
+    const greeting = new GreetingScan()
+    sock.on('data', (chunk: Buffer) => {
       this.#rxCount++
+      if (!greeting.feed(chunk) && gen === this.#connGen && this.#state === 'dialing') {
+        const err = new ProtocolError(
+          `${this.id}: protocol error: no SSH version line in the first ${MAX_GREETING_BYTES} bytes`,
+          { host: this.id, details: { limit: MAX_GREETING_BYTES } },
+        )
+        this.#dialFailed(gen, err, 'failed')
+        return
+      }
+      // A peer that keeps sending while it reads nothing makes ssh2 queue its replies (window adjusts, request
+      // failures, channel-open refusals) in the socket without bound: past the cap the connection goes.
+      const unsent = sock.writableLength
+      const writes = queuedWrites(sock)
+      if ((unsent > MAX_UNSENT_BYTES || writes > MAX_UNSENT_WRITES) && gen === this.#connGen) {
+        const err = new ProtocolError(
+          `${this.id}: protocol error: the peer keeps sending but reads nothing (${unsent} bytes in ${writes} writes unsent)`,
+          { host: this.id, details: { maxBytes: MAX_UNSENT_BYTES, maxWrites: MAX_UNSENT_WRITES } },
+        )
+        if (this.#state === 'dialing') this.#dialFailed(gen, err, 'failed')
+        else if (this.#state === 'ready') this.#lost(err)
+      }
     })
 
     const hostVerifier = (key: Buffer, verify: (ok: boolean) => void) => {
@@ -338,7 +414,8 @@ export class HostActor extends EventEmitter<HostActorEvents> {
         username,
         authHandler: auth.authHandler,
         hostVerifier: hostVerifier as never,
-        ...hostKeyAlgorithms(preferredHostKeys),
+        // No compression: a small zlib packet can inflate a thousandfold, and kay's traffic is small.
+        algorithms: { ...hostKeyAlgorithms(preferredHostKeys), compress: ['none'] },
         readyTimeout: 0, // the actor's own deadline covers TCP + kex + auth as a whole
         keepaliveInterval: 0, // ssh2's keepalive is replaced by the idle-only probe below
       })
@@ -898,6 +975,36 @@ export class HostActor extends EventEmitter<HostActorEvents> {
 
 // ------------------------------------------------------------------------------------------------ helpers
 
+/** Writes queued in a stream and not yet handed to the OS (Node's own bookkeeping; 0 where it is not kept so). */
+function queuedWrites(sock: Duplex): number {
+  const st = (sock as unknown as { _writableState?: { buffered?: unknown[]; bufferedIndex?: number } })._writableState
+  return Array.isArray(st?.buffered) ? st.buffered.length - (st.bufferedIndex ?? 0) : 0
+}
+
+const SSH_DASH = [83, 83, 72, 45] // 'SSH-'
+const LF = 10
+
+/**
+ * Follows the bytes a server sends until a line starting `SSH-` (the version line), counting the bytes before it.
+ * This listener runs before ssh2's own, so a greeting past the cap never reaches ssh2's parser.
+ */
+class GreetingScan {
+  /** 0–3: bytes of `SSH-` matched at the start of the current line; -1: inside another line; 4: found. */
+  #matched = 0
+  #bytes = 0
+
+  /** Feeds one chunk; false once more than MAX_GREETING_BYTES came before the version line. */
+  feed(chunk: Buffer): boolean {
+    for (let i = 0; i < chunk.length && this.#matched < 4; i++) {
+      const c = chunk[i]!
+      if (this.#matched >= 0 && c === SSH_DASH[this.#matched]) this.#matched++
+      else this.#matched = c === LF ? 0 : -1
+      if (this.#matched < 4 && ++this.#bytes > MAX_GREETING_BYTES) return false
+    }
+    return true
+  }
+}
+
 function errMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err)
 }
@@ -947,6 +1054,17 @@ function connectOutcome(err: unknown): DialOutcome {
   return isPressure(err) ? 'pressure' : 'failed'
 }
 
+/** A failed name lookup, named for the host (its alias may differ from the name looked up). */
+function resolveFailure(host: string, err: unknown): KayError {
+  const e = err instanceof KayError ? err : undefined
+  const message = e?.message ?? errMessage(err)
+  return new ResolveError(message.startsWith(`${host}:`) ? message : `${host}: ${message}`, {
+    host,
+    cause: err,
+    details: e?.details,
+  })
+}
+
 function classifyConnectError(host: string, err: unknown): KayError {
   if (err instanceof KayError) return err
   const code = (err as NodeJS.ErrnoException)?.code
@@ -955,6 +1073,44 @@ function classifyConnectError(host: string, err: unknown): KayError {
     cause: err,
     details: code ? { errno: code } : undefined,
   })
+}
+
+/**
+ * Whether an ssh2 'error' ends the connection. ssh2 reports a failing agent or key signature and goes on with the
+ * next key; everything else it emits (a parse error, a fatal protocol error, a socket error, auth exhausted, a
+ * DISCONNECT) is the end of the connection.
+ */
+function isFatal(err: unknown): boolean {
+  const level = (err as { level?: string } | undefined)?.level
+  if (level === 'agent') return false
+  return !(level === 'client-authentication' && /^Error signing data with key/.test(errMessage(err)))
+}
+
+/**
+ * A protocol violation by the peer: what ssh2's parser throws (no level: bad packet length, bad MAC, garbage version
+ * exchange) or reports as a fatal protocol/handshake error (a malformed packet, a bad host-key signature) — but not a
+ * connection that closed before the banner (pressure), a key exchange with no algorithm in common (a config
+ * mismatch), a host key kay refused (the trust error says why), or a DISCONNECT the peer sent (numeric code).
+ */
+function protocolViolation(host: string, err: unknown): KayError | undefined {
+  if (!(err instanceof Error) || err instanceof KayError) return undefined
+  const e = err as Error & { level?: string; code?: unknown }
+  if (typeof e.code === 'number' || typeof e.code === 'string') return undefined
+  if (e.level !== undefined && e.level !== 'protocol' && e.level !== 'handshake') return undefined
+  if (/before handshake|^Handshake failed: no matching|^Host denied/.test(e.message)) return undefined
+  return new ProtocolError(`${host}: protocol error: ${e.message}`, {
+    host,
+    cause: err,
+    details: e.level ? { level: e.level } : undefined,
+  })
+}
+
+/** Why an established connection ended on an ssh2 error: a protocol violation, or a plain loss. */
+function classifyLostError(host: string, err: unknown): KayError {
+  return (
+    protocolViolation(host, err) ??
+    new ConnectionLostError(`${host}: connection lost: ${errMessage(err)}`, { host, cause: err })
+  )
 }
 
 function classifyHandshakeError(
@@ -970,6 +1126,8 @@ function classifyHandshakeError(
   if (refused) return refused
   const level = (err as { level?: string } | undefined)?.level
   if (level === 'client-authentication') return auth.toError(host)
+  const violation = protocolViolation(host, err)
+  if (violation) return violation
   return new ConnectError(`${host}: handshake failed: ${err === undefined ? 'connection closed' : errMessage(err)}`, {
     host,
     cause: err,

@@ -14,14 +14,12 @@ import { directConnector } from './connector.js'
  * The verifier's host-key algorithms, in its order (OpenSSH's, known types first), less any ssh2 cannot verify;
  * ssh2's defaults when it gives none. Certificates come from the kay ssh2 patch (CERT_SERVER_HOST_KEY, ADR 0010).
  */
-export function hostKeyAlgorithms(preferred: readonly string[]): {
-  algorithms?: { serverHostKey: ServerHostKeyAlgorithm[] }
-} {
+export function hostKeyAlgorithms(preferred: readonly string[]): { serverHostKey?: ServerHostKeyAlgorithm[] } {
   // Without the patch (a stock ssh2) there are no certificate algorithms: hosts present plain keys.
   const supported = [...ssh2Constants.SUPPORTED_SERVER_HOST_KEY, ...(ssh2Constants.CERT_SERVER_HOST_KEY ?? [])]
   const list = preferred.filter((a) => supported.includes(a))
   if (list.length === 0) return {}
-  return { algorithms: { serverHostKey: list as ServerHostKeyAlgorithm[] } }
+  return { serverHostKey: list as ServerHostKeyAlgorithm[] }
 }
 
 export interface ProbeOptions {
@@ -78,7 +76,7 @@ export async function probeHostKey(target: HostTarget, opts: ProbeOptions = {}):
               resolve(key)
               verify(false)
             }) as never,
-            ...hostKeyAlgorithms(opts.hostKeyAlgorithms ?? []),
+            algorithms: { ...hostKeyAlgorithms(opts.hostKeyAlgorithms ?? []), compress: ['none'] },
             readyTimeout: 0,
           })
         },

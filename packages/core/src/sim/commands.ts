@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import type { ServerChannel } from 'ssh2'
 import type { Clock, TimerHandle } from '../clock.js'
+import { scriptOf } from '../collection/commands.js'
 import { junkBytes, type ProcModel, renderSections, type SectionName } from './procfs.js'
 import type { ResolvedHostSettings, SimCounters, StreamFlavour } from './types.js'
 
@@ -69,7 +70,8 @@ class Exec implements RunningCommand {
   }
 
   start(command: string): void {
-    const cmd = command.trimStart()
+    // kay's own commands come wrapped for any login shell: the simulated host reads the script inside.
+    const cmd = (scriptOf(command) ?? command).trimStart()
     if (cmd.startsWith(': kay-collect v1;')) {
       this.#sections(COLLECT_SECTIONS, false)
       return

@@ -27,6 +27,7 @@ export {
   SSH_KEYGEN_PATH,
   SSHD_LOG,
   SSHD_PATH,
+  SSHD_SHELL_USERS,
   SSHD_TEST_USER,
   type SshdFleet,
   type SshdOptions,

@@ -33,6 +33,19 @@ export const SSHD_PATH = '/usr/sbin/sshd'
 export const SSH_KEYGEN_PATH = '/usr/bin/ssh-keygen'
 /** The dedicated login user created by `.ci/setup-sshd.sh`. */
 export const SSHD_TEST_USER = 'kaytest'
+/**
+ * The users `.ci/setup-sshd.sh` makes, one per login shell (kaytest's is dash): a test logs in as the user of the
+ * shell it wants (and lets it in with `AllowUsers`), so no test changes another's shell.
+ */
+export const SSHD_SHELL_USERS = {
+  dash: SSHD_TEST_USER,
+  bash: 'kaytest-bash',
+  zsh: 'kaytest-zsh',
+  fish: 'kaytest-fish',
+  tcsh: 'kaytest-tcsh',
+  csh: 'kaytest-csh',
+  'busybox sh': 'kaytest-busybox',
+} as const
 
 /**
  * Lines OpenSSH 9.2 writes at `LogLevel VERBOSE` (each regex matches one log line). Count them with

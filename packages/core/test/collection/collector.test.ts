@@ -6,7 +6,7 @@
 import { EventEmitter } from 'node:events'
 import { describe, expect, it } from 'vitest'
 import { HostCollector } from '../../src/collection/collector.js'
-import type { HostMetrics } from '../../src/collection/index.js'
+import { type HostMetrics, identifyCommand } from '../../src/collection/index.js'
 import type { HostActor } from '../../src/connection/actor.js'
 import { NotReadyError } from '../../src/errors.js'
 import { syntheticFrame } from '../fixtures/proc/frames.js'
@@ -61,7 +61,8 @@ class FakeActor extends EventEmitter {
     return Promise.resolve({ stdout: BODY, stderr: '', exitCode: 0, signal: null, durationMs: 1 })
   }
   openExec(command: string, setup?: (c: FakeChannel) => void): Promise<FakeChannel> {
-    const token = /^: kay-stream v1 \w+ ([A-Za-z0-9_-]+);/.exec(command)?.[1] ?? 'none'
+    const id = identifyCommand(command)
+    const token = id.kind === 'stream' ? id.token : 'none'
     const c = new FakeChannel(token)
     this.channel = c
     setup?.(c)

@@ -20,6 +20,7 @@ import {
   DETAIL_COMMAND,
   type Frame,
   FrameDecoder,
+  forAnyLoginShell,
   identifyCommand,
   parseCollection,
   parseDetail,
@@ -27,14 +28,29 @@ import {
   randomStreamToken,
   STREAM_FLAVOURS,
   type StreamFlavour,
+  scriptOf,
   streamCommand,
   streamRequest,
 } from '../../src/collection/index.js'
 
-// Every login shell this machine has (sh is dash on Debian); zsh only where installed.
-const SHELLS = ['/bin/sh', '/bin/bash', '/bin/zsh', '/usr/bin/zsh'].filter(
-  (s, i, all) => existsSync(s) && !(i === 3 && existsSync(all[2]!)),
+/** busybox's sh as a login shell: busybox picks its applet by the name it was run as. */
+const busyboxDir = mkdtempSync(join(tmpdir(), 'kay-busybox-sh-'))
+symlinkSync(
+  ['/usr/bin/busybox', '/bin/busybox'].find((p) => existsSync(p)) ?? '/usr/bin/busybox',
+  join(busyboxDir, 'sh'),
 )
+afterAll(() => rmSync(busyboxDir, { recursive: true, force: true }))
+
+// Every login shell sshd may run kay's commands under (sh is dash on Debian); .ci/setup-tools.sh installs them.
+const SHELLS = [
+  '/bin/sh',
+  '/bin/bash',
+  '/usr/bin/zsh',
+  '/usr/bin/fish',
+  '/usr/bin/tcsh',
+  '/usr/bin/csh',
+  join(busyboxDir, 'sh'),
+]
 const TIMEOUT_MS = 15_000
 
 const started: ChildProcess[] = []
@@ -374,13 +390,13 @@ describe('the python loop without statvfs', () => {
   it('runs df for the df section when os.statvfs fails', async () => {
     // The loop as sent, with os.statvfs replaced by one that fails (python runs -I -S: no environment hook).
     const token = randomStreamToken()
-    const cmd = streamCommand('python', token)
-    const failing = cmd.replace(
+    const script = scriptOf(streamCommand('python', token))!
+    const failing = script.replace(
       'import os,sys\n',
       'import os,sys\ndef nostatvfs(p):raise OSError(38,"refused")\nos.statvfs=nostatvfs\n',
     )
-    expect(failing).not.toBe(cmd)
-    await expectForkedDf(failing, token)
+    expect(failing).not.toBe(script)
+    await expectForkedDf(forAnyLoginShell(failing), token)
   })
 })
 
@@ -432,11 +448,11 @@ describe('a host where no interface has a device (a container as the target, or 
 
 describe('command strings', () => {
   it('name themselves with the heads of the protocol', () => {
-    expect(COLLECT_COMMAND.startsWith(': kay-collect v1;')).toBe(true)
-    expect(DETAIL_COMMAND.startsWith(': kay-detail v1;')).toBe(true)
+    expect(scriptOf(COLLECT_COMMAND)!.startsWith(': kay-collect v1;')).toBe(true)
+    expect(scriptOf(DETAIL_COMMAND)!.startsWith(': kay-detail v1;')).toBe(true)
     for (const flavour of STREAM_FLAVOURS) {
       const cmd = streamCommand(flavour, '0123456789abcdef')
-      expect(cmd.startsWith(`: kay-stream v1 ${flavour} 0123456789abcdef;exec `)).toBe(true)
+      expect(scriptOf(cmd)!.startsWith(`: kay-stream v1 ${flavour} 0123456789abcdef;exec `)).toBe(true)
       expect(identifyCommand(cmd)).toEqual({ kind: 'stream', flavour, token: '0123456789abcdef' })
     }
     expect(identifyCommand(COLLECT_COMMAND)).toEqual({ kind: 'collect' })
