@@ -9,7 +9,10 @@ export {
   identifyCommand,
   isStreamFlavour,
   type KayCommand,
+  type NodeRequest,
+  nodeCollectCommand,
   randomStreamToken,
+  SLOW_EVERY,
   STREAM_FLAVOURS,
   type StreamFlavour,
   streamCommand,
@@ -23,6 +26,18 @@ export {
   FrameDecoder,
   type FrameDecoderOptions,
 } from './frame-decoder.js'
+export { escapeLabelValue, NODE_LIMITS, NodeSeries, NodeSink, parseOsRelease } from './node.js'
+export {
+  DISK_DEVICES_EXCLUDE,
+  FS_TYPES_EXCLUDE,
+  MOUNT_POINTS_EXCLUDE,
+  NET_DEVICES_EXCLUDE,
+  type NodeFamilyMeta,
+  type NodeFamilyType,
+  nodeFamilyMeta,
+  STATIC_NODE_FAMILIES,
+  VMSTAT_FIELDS,
+} from './node-families.js'
 export {
   CPU_STATES,
   computeMetrics,
@@ -38,4 +53,4 @@ export {
   parseSections,
   parseTickSample,
 } from './parse.js'
-export type { CpuState, HostDetail, HostMetrics, InterfaceCounters, RawSample } from './types.js'
+export type { CpuState, HostDetail, HostMetrics, InterfaceCounters, NodeChunk, RawSample } from './types.js'

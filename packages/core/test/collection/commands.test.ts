@@ -376,8 +376,8 @@ describe('the python loop without statvfs', () => {
     const token = randomStreamToken()
     const cmd = streamCommand('python', token)
     const failing = cmd.replace(
-      'import os,sys\n',
-      'import os,sys\ndef nostatvfs(p):raise OSError(38,"refused")\nos.statvfs=nostatvfs\n',
+      'import os,sys,re,time\n',
+      'import os,sys,re,time\ndef nostatvfs(p):raise OSError(38,"refused")\nos.statvfs=nostatvfs\n',
     )
     expect(failing).not.toBe(cmd)
     await expectForkedDf(failing, token)
