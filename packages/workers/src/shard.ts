@@ -18,6 +18,7 @@ import {
   type HostTarget,
   type Identity,
   loadIdentity,
+  NodeSink,
   toKayError,
   UnknownHostError,
 } from '@kay/core'
@@ -58,18 +59,23 @@ export interface ShardEntry {
 /**
  * One tick over a shard's hosts: every host's metrics or typed error (none is left out), the common case packed
  * into rows (packed.ts) as each host answers, so no result object outlives its host's answer. Each host reports
- * through a callback (`collectTo`), not a promise: on a steady stream a host's tick is a frame and a row. Exported
- * for the tick-path micro bench.
+ * through a callback (`collectTo`), not a promise: on a steady stream a host's tick is a frame and a row. With
+ * `node`, each host that answered adds its node_exporter series to the tick's sink as it reports (only then: a
+ * late answer after a failed tick writes nothing), and they go in the same buffer as the rows. Exported for the
+ * tick-path micro bench.
  */
-export function collectTick(entries: Iterable<ShardEntry>, timeoutMs: number): Promise<CollectReply> {
+export function collectTick(entries: Iterable<ShardEntry>, timeoutMs: number, node = false): Promise<CollectReply> {
   const list = Array.isArray(entries) ? (entries as ShardEntry[]) : Array.from(entries)
   const packer = new CollectPacker(list.length)
-  if (list.length === 0) return Promise.resolve(packer.finish())
+  const sink = node ? new NodeSink() : undefined
+  const finish = (): CollectReply => packer.finish(sink?.take())
+  if (list.length === 0) return Promise.resolve(finish())
   return new Promise((resolve) => {
     let left = list.length
     const report = (e: ShardEntry, metrics: HostMetrics | undefined, err: unknown): void => {
       packer.add(hostResult(e, metrics, err))
-      if (--left === 0) resolve(packer.finish())
+      if (metrics !== undefined && sink !== undefined) e.collector.nodeSeries?.writeTo(sink)
+      if (--left === 0) resolve(finish())
     }
     for (const e of list) {
       const done = reportOnce(e, report)
@@ -139,6 +145,7 @@ export class Shard {
       const collector = new HostCollector(actor, {
         mode: this.#config.collect.mode,
         dfEvery: this.#config.collect.dfEvery,
+        node: this.#config.collect.node === true,
         ...(this.#config.collect.flavours ? { flavours: this.#config.collect.flavours } : {}),
       })
       this.#hosts.set(t.id, { actor, collector })
@@ -280,7 +287,7 @@ export class Shard {
   }
 
   async collect(id: number, timeoutMs: number): Promise<void> {
-    const { results, packed } = await collectTick(this.#hosts.values(), timeoutMs)
+    const { results, packed } = await collectTick(this.#hosts.values(), timeoutMs, this.#config.collect.node === true)
     this.#port.postMessage({ type: 'collect-result', id, results, packed }, [packed.values.buffer as ArrayBuffer])
   }
 
