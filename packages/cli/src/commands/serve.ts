@@ -12,7 +12,7 @@ import { type Io, supervisorOptions, withSupervisor } from './common.js'
 export async function cmdServe(cmd: ParsedCommand & { command: 'serve' }, io: Io): Promise<ExitCode> {
   // Loopback-only unless --allow-non-loopback: enforced by the argument parser (args.ts).
   const hosts = await resolveHosts(cmd.hosts, cmd.connection)
-  return withSupervisor(supervisorOptions(cmd.connection, hosts), io, async (sup) => {
+  return withSupervisor({ ...supervisorOptions(cmd.connection, hosts), nodeExporter: true }, io, async (sup) => {
     const metrics = createServeMetrics()
     sup.on('host', (s) => metrics.onHost(s))
     let firstTickDone = false
@@ -38,7 +38,7 @@ export async function cmdServe(cmd: ParsedCommand & { command: 'serve' }, io: Io
         const started = Date.now()
         const tick = await sup.collect({ timeoutMs: Math.min(cmd.intervalMs, cmd.connection.connectTimeoutMs) })
         await sup.refreshStats()
-        await metrics.update(tick, sup)
+        metrics.update(tick, sup)
         firstTickDone = true
         await sleep(Math.max(0, cmd.intervalMs - (Date.now() - started)), io.signal)
       }
