@@ -12,7 +12,7 @@ import { type Io, supervisorOptions, withSupervisor } from './common.js'
 export async function cmdServe(cmd: ParsedCommand & { command: 'serve' }, io: Io): Promise<ExitCode> {
   // Loopback-only unless --allow-non-loopback: enforced by the argument parser (args.ts).
   const hosts = await resolveHosts(cmd.hosts, cmd.connection)
-  return withSupervisor({ ...supervisorOptions(cmd.connection, hosts), nodeExporter: true }, io, async (sup) => {
+  return withSupervisor(supervisorOptions(cmd.connection, hosts, { nodeExporter: true }), io, async (sup) => {
     const metrics = createServeMetrics()
     sup.on('host', (s) => metrics.onHost(s))
     let firstTickDone = false
