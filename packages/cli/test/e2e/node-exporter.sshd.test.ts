@@ -7,10 +7,7 @@
  */
 import { execFileSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { makeClientKey, requireSshd, SSHD_TEST_USER, type SshdServer, startSshd } from '@kay/core/testing'
+import { SSHD_TEST_USER } from '@kay/core/testing'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { waitFor } from './support/kay.js'
 import {
@@ -23,8 +20,10 @@ import {
   type Sample,
   seriesKey,
   serve,
+  sshdHosts,
   startChild,
   stopChildren,
+  stopSshdHosts,
 } from './support/serve.js'
 
 export const NODE_EXPORTER = '/usr/bin/prometheus-node-exporter'
@@ -58,29 +57,8 @@ const NOT_EXPORTED = [
   /^node_time_clocksource_/,
 ]
 
-const dirs: string[] = []
-const servers: SshdServer[] = []
 afterEach(() => stopChildren())
-afterAll(async () => {
-  await Promise.all(servers.splice(0).map((s) => s.stop()))
-  await Promise.all(dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })))
-})
-
-/** A real sshd on loopback and the files kay needs to reach it as `host`: flags for `kay serve`. */
-export async function sshdHost(host = 'real1'): Promise<{ args: string[]; server: SshdServer; dir: string }> {
-  if (!requireSshd()) throw new Error('needs /usr/sbin/sshd and the kaytest user: run .ci/setup-sshd.sh')
-  const dir = await mkdtemp(join(tmpdir(), 'kay-ne-'))
-  dirs.push(dir)
-  const key = await makeClientKey(dir)
-  const server = await startSshd({ authorizedKeys: [key.publicKey] })
-  servers.push(server)
-  const config = join(dir, 'ssh_config')
-  await writeFile(
-    config,
-    `Host ${host}\n  HostName ${server.host}\n  Port ${server.port}\n  User ${server.user}\n  IdentityFile ${key.privateKeyPath}\n`,
-  )
-  return { args: [host, '--ssh-config', config, '--known-hosts', join(dir, 'known_hosts')], server, dir }
-}
+afterAll(() => stopSshdHosts())
 
 /** node_exporter on a free loopback port with the given collectors, as kaytest when we are root. */
 export async function startNodeExporter(collectors: readonly string[] | 'defaults'): Promise<Child> {
@@ -192,7 +170,7 @@ describe('kay serve and node_exporter on the same machine', () => {
   ])(
     'report the same node_exporter series through %s',
     async (_what, flags, mode) => {
-      const { args } = await sshdHost('real1')
+      const { args } = await sshdHosts(['real1'])
       const ne = await startNodeExporter(SAME_COLLECTORS)
       const kay = await serve([...args, '--interval', '1s', ...flags])
       // Every family in, from the collection mode under test (the first ticks are exec while the stream opens).

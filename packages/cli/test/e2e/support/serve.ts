@@ -3,10 +3,13 @@
  * as children on free loopback ports, ended by PID; scrapes; and a small parser of the text exposition format
  * good enough to compare two expositions series by series.
  */
-import { type ChildProcess, type SpawnOptions, spawn } from 'node:child_process'
-import { writeFile } from 'node:fs/promises'
+import { type ChildProcess, type SpawnOptions, spawn, spawnSync } from 'node:child_process'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { makeClientKey, requireSshd, type SshdServer, startSshd } from '@kay/core/testing'
+import { expect } from 'vitest'
 import { KAY_NODE_ARGS, REPO_ROOT, waitFor } from './kay.js'
 
 /** A free TCP port on 127.0.0.1 (bound once to port 0, then released). */
@@ -170,4 +173,54 @@ export async function startPrometheus(dir: string, config: string): Promise<Prom
     api,
     query: (q) => api(`/api/v1/query?query=${encodeURIComponent(q)}`),
   }
+}
+
+const sshds: SshdServer[] = []
+const sshdDirs: string[] = []
+
+/**
+ * Real sshd instances on loopback, one per name, and the files kay needs to reach them by those names: the flags
+ * for `kay serve` (a host file of the names, an ssh_config, a pin file). Stop them with {@link stopSshdHosts}.
+ */
+export async function sshdHosts(names: readonly string[]): Promise<{ args: string[]; dir: string }> {
+  if (!requireSshd()) throw new Error('needs /usr/sbin/sshd and the kaytest user: run .ci/setup-sshd.sh')
+  const dir = await mkdtemp(join(tmpdir(), 'kay-real-'))
+  sshdDirs.push(dir)
+  const key = await makeClientKey(dir)
+  let config = ''
+  for (const name of names) {
+    const server = await startSshd({ authorizedKeys: [key.publicKey] })
+    sshds.push(server)
+    config += `Host ${name}\n  HostName ${server.host}\n  Port ${server.port}\n  User ${server.user}\n  IdentityFile ${key.privateKeyPath}\n`
+  }
+  await writeFile(join(dir, 'ssh_config'), config)
+  await writeFile(join(dir, 'hosts'), `${names.join('\n')}\n`)
+  const args = [
+    '--hostfile',
+    join(dir, 'hosts'),
+    '--ssh-config',
+    join(dir, 'ssh_config'),
+    '--known-hosts',
+    join(dir, 'known_hosts'),
+  ]
+  return { args, dir }
+}
+
+export async function stopSshdHosts(): Promise<void> {
+  await Promise.all(sshds.splice(0).map((s) => s.stop()))
+  await Promise.all(sshdDirs.splice(0).map((d) => rm(d, { recursive: true, force: true })))
+}
+
+/**
+ * `promtool check metrics` finds nothing but what it finds in node_exporter's own exposition: its camelCase lint
+ * on the meminfo families (`node_memory_MemTotal_bytes`…), whose names are node_exporter's and must stay so for its
+ * dashboards and rules. Any parse error, or any other finding, fails.
+ */
+export function expectPromtoolClean(text: string): void {
+  const check = spawnSync('/usr/bin/promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' })
+  const camel = /^node_memory_\w+ metric names should be written in 'snake_case' not 'camelCase'$/
+  const findings = (check.stderr + check.stdout).split('\n').filter((l) => l !== '' && !camel.test(l))
+  expect(findings).toEqual([])
+  // 0: clean; 3: lint findings only (the camelCase ones above); anything else is a parse failure.
+  expect([0, 3]).toContain(check.status)
 }
