@@ -60,10 +60,10 @@ export interface PackedCollectResults {
   node?: NodeChunk
 }
 
-/** A shard's node_exporter series for one tick, one text per family (NodeSink.take). */
-export interface NodeTexts {
+/** A shard's node_exporter series for one tick, the bytes of each family (NodeSink.take). */
+export interface NodeParts {
   families: string[]
-  texts: string[]
+  parts: Uint8Array[]
 }
 
 function fin(v: unknown): v is number {
@@ -183,15 +183,14 @@ export class CollectPacker {
    * The reply: the rows (trimmed to the results that packed) and the results that did not; with `node`, the node
    * series in the same buffer after the rows (transfer `packed.values.buffer` and both go).
    */
-  finish(node?: NodeTexts): CollectReply {
+  finish(node?: NodeParts): CollectReply {
     const n = this.#hosts.length * PACKED_FIELDS
     if (node === undefined) {
       const values = n === this.#values.length ? this.#values : this.#values.slice(0, n)
       return { results: this.#rest, packed: { hosts: this.#hosts, values } }
     }
-    const lengths = node.texts.map((t) => Buffer.byteLength(t))
     let textBytes = 0
-    for (const x of lengths) textBytes += x
+    for (const p of node.parts) textBytes += p.length
     const endsAt = n * 8
     const bytesAt = endsAt + Math.ceil((node.families.length * 4) / 8) * 8
     // A plain ArrayBuffer (not Node's pool), so that it can be transferred.
@@ -200,10 +199,10 @@ export class CollectPacker {
     values.set(this.#values.subarray(0, n))
     const ends = new Uint32Array(buf, endsAt, node.families.length)
     const bytes = new Uint8Array(buf, bytesAt, textBytes)
-    const out = Buffer.from(buf, bytesAt, textBytes)
     let at = 0
-    for (let i = 0; i < node.texts.length; i++) {
-      at += out.write(node.texts[i]!, at, 'utf8')
+    for (let i = 0; i < node.parts.length; i++) {
+      bytes.set(node.parts[i]!, at)
+      at += node.parts[i]!.length
       ends[i] = at
     }
     return {

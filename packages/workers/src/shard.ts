@@ -18,6 +18,7 @@ import {
   type HostTarget,
   type Identity,
   loadIdentity,
+  NODE_LIMITS,
   NodeSink,
   toKayError,
   UnknownHostError,
@@ -59,15 +60,14 @@ export interface ShardEntry {
 /**
  * One tick over a shard's hosts: every host's metrics or typed error (none is left out), the common case packed
  * into rows (packed.ts) as each host answers, so no result object outlives its host's answer. Each host reports
- * through a callback (`collectTo`), not a promise: on a steady stream a host's tick is a frame and a row. With
- * `node`, each host that answered adds its node_exporter series to the tick's sink as it reports (only then: a
- * late answer after a failed tick writes nothing), and they go in the same buffer as the rows. Exported for the
- * tick-path micro bench.
+ * through a callback (`collectTo`), not a promise: on a steady stream a host's tick is a frame and a row. With a
+ * `sink` (a serving shard's), each host that answered writes its node_exporter series into it as it reports (only
+ * then: a late answer after a failed tick writes nothing), and they go in the same buffer as the rows. Exported for
+ * the tick-path micro bench.
  */
-export function collectTick(entries: Iterable<ShardEntry>, timeoutMs: number, node = false): Promise<CollectReply> {
+export function collectTick(entries: Iterable<ShardEntry>, timeoutMs: number, sink?: NodeSink): Promise<CollectReply> {
   const list = Array.isArray(entries) ? (entries as ShardEntry[]) : Array.from(entries)
   const packer = new CollectPacker(list.length)
-  const sink = node ? new NodeSink() : undefined
   const finish = (): CollectReply => packer.finish(sink?.take())
   if (list.length === 0) return Promise.resolve(finish())
   return new Promise((resolve) => {
@@ -130,10 +130,13 @@ export class Shard {
   readonly #pendingPins: HostEvent[] = []
   #eventTimer: ReturnType<typeof setTimeout> | undefined
   #stopping = false
+  /** Where a serving shard's hosts write their node_exporter series each tick (kept: its buffers are reused). */
+  readonly #nodeSink: NodeSink | undefined
 
   constructor(port: ShardPort, config: ShardConfig, deps: ShardDeps) {
     this.#port = port
     this.#config = config
+    this.#nodeSink = config.collect.node === true ? new NodeSink(NODE_LIMITS.families) : undefined
     this.#deps = deps
   }
 
@@ -287,7 +290,7 @@ export class Shard {
   }
 
   async collect(id: number, timeoutMs: number): Promise<void> {
-    const { results, packed } = await collectTick(this.#hosts.values(), timeoutMs, this.#config.collect.node === true)
+    const { results, packed } = await collectTick(this.#hosts.values(), timeoutMs, this.#nodeSink)
     this.#port.postMessage({ type: 'collect-result', id, results, packed }, [packed.values.buffer as ArrayBuffer])
   }
 

@@ -197,7 +197,8 @@ describe('packed collect results', () => {
       'node_load1{instance="a"} 1\nnode_load1{instance="b"} 2\n',
       'node_uname_info{instance="a",nodename="é"} 1\n',
     ]
-    const { packed } = packer.finish({ families: ['node_load1', 'node_uname_info'], texts })
+    const parts = texts.map((t) => new Uint8Array(Buffer.from(t)))
+    const { packed } = packer.finish({ families: ['node_load1', 'node_uname_info'], parts })
     expect(packed.node!.bytes.buffer).toBe(packed.values.buffer)
     expect(packed.node!.ends.buffer).toBe(packed.values.buffer)
     expect(isPackedCollectResults(packed)).toBe(true)

@@ -26,7 +26,7 @@ export {
   FrameDecoder,
   type FrameDecoderOptions,
 } from './frame-decoder.js'
-export { escapeLabelValue, NODE_LIMITS, NodeSeries, NodeSink, parseOsRelease } from './node.js'
+export { escapeLabelValue, NODE_LIMITS, NodeSeries, parseOsRelease } from './node.js'
 export {
   DISK_DEVICES_EXCLUDE,
   FS_TYPES_EXCLUDE,
@@ -53,4 +53,5 @@ export {
   parseSections,
   parseTickSample,
 } from './parse.js'
+export { ByteWriter, NodeSink } from './series-writer.js'
 export type { CpuState, HostDetail, HostMetrics, InterfaceCounters, NodeChunk, RawSample } from './types.js'

@@ -1,11 +1,11 @@
 /**
- * One host's node_exporter series, from the node sections of a collection (docs/collection-protocol.md), and the
- * sink a shard gathers them in per family for one tick.
+ * One host's node_exporter series, from the node sections of a collection (docs/collection-protocol.md).
  *
- * A host's output is text in the Prometheus exposition format (series lines only: the HELP and TYPE lines are
- * written once per family by whoever renders the whole exposition, from node-families.ts). Every series carries
- * `instance="<host>"` first. What a host's sections do not provide is absent, never 0; a section that does not
- * parse leaves its families out for that tick (as a failed node_exporter collector does) and is counted.
+ * A host's output is series lines in the Prometheus exposition format, written as bytes into a shard's NodeSink
+ * (series-writer.ts) per family (the HELP and TYPE lines are written once per family by whoever renders the whole
+ * exposition, from node-families.ts). Every series carries `instance="<host>"` first. What a host's sections do
+ * not provide is absent, never 0; a section that does not parse leaves its families out for that tick (as a
+ * failed node_exporter collector does) and is counted.
  *
  * Counter state: node_exporter never lets a CPU's counters go backwards (iowait does, on NO_HZ kernels) and
  * restarts a CPU's counters when its idle time falls back by 3 s or more (hotplug); this does the same per host.
@@ -15,7 +15,7 @@
 import {
   DISK_COLUMNS,
   DISK_DEVICES_EXCLUDE,
-  FILESYSTEM_FAMILIES,
+  type FILESYSTEM_FAMILIES,
   FS_TYPES_EXCLUDE,
   MAX_FAMILY_NAME,
   MOUNT_POINTS_EXCLUDE,
@@ -24,6 +24,7 @@ import {
   VMSTAT_FIELDS,
 } from './node-families.js'
 import { scanSections } from './parse.js'
+import { ByteWriter, type NodeSink } from './series-writer.js'
 
 const DISK_EXCLUDE_RE = new RegExp(DISK_DEVICES_EXCLUDE)
 const MOUNT_EXCLUDE_RE = new RegExp(MOUNT_POINTS_EXCLUDE)
@@ -32,17 +33,27 @@ const NET_EXCLUDE_RE = new RegExp(NET_DEVICES_EXCLUDE)
 const VMSTAT_RE = new RegExp(VMSTAT_FIELDS)
 const VERSION_RE = /^[0-9]+\.?[0-9]*/
 
-/** node_exporter's USER_HZ: /proc/stat counts in 1/100 s. */
-const USER_HZ = 100
-/** A CPU whose idle time falls back by this much (seconds) has been hot-plugged: its counters restart. */
-const JUMP_BACK_SECONDS = 3
+/** A CPU whose idle time falls back by this much (3 s in USER_HZ jiffies) has been hot-plugged: its counters restart. */
+const JUMP_BACK_JIFFIES = 300
 const CPU_FIELDS = 10
-const CPU_MODES = ['user', 'nice', 'system', 'idle', 'iowait', 'irq', 'softirq', 'steal'] as const
+/** What follows a CPU's number in its node_cpu_seconds_total (8 modes) and node_cpu_guest_seconds_total (2) labels. */
+const CPU_MODE_LABELS = ['user', 'nice', 'system', 'idle', 'iowait', 'irq', 'softirq', 'steal'].map(
+  (m) => `",mode="${m}"} `,
+)
+const GUEST_MODE_LABELS = ['",mode="user"} ', '",mode="nice"} ']
+const ATA_KEYS = ['ID_ATA_WRITE_CACHE', 'ID_ATA_WRITE_CACHE_ENABLED', 'ID_ATA_ROTATION_RATE_RPM']
+const ATA_FAMILIES = [
+  'node_disk_ata_write_cache',
+  'node_disk_ata_write_cache_enabled',
+  'node_disk_ata_rotation_rate_rpm',
+]
 
 /** Bounds on what one host's sections may make (a host that sends more has the rest ignored, and counted). */
 export const NODE_LIMITS = {
   cpus: 4096,
-  fields: 512,
+  /** meminfo fields; vmstat fields are fewer (64): node_exporter keeps 7 of them on today's kernels. */
+  fields: 256,
+  vmstatFields: 64,
   devices: 4096,
   mounts: 4096,
   /** Families one sink accepts (static ones are ~80; meminfo and vmstat fields add ~70 on today's kernels). */
@@ -176,69 +187,39 @@ export function parseOsRelease(text: string): Map<string, string> {
   return out
 }
 
-/**
- * Where a shard gathers its hosts' series for one tick, per family (packed.ts puts them into the tick's one
- * transferable buffer). A family is created on first use, up to NODE_LIMITS.families; series for further families are
- * dropped and counted in `droppedFamilies`.
- */
-export class NodeSink {
-  readonly #index = new Map<string, number>()
-  #names: string[] = []
-  #parts: string[][] = []
-  droppedFamilies = 0
-
-  add(family: string, lines: string): void {
-    let i = this.#index.get(family)
-    if (i === undefined) {
-      if (this.#names.length >= NODE_LIMITS.families) {
-        this.droppedFamilies++
-        return
-      }
-      i = this.#names.length
-      this.#index.set(family, i)
-      this.#names.push(family)
-      this.#parts.push([])
-    }
-    this.#parts[i]!.push(lines)
-  }
-
-  /** The tick's series, one text per family (in first-use order), and the sink emptied for the next tick. */
-  take(): { families: string[]; texts: string[] } {
-    const out = { families: this.#names, texts: this.#parts.map((p) => p.join('')) }
-    this.#index.clear()
-    this.#names = []
-    this.#parts = []
-    return out
-  }
-}
-
 /** Cached udev properties of one block device (`<major>:<minor>`). */
 type UdevProps = Map<string, string>
 
 /**
- * One host's node_exporter series. `update` parses a collection's node sections (and says whether it had the
- * slow ones), `writeTo` hands the series of the last update to a sink. Keep one per host.
+ * One host's node_exporter series. `update` takes a collection's output (and keeps the slow sections' series when
+ * it has them); `writeTo` writes that collection's series into a shard's sink, once. Keep one per host.
  */
 export class NodeSeries {
-  /** `instance="<host>"`, the first label of every series. */
-  readonly #inst: string
+  /** `{instance="<host>"`: how every series of the host starts after its name. */
+  readonly #inst: Uint8Array
   #cpuIds: number[] = []
-  /** Per CPU, CPU_FIELDS counters in seconds: the highest seen (node_exporter's counter state). */
+  /** Per CPU, CPU_FIELDS counters in jiffies: the highest seen (node_exporter's counter state). */
   #cpu = new Float64Array(0)
   /** The slow families' series, written on every tick (undefined: no slow section seen since the last reset). */
-  #slow: Array<[string, string]> | undefined
+  #slow: Array<[string, Uint8Array]> | undefined
   #udev = new Map<string, UdevProps>()
-  /** The last update's series: family names and their lines, in parallel. */
-  #fam: string[] = []
-  #txt: string[] = []
-  #words: string[] = []
+  /** The last update's output and where its sections are, until `writeTo` writes it. */
+  #text: string | undefined
+  readonly #at = new Int32Array(SECTION_NAMES.length * 2)
+  readonly #words: string[] = []
+  readonly #ids: number[] = []
+  readonly #rows: number[] = []
   /** Sections that did not parse (their families were left out), since this object was made. */
   badSections = 0
   /** Lines or devices beyond NODE_LIMITS, ignored. */
   overLimit = 0
 
   constructor(instance: string) {
-    this.#inst = `instance="${escapeLabelValue(instance)}"`
+    const w = new ByteWriter(64)
+    w.ascii('{instance="')
+    w.label(instance)
+    w.byte(34)
+    this.#inst = w.bytes.slice()
   }
 
   /** Whether the slow sections have been seen since the last reset (a request should ask for them if not). */
@@ -250,10 +231,8 @@ export class NodeSeries {
   reset(): void {
     this.#cpuIds = []
     this.#cpu = new Float64Array(0)
-    this.#slow = undefined
-    this.#udev.clear()
-    this.#fam.length = 0
-    this.#txt.length = 0
+    this.dropSlow()
+    this.#text = undefined
   }
 
   /** The slow series are dropped (their sources stopped answering); the next slow collection brings them back. */
@@ -262,22 +241,15 @@ export class NodeSeries {
     this.#udev.clear()
   }
 
-  /** Hands the last update's series to `sink`. */
-  writeTo(sink: NodeSink): void {
-    for (let i = 0; i < this.#fam.length; i++) sink.add(this.#fam[i]!, this.#txt[i]!)
-  }
-
-  /** Drops the last update's series (the tick failed after it: nothing of it may be written). */
+  /** Forgets the last update (its tick failed after it: nothing of it may be written). */
   clear(): void {
-    this.#fam.length = 0
-    this.#txt.length = 0
+    this.#text = undefined
   }
 
-  /** Parses the node sections of `text` (a collection's output); the series are kept for `writeTo`. */
+  /** Takes a collection's output: its series are written by the next `writeTo`; slow sections are kept now. */
   update(text: string): void {
-    this.#fam.length = 0
-    this.#txt.length = 0
-    const at = new Int32Array(SECTION_NAMES.length * 2).fill(-1)
+    const at = this.#at
+    at.fill(-1)
     scanSections(text, (t, ns, ne, start, end) => {
       const k = SECTION_INDEX.get(t.slice(ns, ne))
       if (k !== undefined) {
@@ -285,68 +257,74 @@ export class NodeSeries {
         at[2 * k + 1] = end
       }
     })
-    const run = (k: number, fn: (s: number, e: number) => void): void => {
-      const s = at[2 * k]!
-      if (s < 0) return
-      const mark = this.#fam.length
+    this.#text = text
+    // The slow sections come together: `uname` marks a slow collection (every loop sends it then).
+    if (at[2 * S_UNAME]! >= 0) this.#slowSections(text)
+  }
+
+  /** Writes the last update's series into `sink` (once: a second call writes nothing). */
+  writeTo(sink: NodeSink): void {
+    const s = this.#text
+    if (s === undefined) return
+    this.#text = undefined
+    const at = this.#at
+    const run = (k: number, fn: (a: number, b: number) => void): void => {
+      const a = at[2 * k]!
+      const b = at[2 * k + 1]!
+      // A section the host could not read is absent (or empty): its families are left out.
+      if (a < 0 || b <= a) return
+      sink.begin()
       try {
-        fn(s, at[2 * k + 1]!)
+        fn(a, b)
       } catch {
-        // A section that does not parse: its families are left out this tick.
-        this.#fam.length = mark
-        this.#txt.length = mark
+        sink.rollback()
         this.badSections++
       }
     }
-    run(S_LOADAVG, (s, e) => this.#loadavg(text, s, e))
-    run(S_STAT, (s, e) => this.#stat(text, s, e))
-    run(S_MEMINFO, (s, e) => this.#meminfo(text, s, e))
-    run(S_PROCNETDEV, (s, e) => this.#netdev(text, s, e, at[2 * S_NOHANDLER]!, at[2 * S_NOHANDLER + 1]!))
-    run(S_VMSTAT, (s, e) => this.#vmstat(text, s, e))
-    run(S_FILEFD, (s, e) => this.#filefd(text, s, e))
-    run(S_PSI_CPU, (s, e) => this.#psi(text, s, e, 'cpu'))
-    run(S_PSI_IO, (s, e) => this.#psi(text, s, e, 'io'))
-    run(S_PSI_MEMORY, (s, e) => this.#psi(text, s, e, 'memory'))
-    run(S_TIME, (s, e) => this.#time(text, s, e))
-    // The slow sections come together: `uname` marks a slow collection (every loop sends it then).
-    if (at[2 * S_UNAME]! >= 0) this.#slowSections(text, at)
-    run(S_DISKSTATS, (s, e) => this.#diskstats(text, s, e))
-    if (this.#slow !== undefined) {
-      for (const [f, t] of this.#slow) this.#out(f, t)
-    }
+    run(S_LOADAVG, (a, b) => this.#loadavg(sink, s, a, b))
+    run(S_STAT, (a, b) => this.#stat(sink, s, a, b))
+    run(S_MEMINFO, (a, b) => this.#meminfo(sink, s, a, b))
+    run(S_PROCNETDEV, (a, b) => this.#netdev(sink, s, a, b, at[2 * S_NOHANDLER]!, at[2 * S_NOHANDLER + 1]!))
+    run(S_VMSTAT, (a, b) => this.#vmstat(sink, s, a, b))
+    run(S_FILEFD, (a, b) => this.#filefd(sink, s, a, b))
+    run(S_PSI_CPU, (a, b) => this.#psi(sink, s, a, b, 'cpu'))
+    run(S_PSI_IO, (a, b) => this.#psi(sink, s, a, b, 'io'))
+    run(S_PSI_MEMORY, (a, b) => this.#psi(sink, s, a, b, 'memory'))
+    run(S_TIME, (a, b) => this.#time(sink, s, a, b))
+    run(S_DISKSTATS, (a, b) => this.#diskstats(sink, s, a, b))
+    if (this.#slow !== undefined) for (const [f, bytes] of this.#slow) sink.family(f).copy(bytes)
   }
 
-  #out(family: string, lines: string): void {
-    if (lines === '') return
-    this.#fam.push(family)
-    this.#txt.push(lines)
+  /** Starts a series of `family` in `w`: its name and `{instance="<host>"`; the caller adds labels and `} value`. */
+  #open(w: ByteWriter, family: string): void {
+    w.ascii(family)
+    w.copy(this.#inst)
   }
 
-  #scalar(family: string, v: number): void {
-    if (Number.isFinite(v)) this.#out(family, `${family}{${this.#inst}} ${v}\n`)
+  /** A series without labels besides instance, its value `s[a, b)` as sent (digits, checked by the caller). */
+  #raw(sink: NodeSink, family: string, s: string): void {
+    const w = sink.family(family)
+    this.#open(w, family)
+    w.ascii('} ')
+    w.ascii(s)
+    w.byte(10)
   }
 
-  #loadavg(s: string, start: number, end: number): void {
+  #loadavg(sink: NodeSink, s: string, start: number, end: number): void {
     const w = words(s, start, end, this.#words)
-    const l1 = udec(w[0])
-    const l5 = udec(w[1])
-    const l15 = udec(w[2])
-    if (Number.isNaN(l1) || Number.isNaN(l5) || Number.isNaN(l15)) throw new Error('loadavg')
-    this.#scalar('node_load1', l1)
-    this.#scalar('node_load5', l5)
-    this.#scalar('node_load15', l15)
+    if (Number.isNaN(udec(w[0])) || Number.isNaN(udec(w[1])) || Number.isNaN(udec(w[2]))) throw new Error('loadavg')
+    this.#raw(sink, 'node_load1', w[0]!)
+    this.#raw(sink, 'node_load5', w[1]!)
+    this.#raw(sink, 'node_load15', w[2]!)
   }
 
-  #stat(s: string, start: number, end: number): void {
-    const inst = this.#inst
-    const ids: number[] = []
-    const rows: number[] = []
-    let intr = Number.NaN
-    let ctxt = Number.NaN
-    let btime = Number.NaN
-    let forks = Number.NaN
-    let running = Number.NaN
-    let blocked = Number.NaN
+  #stat(sink: NodeSink, s: string, start: number, end: number): void {
+    const ids = this.#ids
+    const rows = this.#rows
+    ids.length = 0
+    rows.length = 0
+    // intr, ctxt, btime, processes, procs_running, procs_blocked: the value as sent (checked digits).
+    const scalars: Array<string | undefined> = [undefined, undefined, undefined, undefined, undefined, undefined]
     eachLine(s, start, end, (a, b) => {
       const w = words(s, a, b, this.#words)
       const key = w[0]
@@ -354,63 +332,61 @@ export class NodeSeries {
       if (key.startsWith('cpu')) {
         if (key.length === 3) return
         const id = uint(key.slice(3))
-        if (Number.isNaN(id) || id > 65_535) throw new Error('stat')
+        if (Number.isNaN(id) || id > 65_535 || w.length < 5) throw new Error('stat')
         if (ids.length >= NODE_LIMITS.cpus) {
           this.overLimit++
           return
         }
-        if (w.length < 5) throw new Error('stat')
         ids.push(id)
         for (let k = 1; k <= CPU_FIELDS; k++) {
           const v = k < w.length ? uint(w[k]) : 0
           if (Number.isNaN(v)) throw new Error('stat')
-          rows.push(v / USER_HZ)
+          rows.push(v)
         }
-      } else if (key === 'intr') intr = uint(w[1])
-      else if (key === 'ctxt') ctxt = uint(w[1])
-      else if (key === 'btime') btime = uint(w[1])
-      else if (key === 'processes') forks = uint(w[1])
-      else if (key === 'procs_running') running = uint(w[1])
-      else if (key === 'procs_blocked') blocked = uint(w[1])
+        return
+      }
+      const k = STAT_KEYS.indexOf(key)
+      if (k >= 0 && !Number.isNaN(uint(w[1]))) scalars[k] = w[1]
     })
     if (ids.length > 0) {
       const cur = this.#counterState(ids, rows)
-      let cpu = ''
-      let guest = ''
+      const cpu = sink.family('node_cpu_seconds_total')
+      const guest = sink.family('node_cpu_guest_seconds_total')
       for (let k = 0; k < ids.length; k++) {
         const o = k * CPU_FIELDS
-        const p = `{${inst},cpu="${ids[k]}",mode="`
-        for (let m = 0; m < 8; m++) cpu += `node_cpu_seconds_total${p}${CPU_MODES[m]}"} ${cur[o + m]}\n`
-        guest += `node_cpu_guest_seconds_total${p}user"} ${cur[o + 8]}\nnode_cpu_guest_seconds_total${p}nice"} ${cur[o + 9]}\n`
+        for (let m = 0; m < 10; m++) {
+          const w = m < 8 ? cpu : guest
+          this.#open(w, m < 8 ? 'node_cpu_seconds_total' : 'node_cpu_guest_seconds_total')
+          w.ascii(',cpu="')
+          w.uint(ids[k]!)
+          w.ascii(m < 8 ? CPU_MODE_LABELS[m]! : GUEST_MODE_LABELS[m - 8]!)
+          // Jiffies to seconds (USER_HZ is 100), as node_exporter divides them.
+          w.fixed(cur[o + m]!, 2)
+          w.byte(10)
+        }
       }
-      this.#out('node_cpu_seconds_total', cpu)
-      this.#out('node_cpu_guest_seconds_total', guest)
     }
-    this.#scalar('node_intr_total', intr)
-    this.#scalar('node_context_switches_total', ctxt)
-    this.#scalar('node_boot_time_seconds', btime)
-    this.#scalar('node_forks_total', forks)
-    this.#scalar('node_procs_running', running)
-    this.#scalar('node_procs_blocked', blocked)
+    for (let k = 0; k < STAT_KEYS.length; k++)
+      if (scalars[k] !== undefined) this.#raw(sink, STAT_FAMILIES[k]!, scalars[k]!)
   }
 
   /** node_exporter's CPU counter state: never backwards; a CPU's idle falling back ≥ 3 s restarts it. */
   #counterState(ids: number[], rows: number[]): Float64Array {
     const same = ids.length === this.#cpuIds.length && ids.every((id, k) => id === this.#cpuIds[k])
     if (!same) {
-      this.#cpuIds = ids
+      this.#cpuIds = ids.slice()
       this.#cpu = new Float64Array(ids.length * CPU_FIELDS)
     }
     const st = this.#cpu
     for (let k = 0; k < ids.length; k++) {
       const o = k * CPU_FIELDS
-      if (st[o + 3]! - rows[o + 3]! >= JUMP_BACK_SECONDS) st.fill(0, o, o + CPU_FIELDS)
+      if (st[o + 3]! - rows[o + 3]! >= JUMP_BACK_JIFFIES) st.fill(0, o, o + CPU_FIELDS)
       for (let f = 0; f < CPU_FIELDS; f++) if (rows[o + f]! >= st[o + f]!) st[o + f] = rows[o + f]!
     }
     return st
   }
 
-  #meminfo(s: string, start: number, end: number): void {
+  #meminfo(sink: NodeSink, s: string, start: number, end: number): void {
     const seen = new Set<string>()
     let n = 0
     eachLine(s, start, end, (a, b) => {
@@ -423,31 +399,36 @@ export class NodeSeries {
       const k = w[0]!
       if (!k.endsWith(':')) throw new Error('meminfo')
       // Active(anon) → Active_anon, as node_exporter names it.
-      let key = k.slice(0, -1).replace(/\((.*)\)/, '_$1')
-      let v = udec(w[1])
+      let key = k.slice(0, -1)
+      if (key.includes('(')) key = key.replace(/\((.*)\)/, '_$1')
+      const v = uint(w[1])
       if (Number.isNaN(v)) throw new Error('meminfo')
-      if (w.length === 3) {
-        v *= 1024
-        key += '_bytes'
-      } else if (w.length !== 2) throw new Error('meminfo')
+      if (w.length === 3) key += '_bytes'
+      else if (w.length !== 2) throw new Error('meminfo')
       if (!/^[A-Za-z0-9_]+$/.test(key) || key.length > MAX_FAMILY_NAME - 12 || seen.has(key)) return
       seen.add(key)
-      this.#scalar(`node_memory_${key}`, v)
+      const family = `node_memory_${key}`
+      const out = sink.family(family)
+      this.#open(out, family)
+      out.ascii('} ')
+      // kB, as node_exporter reads every unit, to bytes.
+      if (w.length === 3) out.uint(v * 1024)
+      else out.ascii(w[1]!)
+      out.byte(10)
     })
   }
 
-  #netdev(s: string, start: number, end: number, nhStart: number, nhEnd: number): void {
-    const inst = this.#inst
-    const nohandler = new Map<string, string>()
+  #netdev(sink: NodeSink, s: string, start: number, end: number, nhStart: number, nhEnd: number): void {
+    let nohandler: Map<string, string> | undefined
     if (nhStart >= 0) {
+      nohandler = new Map()
       eachLine(s, nhStart, nhEnd, (a, b) => {
         const w = words(s, a, b, this.#words)
-        if (w.length === 2 && !Number.isNaN(uint(w[1]))) nohandler.set(w[0]!, w[1]!)
+        if (w.length === 2 && !Number.isNaN(uint(w[1]))) nohandler!.set(w[0]!, w[1]!)
       })
     }
-    const cols: string[] = NETDEV_KEYS.map(() => '')
-    let nh = ''
     const seen = new Set<string>()
+    const writers = NETDEV_FAMILIES.map((f) => sink.family(f))
     eachLine(s, start, end, (a, b) => {
       const colon = s.indexOf(':', a)
       if (colon === -1 || colon >= b) return
@@ -461,78 +442,82 @@ export class NodeSeries {
       if (w.length < NETDEV_KEYS.length) throw new Error('procnetdev')
       for (let k = 0; k < NETDEV_KEYS.length; k++) if (Number.isNaN(uint(w[k]))) throw new Error('procnetdev')
       seen.add(name)
-      const l = `{${inst},device="${escapeLabelValue(name)}"} `
-      for (let k = 0; k < NETDEV_KEYS.length; k++) cols[k] += `node_network_${NETDEV_KEYS[k]}_total${l}${w[k]}\n`
-      const x = nohandler.get(name)
-      if (x !== undefined) nh += `node_network_receive_nohandler_total${l}${x}\n`
+      for (let k = 0; k < NETDEV_KEYS.length; k++) this.#device(writers[k]!, NETDEV_FAMILIES[k]!, name, w[k]!)
+      const x = nohandler?.get(name)
+      if (x !== undefined) {
+        const f = 'node_network_receive_nohandler_total'
+        this.#device(sink.family(f), f, name, x)
+      }
     })
-    for (let k = 0; k < NETDEV_KEYS.length; k++) this.#out(`node_network_${NETDEV_KEYS[k]}_total`, cols[k]!)
-    this.#out('node_network_receive_nohandler_total', nh)
   }
 
-  #vmstat(s: string, start: number, end: number): void {
+  /** A series labelled `device="<name>"`, its value as sent. */
+  #device(w: ByteWriter, family: string, name: string, value: string): void {
+    this.#open(w, family)
+    w.ascii(',device="')
+    w.label(name)
+    w.ascii('"} ')
+    w.ascii(value)
+    w.byte(10)
+  }
+
+  #vmstat(sink: NodeSink, s: string, start: number, end: number): void {
     const seen = new Set<string>()
-    let n = 0
     eachLine(s, start, end, (a, b) => {
       const w = words(s, a, b, this.#words)
       if (w.length !== 2) return
       const name = w[0]!
       if (!VMSTAT_RE.test(name) || !/^[a-z0-9_]+$/.test(name) || seen.has(name)) return
-      if (++n > NODE_LIMITS.fields || name.length > MAX_FAMILY_NAME - 12) {
+      if (seen.size >= NODE_LIMITS.vmstatFields || name.length > MAX_FAMILY_NAME - 12) {
         this.overLimit++
         return
       }
-      const v = uint(w[1])
-      if (Number.isNaN(v)) throw new Error('vmstat')
+      if (Number.isNaN(uint(w[1]))) throw new Error('vmstat')
       seen.add(name)
-      this.#scalar(`node_vmstat_${name}`, v)
+      this.#raw(sink, `node_vmstat_${name}`, w[1]!)
     })
   }
 
-  #filefd(s: string, start: number, end: number): void {
+  #filefd(sink: NodeSink, s: string, start: number, end: number): void {
     const w = words(s, start, end, this.#words)
-    const allocated = uint(w[0])
-    const maximum = uint(w[2])
-    if (Number.isNaN(allocated) || Number.isNaN(maximum)) throw new Error('filefd')
-    this.#scalar('node_filefd_allocated', allocated)
-    this.#scalar('node_filefd_maximum', maximum)
+    if (Number.isNaN(uint(w[0])) || Number.isNaN(uint(w[2]))) throw new Error('filefd')
+    this.#raw(sink, 'node_filefd_allocated', w[0]!)
+    this.#raw(sink, 'node_filefd_maximum', w[2]!)
   }
 
-  #psi(s: string, start: number, end: number, res: 'cpu' | 'io' | 'memory'): void {
-    let some = Number.NaN
-    let full = Number.NaN
+  #psi(sink: NodeSink, s: string, start: number, end: number, res: 'cpu' | 'io' | 'memory'): void {
+    let some = -1
+    let full = -1
     eachLine(s, start, end, (a, b) => {
-      const line = s.slice(a, b)
-      const m = /^(some|full) .*total=([0-9]{1,20})\s*$/.exec(line)
+      const m = /^(some|full) .*total=([0-9]{1,16})\s*$/.exec(s.slice(a, b))
       if (m === null) throw new Error('psi')
-      // Microseconds to seconds, as node_exporter divides (twice by 1000: the same float).
-      const v = Number(m[2]) / 1000 / 1000
-      if (m[1] === 'some') some = v
-      else full = v
+      if (m[1] === 'some') some = Number(m[2])
+      else full = Number(m[2])
     })
-    if (Number.isNaN(some)) throw new Error('psi')
+    if (some < 0 || (res !== 'cpu' && full < 0)) throw new Error('psi')
+    // Microseconds to seconds. node_exporter 1.5 reads only cpu's `some` line.
+    const put = (family: string, us: number): void => {
+      const w = sink.family(family)
+      this.#open(w, family)
+      w.ascii('} ')
+      w.fixed(us, 6)
+      w.byte(10)
+    }
     if (res === 'cpu') {
-      this.#scalar('node_pressure_cpu_waiting_seconds_total', some)
+      put('node_pressure_cpu_waiting_seconds_total', some)
       return
     }
-    if (Number.isNaN(full)) throw new Error('psi')
-    this.#scalar(`node_pressure_${res}_waiting_seconds_total`, some)
-    this.#scalar(`node_pressure_${res}_stalled_seconds_total`, full)
+    put(`node_pressure_${res}_waiting_seconds_total`, some)
+    put(`node_pressure_${res}_stalled_seconds_total`, full)
   }
 
-  #time(s: string, start: number, end: number): void {
-    const v = udec(s.slice(start, end).trim())
-    if (Number.isNaN(v)) throw new Error('time')
-    this.#scalar('node_time_seconds', v)
+  #time(sink: NodeSink, s: string, start: number, end: number): void {
+    const v = s.slice(start, end).trim()
+    if (Number.isNaN(udec(v))) throw new Error('time')
+    this.#raw(sink, 'node_time_seconds', v)
   }
 
-  #diskstats(s: string, start: number, end: number): void {
-    const inst = this.#inst
-    const cols: string[] = DISK_COLUMNS.map(() => '')
-    let info = ''
-    let fsInfo = ''
-    let dmInfo = ''
-    const ata = ['', '', '']
+  #diskstats(sink: NodeSink, s: string, start: number, end: number): void {
     const seen = new Set<string>()
     eachLine(s, start, end, (a, b) => {
       const w = words(s, a, b, this.#words)
@@ -546,145 +531,152 @@ export class NodeSeries {
         this.overLimit++
         return
       }
-      seen.add(name)
-      const d = escapeLabelValue(name)
-      const l = `{${inst},device="${d}"} `
       const n = Math.min(w.length - 3, DISK_COLUMNS.length)
+      for (let k = 0; k < n; k++) if (Number.isNaN(uint(w[k + 3]))) throw new Error('diskstats')
+      seen.add(name)
       for (let k = 0; k < n; k++) {
-        const v = uint(w[k + 3])
-        if (Number.isNaN(v)) throw new Error('diskstats')
         const col = DISK_COLUMNS[k]!
-        cols[k] += `${col.name}${l}${v * col.scale}\n`
+        const out = sink.family(col.name)
+        this.#open(out, col.name)
+        out.ascii(',device="')
+        out.label(name)
+        out.ascii('"} ')
+        const v = uint(w[k + 3])
+        // Sectors to bytes (×512), milliseconds to seconds; the rest as sent.
+        if (col.scale === 512) out.uint(v * 512)
+        else if (col.scale === 0.001) out.fixed(v, 3)
+        else out.ascii(w[k + 3]!)
+        out.byte(10)
       }
-      const u = this.#udev.get(`${major}:${minor}`)
-      const p = (key: string): string => escapeLabelValue(u?.get(key) ?? '')
-      info +=
-        `node_disk_info{${inst},device="${d}",major="${major}",minor="${minor}",path="${p('ID_PATH')}",` +
-        `wwn="${p('ID_WWN')}",model="${p('ID_MODEL')}",serial="${p('ID_SERIAL_SHORT')}",revision="${p('ID_REVISION')}"} 1\n`
-      if (u === undefined) return
-      if (p('ID_FS_TYPE') !== '') {
-        fsInfo +=
-          `node_disk_filesystem_info{${inst},device="${d}",type="${p('ID_FS_TYPE')}",usage="${p('ID_FS_USAGE')}",` +
-          `uuid="${p('ID_FS_UUID')}",version="${p('ID_FS_VERSION')}"} 1\n`
-      }
-      if (p('DM_NAME') !== '') {
-        dmInfo +=
-          `node_disk_device_mapper_info{${inst},device="${d}",name="${p('DM_NAME')}",uuid="${p('DM_UUID')}",` +
-          `vg_name="${p('DM_VG_NAME')}",lv_name="${p('DM_LV_NAME')}",lv_layer="${p('DM_LV_LAYER')}"} 1\n`
-      }
-      if (p('ID_ATA') !== '') {
-        const keys = ['ID_ATA_WRITE_CACHE', 'ID_ATA_WRITE_CACHE_ENABLED', 'ID_ATA_ROTATION_RATE_RPM']
-        for (let k = 0; k < 3; k++) {
-          const v = udec(u.get(keys[k]!))
-          if (!Number.isNaN(v)) ata[k] += `${ATA_FAMILIES[k]}${l}${v}\n`
-        }
-      }
+      this.#diskInfo(sink, name, major, minor)
     })
-    for (let k = 0; k < DISK_COLUMNS.length; k++) this.#out(DISK_COLUMNS[k]!.name, cols[k]!)
-    this.#out('node_disk_info', info)
-    this.#out('node_disk_filesystem_info', fsInfo)
-    this.#out('node_disk_device_mapper_info', dmInfo)
-    for (let k = 0; k < 3; k++) this.#out(ATA_FAMILIES[k]!, ata[k]!)
   }
 
-  /** The slow sections: their series replace the kept ones (each part that does not parse is left out). */
-  #slowSections(s: string, at: Int32Array): void {
-    const slow: Array<[string, string]> = []
+  /** node_disk_info (always) and the udev-derived info families (when udev knows the device). */
+  #diskInfo(sink: NodeSink, name: string, major: number, minor: number): void {
+    const u = this.#udev.get(`${major}:${minor}`)
+    const info = (family: string, labels: Array<[string, string]>): void => {
+      const w = sink.family(family)
+      this.#open(w, family)
+      w.ascii(',device="')
+      w.label(name)
+      for (const [k, v] of labels) {
+        w.ascii(`",${k}="`)
+        w.label(v)
+      }
+      w.ascii('"} 1\n')
+    }
+    const p = (key: string): string => u?.get(key) ?? ''
+    info('node_disk_info', [
+      ['major', String(major)],
+      ['minor', String(minor)],
+      ['path', p('ID_PATH')],
+      ['wwn', p('ID_WWN')],
+      ['model', p('ID_MODEL')],
+      ['serial', p('ID_SERIAL_SHORT')],
+      ['revision', p('ID_REVISION')],
+    ])
+    if (u === undefined) return
+    if (p('ID_FS_TYPE') !== '') {
+      info('node_disk_filesystem_info', [
+        ['type', p('ID_FS_TYPE')],
+        ['usage', p('ID_FS_USAGE')],
+        ['uuid', p('ID_FS_UUID')],
+        ['version', p('ID_FS_VERSION')],
+      ])
+    }
+    if (p('DM_NAME') !== '') {
+      info('node_disk_device_mapper_info', [
+        ['name', p('DM_NAME')],
+        ['uuid', p('DM_UUID')],
+        ['vg_name', p('DM_VG_NAME')],
+        ['lv_name', p('DM_LV_NAME')],
+        ['lv_layer', p('DM_LV_LAYER')],
+      ])
+    }
+    if (p('ID_ATA') === '') return
+    for (let k = 0; k < 3; k++) {
+      const v = u.get(ATA_KEYS[k]!)
+      if (v === undefined || Number.isNaN(udec(v))) continue
+      const w = sink.family(ATA_FAMILIES[k]!)
+      this.#open(w, ATA_FAMILIES[k]!)
+      w.ascii(',device="')
+      w.label(name)
+      w.ascii('"} ')
+      w.ascii(v)
+      w.byte(10)
+    }
+  }
+
+  /** The slow sections: their series (rendered once, kept as bytes) replace the kept ones; each part that does not parse is left out. */
+  #slowSections(s: string): void {
+    const at = this.#at
+    const out = new Map<string, ByteWriter>()
+    const family = (f: string): ByteWriter => {
+      let w = out.get(f)
+      if (w === undefined) {
+        w = new ByteWriter(256)
+        out.set(f, w)
+      }
+      return w
+    }
     const part = (k: number, fn: (a: number, b: number) => void): void => {
       const a = at[2 * k]!
       if (a < 0) return
-      const mark = slow.length
+      const mark = new Map([...out].map(([f, w]) => [f, w.len]))
       try {
         fn(a, at[2 * k + 1]!)
       } catch {
-        slow.length = mark
+        for (const [f, w] of out) w.len = mark.get(f) ?? 0
         this.badSections++
       }
     }
-    const inst = this.#inst
-    part(S_MOUNTS, (a, b) => {
-      // Without a statfs section the loop could not stat (no statfs call, no `stat -f`): no filesystem families.
-      const sa = at[2 * S_STATFS]!
-      if (sa < 0) return
-      const stats = new Map<string, string[]>()
-      eachLine(s, sa, at[2 * S_STATFS + 1]!, (x, y) => {
-        const w = words(s, x, y, this.#words)
-        if (w.length < 7) throw new Error('statfs')
-        const nums = w.slice(0, 6)
-        if (nums.some((v) => Number.isNaN(uint(v)))) throw new Error('statfs')
-        // The mount point is the rest of the line after six numbers and one blank (it may contain blanks).
-        let i = x
-        for (let k = 0; k < 6; k++) {
-          while (s.charCodeAt(i) === 32 || s.charCodeAt(i) === 9) i++
-          while (i < y && s.charCodeAt(i) !== 32 && s.charCodeAt(i) !== 9) i++
-        }
-        stats.set(s.slice(i + 1, y), nums)
-      })
-      const out = FILESYSTEM_FAMILIES.map(() => '')
-      const seen = new Set<string>()
-      eachLine(s, a, b, (x, y) => {
-        const w = words(s, x, y, this.#words)
-        if (w.length < 4) throw new Error('mounts')
-        const device = w[0]!
-        const mount = unescapeMount(w[1]!)
-        const fstype = w[2]!
-        if (MOUNT_EXCLUDE_RE.test(mount) || FSTYPE_EXCLUDE_RE.test(fstype)) return
-        const key = `${device}\0${mount}\0${fstype}`
-        if (seen.has(key)) return
-        if (seen.size >= NODE_LIMITS.mounts) {
-          this.overLimit++
-          return
-        }
-        seen.add(key)
-        const l = `{${inst},device="${escapeLabelValue(device)}",fstype="${escapeLabelValue(fstype)}",mountpoint="${escapeLabelValue(mount)}"} `
-        const st = stats.get(mount)
-        out[0] += `node_filesystem_device_error${l}${st === undefined ? 1 : 0}\n`
-        if (st === undefined) return
-        const bsize = uint(st[0])
-        out[1] += `node_filesystem_size_bytes${l}${uint(st[1]) * bsize}\n`
-        out[2] += `node_filesystem_free_bytes${l}${uint(st[2]) * bsize}\n`
-        out[3] += `node_filesystem_avail_bytes${l}${uint(st[3]) * bsize}\n`
-        out[4] += `node_filesystem_files${l}${st[4]}\n`
-        out[5] += `node_filesystem_files_free${l}${st[5]}\n`
-        out[6] += `node_filesystem_readonly${l}${w[3]!.split(',').includes('ro') ? 1 : 0}\n`
-      })
-      for (let k = 0; k < FILESYSTEM_FAMILIES.length; k++)
-        if (out[k] !== '') slow.push([FILESYSTEM_FAMILIES[k]!, out[k]!])
-    })
+    part(S_MOUNTS, (a, b) => this.#filesystems(family, s, a, b))
     part(S_UNAME, (a, b) => {
       const lines = s.slice(a, b).split('\n')
       if (lines.length < 6) throw new Error('uname')
-      const [sysname, nodename, release, version, machine, domainname] = lines.map(escapeLabelValue)
-      slow.push([
-        'node_uname_info',
-        `node_uname_info{${inst},domainname="${domainname}",machine="${machine}",nodename="${nodename}",` +
-          `release="${release}",sysname="${sysname}",version="${version}"} 1\n`,
+      const [sysname, nodename, release, version, machine, domainname] = lines
+      this.#info(family('node_uname_info'), 'node_uname_info', [
+        ['domainname', domainname!],
+        ['machine', machine!],
+        ['nodename', nodename!],
+        ['release', release!],
+        ['sysname', sysname!],
+        ['version', version!],
       ])
     })
     part(S_OSRELEASE, (a, b) => {
       const env = parseOsRelease(s.slice(a, b))
-      const v = (k: string): string => escapeLabelValue(env.get(k) ?? '')
-      slow.push([
-        'node_os_info',
-        `node_os_info{${inst},build_id="${v('BUILD_ID')}",id="${v('ID')}",id_like="${v('ID_LIKE')}",` +
-          `image_id="${v('IMAGE_ID')}",image_version="${v('IMAGE_VERSION')}",name="${v('NAME')}",` +
-          `pretty_name="${v('PRETTY_NAME')}",variant="${v('VARIANT')}",variant_id="${v('VARIANT_ID')}",` +
-          `version="${v('VERSION')}",version_codename="${v('VERSION_CODENAME')}",version_id="${v('VERSION_ID')}"} 1\n`,
+      const v = (k: string): string => env.get(k) ?? ''
+      this.#info(family('node_os_info'), 'node_os_info', [
+        ['build_id', v('BUILD_ID')],
+        ['id', v('ID')],
+        ['id_like', v('ID_LIKE')],
+        ['image_id', v('IMAGE_ID')],
+        ['image_version', v('IMAGE_VERSION')],
+        ['name', v('NAME')],
+        ['pretty_name', v('PRETTY_NAME')],
+        ['variant', v('VARIANT')],
+        ['variant_id', v('VARIANT_ID')],
+        ['version', v('VERSION')],
+        ['version_codename', v('VERSION_CODENAME')],
+        ['version_id', v('VERSION_ID')],
       ])
-      const mm = VERSION_RE.exec(env.get('VERSION_ID') ?? '')
+      const mm = VERSION_RE.exec(v('VERSION_ID'))
       const version = mm === null ? 0 : Number.parseFloat(mm[0])
       if (version > 0) {
-        slow.push([
-          'node_os_version',
-          `node_os_version{${inst},id="${v('ID')}",id_like="${v('ID_LIKE')}",name="${v('NAME')}"} ${version}\n`,
-        ])
+        const labels: Array<[string, string]> = [
+          ['id', v('ID')],
+          ['id_like', v('ID_LIKE')],
+          ['name', v('NAME')],
+        ]
+        this.#info(family('node_os_version'), 'node_os_version', labels, String(version))
       }
     })
     const udev = new Map<string, UdevProps>()
     part(S_UDEV, (a, b) => {
       eachLine(s, a, b, (x, y) => {
-        const line = s.slice(x, y)
-        const m = /^([0-9]{1,10}:[0-9]{1,10}) ([A-Z_]{1,64})=(.*)$/.exec(line)
+        const m = /^([0-9]{1,10}:[0-9]{1,10}) ([A-Z_]{1,64})=(.*)$/.exec(s.slice(x, y))
         if (m === null) return
         let props = udev.get(m[1]!)
         if (props === undefined) {
@@ -696,12 +688,84 @@ export class NodeSeries {
       })
     })
     this.#udev = udev
-    this.#slow = slow
+    this.#slow = [...out].filter(([, w]) => w.len > 0).map(([f, w]) => [f, w.bytes.slice()])
+  }
+
+  /** An info-like series: `family{instance,labels…} value` (1 by default). */
+  #info(w: ByteWriter, family: string, labels: Array<[string, string]>, value = '1'): void {
+    this.#open(w, family)
+    for (const [k, v] of labels) {
+      w.ascii(`,${k}="`)
+      w.label(v)
+      w.byte(34)
+    }
+    w.ascii('} ')
+    w.ascii(value)
+    w.byte(10)
+  }
+
+  /** The filesystem families from the mount list and its statfs lines (none without a statfs section). */
+  #filesystems(family: (f: string) => ByteWriter, s: string, start: number, end: number): void {
+    const at = this.#at
+    const sa = at[2 * S_STATFS]!
+    // Without a statfs section the loop could not stat (no statfs call, no `stat -f`): no filesystem families.
+    if (sa < 0) return
+    const stats = new Map<string, string[]>()
+    eachLine(s, sa, at[2 * S_STATFS + 1]!, (x, y) => {
+      const w = words(s, x, y, this.#words)
+      if (w.length < 7) throw new Error('statfs')
+      const nums = w.slice(0, 6)
+      if (nums.some((v) => Number.isNaN(uint(v)))) throw new Error('statfs')
+      // The mount point is the rest of the line after six numbers and one blank (it may contain blanks).
+      let i = x
+      for (let k = 0; k < 6; k++) {
+        while (s.charCodeAt(i) === 32 || s.charCodeAt(i) === 9) i++
+        while (i < y && s.charCodeAt(i) !== 32 && s.charCodeAt(i) !== 9) i++
+      }
+      stats.set(s.slice(i + 1, y), nums)
+    })
+    const seen = new Set<string>()
+    eachLine(s, start, end, (x, y) => {
+      const w = words(s, x, y, this.#words)
+      if (w.length < 4) throw new Error('mounts')
+      const device = w[0]!
+      const mount = unescapeMount(w[1]!)
+      const fstype = w[2]!
+      if (MOUNT_EXCLUDE_RE.test(mount) || FSTYPE_EXCLUDE_RE.test(fstype)) return
+      const key = `${device}\0${mount}\0${fstype}`
+      if (seen.has(key)) return
+      if (seen.size >= NODE_LIMITS.mounts) {
+        this.overLimit++
+        return
+      }
+      seen.add(key)
+      const st = stats.get(mount)
+      const labels: Array<[string, string]> = [
+        ['device', device],
+        ['fstype', fstype],
+        ['mountpoint', mount],
+      ]
+      const put = (f: (typeof FILESYSTEM_FAMILIES)[number], v: string): void => this.#info(family(f), f, labels, v)
+      put('node_filesystem_device_error', st === undefined ? '1' : '0')
+      if (st === undefined) return
+      const bsize = uint(st[0])
+      put('node_filesystem_size_bytes', String(uint(st[1]) * bsize))
+      put('node_filesystem_free_bytes', String(uint(st[2]) * bsize))
+      put('node_filesystem_avail_bytes', String(uint(st[3]) * bsize))
+      put('node_filesystem_files', st[4]!)
+      put('node_filesystem_files_free', st[5]!)
+      put('node_filesystem_readonly', w[3]!.split(',').includes('ro') ? '1' : '0')
+    })
   }
 }
 
-const ATA_FAMILIES = [
-  'node_disk_ata_write_cache',
-  'node_disk_ata_write_cache_enabled',
-  'node_disk_ata_rotation_rate_rpm',
+const STAT_KEYS = ['intr', 'ctxt', 'btime', 'processes', 'procs_running', 'procs_blocked']
+const STAT_FAMILIES = [
+  'node_intr_total',
+  'node_context_switches_total',
+  'node_boot_time_seconds',
+  'node_forks_total',
+  'node_procs_running',
+  'node_procs_blocked',
 ]
+const NETDEV_FAMILIES = NETDEV_KEYS.map((k) => `node_network_${k}_total`)

@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { type CollectorOptions, HostCollector } from '../../src/collection/collector.js'
-import { NodeSink } from '../../src/collection/node.js'
+import { NodeSink } from '../../src/collection/series-writer.js'
 import { HostActor } from '../../src/connection/actor.js'
 import { LocalDialGate } from '../../src/connection/dial-gate.js'
 import { type SimFleet, startSimFleet } from '../../src/sim/index.js'
@@ -167,12 +167,12 @@ describe('HostCollector', () => {
 })
 
 describe('node collections', () => {
-  const familyCount = (c: HostCollector, family: string): number => {
+  /** Series per family of the host's last tick (written once: call it once per tick). */
+  const familyCounts = (c: HostCollector): Map<string, number> => {
     const sink = new NodeSink()
     c.nodeSeries!.writeTo(sink)
-    const { families, texts } = sink.take()
-    const i = families.indexOf(family)
-    return i < 0 ? 0 : texts[i]!.split('\n').length - 1
+    const { families, parts } = sink.take()
+    return new Map(families.map((f, i) => [f, Buffer.from(parts[i]!).toString('utf8').split('\n').length - 1]))
   }
 
   it('fits a host with 300 more mounts and 500 more disks in a frame, every mount and disk in', async () => {
@@ -180,8 +180,9 @@ describe('node collections', () => {
     await settleStream(c)
     expect(c.mode).toBe('stream-perl')
     await c.collect()
-    expect(familyCount(c, 'node_filesystem_size_bytes')).toBeGreaterThan(300)
-    expect(familyCount(c, 'node_disk_reads_completed_total')).toBeGreaterThan(500)
+    const counts = familyCounts(c)
+    expect(counts.get('node_filesystem_size_bytes')).toBeGreaterThan(300)
+    expect(counts.get('node_disk_reads_completed_total')).toBeGreaterThan(500)
     expect(c.nodeSeries!.overLimit).toBe(0)
   })
 
@@ -189,7 +190,7 @@ describe('node collections', () => {
     const { c } = await collectorFor(9, { node: true, maxFrameBytes: 64 * 1024 })
     const err = await c.collect().catch((e: unknown) => e)
     expect(err).toMatchObject({ code: 'KAY_OUTPUT_LIMIT', host: fleet.hosts[9]!.name })
-    expect(familyCount(c, 'node_filesystem_size_bytes')).toBe(0)
+    expect(familyCounts(c).get('node_filesystem_size_bytes')).toBeUndefined()
   })
 
   it('keeps the slow families between slow ticks and asks for them every slowEvery ticks', async () => {
@@ -199,7 +200,7 @@ describe('node collections', () => {
     const before = fleet.host(0).stats().streamRequests
     for (let i = 0; i < 6; i++) {
       await c.collect()
-      asked.push(familyCount(c, 'node_uname_info'))
+      asked.push(familyCounts(c).get('node_uname_info') ?? 0)
     }
     expect(fleet.host(0).stats().streamRequests - before).toBe(6)
     // Written on every tick, whether this tick brought them or an earlier one did.

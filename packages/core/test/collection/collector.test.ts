@@ -176,7 +176,16 @@ describe('HostCollector node requests', () => {
     for (let i = 0; i < 6; i++) await collector.collect()
     // The first tick (exec) brought the slow sections; the probe's request comes second.
     expect(actor.commands).toEqual([expect.stringMatching(/^: kay-collect v1 node slow;/)])
-    expect(channel.writes.map(words)).toEqual(['node', 'node', 'node slow', 'node', 'node', 'node slow', 'node', 'node'])
+    expect(channel.writes.map(words)).toEqual([
+      'node',
+      'node',
+      'node slow',
+      'node',
+      'node',
+      'node slow',
+      'node',
+      'node',
+    ])
     collector.close()
   })
 

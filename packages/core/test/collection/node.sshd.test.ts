@@ -62,8 +62,10 @@ async function seriesVia(how: StreamFlavour | 'exec'): Promise<Set<string>> {
     c.nodeSeries!.writeTo(sink)
     expect(c.nodeSeries!.badSections).toBe(0)
     const out = new Set<string>()
-    for (const text of sink.take().texts) {
-      for (const line of text.split('\n')) if (line !== '') out.add(line.slice(0, line.lastIndexOf(' ')))
+    for (const part of sink.take().parts) {
+      for (const line of Buffer.from(part).toString('utf8').split('\n')) {
+        if (line !== '') out.add(line.slice(0, line.lastIndexOf(' ')))
+      }
     }
     return out
   } finally {

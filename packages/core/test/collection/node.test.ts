@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from 'vitest'
 import {
+  ByteWriter,
   NODE_LIMITS,
   NodeSeries,
   NodeSink,
@@ -91,9 +92,9 @@ function series(ns: NodeSeries): Map<string, number> {
   const sink = new NodeSink()
   ns.writeTo(sink)
   const out = new Map<string, number>()
-  const { families, texts } = sink.take()
+  const { families, parts } = sink.take()
   for (let i = 0; i < families.length; i++) {
-    for (const line of texts[i]!.split('\n')) {
+    for (const line of Buffer.from(parts[i]!).toString('utf8').split('\n')) {
       if (line === '') continue
       const sp = line.lastIndexOf(' ')
       const key = line.slice(0, sp)
@@ -192,19 +193,21 @@ describe('NodeSeries', () => {
     const ns = new NodeSeries('h')
     const idle0 = (s: Map<string, number>) => s.get('node_cpu_seconds_total{instance="h",cpu="0",mode="idle"}')
     const iowait0 = (s: Map<string, number>) => s.get('node_cpu_seconds_total{instance="h",cpu="0",mode="iowait"}')
-    ns.update(frame({ stat: STAT(1000, 50) }))
-    expect(iowait0(series(ns))).toBe(0.5)
+    const tick = (idle: number, iowait: number) => {
+      ns.update(frame({ stat: STAT(idle, iowait) }))
+      return series(ns)
+    }
+    expect(iowait0(tick(1000, 50))).toBe(0.5)
     // iowait falls back (NO_HZ kernels): the counter stays where it was.
-    ns.update(frame({ stat: STAT(1100, 40) }))
-    expect(iowait0(series(ns))).toBe(0.5)
-    expect(idle0(series(ns))).toBe(11)
+    let s = tick(1100, 40)
+    expect(iowait0(s)).toBe(0.5)
+    expect(idle0(s)).toBe(11)
     // idle falls back by 2 s: kept.
-    ns.update(frame({ stat: STAT(900, 40) }))
-    expect(idle0(series(ns))).toBe(11)
+    expect(idle0(tick(900, 40))).toBe(11)
     // By 3 s or more (a hot-plugged CPU): that CPU's counters restart from what it reports now.
-    ns.update(frame({ stat: STAT(700, 40) }))
-    expect(idle0(series(ns))).toBe(7)
-    expect(iowait0(series(ns))).toBe(0.4)
+    s = tick(700, 40)
+    expect(idle0(s)).toBe(7)
+    expect(iowait0(s)).toBe(0.4)
   })
 
   it('starts the counter state afresh when the set of CPUs changes', () => {
@@ -234,10 +237,13 @@ describe('NodeSeries', () => {
     ns.update(frame({ slow: true }))
     expect(ns.hasSlow).toBe(true)
     ns.update(frame())
-    const f = familiesOf(series(ns))
+    const s = series(ns)
+    const f = familiesOf(s)
     for (const n of ['node_filesystem_size_bytes', 'node_uname_info', 'node_os_info']) expect(f.has(n), n).toBe(true)
     // Disk info keeps the udev labels learnt on the slow tick.
-    expect([...series(ns).keys()].some((k) => k.includes('serial="abc"'))).toBe(true)
+    expect([...s.keys()].some((k) => k.includes('serial="abc"'))).toBe(true)
+    // One update is written once.
+    expect(series(ns).size).toBe(0)
     ns.dropSlow()
     ns.update(frame())
     expect(familiesOf(series(ns)).has('node_filesystem_size_bytes')).toBe(false)
@@ -258,7 +264,9 @@ describe('NodeSeries', () => {
     expect(ns.badSections).toBe(2)
     // Garbage does not throw out of update.
     ns.update('@@kay stat\n\u0000\u00ff\ncpu0 x\n@@kay meminfo\nMemTotal: x kB\n@@kay diskstats\nnope\n')
+    expect(series(ns).size).toBe(0)
     expect(ns.badSections).toBe(5)
+    ns.update(frame())
     ns.clear()
     expect(series(ns).size).toBe(0)
   })
@@ -279,16 +287,70 @@ describe('NodeSeries', () => {
 })
 
 describe('NodeSink', () => {
-  it('groups series by family in first-use order and refuses families past its limit', () => {
+  const text = (t: { families: string[]; parts: Uint8Array[] }) => ({
+    families: t.families,
+    texts: t.parts.map((p) => Buffer.from(p).toString('utf8')),
+  })
+
+  it('groups series by family in first-use order, forgets families nobody wrote, refuses families past its limit', () => {
+    const sink = new NodeSink(4)
+    sink.family('node_load1').ascii('a\n')
+    sink.family('node_load5').ascii('b\n')
+    sink.family('node_load1').ascii('c\n')
+    expect(text(sink.take())).toEqual({ families: ['node_load1', 'node_load5'], texts: ['a\nc\n', 'b\n'] })
+    expect(text(sink.take())).toEqual({ families: [], texts: [] })
+    for (let i = 0; i < 6; i++) sink.family(`node_memory_F${i}`).ascii('x\n')
+    expect(sink.take().families).toEqual(['node_memory_F0', 'node_memory_F1', 'node_memory_F2', 'node_memory_F3'])
+    expect(sink.droppedFamilies).toBe(2)
+    // The families of the last tick were forgotten when nobody wrote them: others fit again.
+    sink.take()
+    sink.family('node_load15').ascii('d\n')
+    expect(text(sink.take())).toEqual({ families: ['node_load15'], texts: ['d\n'] })
+  })
+
+  it('undoes what a section wrote on rollback, and only that', () => {
     const sink = new NodeSink()
-    sink.add('node_load1', 'a\n')
-    sink.add('node_load5', 'b\n')
-    sink.add('node_load1', 'c\n')
-    expect(sink.take()).toEqual({ families: ['node_load1', 'node_load5'], texts: ['a\nc\n', 'b\n'] })
-    expect(sink.take()).toEqual({ families: [], texts: [] })
-    for (let i = 0; i < NODE_LIMITS.families + 3; i++) sink.add(`node_memory_F${i}`, 'x\n')
-    expect(sink.take().families.length).toBe(NODE_LIMITS.families)
-    expect(sink.droppedFamilies).toBe(3)
+    sink.begin()
+    sink.family('node_load1').ascii('a\n')
+    sink.begin()
+    sink.family('node_load1').ascii('b\n')
+    sink.family('node_load5').ascii('c\n')
+    sink.rollback()
+    expect(text(sink.take())).toEqual({ families: ['node_load1'], texts: ['a\n'] })
+  })
+})
+
+describe('ByteWriter', () => {
+  it('writes integers, scaled decimals and escaped UTF-8 label values', () => {
+    const w = new ByteWriter(2)
+    const out: string[] = []
+    const put = (f: () => void) => {
+      w.len = 0
+      f()
+      out.push(Buffer.from(w.bytes).toString('utf8'))
+    }
+    put(() => w.uint(0))
+    put(() => w.uint(9007199254740991))
+    put(() => w.fixed(74721, 2))
+    put(() => w.fixed(5, 2))
+    put(() => w.fixed(100, 2))
+    put(() => w.fixed(36601, 3))
+    put(() => w.fixed(0, 6))
+    put(() => w.fixed(1500000, 6))
+    put(() => w.label('a"b\\c\nd'))
+    put(() => w.label('/mnt/é "x"'))
+    expect(out).toEqual([
+      '0',
+      '9007199254740991',
+      '747.21',
+      '0.05',
+      '1',
+      '36.601',
+      '0',
+      '1.5',
+      'a\\"b\\\\c\\nd',
+      '/mnt/é \\"x\\"',
+    ])
   })
 })
 
