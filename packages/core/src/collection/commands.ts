@@ -143,9 +143,10 @@ const SH_REQUEST =
  * than looped over: the loop's per-file bookkeeping cost as much as the reads. stderr is sent to /dev/null once
  * for the whole loop rather than per file: a per-file `2>/dev/null` doubled the system calls of every read.
  * A slow request forks `stat -f` once for all mounts (bash cannot call statfs) and, the first time, `uname -m`.
+ * The loop runs in the C locale: in a UTF-8 one bash spends about a third more on the same bytes.
  */
 const BASH_LOOP =
-  't=$1;printf -v nl "\\n";printf -v tb "\\t";exec 2>/dev/null;' +
+  'LC_ALL=C;t=$1;printf -v nl "\\n";printf -v tb "\\t";exec 2>/dev/null;' +
   `DX=${shDq(DISK_EXCLUDE_ERE)};MX=${shDq(MOUNT_POINTS_EXCLUDE)};FX=${shDq(FS_TYPES_EXCLUDE)};UX=${shDq(UDEV_LINE)};M=;` +
   // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
   'V=();for f in /sys/class/net/*;do v=${f##*/};' +
