@@ -18,7 +18,7 @@ export const CONTENT_TYPES: Record<ExpositionFormat, string> = {
 
 /** The format to answer a request with: OpenMetrics when its Accept header names it, text otherwise. */
 export function negotiate(accept: string | undefined): ExpositionFormat {
-  return accept !== undefined && accept.includes('application/openmetrics-text') ? 'openmetrics' : 'text'
+  return accept?.includes('application/openmetrics-text') ? 'openmetrics' : 'text'
 }
 
 export interface FamilyMeta {
