@@ -7,6 +7,7 @@
  */
 import { execFileSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
+import { NODE_EXPORTER_COLLECTORS } from '@kay/core'
 import { SSHD_TEST_USER } from '@kay/core/testing'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { waitFor } from './support/kay.js'
@@ -27,23 +28,6 @@ import {
 } from './support/serve.js'
 
 export const NODE_EXPORTER = '/usr/bin/prometheus-node-exporter'
-
-/** The collectors kay serves, by node_exporter's names. */
-export const SAME_COLLECTORS = [
-  'cpu',
-  'meminfo',
-  'loadavg',
-  'netdev',
-  'filesystem',
-  'diskstats',
-  'stat',
-  'vmstat',
-  'filefd',
-  'pressure',
-  'uname',
-  'os',
-  'time',
-]
 
 /**
  * What node_exporter exports with these collectors and kay does not (README, "What kay serve does not export"):
@@ -171,7 +155,7 @@ describe('kay serve and node_exporter on the same machine', () => {
     'report the same node_exporter series through %s',
     async (_what, flags, mode) => {
       const { args } = await sshdHosts(['real1'])
-      const ne = await startNodeExporter(SAME_COLLECTORS)
+      const ne = await startNodeExporter(NODE_EXPORTER_COLLECTORS)
       const kay = await serve([...args, '--interval', '1s', ...flags])
       // Every family in, from the collection mode under test (the first ticks are exec while the stream opens).
       await metricsWhen(

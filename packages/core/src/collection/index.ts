@@ -32,6 +32,7 @@ export {
   FS_TYPES_EXCLUDE,
   MOUNT_POINTS_EXCLUDE,
   NET_DEVICES_EXCLUDE,
+  NODE_EXPORTER_COLLECTORS,
   type NodeFamilyMeta,
   type NodeFamilyType,
   nodeFamilyMeta,

@@ -5,6 +5,41 @@
  * (node.ts) applies them again, so a loop that sends more changes nothing.
  */
 
+/** node_exporter's collectors whose families kay exports (node_exporter's names for them). */
+export const NODE_EXPORTER_COLLECTORS = [
+  'cpu',
+  'meminfo',
+  'loadavg',
+  'netdev',
+  'filesystem',
+  'diskstats',
+  'stat',
+  'vmstat',
+  'filefd',
+  'pressure',
+  'uname',
+  'os',
+  'time',
+] as const
+
+/**
+ * The sections a node request adds (docs/collection-protocol.md), besides the table's (with meminfo and stat
+ * whole): read on every node request, and on slow ones only.
+ */
+export const NODE_TICK_SECTIONS = [
+  'procnetdev',
+  'nohandler',
+  'vmstat',
+  'filefd',
+  'psi-cpu',
+  'psi-io',
+  'psi-memory',
+  'diskstats',
+  'time',
+] as const
+export const NODE_SLOW_SECTIONS = ['mounts', 'statfs', 'uname', 'osrelease', 'udev'] as const
+export type NodeSectionName = (typeof NODE_TICK_SECTIONS)[number] | (typeof NODE_SLOW_SECTIONS)[number]
+
 /** The exposition type of a family (node_exporter's vmstat fields are untyped). */
 export type NodeFamilyType = 'counter' | 'gauge' | 'untyped'
 

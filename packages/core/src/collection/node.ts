@@ -21,6 +21,8 @@ import {
   MOUNT_POINTS_EXCLUDE,
   NET_DEVICES_EXCLUDE,
   NETDEV_KEYS,
+  NODE_SLOW_SECTIONS,
+  NODE_TICK_SECTIONS,
   VMSTAT_FIELDS,
 } from './node-families.js'
 import { scanSections } from './parse.js'
@@ -60,43 +62,25 @@ export const NODE_LIMITS = {
   families: 1024,
 } as const
 
-// The node sections, by name (see docs/collection-protocol.md).
+// The sections NodeSeries reads, by index into SECTION_NAMES.
+const SECTION_NAMES: readonly string[] = ['loadavg', 'meminfo', 'stat', ...NODE_TICK_SECTIONS, ...NODE_SLOW_SECTIONS]
 const S_LOADAVG = 0
 const S_MEMINFO = 1
 const S_STAT = 2
-const S_PROCNETDEV = 3
-const S_NOHANDLER = 4
-const S_VMSTAT = 5
-const S_FILEFD = 6
-const S_PSI_CPU = 7
-const S_PSI_IO = 8
-const S_PSI_MEMORY = 9
-const S_DISKSTATS = 10
-const S_TIME = 11
-const S_MOUNTS = 12
-const S_STATFS = 13
-const S_UNAME = 14
-const S_OSRELEASE = 15
-const S_UDEV = 16
-const SECTION_NAMES = [
-  'loadavg',
-  'meminfo',
-  'stat',
-  'procnetdev',
-  'nohandler',
-  'vmstat',
-  'filefd',
-  'psi-cpu',
-  'psi-io',
-  'psi-memory',
-  'diskstats',
-  'time',
-  'mounts',
-  'statfs',
-  'uname',
-  'osrelease',
-  'udev',
-]
+const S_PROCNETDEV = SECTION_NAMES.indexOf('procnetdev')
+const S_NOHANDLER = SECTION_NAMES.indexOf('nohandler')
+const S_VMSTAT = SECTION_NAMES.indexOf('vmstat')
+const S_FILEFD = SECTION_NAMES.indexOf('filefd')
+const S_PSI_CPU = SECTION_NAMES.indexOf('psi-cpu')
+const S_PSI_IO = SECTION_NAMES.indexOf('psi-io')
+const S_PSI_MEMORY = SECTION_NAMES.indexOf('psi-memory')
+const S_DISKSTATS = SECTION_NAMES.indexOf('diskstats')
+const S_TIME = SECTION_NAMES.indexOf('time')
+const S_MOUNTS = SECTION_NAMES.indexOf('mounts')
+const S_STATFS = SECTION_NAMES.indexOf('statfs')
+const S_UNAME = SECTION_NAMES.indexOf('uname')
+const S_OSRELEASE = SECTION_NAMES.indexOf('osrelease')
+const S_UDEV = SECTION_NAMES.indexOf('udev')
 const SECTION_INDEX = new Map(SECTION_NAMES.map((n, i) => [n, i]))
 
 /** A label value as the exposition format wants it (backslash, double quote and newline escaped). */

@@ -1,3 +1,4 @@
+import { NODE_SLOW_SECTIONS, NODE_TICK_SECTIONS, type NodeSectionName } from '../collection/node-families.js'
 import type { ProcFault } from './types.js'
 
 /**
@@ -45,36 +46,9 @@ const USERS = ['root', 'www-data', 'postgres', 'app', 'redis', 'nobody']
 /** The /proc sources the simulator serves, by section name. */
 export type SectionName = 'loadavg' | 'meminfo' | 'stat' | 'uptime' | 'netdev' | 'df' | 'ps' | NodeSectionName
 
-/** The node_exporter sources (docs/collection-protocol.md): every tick, then the slow ones. */
-export type NodeSectionName =
-  | 'procnetdev'
-  | 'nohandler'
-  | 'vmstat'
-  | 'filefd'
-  | 'psi-cpu'
-  | 'psi-io'
-  | 'psi-memory'
-  | 'diskstats'
-  | 'time'
-  | 'mounts'
-  | 'statfs'
-  | 'uname'
-  | 'osrelease'
-  | 'udev'
-
 /** The node sections of a node request, without and with the slow ones. */
-export const NODE_SECTIONS: readonly NodeSectionName[] = [
-  'procnetdev',
-  'nohandler',
-  'vmstat',
-  'filefd',
-  'psi-cpu',
-  'psi-io',
-  'psi-memory',
-  'diskstats',
-  'time',
-]
-export const SLOW_SECTIONS: readonly NodeSectionName[] = ['mounts', 'statfs', 'uname', 'osrelease', 'udev']
+export const NODE_SECTIONS: readonly NodeSectionName[] = NODE_TICK_SECTIONS
+export const SLOW_SECTIONS: readonly NodeSectionName[] = NODE_SLOW_SECTIONS
 const NODE_SECTION_SET = new Set<string>([...NODE_SECTIONS, ...SLOW_SECTIONS])
 
 /** What a simulated host is beyond its seed: its name (uname) and how many extra mounts and disks it has. */
