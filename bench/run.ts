@@ -108,6 +108,12 @@ const PROFILES: Record<string, () => Step[]> = {
       timeoutMs: 600_000,
     },
     {
+      name: 'serve through the CLI, 100 real sshd hosts at 5 s',
+      file: join(here, 'load/serve-cli.ts'),
+      args: ['--hosts', '100', '--interval', '5s', '--ticks', '6'],
+      timeoutMs: 600_000,
+    },
+    {
       name: 'serve exposition 1000 (and prom-client)',
       file: join(here, 'load/serve-exposition.ts'),
       args: ['--sizes', '1000', '--ticks', '4', '--interval-ms', '5000', '--prom-client'],
