@@ -4,7 +4,7 @@
  * the hosts' CPU per host-tick (sshd and the loops) and kay's (the CLI process and its threads) over steady ticks,
  * at the operator's interval.
  *
- *   bash .ci/setup-sshd.sh   # idempotent
+ *   bash .ci/setup-sshd.sh && pnpm build   # sshd and kaytest; the CLI it runs is the built one (bin/kay.js)
  *   node --conditions=kay-source --import tsx bench/load/serve-cli.ts --hosts 100 --interval 5s --ticks 6
  */
 import { spawn } from 'node:child_process'
