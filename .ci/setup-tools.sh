@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Tools the test tiers use besides sshd: tmux (the TTY UI driven for real), Prometheus + promtool (kay serve is
-# scraped by a real Prometheus and its exposition checked by promtool), iproute2 (network namespaces), and the
-# interpreters the stream loops run under (bash, perl, python3, busybox), the login shells (zsh, fish, tcsh, csh), and
-# what the ssh_config conformance suite needs (util-linux namespaces tools, netbase, the OpenSSH client).
+# scraped by a real Prometheus and its exposition checked by promtool), node_exporter (kay serve is compared with
+# it on the same machine; the tests start it on a loopback port, never as a service), iproute2 (network
+# namespaces), the interpreters the stream loops run under (bash, perl, python3, busybox), the login shells (zsh,
+# fish, tcsh, csh), and what the ssh_config conformance suite needs (util-linux namespaces tools, netbase, the
+# OpenSSH client).
 # Idempotent; never starts any system service.
 set -euo pipefail
 # shellcheck source=lib.sh
@@ -14,6 +16,7 @@ fi
 missing=()
 [[ -x /usr/bin/tmux ]] || missing+=(tmux)
 [[ -x /usr/bin/prometheus && -x /usr/bin/promtool ]] || missing+=(prometheus)
+[[ -x /usr/bin/prometheus-node-exporter ]] || missing+=(prometheus-node-exporter)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v bash >/dev/null 2>&1 || missing+=(bash)
 command -v perl >/dev/null 2>&1 || missing+=(perl-base)
@@ -31,4 +34,4 @@ command -v perl >/dev/null 2>&1 || missing+=(perl-base)
 [[ -x /usr/bin/tcsh ]] || missing+=(tcsh)
 [[ -x /usr/bin/bsd-csh ]] || missing+=(csh)
 apt_install "${missing[@]}"
-echo "setup-tools.sh: $(tmux -V); $(promtool --version 2>&1 | head -n1)"
+echo "setup-tools.sh: $(tmux -V); $(promtool --version 2>&1 | head -n1); $(prometheus-node-exporter --version 2>&1 | head -n1)"

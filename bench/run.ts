@@ -101,6 +101,30 @@ const PROFILES: Record<string, () => Step[]> = {
       args: ['--hosts', '10000', '--parts', '2', '--ticks', '4', '--interval-ms', '5000'],
       timeoutMs: 1_200_000,
     },
+    {
+      name: 'node_exporter vs kay, host CPU at 5 s',
+      file: join(here, 'load/node-exporter-cost.ts'),
+      args: ['--interval-ms', '5000', '--requests', '24'],
+      timeoutMs: 600_000,
+    },
+    {
+      name: 'serve through the CLI, 100 real sshd hosts at 5 s',
+      file: join(here, 'load/serve-cli.ts'),
+      args: ['--hosts', '100', '--interval', '5s', '--ticks', '6'],
+      timeoutMs: 600_000,
+    },
+    {
+      name: 'serve exposition 1000 (and prom-client)',
+      file: join(here, 'load/serve-exposition.ts'),
+      args: ['--sizes', '1000', '--ticks', '4', '--interval-ms', '5000', '--prom-client'],
+      timeoutMs: 600_000,
+    },
+    {
+      name: 'serve exposition 10000 (2 sims)',
+      file: join(here, 'load/serve-exposition.ts'),
+      args: ['--sizes', '10000', '--ticks', '4', '--interval-ms', '5000'],
+      timeoutMs: 1_800_000,
+    },
   ],
 }
 

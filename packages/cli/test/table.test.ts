@@ -295,6 +295,7 @@ describe('rows: the last error of a host stays until it recovers', () => {
           tick: 1,
           startedAt: 0,
           durationMs: 1,
+          node: [],
           hosts: [
             error
               ? { host: status.id, status, error: errorFromJSON({ code: error.code as never, message: error.message }) }

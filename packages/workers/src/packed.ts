@@ -10,8 +10,21 @@
  *   7 load1 · 8 load5 · 9 load15 · 10 uptimeSeconds · 11 cpuPct · 12 netRxBytesPerSec · 13 netTxBytesPerSec
  *   14 rootFsUsedPct · 15–22 cpuStates (CPU_STATES order; all or none) · 23 attempts · 24 handshakes · 25 rttMs
  *   26 readySince · 27 collectMode (index in PACKED_MODES)
+ *
+ * With `kay serve` the shard's hosts' node_exporter series travel in the same buffer, after the rows: the end
+ * offset of each family's text (Uint32, padded to 8 bytes), then the texts (UTF-8). One buffer per shard per
+ * tick, whatever the fleet's size, and no object per host or per series on the way.
  */
-import { COLLECT_MODES, type CollectMode, CPU_STATES, type HostMetrics, type HostStatus } from '@kay/core'
+import {
+  COLLECT_MODES,
+  type CollectMode,
+  CPU_STATES,
+  type HostMetrics,
+  type HostStatus,
+  NODE_LIMITS,
+  type NodeChunk,
+  nodeFamilyMeta,
+} from '@kay/core'
 import type { HostCollectResult } from './results.js'
 
 /** The collect modes a row can carry, by index (a row stores the index). */
@@ -43,6 +56,14 @@ export interface PackedCollectResults {
   hosts: string[]
   /** hosts.length × PACKED_FIELDS numbers. */
   values: Float64Array
+  /** The shard's node_exporter series this tick (views on the buffer of `values`), when it collects them. */
+  node?: NodeChunk
+}
+
+/** A shard's node_exporter series for one tick, the bytes of each family (NodeSink.take). */
+export interface NodeParts {
+  families: string[]
+  parts: Uint8Array[]
 }
 
 function fin(v: unknown): v is number {
@@ -158,11 +179,36 @@ export class CollectPacker {
     this.#hosts.push(r.host)
   }
 
-  /** The reply: the rows (trimmed to the results that packed) and the results that did not. */
-  finish(): CollectReply {
+  /**
+   * The reply: the rows (trimmed to the results that packed) and the results that did not; with `node`, the node
+   * series in the same buffer after the rows (transfer `packed.values.buffer` and both go).
+   */
+  finish(node?: NodeParts): CollectReply {
     const n = this.#hosts.length * PACKED_FIELDS
-    const values = n === this.#values.length ? this.#values : this.#values.slice(0, n)
-    return { results: this.#rest, packed: { hosts: this.#hosts, values } }
+    if (node === undefined) {
+      const values = n === this.#values.length ? this.#values : this.#values.slice(0, n)
+      return { results: this.#rest, packed: { hosts: this.#hosts, values } }
+    }
+    let textBytes = 0
+    for (const p of node.parts) textBytes += p.length
+    const endsAt = n * 8
+    const bytesAt = endsAt + Math.ceil((node.families.length * 4) / 8) * 8
+    // A plain ArrayBuffer (not Node's pool), so that it can be transferred.
+    const buf = new ArrayBuffer(bytesAt + textBytes)
+    const values = new Float64Array(buf, 0, n)
+    values.set(this.#values.subarray(0, n))
+    const ends = new Uint32Array(buf, endsAt, node.families.length)
+    const bytes = new Uint8Array(buf, bytesAt, textBytes)
+    let at = 0
+    for (let i = 0; i < node.parts.length; i++) {
+      bytes.set(node.parts[i]!, at)
+      at += node.parts[i]!.length
+      ends[i] = at
+    }
+    return {
+      results: this.#rest,
+      packed: { hosts: this.#hosts, values, node: { families: node.families, bytes, ends } },
+    }
   }
 }
 
@@ -235,10 +281,32 @@ export function unpackCollectResults(p: PackedCollectResults): HostCollectResult
   return out
 }
 
+/**
+ * Guard for the node series received from another thread: family names kay exports (nodeFamilyMeta), no more
+ * than NODE_LIMITS.families, each once, and end offsets that rise to the end of the bytes.
+ */
+export function isNodeChunk(v: unknown): v is NodeChunk {
+  if (typeof v !== 'object' || v === null) return false
+  const { families, bytes, ends } = v as Record<string, unknown>
+  if (!Array.isArray(families) || !(bytes instanceof Uint8Array) || !(ends instanceof Uint32Array)) return false
+  if (families.length !== ends.length || families.length > NODE_LIMITS.families) return false
+  const seen = new Set<string>()
+  let prev = 0
+  for (let i = 0; i < families.length; i++) {
+    const f = families[i]
+    if (typeof f !== 'string' || seen.has(f) || nodeFamilyMeta(f) === undefined) return false
+    seen.add(f)
+    if (ends[i]! < prev) return false
+    prev = ends[i]!
+  }
+  return prev === bytes.length
+}
+
 /** Guard for a packed block received from another thread. */
 export function isPackedCollectResults(v: unknown): v is PackedCollectResults {
   if (typeof v !== 'object' || v === null) return false
-  const { hosts, values } = v as Record<string, unknown>
+  const { hosts, values, node } = v as Record<string, unknown>
+  if (node !== undefined && !isNodeChunk(node)) return false
   if (!Array.isArray(hosts) || !(values instanceof Float64Array)) return false
   if (values.length !== hosts.length * PACKED_FIELDS) return false
   for (const h of hosts) if (typeof h !== 'string') return false

@@ -39,8 +39,11 @@ export interface ShardConfig {
     maxChannels: number
     backoff: { baseMs: number; capMs: number; stableAfterMs: number }
   }
-  /** flavours: stream loops to probe, cheapest first (default STREAM_FLAVOURS). */
-  collect: { mode: 'stream' | 'exec'; dfEvery: number; flavours?: StreamFlavour[] }
+  /**
+   * flavours: stream loops to probe, cheapest first (default STREAM_FLAVOURS); node: collect node_exporter's
+   * sources too (`kay serve`), their series packed with each collect reply.
+   */
+  collect: { mode: 'stream' | 'exec'; dfEvery: number; flavours?: StreamFlavour[]; node?: boolean }
   /** Coalescing window for host events, ms. */
   eventWindowMs: number
   /** This shard's share of the fleet-wide dial rate (attempts per second); 0 = no rate limit. */

@@ -21,6 +21,8 @@ import {
   type HostTarget,
   type Identity,
   loadIdentity,
+  NODE_LIMITS,
+  NodeSink,
   putPaths,
   STOP_GRACE_MS,
   toKayError,
@@ -69,18 +71,22 @@ export interface ShardEntry {
 /**
  * One tick over a shard's hosts: every host's metrics or typed error (none is left out), the common case packed
  * into rows (packed.ts) as each host answers, so no result object outlives its host's answer. Each host reports
- * through a callback (`collectTo`), not a promise: on a steady stream a host's tick is a frame and a row. Exported
- * for the tick-path micro bench.
+ * through a callback (`collectTo`), not a promise: on a steady stream a host's tick is a frame and a row. With a
+ * `sink` (a serving shard's), each host that answered writes its node_exporter series into it as it reports (only
+ * then: a late answer after a failed tick writes nothing), and they go in the same buffer as the rows. Exported for
+ * the tick-path micro bench.
  */
-export function collectTick(entries: Iterable<ShardEntry>, timeoutMs: number): Promise<CollectReply> {
+export function collectTick(entries: Iterable<ShardEntry>, timeoutMs: number, sink?: NodeSink): Promise<CollectReply> {
   const list = Array.isArray(entries) ? (entries as ShardEntry[]) : Array.from(entries)
   const packer = new CollectPacker(list.length)
-  if (list.length === 0) return Promise.resolve(packer.finish())
+  const finish = (): CollectReply => packer.finish(sink?.take())
+  if (list.length === 0) return Promise.resolve(finish())
   return new Promise((resolve) => {
     let left = list.length
     const report = (e: ShardEntry, metrics: HostMetrics | undefined, err: unknown): void => {
       packer.add(hostResult(e, metrics, err))
-      if (--left === 0) resolve(packer.finish())
+      if (metrics !== undefined && sink !== undefined) e.collector.nodeSeries?.writeTo(sink)
+      if (--left === 0) resolve(finish())
     }
     for (const e of list) {
       const done = reportOnce(e, report)
@@ -139,10 +145,13 @@ export class Shard {
   #stopping = false
   /** Names are resolved by the supervisor (one cache and one bound for the fleet), outside the dial slot. */
   readonly #resolver: SupervisorResolver
+  /** Where a serving shard's hosts write their node_exporter series each tick (kept: its buffers are reused). */
+  readonly #nodeSink: NodeSink | undefined
 
   constructor(port: ShardPort, config: ShardConfig, deps: ShardDeps) {
     this.#port = port
     this.#config = config
+    this.#nodeSink = config.collect.node === true ? new NodeSink(NODE_LIMITS.families) : undefined
     this.#deps = deps
     this.#resolver = new SupervisorResolver((m) => this.#port.postMessage(m))
   }
@@ -155,6 +164,7 @@ export class Shard {
       const collector = new HostCollector(actor, {
         mode: this.#config.collect.mode,
         dfEvery: this.#config.collect.dfEvery,
+        node: this.#config.collect.node === true,
         ...(this.#config.collect.flavours ? { flavours: this.#config.collect.flavours } : {}),
       })
       this.#hosts.set(t.id, { actor, collector })
@@ -319,7 +329,7 @@ export class Shard {
   }
 
   async collect(id: number, timeoutMs: number): Promise<void> {
-    const { results, packed } = await collectTick(this.#hosts.values(), timeoutMs)
+    const { results, packed } = await collectTick(this.#hosts.values(), timeoutMs, this.#nodeSink)
     this.#port.postMessage({ type: 'collect-result', id, results, packed }, [packed.values.buffer as ArrayBuffer])
   }
 

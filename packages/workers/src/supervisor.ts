@@ -16,6 +16,7 @@ import {
   type HostStatus,
   type HostTarget,
   type KayError,
+  type NodeChunk,
   type SerializedError,
   ShardRestartedError,
   SkippedError,
@@ -86,6 +87,11 @@ export interface SupervisorOptions {
   dfEvery?: number
   /** Stream loop flavours to probe, cheapest first. Default STREAM_FLAVOURS (benchmarks pin one). */
   collectFlavours?: StreamFlavour[]
+  /**
+   * Collect node_exporter's sources too, and hand every tick's series in `CollectTick.node` (what `kay serve`
+   * exports). Default false: the host and the collector pay for it, and a table needs none of it.
+   */
+  nodeExporter?: boolean
   /** Shard restart intensity: more than `intensity` restarts within `periodMs` stops the supervisor. Default 5 / 30 s. */
   restart?: { intensity?: number; periodMs?: number }
   /** Host event coalescing window, ms. Default 50. */
@@ -110,6 +116,11 @@ export interface CollectTick {
   durationMs: number
   /** Every host of the fleet, exactly once: metrics or a typed error. */
   hosts: CollectResultEntry[]
+  /**
+   * With `nodeExporter`: the node_exporter series of the hosts that answered, one chunk per shard (series lines
+   * grouped by family; docs/collection-protocol.md). Empty otherwise.
+   */
+  node: NodeChunk[]
 }
 
 export interface ExecResult {
@@ -446,6 +457,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     const timeoutMs = opts.timeoutMs ?? 10_000
     const startedAt = Date.now()
     const tick = ++this.#ticks
+    const node: NodeChunk[] = []
     const parts = await Promise.all(
       this.#shards.map(async (s) => {
         try {
@@ -455,7 +467,10 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
             timeoutMs,
           })
           const entries = m.results.map((r) => this.#collectEntry(r))
-          if (m.packed) for (const r of unpackCollectResults(m.packed)) entries.push(this.#collectEntry(r))
+          if (m.packed) {
+            for (const r of unpackCollectResults(m.packed)) entries.push(this.#collectEntry(r))
+            if (m.packed.node) node.push(m.packed.node)
+          }
           return entries
         } catch (e) {
           const err = e as KayError
@@ -467,7 +482,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         }
       }),
     )
-    return { tick, startedAt, durationMs: Date.now() - startedAt, hosts: parts.flat() }
+    return { tick, startedAt, durationMs: Date.now() - startedAt, hosts: parts.flat(), node }
   }
 
   #collectEntry(r: HostCollectResult): CollectResultEntry {
@@ -852,6 +867,7 @@ function resolveConfig(opts: SupervisorOptions): ShardConfig {
       mode: opts.collectMode ?? 'stream',
       dfEvery: opts.dfEvery ?? DF_EVERY,
       ...(opts.collectFlavours ? { flavours: opts.collectFlavours } : {}),
+      ...(opts.nodeExporter ? { node: true } : {}),
     },
     eventWindowMs: opts.eventWindowMs ?? 50,
     testHooks: opts.testHooks ?? false,

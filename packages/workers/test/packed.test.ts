@@ -1,8 +1,10 @@
+import { MessageChannel } from 'node:worker_threads'
 import type { HostMetrics, HostStatus } from '@kay/core'
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import {
   CollectPacker,
+  isNodeChunk,
   isPackedCollectResults,
   PACKED_FIELDS,
   PACKED_MODES,
@@ -185,5 +187,50 @@ describe('packed collect results', () => {
     const { results, packed } = packer.finish()
     expect(results.map((r) => r.host)).toEqual(['full'])
     expect(unpackCollectResults(packed)).toEqual([bare])
+  })
+
+  it('carries the node series in the same buffer as the rows, across a thread boundary, transferred', async () => {
+    const packer = new CollectPacker(2)
+    packer.add(readyResult('a', BASE))
+    packer.add(readyResult('b', BASE))
+    const texts = [
+      'node_load1{instance="a"} 1\nnode_load1{instance="b"} 2\n',
+      'node_uname_info{instance="a",nodename="é"} 1\n',
+    ]
+    const parts = texts.map((t) => new Uint8Array(Buffer.from(t)))
+    const { packed } = packer.finish({ families: ['node_load1', 'node_uname_info'], parts })
+    expect(packed.node!.bytes.buffer).toBe(packed.values.buffer)
+    expect(packed.node!.ends.buffer).toBe(packed.values.buffer)
+    expect(isPackedCollectResults(packed)).toBe(true)
+    const { port1, port2 } = new MessageChannel()
+    const got = new Promise<unknown>((resolve) => port2.once('message', resolve))
+    port1.postMessage(packed, [packed.values.buffer as ArrayBuffer])
+    const received = (await got) as typeof packed
+    port1.close()
+    port2.close()
+    // Transferred: the sender's views are detached.
+    expect(packed.values.length).toBe(0)
+    expect(isPackedCollectResults(received)).toBe(true)
+    expect(unpackCollectResults(received).map((r) => r.host)).toEqual(['a', 'b'])
+    const n = received.node!
+    const text = (i: number) => Buffer.from(n.bytes.subarray(i === 0 ? 0 : n.ends[i - 1], n.ends[i])).toString('utf8')
+    expect([text(0), text(1)]).toEqual(texts)
+  })
+
+  it('refuses node series with a family kay does not export, a repeated family or offsets that do not add up', () => {
+    const chunk = (families: string[], ends: number[], bytes = 4) => ({
+      families,
+      ends: Uint32Array.from(ends),
+      bytes: new Uint8Array(bytes),
+    })
+    expect(isNodeChunk(chunk(['node_load1', 'node_load5'], [2, 4]))).toBe(true)
+    expect(isNodeChunk(chunk(['node_load1', 'kay_host_up'], [2, 4]))).toBe(false)
+    expect(isNodeChunk(chunk(['node_load1', 'node_load1'], [2, 4]))).toBe(false)
+    expect(isNodeChunk(chunk(['node_load1', 'node_load5'], [3, 2]))).toBe(false)
+    expect(isNodeChunk(chunk(['node_load1', 'node_load5'], [2, 3]))).toBe(false)
+    expect(isNodeChunk(chunk(['node_load1'], [2, 4]))).toBe(false)
+    expect(isNodeChunk({ families: ['node_load1'], ends: [4], bytes: new Uint8Array(4) })).toBe(false)
+    const { packed } = packCollectResults([readyResult('a', BASE)])
+    expect(isPackedCollectResults({ ...packed, node: chunk(['node_evil'], [4]) })).toBe(false)
   })
 })

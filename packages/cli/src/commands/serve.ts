@@ -19,7 +19,7 @@ export async function cmdServe(cmd: ParsedCommand & { command: 'serve' }, io: Io
     metrics.close()
     throw err
   })
-  return withSupervisor(supervisorOptions(cmd.connection, hosts), io, async (sup) => {
+  return withSupervisor(supervisorOptions(cmd.connection, hosts, { nodeExporter: true }), io, async (sup) => {
     sup.on('host', (s) => metrics.onHost(s))
     io.err.write(`kay: serving http://${http.address.host}:${http.address.port}/metrics for ${hosts.length} hosts\n`)
     let reloading = false
@@ -42,7 +42,7 @@ export async function cmdServe(cmd: ParsedCommand & { command: 'serve' }, io: Io
         const started = Date.now()
         const tick = await sup.collect({ timeoutMs: Math.min(cmd.intervalMs, connectTimeoutOf(cmd.connection)) })
         await sup.refreshStats()
-        await metrics.update(tick, sup)
+        metrics.update(tick, sup)
         firstTickDone = true
         await sleep(Math.max(0, cmd.intervalMs - (Date.now() - started)), io.signal)
       }

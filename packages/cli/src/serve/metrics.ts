@@ -1,162 +1,171 @@
 /**
- * `kay serve`: the supervisor ticking continuously, exposed as Prometheus/OpenMetrics text on loopback.
+ * `kay serve`: the supervisor ticking continuously, exposed as Prometheus text or OpenMetrics on loopback.
  *
- * A scrape never triggers SSH work: each tick renders the exposition once (prom-client) and scrapes return that
- * cached text, so a scrape costs the same at 10 hosts or 10,000. Prometheus (or any OpenMetrics scraper) is the
- * aggregation engine across collectors split with `--shard i/N`.
+ * A scrape never triggers SSH work: each tick builds the exposition once (exposition.ts) and scrapes are answered
+ * from it, so a scrape costs the same at 10 hosts or 10,000. Per host: node_exporter's own families (as the shards
+ * collected them, under `instance="<host>"`) and kay's `kay_host_*` families under the same label; per collector:
+ * kay's dial, handshake and tick families. Prometheus (or any OpenMetrics scraper) is the aggregation engine
+ * across collectors split with `--shard i/N`.
  */
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
-import type { ActorState, HostStatus, HostTarget, KayError } from '@kay/core'
-import { ConfigError } from '@kay/core'
+import {
+  type ActorState,
+  ConfigError,
+  escapeLabelValue,
+  type HostStatus,
+  type HostTarget,
+  type KayError,
+} from '@kay/core'
 import type { CollectTick, Supervisor } from '@kay/workers'
-import { Counter, Gauge, Histogram, Registry } from 'prom-client'
+import { CONTENT_TYPES, Exposition, type ExpositionFormat, formatValue, negotiate } from './exposition.js'
 
 const STATES: ActorState[] = ['idle', 'dialing', 'ready', 'backoff', 'quarantined', 'closed']
+const DURATION_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 
 export interface ServeMetrics {
-  /** Fold one tick (and the supervisor's counters) into the registry and re-render the cached exposition. */
-  update(tick: CollectTick, sup: Supervisor): Promise<void>
-  /** The last rendered exposition ('' before the first tick). */
-  text(): string
-  contentType: string
+  /** Fold one tick (and the supervisor's counters) in and build the exposition scrapes are answered from. */
+  update(tick: CollectTick, sup: Supervisor): void
+  /** The last exposition in `format`, as buffers to write in order (nothing before the first tick). */
+  body(format: ExpositionFormat): { chunks: Uint8Array[]; bytes: number }
   /** Count state transitions (reconnects by reason) from host events. */
   onHost(status: HostStatus): void
   close(): void
 }
 
 export function createServeMetrics(): ServeMetrics {
-  const registry = new Registry()
-  const g = (name: string, help: string, labelNames: string[] = ['host']) =>
-    new Gauge({ name, help, labelNames, registers: [registry] })
-  const up = g('kay_host_up', '1 if the last tick collected metrics from the host, else 0')
-  const state = g('kay_host_state', 'the host connection state (1 for the current state)', ['host', 'state'])
-  const cpu = g('kay_host_cpu_percent', 'CPU busy percent over the last interval, all CPUs')
-  const cpus = g('kay_host_cpus', 'number of CPUs')
-  const memUsed = g('kay_host_memory_used_bytes', 'memory used (total - available)')
-  const memTotal = g('kay_host_memory_total_bytes', 'memory total')
-  const load1 = g('kay_host_load1', 'load average over 1 minute')
-  const load5 = g('kay_host_load5', 'load average over 5 minutes')
-  const load15 = g('kay_host_load15', 'load average over 15 minutes')
-  const uptime = g('kay_host_uptime_seconds', 'host uptime')
-  const rx = g(
-    'kay_host_network_receive_bytes_per_second',
-    'bytes/s received on the interfaces with a device (all but lo where none has one)',
-  )
-  const tx = g(
-    'kay_host_network_transmit_bytes_per_second',
-    'bytes/s sent on the interfaces with a device (all but lo where none has one)',
-  )
-  const fs = g('kay_host_root_fs_used_percent', 'root filesystem use, percent')
-  const rtt = g('kay_host_keepalive_rtt_seconds', 'last keepalive probe round trip')
-  const lastOk = g('kay_host_last_success_timestamp_seconds', 'when the host last returned metrics (unix time)')
-  const dialsInFlight = g('kay_dials_in_flight', 'TCP connect + handshake + auth attempts in flight', [])
-  const dialCap = g('kay_dial_cap', 'configured global dial cap', [])
-  const dialCapEff = g('kay_dial_cap_effective', "the pushback governor's current dial cap", [])
-  const mismatches = g('kay_host_key_mismatches', 'hosts quarantined because their host key changed', [])
-  const hostsByState = g('kay_hosts', 'hosts by connection state', ['state'])
-  const handshakes = new Counter({
-    name: 'kay_handshakes_total',
-    help: 'dials that reached TCP connect',
-    registers: [registry],
-  })
-  const reconnects = new Counter({
-    name: 'kay_reconnects_total',
-    help: 'connections lost or dials failed, by error code',
-    labelNames: ['reason'],
-    registers: [registry],
-  })
-  const restarts = new Counter({
-    name: 'kay_shard_restarts_total',
-    help: 'shard worker restarts',
-    registers: [registry],
-  })
-  const collectDuration = new Histogram({
-    name: 'kay_collect_duration_seconds',
-    help: 'wall time of one collect tick',
-    buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-    registers: [registry],
-  })
-  const loopDelay = g('kay_event_loop_delay_p99_seconds', 'main thread event-loop delay, p99 since the last tick', [])
   const eld = monitorEventLoopDelay({ resolution: 20 })
   eld.enable()
-
-  let text = ''
-  let seenHandshakes = 0
-  let seenRestarts = 0
+  let exposition = new Exposition()
+  let handshakes = 0
+  let restarts = 0
+  const reconnects = new Map<string, number>()
+  const durations = new Array<number>(DURATION_BUCKETS.length).fill(0)
+  let durationCount = 0
+  let durationSum = 0
   const lastSuccess = new Map<string, number>()
   const lastState = new Map<string, ActorState>()
 
   return {
-    contentType: registry.contentType,
-    text: () => text,
+    body: (format) => exposition.render(format),
     onHost(status) {
       const prev = lastState.get(status.id)
       lastState.set(status.id, status.state)
-      if (status.state === 'backoff' && prev !== 'backoff')
-        reconnects.inc({ reason: status.lastError?.code ?? 'unknown' })
-    },
-    async update(tick, sup) {
-      // Hosts removed since the last tick must not linger as stale series.
-      for (const m of [
-        up,
-        state,
-        cpu,
-        cpus,
-        memUsed,
-        memTotal,
-        load1,
-        load5,
-        load15,
-        uptime,
-        rx,
-        tx,
-        fs,
-        rtt,
-        lastOk,
-      ]) {
-        m.reset()
+      if (status.state === 'backoff' && prev !== 'backoff') {
+        const reason = status.lastError?.code ?? 'unknown'
+        reconnects.set(reason, (reconnects.get(reason) ?? 0) + 1)
       }
+    },
+    update(tick, sup) {
       const now = Date.now()
+      const st = sup.stats()
+      // Counters only grow: a restarted shard reports its handshakes from zero again.
+      handshakes = Math.max(handshakes, st.handshakes)
+      restarts = Math.max(restarts, st.restarts)
+      const seconds = tick.durationMs / 1000
+      for (let i = 0; i < DURATION_BUCKETS.length; i++) if (seconds <= DURATION_BUCKETS[i]!) durations[i]!++
+      durationCount++
+      durationSum += seconds
+
+      let up = ''
+      let state = ''
+      let rtt = ''
+      let lastOk = ''
+      let mode = ''
+      let cpus = ''
+      let memUsed = ''
+      let memTotal = ''
+      let load1 = ''
+      let load5 = ''
+      let load15 = ''
+      let uptime = ''
+      let mismatches = 0
+      const present = new Set<string>()
       for (const h of tick.hosts) {
-        const host = h.host
-        up.set({ host }, h.metrics ? 1 : 0)
-        for (const s of STATES) state.set({ host, state: s }, h.status.state === s ? 1 : 0)
-        if (h.status.rttMs !== undefined) rtt.set({ host }, h.status.rttMs / 1000)
+        const inst = `instance="${escapeLabelValue(h.host)}"`
+        present.add(h.host)
+        up += `kay_host_up{${inst}} ${h.metrics ? 1 : 0}\n`
+        for (const s of STATES) state += `kay_host_state{${inst},state="${s}"} ${h.status.state === s ? 1 : 0}\n`
+        if (h.status.rttMs !== undefined)
+          rtt += `kay_host_keepalive_rtt_seconds{${inst}} ${formatValue(h.status.rttMs / 1000)}\n`
+        if (h.status.lastError?.code === 'KAY_HOST_KEY_MISMATCH') mismatches++
         const m = h.metrics
         if (m) {
-          lastSuccess.set(host, now)
-          if (m.cpuPct !== undefined) cpu.set({ host }, m.cpuPct)
-          cpus.set({ host }, m.cpus)
-          memUsed.set({ host }, m.memUsedBytes)
-          memTotal.set({ host }, m.memTotalBytes)
-          load1.set({ host }, m.load1)
-          load5.set({ host }, m.load5)
-          load15.set({ host }, m.load15)
-          uptime.set({ host }, m.uptimeSeconds)
-          if (m.netRxBytesPerSec !== undefined) rx.set({ host }, m.netRxBytesPerSec)
-          if (m.netTxBytesPerSec !== undefined) tx.set({ host }, m.netTxBytesPerSec)
-          if (m.rootFsUsedPct !== undefined) fs.set({ host }, m.rootFsUsedPct)
+          lastSuccess.set(h.host, now)
+          if (h.collectMode) mode += `kay_host_collect_mode{${inst},mode="${h.collectMode}"} 1\n`
+          cpus += `kay_host_cpus{${inst}} ${m.cpus}\n`
+          memUsed += `kay_host_memory_used_bytes{${inst}} ${m.memUsedBytes}\n`
+          memTotal += `kay_host_memory_total_bytes{${inst}} ${m.memTotalBytes}\n`
+          load1 += `kay_host_load1{${inst}} ${m.load1}\n`
+          load5 += `kay_host_load5{${inst}} ${m.load5}\n`
+          load15 += `kay_host_load15{${inst}} ${m.load15}\n`
+          uptime += `kay_host_uptime_seconds{${inst}} ${m.uptimeSeconds}\n`
         }
-        const ok = lastSuccess.get(host)
-        if (ok !== undefined) lastOk.set({ host }, ok / 1000)
+        const ok = lastSuccess.get(h.host)
+        if (ok !== undefined) lastOk += `kay_host_last_success_timestamp_seconds{${inst}} ${ok / 1000}\n`
       }
-      const st = sup.stats()
-      dialsInFlight.set(st.dialsInFlight)
-      dialCap.set(st.dialCap)
-      dialCapEff.set(st.effectiveDialCap)
-      hostsByState.reset()
-      for (const [s, n] of Object.entries(st.byState)) hostsByState.set({ state: s }, n)
-      mismatches.set(tick.hosts.filter((h) => h.status.lastError?.code === 'KAY_HOST_KEY_MISMATCH').length)
-      if (st.handshakes > seenHandshakes) handshakes.inc(st.handshakes - seenHandshakes)
-      seenHandshakes = Math.max(seenHandshakes, st.handshakes)
-      if (st.restarts > seenRestarts) restarts.inc(st.restarts - seenRestarts)
-      seenRestarts = st.restarts
-      collectDuration.observe(tick.durationMs / 1000)
-      loopDelay.set(eld.percentile(99) / 1e9)
+      // Hosts removed since the last tick must not linger.
+      for (const id of lastSuccess.keys()) if (!present.has(id)) lastSuccess.delete(id)
+
+      const x = new Exposition()
+      const g = (name: string, help: string, lines: string) => x.family({ name, type: 'gauge', help }, lines)
+      const c = (name: string, help: string, lines: string) => x.family({ name, type: 'counter', help }, lines)
+      g('kay_host_up', '1 if the last tick collected metrics from the host, else 0', up)
+      g('kay_host_state', 'the host connection state (1 for the current state)', state)
+      g(
+        'kay_host_collect_mode',
+        'how the last tick collected the host: stream-<loop> or exec (1 for the current)',
+        mode,
+      )
+      g('kay_host_keepalive_rtt_seconds', 'last keepalive probe round trip', rtt)
+      g('kay_host_last_success_timestamp_seconds', 'when the host last returned metrics (unix time)', lastOk)
+      g('kay_host_cpus', 'number of CPUs', cpus)
+      g('kay_host_memory_used_bytes', 'memory used (total - available)', memUsed)
+      g('kay_host_memory_total_bytes', 'memory total', memTotal)
+      g('kay_host_load1', 'load average over 1 minute', load1)
+      g('kay_host_load5', 'load average over 5 minutes', load5)
+      g('kay_host_load15', 'load average over 15 minutes', load15)
+      g('kay_host_uptime_seconds', 'host uptime', uptime)
+      g(
+        'kay_dials_in_flight',
+        'TCP connect + handshake + auth attempts in flight',
+        `kay_dials_in_flight ${st.dialsInFlight}\n`,
+      )
+      g('kay_dial_cap', 'configured global dial cap', `kay_dial_cap ${st.dialCap}\n`)
+      g(
+        'kay_dial_cap_effective',
+        "the pushback governor's current dial cap",
+        `kay_dial_cap_effective ${st.effectiveDialCap}\n`,
+      )
+      g(
+        'kay_host_key_mismatches',
+        'hosts quarantined because their host key changed',
+        `kay_host_key_mismatches ${mismatches}\n`,
+      )
+      let byState = ''
+      for (const [s, n] of Object.entries(st.byState)) byState += `kay_hosts{state="${escapeLabelValue(s)}"} ${n}\n`
+      g('kay_hosts', 'hosts by connection state', byState)
+      c('kay_handshakes_total', 'dials that reached TCP connect', `kay_handshakes_total ${handshakes}\n`)
+      let rc = ''
+      for (const [reason, n] of reconnects) rc += `kay_reconnects_total{reason="${escapeLabelValue(reason)}"} ${n}\n`
+      c('kay_reconnects_total', 'connections lost or dials failed, by error code', rc)
+      c('kay_shard_restarts_total', 'shard worker restarts', `kay_shard_restarts_total ${restarts}\n`)
+      let hist = ''
+      for (let i = 0; i < DURATION_BUCKETS.length; i++) {
+        hist += `kay_collect_duration_seconds_bucket{le="${DURATION_BUCKETS[i]}"} ${durations[i]}\n`
+      }
+      hist += `kay_collect_duration_seconds_bucket{le="+Inf"} ${durationCount}\n`
+      hist += `kay_collect_duration_seconds_sum ${formatValue(durationSum)}\nkay_collect_duration_seconds_count ${durationCount}\n`
+      x.family({ name: 'kay_collect_duration_seconds', type: 'histogram', help: 'wall time of one collect tick' }, hist)
+      g(
+        'kay_event_loop_delay_p99_seconds',
+        'main thread event-loop delay, p99 since the last tick',
+        `kay_event_loop_delay_p99_seconds ${formatValue(eld.percentile(99) / 1e9)}\n`,
+      )
       eld.reset()
-      text = await registry.metrics()
+      x.nodeChunks(tick.node)
+      exposition = x
     },
     close() {
       eld.disable()
@@ -198,7 +207,15 @@ export function startHttp(
       return
     }
     if (path === '/metrics') {
-      res.writeHead(200, { 'content-type': metrics.contentType }).end(metrics.text())
+      const format = negotiate(req.headers.accept)
+      const { chunks, bytes } = metrics.body(format)
+      res.writeHead(200, { 'content-type': CONTENT_TYPES[format], 'content-length': bytes })
+      if (req.method === 'HEAD') {
+        res.end()
+        return
+      }
+      for (const c of chunks) res.write(c)
+      res.end()
     } else if (path === '/healthz') {
       res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n')
     } else if (path === '/readyz') {

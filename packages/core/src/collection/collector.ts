@@ -10,12 +10,16 @@ import {
   DETAIL_COMMAND,
   DF_EVERY,
   FrameDecoder,
+  type NodeRequest,
+  NodeSeries,
+  nodeCollectCommand,
   notKayOutput,
   parseDetailSample,
   parseSections,
   parseTickSample,
   type RawSample,
   randomStreamToken,
+  SLOW_EVERY,
   STREAM_FLAVOURS,
   type StreamFlavour,
   streamCommand,
@@ -44,8 +48,15 @@ export interface CollectorOptions {
   dfEvery?: number
   /** Longest wait for a stream frame before falling back to exec for the tick, ms. Default 2000. */
   streamTimeoutMs?: number
-  /** Largest accepted frame / exec output, bytes. Default 256 KiB. */
+  /** Largest accepted frame / exec output, bytes. Default 256 KiB, 1 MiB with `node`. */
   maxFrameBytes?: number
+  /**
+   * Also collect node_exporter's sources (`kay serve`): each successful tick's series are then in `nodeSeries`
+   * until the next tick. Default false: a table needs none of it, and the host and the collector pay for it.
+   */
+  node?: boolean
+  /** With `node`: ask for the slow sections (mounts and statfs, uname, os-release, udev) every Nth tick. Default SLOW_EVERY (12). */
+  slowEvery?: number
   /** Stream re-open backoff window base and cap, ms. Defaults 5 s and 5 min. */
   reopenBaseMs?: number
   reopenCapMs?: number
@@ -95,6 +106,8 @@ export class HostCollector {
   readonly #maxFrameBytes: number
   readonly #reopenBaseMs: number
   readonly #reopenCapMs: number
+  readonly #node: NodeSeries | undefined
+  readonly #slowEvery: number
 
   #prev: RawSample | undefined
   /** The sample before #prev, overwritten by the next tick's parse (parseTickSample's `into`): ticks allocate none. */
@@ -106,6 +119,12 @@ export class HostCollector {
   #reopenAt = 0
   #mode: CollectMode | undefined
   #closed = false
+  /** Node collections asked for (the slow sections' cadence). */
+  #nodeTicks = 0
+  /** Whether the request in flight asks for the slow sections, and until when they are not asked for again. */
+  #askedSlow = false
+  #slowFailures = 0
+  #slowBlockedUntil = 0
   /** Frames dropped as stale, forged or unexpected (never attributed to a tick). */
   droppedFrames = 0
 
@@ -117,12 +136,19 @@ export class HostCollector {
     this.#flavours = opts.flavours ?? STREAM_FLAVOURS
     this.#dfEvery = opts.dfEvery ?? DF_EVERY
     this.#streamTimeoutMs = opts.streamTimeoutMs ?? 2000
-    this.#maxFrameBytes = opts.maxFrameBytes ?? 256 * 1024
+    this.#maxFrameBytes = opts.maxFrameBytes ?? (opts.node ? 1024 * 1024 : 256 * 1024)
     this.#reopenBaseMs = opts.reopenBaseMs ?? 5000
     this.#reopenCapMs = opts.reopenCapMs ?? 300_000
+    this.#node = opts.node ? new NodeSeries(actor.id) : undefined
+    this.#slowEvery = opts.slowEvery ?? SLOW_EVERY
     actor.on('state', (s) => {
       if (s.state !== 'ready') this.#dropStream()
     })
+  }
+
+  /** With `node`: the host's node_exporter series of the last successful tick (hand them to a NodeSink). */
+  get nodeSeries(): NodeSeries | undefined {
+    return this.#node
   }
 
   /** How the last tick was collected (undefined before the first). */
@@ -173,7 +199,10 @@ export class HostCollector {
     }
     // The stream failed this tick: it is closed; the tick falls back to exec and the stream reopens later.
     // A frame that never came may mean a dead path: have the actor probe now, not after an idle interval.
-    if (outcome.code === 'KAY_TIMEOUT') this.#actor.suspect()
+    if (outcome.code === 'KAY_TIMEOUT') {
+      this.#actor.suspect()
+      this.#slowTimedOut()
+    }
     this.#streamFailed()
     this.#collectExec(s.tickStarted, s.tickTimeoutMs, done)
   }
@@ -185,7 +214,9 @@ export class HostCollector {
       done(undefined, new TimeoutError(`${this.#actor.id}: collection timed out`, { host: this.#actor.id }))
       return
     }
-    this.#actor.run(COLLECT_COMMAND, { timeoutMs: left, maxOutputBytes: this.#maxFrameBytes }).then(
+    const node = this.#nodeRequest()
+    const command = node === 'table' ? COLLECT_COMMAND : nodeCollectCommand(node === 'node-slow')
+    this.#actor.run(command, { timeoutMs: left, maxOutputBytes: this.#maxFrameBytes }).then(
       (r) => {
         const foreign = notKayOutput(this.#actor.id, r)
         if (foreign) {
@@ -193,10 +224,15 @@ export class HostCollector {
           return
         }
         this.#mode = 'exec'
-        this.#maybeOpenStream()
+        // The sample first: the probe's first request then knows which node sections the host already sent.
         this.#finish(r.stdout, done)
+        this.#maybeOpenStream()
       },
-      (err: unknown) => done(undefined, err),
+      (err: unknown) => {
+        if (err instanceof KayError && err.code === 'KAY_TIMEOUT') this.#slowTimedOut()
+        this.#node?.clear()
+        done(undefined, err)
+      },
     )
   }
 
@@ -205,10 +241,39 @@ export class HostCollector {
     try {
       m = this.#toMetrics(text)
     } catch (err) {
+      this.#node?.clear()
       done(undefined, this.#forHost(err))
       return
     }
+    if (this.#node) {
+      this.#node.update(text)
+      if (this.#askedSlow) this.#slowFailures = 0
+    }
     done(m)
+  }
+
+  /** What this tick's request asks for: the table's sections, or node_exporter's, slow ones included when due. */
+  #nodeRequest(): NodeRequest {
+    const node = this.#node
+    this.#askedSlow = false
+    if (node === undefined) return 'table'
+    const tick = this.#nodeTicks++
+    if (this.#clock.now() < this.#slowBlockedUntil) return 'node'
+    this.#askedSlow = !node.hasSlow || tick % this.#slowEvery === 0
+    return this.#askedSlow ? 'node-slow' : 'node'
+  }
+
+  /**
+   * A request with the slow sections got no answer in time. A statfs(2) of a hung network mount blocks the loop
+   * (a hard NFS mount does not even let it be killed): the slow sections are not asked for again for a while
+   * (1 min, doubling to 32 min per failure), and the filesystem families are left out meanwhile rather than kept stale.
+   */
+  #slowTimedOut(): void {
+    if (!this.#askedSlow || this.#node === undefined) return
+    this.#askedSlow = false
+    this.#slowFailures++
+    this.#slowBlockedUntil = this.#clock.now() + 60_000 * 2 ** Math.min(this.#slowFailures - 1, 5)
+    this.#node.dropSlow()
   }
 
   /**
@@ -262,7 +327,8 @@ export class HostCollector {
     s.timer = this.#clock.setTimeout(s.onTimeout, timeoutMs)
     s.decoder.expect(seq)
     try {
-      s.channel.write(streamRequest(seq, wantsDf(seq, this.#dfEvery)))
+      const node = this.#nodeRequest()
+      s.channel.write(streamRequest(seq, node === 'table' && wantsDf(seq, this.#dfEvery), node))
     } catch (err) {
       // A channel that throws on write (destroyed under us) fails this request like a close would.
       const msg = `${this.#actor.id}: collection stream write failed: ${(err as Error)?.message ?? String(err)}`
@@ -407,6 +473,7 @@ export class HostCollector {
     const s = this.#stream
     this.#stream = undefined
     this.#prev = undefined
+    this.#node?.reset()
     this.#streamFailures = 0
     this.#reopenAt = 0
     if (s) this.#settle(s, this.#actor.notReady())

@@ -16,6 +16,13 @@
 import { randomBytes } from 'node:crypto'
 import { ConfigError, InternalError, type KayError, UnexpectedOutputError } from '../errors.js'
 import type { CollectMode, StreamFlavour } from '../types.js'
+import {
+  DISK_DEVICES_EXCLUDE,
+  FS_TYPES_EXCLUDE,
+  MOUNT_POINTS_EXCLUDE,
+  UDEV_KEYS,
+  VMSTAT_FIELDS,
+} from './node-families.js'
 
 // ------------------------------------------------------------------------------------------------------------------
 // One command form for every login shell
@@ -165,99 +172,188 @@ export const COLLECT_COMMAND = forAnyLoginShell(COLLECT_SCRIPT)
 /** {@link DETAIL_SCRIPT} as sent: runs the same under every login shell. */
 export const DETAIL_COMMAND = forAnyLoginShell(DETAIL_SCRIPT)
 
-// The stream loops. Each reads request lines `<seq>` or `<seq> df` from stdin, ignores anything else, answers
-// with the sections then `@@kay-end <token> <seq>`, and exits 0 at stdin EOF. `$1` / `$ARGV[0]` is the token.
+// The stream loops. Each reads request lines `<seq>[ df][ node][ slow]` from stdin (the words in that order),
+// ignores anything else, answers with the sections (docs/collection-protocol.md) then `@@kay-end <token> <seq>`, and
+// exits 0 at stdin EOF. `$1` / `$ARGV[0]` is the token. `df` asks for the root filesystem's df line; `node` for
+// the node_exporter sources (whole meminfo and stat, /proc/net/dev, vmstat, file-nr, pressure, diskstats, the
+// host's clock); `slow` (with `node`) for the ones read less often (mounts and their statfs, uname, os-release,
+// udev). A node section whose source cannot be read is left out.
 
-/** Shared request-line validation for the shell loops: sets s (seq) and d (non-empty when df is asked for). */
-// biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
-const SH_REQUEST = 'case $l in *" df") s=${l% df};d=1;;*) s=$l;d=;;esac;' + 'case $s in ""|*[!0-9]*) continue;;esac;'
+/** Shell double-quoted form of `s` (for regexes the bash and sh loops hold in variables or pass to awk). */
+function shDq(s: string): string {
+  return `"${s.replace(/[\\"$`]/g, '\\$&')}"`
+}
+
+/** The diskstats exclusion as a POSIX ERE (awk and bash have no `\d`). */
+const DISK_EXCLUDE_ERE = DISK_DEVICES_EXCLUDE.replaceAll('\\d', '[0-9]')
+/** An `E:` line of a udev data file that carries one of the properties the parser reads (group 1: `KEY=value`). */
+const UDEV_LINE = `^E:((${UDEV_KEYS.join('|')})=.*)`
+
+/**
+ * Shared request-line parsing for the shell loops: sets s (seq), d (df), n (node), w (slow), each non-empty when
+ * asked for; anything but `<digits>[ df][ node][ slow]` is skipped.
+ */
+const SH_REQUEST =
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+  'd=;n=;w=;s=$l;case $s in *" slow") s=${s% slow};w=1;;esac;case $s in *" node") s=${s% node};n=1;;esac;' +
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+  'case $s in *" df") s=${s% df};d=1;;esac;case $s in ""|*[!0-9]*) continue;;esac;'
 
 /**
  * bash: each file read by the `read` builtin (no fork per file). `read -d` returns 1 at EOF with the content
  * complete, so it is never a loop condition; the frame is built in one string and written by one printf.
- * bash's `read` costs CPU per character, so two files stop early at a delimiter character: /proc/stat at the
- * first `i` (its cpu lines hold only `cpu`, digits and blanks; the `intr` line after them is the longest in the
- * file), /proc/meminfo at the first `Z` (the `Zswap` lines of newer kernels come after MemTotal…SwapFree; a
- * kernel without them is read whole). The others are read whole (`-d ""`). Each read stops before a line start,
- * so the parser sees the same lines as from the whole file. The five reads are written out rather than looped
- * over: the loop's per-file bookkeeping cost as much as the reads (~0.20 → ~0.16 ms of bash per request).
- * stderr is sent to /dev/null once for the whole loop rather than per file: a per-file `2>/dev/null` doubled the
- * system calls of every read (bash saves, redirects and restores the descriptor each time).
+ * bash's `read` costs CPU per character, so in a table request two files stop early at a delimiter character:
+ * /proc/stat at the first `i` (its cpu lines hold only `cpu`, digits and blanks; the `intr` line after them is the
+ * longest in the file), /proc/meminfo at the first `Z` (the `Zswap` lines of newer kernels come after MemTotal…
+ * SwapFree; a kernel without them is read whole). Each read stops before a line start, so the parser sees the same
+ * lines as from the whole file. A node request reads them whole, and its other files whole too (filtering lines in
+ * bash costs more than sending them: the parser applies node_exporter's filters). The reads are written out rather
+ * than looped over: the loop's per-file bookkeeping cost as much as the reads. stderr is sent to /dev/null once
+ * for the whole loop rather than per file: a per-file `2>/dev/null` doubled the system calls of every read.
+ * A slow request forks `stat -f` once for all mounts (bash cannot call statfs) and, the first time, `uname -m`.
+ * The loop runs in the C locale: in a UTF-8 one bash spends about a third more on the same bytes.
  */
 const BASH_LOOP =
-  't=$1;printf -v nl "\\n";exec 2>/dev/null;' +
+  'LC_ALL=C;t=$1;printf -v nl "\\n";printf -v tb "\\t";exec 2>/dev/null;' +
+  `DX=${shDq(DISK_EXCLUDE_ERE)};MX=${shDq(MOUNT_POINTS_EXCLUDE)};FX=${shDq(FS_TYPES_EXCLUDE)};UX=${shDq(UDEV_LINE)};M=;` +
   // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
   'V=();for f in /sys/class/net/*;do v=${f##*/};' +
   '[[ -e /sys/devices/virtual/net/$v || ! -r $f/statistics/rx_bytes || ! -r $f/statistics/tx_bytes ]]||V+=("$v");done;' +
+  // Appends section $1 with content $2 to o (left out when empty; a newline added when the content lacks one).
+  'sec(){ [[ -n $2 ]]||return;o+="@@kay $1$nl$2";[[ $2 == *"$nl" ]]||o+=$nl;};' +
   'while IFS= read -r l;do ' +
   SH_REQUEST +
-  'a=;b=;c=;u=;n=;' +
-  'IFS= read -r -d "" a </proc/loadavg;IFS= read -r -d Z b </proc/meminfo;IFS= read -r -d i c </proc/stat;' +
+  'a=;b=;c=;u=;p=;x=;' +
+  'IFS= read -r -d "" a </proc/loadavg;' +
+  'if [[ -n $n ]];then IFS= read -r -d "" b </proc/meminfo;IFS= read -r -d "" c </proc/stat;' +
+  'else IFS= read -r -d Z b </proc/meminfo;IFS= read -r -d i c </proc/stat;fi;' +
   'IFS= read -r -d "" u </proc/uptime;' +
   // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
-  'if ((${#V[@]}));then for v in "${V[@]}";do r=;w=;' +
-  'read -r r </sys/class/net/$v/statistics/rx_bytes;read -r w </sys/class/net/$v/statistics/tx_bytes;' +
-  '[[ -n $r && -n $w && $r != *[!0-9]* && $w != *[!0-9]* ]]&&n+="$v: $r 0 0 0 0 0 0 0 $w$nl";done;' +
-  'else IFS= read -r -d "" n </proc/net/dev;fi;' +
-  '[[ $a == *"$nl" ]]||a+=$nl;[[ $b == *"$nl" ]]||b+=$nl;[[ $c == *"$nl" ]]||c+=$nl;' +
-  '[[ $u == *"$nl" ]]||u+=$nl;[[ $n == *"$nl" ]]||n+=$nl;' +
-  'o="@@kay loadavg$nl$a@@kay meminfo$nl$b@@kay stat$nl$c@@kay uptime$nl$u@@kay netdev$nl$n";' +
+  '[[ -z $n && ${#V[@]} -gt 0 ]]||IFS= read -r -d "" p </proc/net/dev;' +
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+  'if ((${#V[@]}));then for v in "${V[@]}";do r=;w2=;' +
+  'read -r r </sys/class/net/$v/statistics/rx_bytes;read -r w2 </sys/class/net/$v/statistics/tx_bytes;' +
+  '[[ -n $r && -n $w2 && $r != *[!0-9]* && $w2 != *[!0-9]* ]]&&x+="$v: $r 0 0 0 0 0 0 0 $w2$nl";done;' +
+  'elif [[ -z $n ]];then x=$p;fi;' +
+  '[[ $a == *"$nl" ]]||a+=$nl;[[ $b == *"$nl" ]]||b+=$nl;[[ $c == *"$nl" ]]||c+=$nl;[[ $u == *"$nl" ]]||u+=$nl;' +
+  'o="@@kay loadavg$nl$a@@kay meminfo$nl$b@@kay stat$nl$c@@kay uptime$nl$u";' +
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+  'if [[ -z $n || ${#V[@]} -gt 0 ]];then [[ $x == *"$nl" ]]||x+=$nl;o+="@@kay netdev$nl$x";fi;' +
+  'if [[ -n $n ]];then sec procnetdev "$p";x=;' +
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+  'for f in /sys/class/net/*;do v=${f##*/};[[ $v == lo ]]&&continue;r=;' +
+  'read -r r <$f/statistics/rx_nohandler&&[[ -n $r && $r != *[!0-9]* ]]&&x+="$v $r$nl";done;sec nohandler "$x";' +
+  'x=;IFS= read -r -d "" x </proc/vmstat;sec vmstat "$x";x=;IFS= read -r -d "" x </proc/sys/fs/file-nr;sec filefd "$x";' +
+  'for r in cpu io memory;do x=;IFS= read -r -d "" x </proc/pressure/$r;sec psi-$r "$x";done;' +
+  'k=;IFS= read -r -d "" k </proc/diskstats;sec diskstats "$k";' +
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+  'x=$EPOCHREALTIME;[[ -n $x ]]||printf -v x "%(%s)T" -1;o+="@@kay time$nl${x/,/.}$nl";fi;' +
   'if [[ -n $d ]];then x=$(df -P /);o+="@@kay df$nl$x$nl";fi;' +
+  'if [[ -n $n && -n $w ]];then x=;IFS= read -r -d "" x </proc/1/mounts;[[ -n $x ]]||IFS= read -r -d "" x </proc/self/mounts;' +
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+  'P=();y=;while read -r q1 q2 q3 q4 q5;do [[ -n $q4 ]]||continue;v=${q2//\\\\040/ };v=${v//\\\\011/$tb};' +
+  '[[ $v =~ $MX || $q3 =~ $FX ]]&&continue;y+="$q1 $q2 $q3 $q4 $q5$nl";P+=("$v");done <<<"$x";sec mounts "$y";' +
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+  'x=;((${#P[@]}))&&x=$(stat -f -c "%s %b %f %a %c %d %n" -- "${P[@]}");sec statfs "$x";' +
+  '[[ -n $M ]]||M=$(uname -m);y=;for r in ostype hostname osrelease version;do x=;read -r x </proc/sys/kernel/$r;y+="$x$nl";done;' +
+  'x=;read -r x </proc/sys/kernel/domainname;o+="@@kay uname$nl$y$M$nl$x$nl";' +
+  'x=;IFS= read -r -d "" x </etc/os-release||[[ -n $x ]]||IFS= read -r -d "" x </usr/lib/os-release;sec osrelease "$x";' +
+  'y=;while read -r q1 q2 q3 q4;do [[ -n $q3 && ! $q3 =~ $DX ]]||continue;' +
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+  'while IFS= read -r x;do [[ $x =~ $UX ]]&&y+="$q1:$q2 ${BASH_REMATCH[1]}$nl";done </run/udev/data/b$q1:$q2;' +
+  'done <<<"$k";sec udev "$y";fi;' +
   'printf "%s@@kay-end %s %s\\n" "$o" "$t" "$s";' +
   'done;exit 0'
 
 /**
  * perl: the /proc files are opened once, when the loop starts, and each request rewinds them (`sysseek` to 0
- * regenerates a /proc file) and reads them with sysread into one reused buffer; one syswrite per frame. Opening
- * once instead of per request cut the loop's host CPU by about a third (bench/RESULTS.md). Only what the parser
- * reads is sent: /proc/stat up to the end of its cpu lines, /proc/meminfo up to SReclaimable. A file that cannot
- * be opened gives an empty section, as in the other loops.
+ * regenerates a /proc file) and reads them with sysread; one syswrite per frame. Opening once instead of per
+ * request cut the loop's host CPU by about a third (bench/RESULTS.md). A table request sends only what the table's
+ * parser reads: /proc/stat up to the end of its cpu lines, /proc/meminfo up to SReclaimable. A node request sends
+ * them whole but for the long `intr` line, cut to its total, and leaves out the vmstat fields, block devices and
+ * mounts node_exporter leaves out. A file that cannot be opened gives an empty table section or no node section.
  *
- * The df section comes from one statfs(2) of `/` through perl's `syscall` where the syscall number and the
- * 64-bit `struct statfs` layout are known (x86_64, aarch64, riscv64: five 64-bit words first; s390x, for one,
- * has 32-bit f_type and f_bsize, so it is not in the list), printed as `df -P` prints
- * it (Use% rounded up, as coreutils does); elsewhere, or if the call fails, it forks `df -P /` like the other
- * loops. Forking df cost the host ~2 ms, a third of all host CPU over the 12 ticks between two df sections.
+ * Where the syscall numbers and the 64-bit layouts are known (x86_64, aarch64, riscv64; s390x, for one, has a
+ * 32-bit f_type and f_bsize, so it is not in the list) the loop calls statfs(2) (the df section and the mounts'
+ * statfs lines), gettimeofday(2) (the clock) and uname(2) through perl's `syscall`, with no fork. Elsewhere, or if
+ * a call fails, it forks `df -P /` or `stat -f` once per request that needs them, reads the clock with `time`
+ * (whole seconds) and uname from /proc/sys/kernel plus one `uname -m`. The df section is printed as `df -P` prints
+ * it (Use% rounded up, as coreutils does). Forking df cost the host ~2 ms, a third of all host CPU over the 12
+ * ticks between two df sections.
  */
 const PERL_LOOP =
-  String.raw`use Config;my %sf=(x86_64=>137,aarch64=>43,riscv64=>43);` +
-  String.raw`my($ar)=$Config{archname}=~/^([^-]+)/;my $sn=$Config{ptrsize}==8?$sf{$ar}:undef;` +
-  String.raw`sub rootdf{if(defined $sn){my $b="\0"x512;if(syscall($sn,my $r="/",$b)==0){` +
-  String.raw`my(undef,$bs,$bl,$bf,$ba)=unpack("q5",$b);my $u=$bl-$bf;my $t=$u+$ba;my $k=$bs/1024;` +
+  String.raw`use Config;my %sc=(x86_64=>[137,96,63],aarch64=>[43,169,160],riscv64=>[43,169,160]);` +
+  String.raw`my($ar)=$Config{archname}=~/^([^-]+)/;my($sn,$gn,$un)=$Config{ptrsize}==8&&$sc{$ar}?@{$sc{$ar}}:();` +
+  `my $DX=qr{${DISK_DEVICES_EXCLUDE}};my $MX=qr{${MOUNT_POINTS_EXCLUDE}};my $FX=qr{${FS_TYPES_EXCLUDE}};` +
+  `my $VX=qr{${VMSTAT_FIELDS}};my $UX=qr{${UDEV_LINE}};` +
+  String.raw`sub sfs{return () unless defined $sn;my $b="\0"x512;return () unless syscall($sn,my $p=$_[0],$b)==0;my @v=unpack("q7",$b);@v[1..6]}` +
+  String.raw`sub rootdf{my($bs,$bl,$bf,$ba)=sfs("/");if(defined $ba){my $u=$bl-$bf;my $t=$u+$ba;my $k=$bs/1024;` +
   String.raw`return sprintf("Filesystem 1024-blocks Used Available Capacity Mounted on\nrootfs %d %d %d %d%% /\n",` +
-  String.raw`$bl*$k,$u*$k,$ba*$k,$t>0?int(($u*100+$t-1)/$t):0)}}` +
+  String.raw`$bl*$k,$u*$k,$ba*$k,$t>0?int(($u*100+$t-1)/$t):0)}` +
   String.raw`my $y=qx(exec df -P / 2>/dev/null);$y.="\n" unless substr($y,-1) eq "\n";$y}` +
-  String.raw`my $t=shift;my @n=qw(loadavg meminfo stat uptime netdev);my @c=(undef,"\nSUnreclaim:","\nintr ",undef,undef);` +
-  String.raw`my @h;for my $f(qw(loadavg meminfo stat uptime net/dev)){my $h;open($h,"<","/proc/$f") or undef $h;push @h,$h}` +
+  String.raw`sub now{if(defined $gn){my $v="\0"x16;if(syscall($gn,$v,0)==0){my($s,$u)=unpack("q2",$v);return sprintf("%d.%06d\n",$s,$u)}}time."\n"}` +
+  String.raw`sub slurp{my $h;open($h,"<",$_[0]) or return "";local $/;my $x=<$h>;close $h;defined $x?$x:""}` +
+  String.raw`my $mach;sub uts{if(defined $un){my $v="\0"x390;if(syscall($un,$v)==0){return join("\n",unpack("Z65"x6,$v))."\n"}}` +
+  String.raw`$mach=qx(exec uname -m 2>/dev/null) unless defined $mach;chomp(my $m=$mach);` +
+  String.raw`my @k=map{my $x=slurp("/proc/sys/kernel/$_");chomp $x;$x}qw(ostype hostname osrelease version domainname);` +
+  String.raw`join("\n",@k[0..3],$m,$k[4])."\n"}` +
+  String.raw`my $t=shift;my %h;for my $f(qw(loadavg meminfo stat uptime net/dev vmstat sys/fs/file-nr pressure/cpu pressure/io pressure/memory diskstats)){` +
+  String.raw`my $x;open($x,"<","/proc/$f") and $h{$f}=$x}` +
+  String.raw`sub rd{my $x=$h{$_[0]};my $o="";return $o unless $x;sysseek($x,0,0);1 while sysread($x,$o,65536,length $o);$o}` +
+  String.raw`sub nl{my $x=shift;$x.="\n" unless substr($x,-1) eq "\n";$x}sub sec{my($n,$x)=@_;$x eq ""?"":"\@\@kay $n\n".nl($x)}` +
   String.raw`my @v;if(opendir(my $D,"/sys/class/net")){for my $n(sort readdir $D){next if $n=~/^\./||-e "/sys/devices/virtual/net/$n";` +
   String.raw`my($r,$w);open($r,"<","/sys/class/net/$n/statistics/rx_bytes")&&open($w,"<","/sys/class/net/$n/statistics/tx_bytes")&&push @v,[$n,$r,$w]}closedir $D}` +
-  String.raw`my $x="";while(defined(my $l=<STDIN>)){` +
-  String.raw`next unless $l=~/\A(\d+)( df)?\n?\z/;my($s,$d)=($1,$2);my $o="";` +
-  String.raw`for my $i(0..4){my $h=$h[$i];$x="";if($i==4&&@v){for my $e(@v){my($q,$z)=("","");sysseek($$e[1],0,0);sysread($$e[1],$q,64);` +
-  String.raw`sysseek($$e[2],0,0);sysread($$e[2],$z,64);chomp $q;chomp $z;$x.="$$e[0]: $q 0 0 0 0 0 0 0 $z\n" if $q=~/^\d+$/&&$z=~/^\d+$/}}` +
-  String.raw`elsif($h){sysseek($h,0,0);1 while sysread($h,$x,65536,length $x)}` +
-  String.raw`if(defined $c[$i]){my $p=index($x,$c[$i]);$x=substr($x,0,$p+1) if $p>=0}` +
-  String.raw`$x.="\n" unless substr($x,-1) eq "\n";$o.="\@\@kay $n[$i]\n$x"}` +
-  String.raw`$o.="\@\@kay df\n".rootdf() if defined $d;` +
+  String.raw`my %nh;while(defined(my $l=<STDIN>)){` +
+  String.raw`next unless $l=~/\A(\d+)( df)?( node)?( slow)?\n?\z/;my($s,$d,$n,$w)=($1,$2,$3,$4);` +
+  String.raw`my $m=rd("meminfo");unless($n){my $p=index($m,"\nSUnreclaim:");$m=substr($m,0,$p+1) if $p>=0}` +
+  String.raw`my $c=rd("stat");if($n){$c=~s/^(intr \d+)[^\n]*/$1/m}else{my $p=index($c,"\nintr ");$c=substr($c,0,$p+1) if $p>=0}` +
+  String.raw`my $o="\@\@kay loadavg\n".nl(rd("loadavg"))."\@\@kay meminfo\n".nl($m)."\@\@kay stat\n".nl($c)."\@\@kay uptime\n".nl(rd("uptime"));` +
+  String.raw`my $nd=(!@v||$n)?rd("net/dev"):"";` +
+  String.raw`if(@v){my $x="";for my $e(@v){my($q,$z)=("","");sysseek($$e[1],0,0);sysread($$e[1],$q,64);` +
+  String.raw`sysseek($$e[2],0,0);sysread($$e[2],$z,64);chomp $q;chomp $z;$x.="$$e[0]: $q 0 0 0 0 0 0 0 $z\n" if $q=~/^\d+$/&&$z=~/^\d+$/}` +
+  String.raw`$o.="\@\@kay netdev\n".nl($x)}elsif(!$n){$o.="\@\@kay netdev\n".nl($nd)}` +
+  String.raw`my @dk;if($n){$o.=sec("procnetdev",$nd);my($x,%s)=("");` +
+  String.raw`for my $i($nd=~/^\s*([^\s:|]+):/mg){next if $i eq "lo";$s{$i}=1;my $f=$nh{$i};` +
+  String.raw`unless($f){open($f,"<","/sys/class/net/$i/statistics/rx_nohandler") or next;$nh{$i}=$f}` +
+  String.raw`my $q="";sysseek($f,0,0);sysread($f,$q,64);chomp $q;$x.="$i $q\n" if $q=~/^\d+$/}` +
+  String.raw`for(keys %nh){delete $nh{$_} unless $s{$_}}$o.=sec("nohandler",$x);` +
+  String.raw`$o.=sec("vmstat",join("",grep{/^(\S+) /&&$1=~$VX}split(/^/m,rd("vmstat"))));` +
+  String.raw`$o.=sec("filefd",rd("sys/fs/file-nr"));$o.=sec("psi-$_",rd("pressure/$_")) for qw(cpu io memory);` +
+  String.raw`@dk=grep{/^\s*\d+\s+\d+\s+(\S+)/&&$1!~$DX}split(/^/m,rd("diskstats"));$o.=sec("diskstats",join("",@dk));` +
+  String.raw`$o.="\@\@kay time\n".now()}` +
+  String.raw`$o.="\@\@kay df\n".rootdf() if $d;` +
+  String.raw`if($n&&$w){my $mt=slurp("/proc/1/mounts");$mt=slurp("/proc/self/mounts") if $mt eq "";my($mk,$sf,@p)=("","");` +
+  String.raw`for(split(/^/m,$mt)){my @f=split;next unless @f>=4;(my $p=$f[1])=~s/\\040/ /g;$p=~s/\\011/\t/g;` +
+  String.raw`next if $p=~$MX||$f[2]=~$FX;$mk.=$_;push @p,$p}` +
+  String.raw`if(defined $sn){for my $p(@p){my @s=sfs($p);$sf.=join(" ",@s)." $p\n" if @s}}` +
+  String.raw`elsif(@p&&open(my $S,"-|","stat","-f","-c","%s %b %f %a %c %d %n","--",@p)){local $/;my $y=<$S>;close $S;$sf=defined $y?$y:""}` +
+  String.raw`$o.=sec("mounts",$mk).sec("statfs",$sf)."\@\@kay uname\n".uts();` +
+  String.raw`my $r=slurp("/etc/os-release");$r=slurp("/usr/lib/os-release") if $r eq "";$o.=sec("osrelease",$r);` +
+  String.raw`my $u="";for(@dk){my($ma,$mi)=/^\s*(\d+)\s+(\d+)/;for(split(/^/m,slurp("/run/udev/data/b$ma:$mi"))){$u.="$ma:$mi $1\n" if /$UX/}}` +
+  String.raw`$o.=sec("udev",$u)}` +
   String.raw`syswrite(STDOUT,$o."\@\@kay-end $t $s\n")}exit 0`
 
 /**
  * python: for hosts without perl that have python3 (RHEL minimal installs, many container images). Run with `-I -S`
  * (isolated: no PYTHON* variables, no user or site packages, so nothing on the host's path can change the loop).
- * Like the perl loop: the /proc files are opened once and read with `os.pread` at offset 0 on each request (which
- * regenerates a /proc file), only what the parser reads is sent, the frame goes out in one write (looped until
- * complete), and the df section comes from `os.statvfs("/")`, printed as `df -P` prints it; if that call fails it
- * runs `df -P /`. Python 3.5 or newer (bytes `%` formatting); an older one fails the probe's first request
- * (it asks for df), and the next flavour is tried.
+ * Built like the perl loop: the /proc files are opened once and read with `os.pread` at offset 0 on each request
+ * (which regenerates a /proc file), the same sections trimmed the same way, one write per frame (looped until
+ * complete); statfs from `os.statvfs` (df printed as `df -P` prints it; it runs `df -P /` if the call fails), the
+ * clock from `time.time()`, uname from `os.uname()`. Python 3.5 or newer (bytes `%` formatting); an older one fails
+ * the probe's first request (it asks for df), and the next flavour is tried.
  */
 const PYTHON_LOOP = [
-  'import os,sys',
+  'import os,sys,re,time',
   't=sys.argv[1].encode()',
+  `DX=re.compile(${JSON.stringify(DISK_DEVICES_EXCLUDE)}.encode());MX=re.compile(${JSON.stringify(MOUNT_POINTS_EXCLUDE)}.encode())`,
+  `FX=re.compile(${JSON.stringify(FS_TYPES_EXCLUDE)}.encode());VX=re.compile(${JSON.stringify(VMSTAT_FIELDS)}.encode())`,
+  `UX=re.compile(${JSON.stringify(UDEV_LINE)}.encode())`,
+  String.raw`RQ=re.compile(rb"^(\d+)( df)?( node)?( slow)?\n?$")`,
   'def op(p):',
   ' try:return os.open(p,os.O_RDONLY)',
   ' except OSError:return -1',
-  'F=[(b"loadavg",op("/proc/loadavg"),b""),(b"meminfo",op("/proc/meminfo"),b"\\nSUnreclaim:"),' +
-    '(b"stat",op("/proc/stat"),b"\\nintr "),(b"uptime",op("/proc/uptime"),b""),(b"netdev",op("/proc/net/dev"),b"")]',
+  'P={}',
+  'for n in ("loadavg","meminfo","stat","uptime","net/dev","vmstat","sys/fs/file-nr","pressure/cpu","pressure/io","pressure/memory","diskstats"):P[n]=op("/proc/"+n)',
   'V=[]',
   'try:N=sorted(os.listdir("/sys/class/net"))',
   'except OSError:N=[]',
@@ -276,93 +372,159 @@ const PYTHON_LOOP = [
   '  except OSError:return b""',
   '  if not x:return b"".join(b)',
   '  b.append(x);n+=len(x)',
+  'def sl(p):',
+  ' fd=op(p)',
+  ' try:return rd(fd)',
+  ' finally:',
+  '  if fd>=0:os.close(fd)',
+  String.raw`def nl(x):return x if x[-1:]==b"\n" else x+b"\n"`,
+  String.raw`def sec(n,x):return b"@@kay "+n+b"\n"+nl(x) if x else b""`,
+  String.raw`def cut(x,c):`,
+  ' p=x.find(c)',
+  ' return x[:p+1] if p>=0 else x',
   'def nd():',
   ' o=[]',
   ' for n,r,w in V:',
   '  q=rd(r).strip();z=rd(w).strip()',
-  '  if q.isdigit() and z.isdigit():o.append(b"%s: %s 0 0 0 0 0 0 0 %s\\n"%(n,q,z))',
+  String.raw`  if q.isdigit() and z.isdigit():o.append(b"%s: %s 0 0 0 0 0 0 0 %s\n"%(n,q,z))`,
   ' return b"".join(o)',
   'def df():',
   ' try:v=os.statvfs("/")',
   ' except OSError:',
   '  y=os.popen("exec df -P / 2>/dev/null").read().encode()',
-  '  return y if y[-1:]==b"\\n" else y+b"\\n"',
+  String.raw`  return nl(y)`,
   ' f=v.f_frsize;u=v.f_blocks-v.f_bfree;s=u+v.f_bavail',
-  ' return b"Filesystem 1024-blocks Used Available Capacity Mounted on\\nrootfs %d %d %d %d%% /\\n"%(' +
+  String.raw` return b"Filesystem 1024-blocks Used Available Capacity Mounted on\nrootfs %d %d %d %d%% /\n"%(` +
     'v.f_blocks*f//1024,u*f//1024,v.f_bavail*f//1024,(u*100+s-1)//s if s>0 else 0)',
+  'NH={};M=None',
   'for l in sys.stdin.buffer:',
-  ' if l[-1:]==b"\\n":l=l[:-1]',
-  ' d=l[-3:]==b" df"',
-  ' s=l[:-3] if d else l',
-  ' if not s.isdigit():continue',
-  ' o=[]',
-  ' for n,fd,c in F:',
-  '  if n==b"netdev" and V:x=nd()',
-  '  else:',
-  '   x=rd(fd)',
-  '   if c:',
-  '    p=x.find(c)',
-  '    if p>=0:x=x[:p+1]',
-  '  if x[-1:]!=b"\\n":x+=b"\\n"',
-  '  o.append(b"@@kay "+n+b"\\n"+x)',
-  ' if d:o.append(b"@@kay df\\n"+df())',
-  ' o.append(b"@@kay-end "+t+b" "+s+b"\\n")',
+  ' m=RQ.match(l)',
+  ' if not m:continue',
+  ' s,d,n,w=m.groups()',
+  String.raw` o=[b"@@kay loadavg\n"+nl(rd(P["loadavg"]))]`,
+  String.raw` x=rd(P["meminfo"]);o.append(b"@@kay meminfo\n"+nl(x if n else cut(x,b"\nSUnreclaim:")))`,
+  ' x=rd(P["stat"])',
+  String.raw` x=re.sub(rb"(?m)^(intr \d+)[^\n]*",rb"\1",x) if n else cut(x,b"\nintr ")`,
+  String.raw` o.append(b"@@kay stat\n"+nl(x));o.append(b"@@kay uptime\n"+nl(rd(P["uptime"])))`,
+  ' p=rd(P["net/dev"]) if n or not V else b""',
+  String.raw` if V:o.append(b"@@kay netdev\n"+nl(nd()))`,
+  String.raw` elif not n:o.append(b"@@kay netdev\n"+nl(p))`,
+  ' dk=[]',
+  ' if n:',
+  '  o.append(sec(b"procnetdev",p));x=[];seen=set()',
+  String.raw`  for i in re.findall(rb"(?m)^\s*([^\s:|]+):",p):`,
+  '   if i==b"lo":continue',
+  '   seen.add(i);fd=NH.get(i)',
+  '   if fd is None:',
+  '    fd=op(b"/sys/class/net/"+i+b"/statistics/rx_nohandler")',
+  '    if fd<0:continue',
+  '    NH[i]=fd',
+  '   q=rd(fd).strip()',
+  String.raw`   if q.isdigit():x.append(i+b" "+q+b"\n")`,
+  '  for i in [k for k in NH if k not in seen]:os.close(NH.pop(i))',
+  '  o.append(sec(b"nohandler",b"".join(x)))',
+  String.raw`  o.append(sec(b"vmstat",b"".join(y+b"\n" for y in rd(P["vmstat"]).split(b"\n") if VX.match(y.split(b" ")[0]))))`,
+  '  o.append(sec(b"filefd",rd(P["sys/fs/file-nr"])))',
+  '  for r in ("cpu","io","memory"):o.append(sec(b"psi-"+r.encode(),rd(P["pressure/"+r])))',
+  String.raw`  for y in rd(P["diskstats"]).split(b"\n"):`,
+  '   q=y.split()',
+  String.raw`   if len(q)>3 and not DX.match(q[2]):dk.append(y+b"\n")`,
+  '  o.append(sec(b"diskstats",b"".join(dk)))',
+  String.raw`  o.append(b"@@kay time\n"+(b"%.6f\n"%time.time()))`,
+  String.raw` if d:o.append(b"@@kay df\n"+df())`,
+  ' if n and w:',
+  '  x=sl("/proc/1/mounts") or sl("/proc/self/mounts");mk=[];sf=[]',
+  String.raw`  for y in x.split(b"\n"):`,
+  '   q=y.split()',
+  '   if len(q)<4:continue',
+  String.raw`   mp=q[1].replace(b"\\040",b" ").replace(b"\\011",b"\t")`,
+  '   if MX.match(mp) or FX.match(q[2]):continue',
+  String.raw`   mk.append(y+b"\n")`,
+  '   try:v=os.statvfs(mp)',
+  '   except OSError:continue',
+  String.raw`   sf.append(b"%d %d %d %d %d %d %s\n"%(v.f_bsize,v.f_blocks,v.f_bfree,v.f_bavail,v.f_files,v.f_ffree,mp))`,
+  '  o.append(sec(b"mounts",b"".join(mk))+sec(b"statfs",b"".join(sf)))',
+  '  u=os.uname()',
+  String.raw`  o.append(b"@@kay uname\n"+b"\n".join(x.encode() for x in (u.sysname,u.nodename,u.release,u.version,u.machine))+b"\n"+nl(sl("/proc/sys/kernel/domainname")))`,
+  '  o.append(sec(b"osrelease",sl("/etc/os-release") or sl("/usr/lib/os-release")))',
+  '  x=[]',
+  '  for y in dk:',
+  '   q=y.split();k=q[0]+b":"+q[1]',
+  String.raw`   for z in sl(b"/run/udev/data/b"+k).split(b"\n"):`,
+  '    e=UX.match(z)',
+  String.raw`    if e:x.append(k+b" "+e.group(1)+b"\n")`,
+  '  o.append(sec(b"udev",b"".join(x)))',
+  String.raw` o.append(b"@@kay-end "+t+b" "+s+b"\n")`,
   ' m=memoryview(b"".join(o))',
   ' while m:m=m[os.write(1,m):]',
 ].join('\n')
 
 /**
- * awk: one long-lived awk, for hosts without perl and python3 (awk is POSIX: mawk, gawk, busybox and BSD awk all
- * run it). Each request re-reads the five files with `getline < file` and `close(file)` (no fork per request), trims
- * them as the perl loop does, and prints the frame as one string followed by `fflush()`: one `printf "%s"` of the
- * whole frame, because an unbuffered mawk writes a format's literal text a byte at a time. `-Winteractive` is
- * mawk's switch for reading stdin a line at a time (without it mawk waits for a full buffer of requests); gawk,
- * busybox and BSD awk ignore it with a warning on stderr, which goes to /dev/null. df runs `exec df -P /` through
- * `cmd | getline` (`exec`: the shell that awk starts runs df itself instead of forking again). The token is
- * ARGV[1], cleared in BEGIN so that awk reads stdin.
+ * The awk program of the awk and sh loops. As the awk loop, one long-lived awk answers every request; the sh loop
+ * runs it once per request (one fork; it serves where awk cannot answer a line at a time), passing what the awk
+ * loop finds when it starts (`-v O=1 -v N=<interfaces> -v M=<uname -m>`). Each request re-reads the files with
+ * `getline < file` and `close(file)` (no fork per file), trims them as the perl loop does, and prints the frame as
+ * one string followed by `fflush()`: one `printf "%s"` of the whole frame, because an unbuffered mawk writes a
+ * format's literal text a byte at a time. df runs `exec df -P /` and a slow request `exec stat -f` (all mounts at
+ * once) through `cmd | getline` (`exec`: the shell that awk starts runs the command itself instead of forking
+ * again); the clock is POSIX `srand()`'s time of day, in whole seconds. The token is ARGV[1], cleared in BEGIN so
+ * that awk reads stdin. POSIX awk only: mawk, gawk, busybox and BSD awk all run it.
  */
-const AWK_LOOP =
-  'BEGIN{t=ARGV[1];ARGV[1]="";split("loadavg meminfo stat uptime net/dev",F," ");' +
-  'c="exec ls /sys/class/net 2>/dev/null";while((c|getline l)>0){v="/sys/devices/virtual/net/" l "/ifindex";' +
+const AWK_PROGRAM =
+  'function rd(f,  x,l){x="";while((getline l<f)>0)x=x l "\\n";close(f);return x}' +
+  'function one(f,  l){l="";getline l<f;close(f);return l}' +
+  'function sec(n,x){return x==""?"":"@@kay " n "\\n" x}' +
+  'function sq(s,  r,i){r="";while((i=index(s,Q))>0){r=r substr(s,1,i-1) Q "\\\\" Q Q;s=substr(s,i+1)}return Q r s Q}' +
+  `BEGIN{t=ARGV[1];ARGV[1]="";Q=sprintf("%c",39);DX=${JSON.stringify(DISK_EXCLUDE_ERE)};MX=${JSON.stringify(MOUNT_POINTS_EXCLUDE)};` +
+  `FX=${JSON.stringify(FS_TYPES_EXCLUDE)};VX=${JSON.stringify(VMSTAT_FIELDS)};UX=${JSON.stringify(UDEV_LINE)};` +
+  'if(O)nv=split(N,V," ");else{c="exec ls /sys/class/net 2>/dev/null";while((c|getline l)>0){v="/sys/devices/virtual/net/" l "/ifindex";' +
   'if((getline y<v)>0){close(v);continue}r="/sys/class/net/" l "/statistics/";' +
-  'if((getline y<(r "rx_bytes"))>0&&(getline y<(r "tx_bytes"))>0)V[++nv]=l;close(r "rx_bytes");close(r "tx_bytes")}close(c)}' +
-  '/^[0-9]+( df)?$/{o="";for(i=1;i<=5;i++){f="/proc/" F[i];n=F[i];if(n=="net/dev")n="netdev";o=o "@@kay " n "\\n";k=0;' +
-  'if(n=="netdev"&&nv){for(j=1;j<=nv;j++){r="/sys/class/net/" V[j] "/statistics/";q="";z="";' +
-  'getline q<(r "rx_bytes");close(r "rx_bytes");getline z<(r "tx_bytes");close(r "tx_bytes");' +
-  'if(q~/^[0-9]+$/&&z~/^[0-9]+$/)o=o V[j] ": " q " 0 0 0 0 0 0 0 " z "\\n"}continue}' +
-  'while((getline l<f)>0){if(k)continue;if(n=="stat"&&l~/^intr /){k=1;continue}' +
-  'if(n=="meminfo"&&l~/^SUnreclaim:/){k=1;continue}o=o l "\\n"}close(f)}' +
-  'if($2=="df"){o=o "@@kay df\\n";c="exec df -P / 2>/dev/null";while((c|getline l)>0)o=o l "\\n";close(c)}' +
+  'if((getline y<(r "rx_bytes"))>0&&(getline y<(r "tx_bytes"))>0)V[++nv]=l;close(r "rx_bytes");close(r "tx_bytes")}close(c);' +
+  'c="exec uname -m 2>/dev/null";c|getline M;close(c)}}' +
+  '/^[0-9]+( df)?( node)?( slow)?$/{d=0;n=0;w=0;for(i=2;i<=NF;i++){if($i=="df")d=1;else if($i=="node")n=1;else if($i=="slow")w=1}' +
+  'o="@@kay loadavg\\n" rd("/proc/loadavg");' +
+  'x="";k=0;f="/proc/meminfo";while((getline l<f)>0){if(!n&&l~/^SUnreclaim:/)k=1;if(!k)x=x l "\\n"}close(f);o=o "@@kay meminfo\\n" x;' +
+  'x="";k=0;f="/proc/stat";while((getline l<f)>0){if(l~/^intr /){if(n){split(l,q," ");l="intr " q[2]}else k=1}if(!k)x=x l "\\n"}' +
+  'close(f);o=o "@@kay stat\\n" x "@@kay uptime\\n" rd("/proc/uptime");' +
+  'if(nv){x="";for(j=1;j<=nv;j++){r="/sys/class/net/" V[j] "/statistics/";q1=one(r "rx_bytes");z=one(r "tx_bytes");' +
+  'if(q1~/^[0-9]+$/&&z~/^[0-9]+$/)x=x V[j] ": " q1 " 0 0 0 0 0 0 0 " z "\\n"}o=o "@@kay netdev\\n" x}' +
+  'p="";if(n||!nv)p=rd("/proc/net/dev");if(!nv&&!n)o=o "@@kay netdev\\n" p;nd=0;' +
+  'if(n){o=o sec("procnetdev",p);x="";m=split(p,L,"\\n");for(j=1;j<=m;j++){if((i=index(L[j],":"))<1)continue;' +
+  'v=substr(L[j],1,i-1);gsub(/[ \\t]/,"",v);if(v==""||v=="lo"||v~/[|]/)continue;z=one("/sys/class/net/" v "/statistics/rx_nohandler");' +
+  'if(z~/^[0-9]+$/)x=x v " " z "\\n"}o=o sec("nohandler",x);' +
+  'x="";f="/proc/vmstat";while((getline l<f)>0){split(l,q," ");if(q[1]~VX)x=x l "\\n"}close(f);o=o sec("vmstat",x);' +
+  'o=o sec("filefd",rd("/proc/sys/fs/file-nr")) sec("psi-cpu",rd("/proc/pressure/cpu")) sec("psi-io",rd("/proc/pressure/io"))' +
+  ' sec("psi-memory",rd("/proc/pressure/memory"));' +
+  'x="";f="/proc/diskstats";while((getline l<f)>0){if(split(l,q," ")<4||q[3]~DX)continue;x=x l "\\n";D[++nd]=q[1] ":" q[2]}' +
+  'close(f);o=o sec("diskstats",x);srand();o=o "@@kay time\\n" srand() "\\n"}' +
+  'if(d){o=o "@@kay df\\n";c="exec df -P / 2>/dev/null";while((c|getline l)>0)o=o l "\\n";close(c)}' +
+  'if(n&&w){x=rd("/proc/1/mounts");if(x=="")x=rd("/proc/self/mounts");m=split(x,L,"\\n");x="";c="";' +
+  'for(j=1;j<=m;j++){if(split(L[j],q," ")<4)continue;v=q[2];gsub(/\\\\040/," ",v);gsub(/\\\\011/,"\\t",v);' +
+  'if(v~MX||q[3]~FX)continue;x=x L[j] "\\n";c=c " " sq(v)}o=o sec("mounts",x);x="";' +
+  'if(c!=""){c="exec stat -f -c " Q "%s %b %f %a %c %d %n" Q " --" c " 2>/dev/null";while((c|getline l)>0)x=x l "\\n";close(c)}' +
+  'o=o sec("statfs",x);k="/proc/sys/kernel/";o=o "@@kay uname\\n" one(k "ostype") "\\n" one(k "hostname") "\\n" one(k "osrelease")' +
+  ' "\\n" one(k "version") "\\n" M "\\n" one(k "domainname") "\\n";' +
+  'x=rd("/etc/os-release");if(x=="")x=rd("/usr/lib/os-release");o=o sec("osrelease",x);x="";' +
+  'for(j=1;j<=nd;j++){f="/run/udev/data/b" D[j];while((getline l<f)>0)if(l~UX)x=x D[j] " " substr(l,3) "\\n";close(f)}' +
+  'o=o sec("udev",x)}' +
   'o=o "@@kay-end " t " " $1 "\\n";printf "%s",o;fflush()}'
 
 /**
- * The sh loop's awk program: prints each file under its `@@kay <name>` header, /proc/stat only up to its cpu lines
- * and /proc/meminfo only up to SReclaimable (what the parser reads, as the perl loop sends). It sits inside the
- * loop's double quotes, so it has no `$`, and its string quotes are escaped.
- */
-const SH_AWK =
-  'FNR==1{n=FILENAME;sub(/^\\/proc\\//,\\"\\",n);if(n==\\"net/dev\\")n=\\"netdev\\";print \\"@@kay \\" n;k=0}' +
-  'k{next}' +
-  'n==\\"stat\\"&&/^intr /{k=1;next}' +
-  'n==\\"meminfo\\"&&/^SUnreclaim:/{k=1;next}' +
-  '{print}'
-
-/**
- * sh: the last resort, for hosts where no other loop works. One `awk` per request prints all five files: one fork,
- * where a `cat` per file forked five times (~4.7 → ~1 ms of host CPU per request, bench/RESULTS.md); it serves
- * where the long-lived awk loop cannot (an awk that does not answer a line at a time). Without awk on the PATH
- * (checked once, when the loop starts) it falls back to `cat` per file.
- * Under awk a file that cannot be read is left out (mawk stops at it); under cat it gives an empty section.
+ * sh: the last resort, for hosts where no other loop works. One awk per request runs the awk loop's program for
+ * that request: one fork, where a `cat` per file forked five times (~4.7 → ~1 ms of host CPU per request,
+ * bench/RESULTS.md); it serves where the long-lived awk loop cannot (an awk that does not answer a line at a time).
+ * The interfaces and `uname -m` are found once, when the loop starts. Without awk on the PATH (checked once, when
+ * the loop starts) it falls back to `cat` per file for the table's sections, and sends no node section.
  */
 const SH_LOOP =
-  't=$1;a=;command -v awk >/dev/null 2>&1&&a=1;' +
+  't=$1;a=;command -v awk >/dev/null 2>&1&&a=1;M=$(uname -m 2>/dev/null);' +
   SH_NET_FIND +
   'g=/proc/net/dev;h=net/dev;[ -n "$p" ]&&{ g=;h=;};' +
   'while IFS= read -r l;do ' +
   SH_REQUEST +
-  `if [ -n "$a" ];then awk "${SH_AWK}" /proc/loadavg /proc/meminfo /proc/stat /proc/uptime $g 2>/dev/null;` +
-  'else for f in loadavg meminfo stat uptime $h;do x=$(cat /proc/$f 2>/dev/null);' +
-  'case $f in net/dev) n=netdev;;*) n=$f;;esac;printf "@@kay %s\\n%s\\n" "$n" "$x";done;fi;' +
+  `if [ -n "$a" ];then printf "%s\\n" "$l"|awk -v O=1 -v N="$p" -v M="$M" ${shDq(AWK_PROGRAM)} "$t" 2>/dev/null;continue;fi;` +
+  'for f in loadavg meminfo stat uptime $h;do x=$(cat /proc/$f 2>/dev/null);' +
+  'case $f in net/dev) n=netdev;;*) n=$f;;esac;printf "@@kay %s\\n%s\\n" "$n" "$x";done;' +
   'if [ -n "$p" ];then printf "@@kay netdev\\n";for v in $p;do ' +
   SH_NET_LINE +
   'done;fi;' +
@@ -370,9 +532,7 @@ const SH_LOOP =
   'printf "@@kay-end %s %s\\n" "$t" "$s";' +
   'done;exit 0'
 
-// Inside the sh loop's double quotes, `$` and a backquote would be expanded by the shell, not seen by awk.
-if (/[$`]/.test(SH_AWK)) throw new InternalError('the sh loop awk program contains $ or a backquote')
-for (const script of [AWK_LOOP, BASH_LOOP, PERL_LOOP, PYTHON_LOOP, SH_LOOP]) {
+for (const script of [AWK_PROGRAM, BASH_LOOP, PERL_LOOP, PYTHON_LOOP, SH_LOOP]) {
   // The scripts are wrapped in single quotes for the login shell; one inside would end the quoting.
   if (script.includes("'")) throw new InternalError('stream script contains a single quote')
 }
@@ -396,7 +556,7 @@ function streamScript(flavour: StreamFlavour, token: string): string {
   const head = `: kay-stream v1 ${flavour} ${token};`
   switch (flavour) {
     case 'awk':
-      return `${head}exec awk -Winteractive '${AWK_LOOP}' ${token} 2>/dev/null`
+      return `${head}exec awk -Winteractive '${AWK_PROGRAM}' ${token} 2>/dev/null`
     case 'bash':
       return `${head}exec bash -c '${BASH_LOOP}' kay ${token}`
     case 'perl':
@@ -423,15 +583,35 @@ export function wantsDf(seq: number, every: number = DF_EVERY): boolean {
   return seq === 1 || seq % every === 0
 }
 
+/** Default for how often a node collection asks for the slow sections (mounts and statfs, uname, os-release, udev). */
+export const SLOW_EVERY = 12
+
+/**
+ * What a request asks for besides the table's sections: nothing (`table`), the node_exporter sources read every
+ * tick (`node`), or those and the slow ones (`node-slow`).
+ */
+export type NodeRequest = 'table' | 'node' | 'node-slow'
+
 /** The request line for `seq` (with `df` when the root filesystem figure is wanted this tick). */
-export function streamRequest(seq: number, df = false): string {
+export function streamRequest(seq: number, df = false, node: NodeRequest = 'table'): string {
   if (!Number.isSafeInteger(seq) || seq < 0) throw new ConfigError(`seq must be a non-negative integer, got ${seq}`)
-  return df ? `${seq} df\n` : `${seq}\n`
+  const words = node === 'table' ? '' : node === 'node' ? ' node' : ' node slow'
+  return `${seq}${df ? ' df' : ''}${words}\n`
+}
+
+/**
+ * One-shot node collection (the exec fallback of `kay serve`): the sh loop answering one request `1 node` (or
+ * `1 node slow`), so its sections are the stream loops' (the awk program's, where the host has awk). Its output
+ * ends with the loop's `@@kay-end collect 1` line.
+ */
+export function nodeCollectCommand(slow: boolean): string {
+  const words = slow ? 'node slow' : 'node'
+  return forAnyLoginShell(`: kay-collect v1 ${words};printf "1 ${words}\\n"|sh -c '${SH_LOOP}' kay collect`)
 }
 
 /** What a command string is, read from its `:` head (for the simulator and for logs). */
 export type KayCommand =
-  | { kind: 'collect' }
+  | { kind: 'collect'; node?: Exclude<NodeRequest, 'table'> }
   | { kind: 'detail' }
   | { kind: 'stream'; flavour: StreamFlavour; token: string }
   | { kind: 'other' }
@@ -443,6 +623,8 @@ export type KayCommand =
 export function identifyCommand(sent: string): KayCommand {
   const command = scriptOf(sent) ?? sent
   if (command.startsWith(': kay-collect v1;')) return { kind: 'collect' }
+  if (command.startsWith(': kay-collect v1 node;')) return { kind: 'collect', node: 'node' }
+  if (command.startsWith(': kay-collect v1 node slow;')) return { kind: 'collect', node: 'node-slow' }
   if (command.startsWith(': kay-detail v1;')) return { kind: 'detail' }
   if (command.startsWith(': kay-stream v1 ')) {
     const semi = command.indexOf(';')

@@ -10,8 +10,11 @@ export {
   identifyCommand,
   isStreamFlavour,
   type KayCommand,
+  type NodeRequest,
+  nodeCollectCommand,
   notKayOutput,
   randomStreamToken,
+  SLOW_EVERY,
   STREAM_FLAVOURS,
   type StreamFlavour,
   scriptOf,
@@ -26,6 +29,19 @@ export {
   FrameDecoder,
   type FrameDecoderOptions,
 } from './frame-decoder.js'
+export { escapeLabelValue, NODE_LIMITS, NodeSeries, parseOsRelease } from './node.js'
+export {
+  DISK_DEVICES_EXCLUDE,
+  FS_TYPES_EXCLUDE,
+  MOUNT_POINTS_EXCLUDE,
+  NET_DEVICES_EXCLUDE,
+  NODE_EXPORTER_COLLECTORS,
+  type NodeFamilyMeta,
+  type NodeFamilyType,
+  nodeFamilyMeta,
+  STATIC_NODE_FAMILIES,
+  VMSTAT_FIELDS,
+} from './node-families.js'
 export {
   CPU_STATES,
   computeMetrics,
@@ -41,4 +57,5 @@ export {
   parseSections,
   parseTickSample,
 } from './parse.js'
-export type { CpuState, HostDetail, HostMetrics, InterfaceCounters, RawSample } from './types.js'
+export { ByteWriter, NodeSink } from './series-writer.js'
+export type { CpuState, HostDetail, HostMetrics, InterfaceCounters, NodeChunk, RawSample } from './types.js'

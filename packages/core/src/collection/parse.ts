@@ -61,10 +61,10 @@ export function parseSections(text: string): Map<string, string> {
 }
 
 /**
- * The scan behind {@link parseSections}: calls `section` with the offsets of each well-named section's name and
+ * The scan behind {@link parseSections} (and node.ts): calls `section` with the offsets of each well-named section's name and
  * body, in order (a repeated name is reported again; keeping the last is the caller's part).
  */
-function scanSections(
+export function scanSections(
   text: string,
   section: (text: string, nameStart: number, nameEnd: number, start: number, end: number) => void,
 ): void {
@@ -199,13 +199,16 @@ function readDecimal(s: string, i: number, end: number): number {
 
 // The sections a sample reads, by index, and where each lies for the parse under way: the string holding it and
 // its bounds in that string (module scratch, as the parser is synchronous; `undefined`: the section is absent).
-const SAMPLE_SECTIONS = ['loadavg', 'meminfo', 'stat', 'uptime', 'netdev', 'df'] as const
+// `procnetdev` (a node collection's /proc/net/dev) stands in for `netdev` when a node collection has no netdev
+// section: the loops send netdev there only when the host has interfaces with a device.
+const SAMPLE_SECTIONS = ['loadavg', 'meminfo', 'stat', 'uptime', 'netdev', 'df', 'procnetdev'] as const
 const LOADAVG = 0
 const MEMINFO = 1
 const STAT = 2
 const UPTIME = 3
 const NETDEV = 4
 const DF = 5
+const PROCNETDEV = 6
 const srcText: Array<string | undefined> = SAMPLE_SECTIONS.map(() => undefined)
 const srcStart = new Int32Array(SAMPLE_SECTIONS.length)
 const srcEnd = new Int32Array(SAMPLE_SECTIONS.length)
@@ -312,9 +315,10 @@ function sampleFromSources(at: number, perCpu: boolean, into: RawSample | undefi
   }
   parseStat(stat, srcStart[STAT]!, srcEnd[STAT]!, sample, perCpu)
   parseMeminfo(meminfo, srcStart[MEMINFO]!, srcEnd[MEMINFO]!, sample)
-  const netdev = srcText[NETDEV]
+  const nd = srcText[NETDEV] === undefined && srcText[PROCNETDEV] !== undefined ? PROCNETDEV : NETDEV
+  const netdev = srcText[nd]
   sample.interfaces =
-    netdev === undefined ? undefined : parseNetdev(netdev, srcStart[NETDEV]!, srcEnd[NETDEV]!, sample.interfaces ?? [])
+    netdev === undefined ? undefined : parseNetdev(netdev, srcStart[nd]!, srcEnd[nd]!, sample.interfaces ?? [])
   const df = srcText[DF]
   if (df !== undefined) sample.rootFsUsedPct = rootFsPct(df, srcStart[DF]!, srcEnd[DF]!)
   return sample

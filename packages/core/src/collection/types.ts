@@ -85,3 +85,14 @@ export interface RawSample {
   /** Root filesystem use %, when this collection carried a df section (or, after `computeMetrics`, an earlier one). */
   rootFsUsedPct?: number | undefined
 }
+
+/**
+ * node_exporter series of many hosts for one tick, grouped by family (what a shard sends its supervisor): family
+ * `families[i]` is the UTF-8 text `bytes[ends[i-1] ?? 0, ends[i])`, series lines only (no HELP or TYPE line).
+ * `bytes` is over a plain ArrayBuffer of its own, so it can be transferred to another thread.
+ */
+export interface NodeChunk {
+  families: string[]
+  bytes: Uint8Array
+  ends: Uint32Array
+}

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import type { ServerChannel } from 'ssh2'
 import type { Clock, TimerHandle } from '../clock.js'
 import { scriptOf } from '../collection/commands.js'
-import { junkBytes, type ProcModel, renderSections, type SectionName } from './procfs.js'
+import { junkBytes, NODE_SECTIONS, type ProcModel, renderSections, type SectionName, SLOW_SECTIONS } from './procfs.js'
 import type { ResolvedHostSettings, SimCounters, StreamFlavour } from './types.js'
 
 /** What a running command needs from its host and connection. */
@@ -30,6 +30,13 @@ const COLLECT_SECTIONS: readonly SectionName[] = ['loadavg', 'meminfo', 'stat', 
 const STREAM_SECTIONS: readonly SectionName[] = ['loadavg', 'meminfo', 'stat', 'uptime', 'netdev']
 const STREAM_SECTIONS_DF: readonly SectionName[] = [...STREAM_SECTIONS, 'df']
 const DETAIL_SECTIONS: readonly SectionName[] = ['stat', 'meminfo', 'loadavg', 'uptime', 'netdev', 'df', 'ps']
+/**
+ * A node request's sections (the sim has an interface with a device, so netdev comes as well), with df and the
+ * slow ones when asked for.
+ */
+function nodeSections(df: boolean, slow: boolean): SectionName[] {
+  return [...STREAM_SECTIONS, ...NODE_SECTIONS, ...(df ? (['df'] as const) : []), ...(slow ? SLOW_SECTIONS : [])]
+}
 /** Signals that end a command (as they end `sleep`, `sh` and the loops on a real host). */
 const FATAL_SIGNALS = new Set(['TERM', 'KILL', 'INT', 'HUP'])
 /** A stream request line is a few bytes; a longer one is a broken client. */
@@ -74,6 +81,12 @@ class Exec implements RunningCommand {
     const cmd = (scriptOf(command) ?? command).trimStart()
     if (cmd.startsWith(': kay-collect v1;')) {
       this.#sections(COLLECT_SECTIONS, false)
+      return
+    }
+    if (cmd.startsWith(': kay-collect v1 node')) {
+      // The sh loop answering `1 node[ slow]`: its sections, then its end marker.
+      const slow = cmd.startsWith(': kay-collect v1 node slow;')
+      this.#sections(nodeSections(false, slow), false, '@@kay-end collect 1\n')
       return
     }
     if (cmd.startsWith(': kay-detail v1;')) {
@@ -178,9 +191,10 @@ class Exec implements RunningCommand {
     this.#finish({ status })
   }
 
-  #sections(names: readonly SectionName[], dfAll: boolean): void {
+  #sections(names: readonly SectionName[], dfAll: boolean, trailer = ''): void {
     this.#drainStdin()
     this.#ch.write(renderSections(this.#ctx.model(), names, this.#ctx.settings().procFault, dfAll))
+    if (trailer) this.#ch.write(trailer)
     this.#finish({ status: 0 })
   }
 
@@ -245,7 +259,7 @@ class Exec implements RunningCommand {
     let prevSeq: string | undefined
     let stalled = false
     const onLine = (line: string): void => {
-      const req = /^(\d+)( df)?\s*$/.exec(line)
+      const req = /^(\d+)( df)?( node)?( slow)?\s*$/.exec(line)
       if (!req || stalled || this.#done) return
       const seq = req[1] ?? '0'
       const settings = this.#ctx.settings()
@@ -262,7 +276,8 @@ class Exec implements RunningCommand {
           return
         default:
       }
-      const body = renderSections(this.#ctx.model(), req[2] ? STREAM_SECTIONS_DF : STREAM_SECTIONS, settings.procFault)
+      const names = req[3] ? nodeSections(!!req[2], !!req[4]) : req[2] ? STREAM_SECTIONS_DF : STREAM_SECTIONS
+      const body = renderSections(this.#ctx.model(), names, settings.procFault)
       let endToken = token
       let endSeq = seq
       if (settings.streamFault === 'forge-token') endToken = randomBytes(8).toString('hex')

@@ -36,6 +36,8 @@ const DEFAULT_SETTINGS: ResolvedHostSettings = {
   streamFlavours: [...STREAM_FLAVOURS],
   authMethods: ['publickey'],
   passwordOnly: false,
+  extraMounts: 0,
+  extraDisks: 0,
 }
 
 const MAX_HOSTS = 65_000
@@ -278,7 +280,10 @@ class HostSim implements SimHostHandle {
   #procModel(): ProcModel {
     const now = this.#fleet.clock.now()
     if (this.#model) this.#model.advance(now)
-    else this.#model = new ProcModel(hostSeed(this.#fleet.seed, this.index), now)
+    else {
+      const shape = { host: this.name, extraMounts: this.#settings.extraMounts, extraDisks: this.#settings.extraDisks }
+      this.#model = new ProcModel(hostSeed(this.#fleet.seed, this.index), now, shape)
+    }
     return this.#model
   }
 

@@ -1,3 +1,4 @@
+import { NODE_SLOW_SECTIONS, NODE_TICK_SECTIONS, type NodeSectionName } from '../collection/node-families.js'
 import type { ProcFault } from './types.js'
 
 /**
@@ -43,7 +44,37 @@ const PROCS = [
 const USERS = ['root', 'www-data', 'postgres', 'app', 'redis', 'nobody']
 
 /** The /proc sources the simulator serves, by section name. */
-export type SectionName = 'loadavg' | 'meminfo' | 'stat' | 'uptime' | 'netdev' | 'df' | 'ps'
+export type SectionName = 'loadavg' | 'meminfo' | 'stat' | 'uptime' | 'netdev' | 'df' | 'ps' | NodeSectionName
+
+/** The node sections of a node request, without and with the slow ones. */
+export const NODE_SECTIONS: readonly NodeSectionName[] = NODE_TICK_SECTIONS
+export const SLOW_SECTIONS: readonly NodeSectionName[] = NODE_SLOW_SECTIONS
+const NODE_SECTION_SET = new Set<string>([...NODE_SECTIONS, ...SLOW_SECTIONS])
+
+/** What a simulated host is beyond its seed: its name (uname) and how many extra mounts and disks it has. */
+export interface ProcShape {
+  host?: string
+  /** tmpfs mounts added to the usual ones (a Kubernetes node has hundreds). Default 0. */
+  extraMounts?: number
+  /** NVMe disks added to the usual ones. Default 0. */
+  extraDisks?: number
+}
+
+interface SimDisk {
+  name: string
+  major: number
+  minor: number
+  /** Per-second rates of the 17 diskstats counters (0 for io_now). */
+  rates: Float64Array
+}
+
+interface SimMount {
+  device: string
+  mount: string
+  fstype: string
+  options: string
+  sizeKb: number
+}
 
 export class ProcModel {
   readonly cpus: number
@@ -69,8 +100,15 @@ export class ProcModel {
   #rx: number
   #tx: number
   #loRx: number
+  readonly #host: string
+  readonly #psi: boolean
+  readonly #disks: SimDisk[] = []
+  readonly #mounts: SimMount[] = []
+  readonly #vmRates: Float64Array
+  readonly #psiRates: Float64Array
+  readonly #filesMax: number
 
-  constructor(seed: number, nowMs: number) {
+  constructor(seed: number, nowMs: number, shape: ProcShape = {}) {
     const r = seededRandom(seed)
     this.#rand = r
     // 2..64 CPUs, weighted towards small machines as real fleets are.
@@ -99,6 +137,37 @@ export class ProcModel {
     this.#rx = Math.round(uptimeS * this.#rxRate * 0.6)
     this.#tx = Math.round(this.#rx * (0.3 + r() * 1.2))
     this.#loRx = Math.round(uptimeS * (100 + r() * 5000))
+    // The node_exporter sources draw from their own sequence, so the table's figures stay what they were.
+    const n = seededRandom(seed ^ 0x5bd1e995)
+    this.#host = shape.host ?? 'sim'
+    this.#psi = n() < 0.8
+    this.#filesMax = 1_000_000 + Math.floor(n() * 8_000_000)
+    this.#vmRates = Float64Array.from([40, 60, 0, 0, 2000, 0.05, 0], (x) => x * (0.2 + n() * 2))
+    this.#psiRates = Float64Array.from([20_000, 5_000, 3_000, 500, 200], (x) => x * n())
+    const disk = (name: string, major: number, minor: number): void => {
+      const rates = new Float64Array(17)
+      for (let k = 0; k < 17; k++) rates[k] = k === 8 ? 0 : (k === 2 || k === 6 ? 40_000 : 50) * n()
+      this.#disks.push({ name, major, minor, rates })
+    }
+    disk('vda', 254, 0)
+    disk('vda1', 254, 1)
+    if (n() < 0.5) disk('vdb', 254, 16)
+    for (let i = 0; i < (shape.extraDisks ?? 0); i++) disk(`nvme${i}n1`, 259, i)
+    disk('loop0', 7, 0)
+    const m = (device: string, mount: string, fstype: string, sizeKb: number, options = 'rw,relatime'): void => {
+      this.#mounts.push({ device, mount, fstype, options, sizeKb })
+    }
+    m('sysfs', '/sys', 'sysfs', 0, 'rw,nosuid,nodev,noexec,relatime')
+    m('proc', '/proc', 'proc', 0, 'rw,nosuid,nodev,noexec,relatime')
+    m('udev', '/dev', 'devtmpfs', 0, 'rw,nosuid,relatime')
+    m('tmpfs', '/run', 'tmpfs', Math.round(this.memTotalKb / 10), 'rw,nosuid,nodev,noexec,relatime')
+    m('/dev/vda1', '/', 'ext4', this.#diskKb, 'rw,relatime,errors=remount-ro')
+    m('tmpfs', '/dev/shm', 'tmpfs', Math.round(this.memTotalKb / 2), 'rw,nosuid,nodev')
+    m('/dev/vda15', '/boot/efi', 'vfat', 106_858)
+    if (n() < 0.3) m('/dev/vdb', '/srv/data\\040set', 'xfs', this.#diskKb * 4, 'ro,relatime')
+    for (let i = 0; i < (shape.extraMounts ?? 0); i++) {
+      m('tmpfs', `/var/lib/kubelet/pods/${i}/volumes/kubernetes.io~projected/kube-api-access`, 'tmpfs', 16_384)
+    }
   }
 
   /** Load (0..1) at a time, seconds since boot. */
@@ -279,6 +348,89 @@ export class ProcModel {
     return out
   }
 
+  /** Seconds since boot (the node counters grow with it, so they never go backwards). */
+  #t(): number {
+    return this.#uptimeS()
+  }
+
+  vmstat(): string {
+    const t = this.#t()
+    const names = ['pgpgin', 'pgpgout', 'pswpin', 'pswpout', 'pgfault', 'pgmajfault', 'oom_kill']
+    let out = 'nr_free_pages 123456\nnr_zone_inactive_anon 4567\n'
+    for (let k = 0; k < names.length; k++) out += `${names[k]} ${Math.floor(t * this.#vmRates[k]!)}\n`
+    return `${out}pgsteal_kswapd 0\nthp_fault_alloc 12\n`
+  }
+
+  filefd(): string {
+    return `${1000 + (this.#forks % 5000)}\t0\t${this.#filesMax}\n`
+  }
+
+  /** /proc/pressure/<res>, or '' where the host has no PSI. */
+  psi(res: 'cpu' | 'io' | 'memory'): string {
+    if (!this.#psi) return ''
+    const t = this.#t()
+    const [some, full] = res === 'cpu' ? [0, -1] : res === 'io' ? [1, 2] : [3, 4]
+    const line = (kind: string, rate: number): string =>
+      `${kind} avg10=0.00 avg60=0.00 avg300=0.00 total=${Math.floor(t * rate)}\n`
+    return line('some', this.#psiRates[some]!) + line('full', full < 0 ? 0 : this.#psiRates[full]!)
+  }
+
+  diskstats(): string {
+    const t = this.#t()
+    let out = ''
+    for (const d of this.#disks) {
+      const v = Array.from(d.rates, (x, k) => (k === 8 ? 0 : Math.floor(t * x)))
+      out += `${String(d.major).padStart(4)} ${String(d.minor).padStart(7)} ${d.name} ${v.join(' ')}\n`
+    }
+    return out
+  }
+
+  nohandler(): string {
+    return 'eth0 0\n'
+  }
+
+  time(): string {
+    return `${(this.#lastMs / 1000).toFixed(6)}\n`
+  }
+
+  mounts(): string {
+    return this.#mounts.map((m) => `${m.device} ${m.mount} ${m.fstype} ${m.options} 0 0\n`).join('')
+  }
+
+  /** statfs lines for the mounts node_exporter keeps (the sim's loop applies the same exclusions). */
+  statfs(): string {
+    let out = ''
+    for (const m of this.#mounts) {
+      if (m.sizeKb === 0) continue
+      const blocks = Math.floor(m.sizeKb / 4)
+      const free = Math.floor(blocks * (1 - this.#diskUsed * 0.8))
+      const files = Math.floor(m.sizeKb / 16)
+      out += `4096 ${blocks} ${free} ${Math.floor(free * 0.95)} ${files} ${Math.floor(files * 0.9)} ${m.mount.replaceAll('\\040', ' ')}\n`
+    }
+    return out
+  }
+
+  uname(): string {
+    return `Linux\n${this.#host}\n6.1.0-18-amd64\n#1 SMP PREEMPT_DYNAMIC Debian 6.1.76-1 (2024-02-01)\nx86_64\n(none)\n`
+  }
+
+  osrelease(): string {
+    return (
+      'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nVERSION_ID="12"\n' +
+      'VERSION="12 (bookworm)"\nVERSION_CODENAME=bookworm\nID=debian\n'
+    )
+  }
+
+  udev(): string {
+    let out = ''
+    for (const d of this.#disks) {
+      if (d.major !== 254 || d.minor % 16 !== 0) continue
+      const k = `${d.major}:${d.minor}`
+      out += `${k} ID_PATH=pci-0000:00:0${4 + d.minor / 16}.0\n${k} ID_SERIAL_SHORT=kay${d.minor}\n`
+    }
+    return out
+  }
+
   /** One source's content, by section name. */
   section(name: SectionName, dfAll = false): string {
     switch (name) {
@@ -296,6 +448,34 @@ export class ProcModel {
         return this.df(dfAll)
       case 'ps':
         return this.ps()
+      case 'procnetdev':
+        return this.netdev()
+      case 'nohandler':
+        return this.nohandler()
+      case 'vmstat':
+        return this.vmstat()
+      case 'filefd':
+        return this.filefd()
+      case 'psi-cpu':
+        return this.psi('cpu')
+      case 'psi-io':
+        return this.psi('io')
+      case 'psi-memory':
+        return this.psi('memory')
+      case 'diskstats':
+        return this.diskstats()
+      case 'time':
+        return this.time()
+      case 'mounts':
+        return this.mounts()
+      case 'statfs':
+        return this.statfs()
+      case 'uname':
+        return this.uname()
+      case 'osrelease':
+        return this.osrelease()
+      case 'udev':
+        return this.udev()
     }
   }
 }
@@ -361,7 +541,10 @@ export function renderSections(
 ): Buffer {
   const parts: Buffer[] = []
   for (const name of names) {
-    const content = corruptSection(name, model.section(name, dfAll), fault)
+    const raw = model.section(name, dfAll)
+    // A node section whose source the host lacks is left out, as the loops leave it out.
+    if (raw === '' && NODE_SECTION_SET.has(name)) continue
+    const content = corruptSection(name, raw, fault)
     parts.push(Buffer.from(`@@kay ${name}\n`))
     const body = typeof content === 'string' ? Buffer.from(content) : content
     parts.push(body)

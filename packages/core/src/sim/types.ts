@@ -62,6 +62,10 @@ export interface SimHostSettings {
   authMethods?: SimAuthMethod[]
   /** Offer only 'password' (overrides `authMethods`). */
   passwordOnly?: boolean
+  /** tmpfs mounts the host has besides the usual ones (read when its /proc model is made: set it at start). Default 0. */
+  extraMounts?: number
+  /** NVMe disks the host has besides the usual ones (read when its /proc model is made: set it at start). Default 0. */
+  extraDisks?: number
 }
 
 /** The settings with every field present. */

@@ -1,5 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { type CollectorOptions, HostCollector } from '../../src/collection/collector.js'
+import { NodeSink } from '../../src/collection/series-writer.js'
 import { HostActor } from '../../src/connection/actor.js'
 import { LocalDialGate } from '../../src/connection/dial-gate.js'
 import { type SimFleet, startSimFleet } from '../../src/sim/index.js'
@@ -15,7 +16,7 @@ beforeAll(async () => {
   const c = clientIdentity()
   identity = c.identity
   fleet = await startSimFleet({
-    hosts: 9,
+    hosts: 10,
     authorizedKeys: [c.publicKey],
     hostOverrides: {
       1: { streamFlavours: ['sh'] },
@@ -25,6 +26,8 @@ beforeAll(async () => {
       6: { streamFlavours: ['bash', 'sh'] },
       7: { streamFlavours: ['python', 'awk', 'bash', 'sh'] },
       8: { streamFlavours: ['awk', 'bash', 'sh'] },
+      // A Kubernetes-sized host: 300 more mounts, 500 more disks.
+      9: { extraMounts: 300, extraDisks: 500 },
     },
   })
 })
@@ -160,6 +163,48 @@ describe('HostCollector', () => {
     const d = await c.detail()
     expect(d.perCpuPct.length).toBe(d.metrics.cpus)
     expect(a.status().handshakes).toBe(1)
+  })
+})
+
+describe('node collections', () => {
+  /** Series per family of the host's last tick (written once: call it once per tick). */
+  const familyCounts = (c: HostCollector): Map<string, number> => {
+    const sink = new NodeSink()
+    c.nodeSeries!.writeTo(sink)
+    const { families, parts } = sink.take()
+    return new Map(families.map((f, i) => [f, Buffer.from(parts[i]!).toString('utf8').split('\n').length - 1]))
+  }
+
+  it('fits a host with 300 more mounts and 500 more disks in a frame, every mount and disk in', async () => {
+    const { c } = await collectorFor(9, { node: true })
+    await settleStream(c)
+    expect(c.mode).toBe('stream-perl')
+    await c.collect()
+    const counts = familyCounts(c)
+    expect(counts.get('node_filesystem_size_bytes')).toBeGreaterThan(300)
+    expect(counts.get('node_disk_reads_completed_total')).toBeGreaterThan(500)
+    expect(c.nodeSeries!.overLimit).toBe(0)
+  })
+
+  it('refuses a frame past the cap with a typed error for that host, never cutting it silently', async () => {
+    const { c } = await collectorFor(9, { node: true, maxFrameBytes: 64 * 1024 })
+    const err = await c.collect().catch((e: unknown) => e)
+    expect(err).toMatchObject({ code: 'KAY_OUTPUT_LIMIT', host: fleet.hosts[9]!.name })
+    expect(familyCounts(c).get('node_filesystem_size_bytes')).toBeUndefined()
+  })
+
+  it('keeps the slow families between slow ticks and asks for them every slowEvery ticks', async () => {
+    const { c } = await collectorFor(0, { node: true, slowEvery: 3 })
+    await settleStream(c)
+    const asked: number[] = []
+    const before = fleet.host(0).stats().streamRequests
+    for (let i = 0; i < 6; i++) {
+      await c.collect()
+      asked.push(familyCounts(c).get('node_uname_info') ?? 0)
+    }
+    expect(fleet.host(0).stats().streamRequests - before).toBe(6)
+    // Written on every tick, whether this tick brought them or an earlier one did.
+    expect(asked).toEqual([1, 1, 1, 1, 1, 1])
   })
 })
 

@@ -5,14 +5,16 @@
  */
 import { EventEmitter } from 'node:events'
 import { describe, expect, it } from 'vitest'
-import { HostCollector } from '../../src/collection/collector.js'
-import { type HostMetrics, identifyCommand } from '../../src/collection/index.js'
+import { type CollectorOptions, HostCollector } from '../../src/collection/collector.js'
+import { type HostMetrics, identifyCommand, scriptOf } from '../../src/collection/index.js'
 import type { HostActor } from '../../src/connection/actor.js'
 import { NotReadyError } from '../../src/errors.js'
 import { syntheticFrame } from '../fixtures/proc/frames.js'
 import { ManualClock } from '../support/manual-clock.js'
 
 const BODY = syntheticFrame()
+/** What a node request with the slow sections brings besides (uname marks the slow sections). */
+const SLOW = '@@kay uname\nLinux\nfake\n6.1\n#1\nx86_64\n(none)\n'
 
 class FakeChannel extends EventEmitter {
   readonly stderr = { resume() {} }
@@ -27,7 +29,8 @@ class FakeChannel extends EventEmitter {
     this.writes.push(line)
     if (this.mode === 'answer') {
       const seq = line.split(/[ \n]/)[0]
-      queueMicrotask(() => this.emit('data', Buffer.from(`${BODY}@@kay-end ${this.token} ${seq}\n`)))
+      const body = line.includes('slow') ? BODY + SLOW : BODY
+      queueMicrotask(() => this.emit('data', Buffer.from(`${body}@@kay-end ${this.token} ${seq}\n`)))
     }
     return true
   }
@@ -41,6 +44,7 @@ class FakeActor extends EventEmitter {
   state = 'ready'
   channel: FakeChannel | undefined
   runs = 0
+  readonly commands: string[] = []
   suspects = 0
   reserved = 0
   notReady() {
@@ -56,9 +60,11 @@ class FakeActor extends EventEmitter {
   suspect() {
     this.suspects++
   }
-  run() {
+  run(command: string) {
     this.runs++
-    return Promise.resolve({ stdout: BODY, stderr: '', exitCode: 0, signal: null, durationMs: 1 })
+    this.commands.push(command)
+    const stdout = (scriptOf(command) ?? command).startsWith(': kay-collect v1 node slow;') ? BODY + SLOW : BODY
+    return Promise.resolve({ stdout, stderr: '', exitCode: 0, signal: null, durationMs: 1 })
   }
   openExec(command: string, setup?: (c: FakeChannel) => void): Promise<FakeChannel> {
     const id = identifyCommand(command)
@@ -73,13 +79,14 @@ class FakeActor extends EventEmitter {
 const flush = () => new Promise((r) => setImmediate(r))
 
 /** A collector whose stream is up (the first tick went over exec and opened it). */
-async function withStream() {
+async function withStream(extra: Partial<CollectorOptions> = {}) {
   const clock = new ManualClock()
   const actor = new FakeActor()
   const collector = new HostCollector(actor as unknown as HostActor, {
     clock,
     flavours: ['perl'],
     streamTimeoutMs: 500,
+    ...extra,
   })
   await collector.collect()
   expect(collector.mode).toBe('exec')
@@ -161,3 +168,52 @@ describe('HostCollector stream requests', () => {
     collector.close()
   })
 })
+
+describe('HostCollector node requests', () => {
+  const words = (line: string) => line.trim().split(' ').slice(1).join(' ')
+
+  it('asks for the node sources on every request, and for the slow ones at first and then every slowEvery ticks', async () => {
+    const { actor, collector, channel } = await withStream({ node: true, slowEvery: 3 })
+    for (let i = 0; i < 6; i++) await collector.collect()
+    // The first tick (exec) brought the slow sections; the probe's request comes second.
+    expect(actor.commands.map(sent)).toEqual([expect.stringMatching(/^: kay-collect v1 node slow;/)])
+    expect(channel.writes.map(words)).toEqual([
+      'node',
+      'node',
+      'node slow',
+      'node',
+      'node',
+      'node slow',
+      'node',
+      'node',
+    ])
+    collector.close()
+  })
+
+  it('stops asking for the slow sections for a minute, doubling, after a slow request got no answer', async () => {
+    const { clock, actor, collector, channel } = await withStream({ node: true, slowEvery: 1000 })
+    expect(collector.nodeSeries!.hasSlow).toBe(true)
+    channel.mode = 'silent'
+    // Nothing kept: the next request asks for the slow sections, and gets no answer.
+    collector.nodeSeries!.dropSlow()
+    const tick = collector.collect(2000)
+    await flush()
+    clock.advance(500)
+    await tick
+    expect(channel.writes.map(words).at(-1)).toBe('node slow')
+    // The tick fell back to exec without them, and so do the next ones (the stream reopens later).
+    await collector.collect()
+    clock.advance(59_000)
+    await collector.collect()
+    expect(actor.commands.slice(1).map((c) => sent(c).slice(0, 22))).toEqual(Array(3).fill(': kay-collect v1 node;'))
+    clock.advance(1000)
+    await collector.collect()
+    expect(sent(actor.commands.at(-1) as string)).toMatch(/^: kay-collect v1 node slow;/)
+    collector.close()
+  })
+})
+
+/** A command as kay wrote it, before the login-shell wrapping. */
+function sent(command: string): string {
+  return scriptOf(command) ?? command
+}

@@ -392,8 +392,8 @@ describe('the python loop without statvfs', () => {
     const token = randomStreamToken()
     const script = scriptOf(streamCommand('python', token))!
     const failing = script.replace(
-      'import os,sys\n',
-      'import os,sys\ndef nostatvfs(p):raise OSError(38,"refused")\nos.statvfs=nostatvfs\n',
+      'import os,sys,re,time\n',
+      'import os,sys,re,time\ndef nostatvfs(p):raise OSError(38,"refused")\nos.statvfs=nostatvfs\n',
     )
     expect(failing).not.toBe(script)
     await expectForkedDf(forAnyLoginShell(failing), token)
