@@ -1,9 +1,10 @@
 import type { ClientChannel } from 'ssh2'
 import { type Clock, systemClock, type TimerHandle } from '../clock.js'
-import type { HostActor } from '../connection/actor.js'
+import type { HostActor, RunResult } from '../connection/actor.js'
 import { backoffDelay } from '../connection/backoff.js'
-import { KayError, ParseError, StreamError, TimeoutError } from '../errors.js'
-import type { CollectMode } from '../types.js'
+import type { DialGate, DialSlot } from '../connection/dial-gate.js'
+import { ClosedError, isKayError, KayError, NotReadyError, ParseError, StreamError, TimeoutError } from '../errors.js'
+import type { CollectMode, CollectPhase } from '../types.js'
 import {
   COLLECT_COMMAND,
   computeMetrics,
@@ -41,13 +42,33 @@ export interface CollectorOptions {
   flavours?: StreamFlavour[]
   /** Ask for the `df` section every Nth stream request (df forks on the host). Default DF_EVERY (12). */
   dfEvery?: number
-  /** Longest wait for a stream frame before falling back to exec for the tick, ms. Default 2000. */
+  /**
+   * A stream request's own deadline, ms. A tick whose deadline comes first reports KAY_TIMEOUT and leaves the
+   * request in flight (its frame serves the next tick); past this one the stream is deemed broken: it is closed, the
+   * host collects over exec and the stream is probed again later. Default 15000.
+   */
   streamTimeoutMs?: number
+  /**
+   * One flavour's probe: its channel opened and its first frame back, ms. A probe that times out ends the probing
+   * for now (the host is too slow or swallows the loop); one whose channel closes tries the next flavour. Default 20000.
+   */
+  probeTimeoutMs?: number
+  /** An exec collection's own deadline (waiting for a work slot included), ms; not a tick's. Default 30000. */
+  execTimeoutMs?: number
   /** Largest accepted frame / exec output, bytes. Default 256 KiB. */
   maxFrameBytes?: number
   /** Stream re-open backoff window base and cap, ms. Defaults 5 s and 5 min. */
   reopenBaseMs?: number
   reopenCapMs?: number
+  /**
+   * The fleet-wide bound on remote work (docs/adr/0008-cold-start-converges.md): a stream probe or an exec collection
+   * takes a slot before it opens its channel and gives it back when it is done (or after `workSlotMs`). Default: none.
+   */
+  workGate?: DialGate
+  /** Longest a piece of work keeps its work slot, ms, so a few stuck hosts cannot hold every slot. Default 10000. */
+  workSlotMs?: number
+  /** Told every change of {@link HostCollector.phase}. */
+  onPhase?: (phase: CollectPhase | undefined) => void
 }
 
 interface OpenStream {
@@ -60,28 +81,32 @@ interface OpenStream {
   /** The channel closed (e.g. the interpreter is missing: exit 127 before the first request). */
   closed: boolean
   /**
-   * The request in flight (0: none), who gets its outcome (the frame's body or the error) and its deadline.
-   * Fields of the stream, not an object per request: a tick on a steady stream allocates only its timer.
+   * The request in flight (0: none), who gets its outcome (the frame's body or the error) and its own deadline (epoch
+   * ms; 0 for a probe's first request, which the probe times itself). Fields of the stream, not an object per
+   * request: a tick on a steady stream allocates only its timer.
    */
   pendingSeq: number
   onOutcome: ((outcome: string | KayError) => void) | undefined
-  timer: TimerHandle | undefined
-  timeoutMs: number
-  /** The deadline's callback, made once per stream. */
-  onTimeout: () => void
-  /** The tick the request in flight serves (its caller, start and whole deadline), for the exec fallback. */
-  tickDone: CollectDone | undefined
-  tickStarted: number
-  tickTimeoutMs: number
+  deadline: number
   /** `onOutcome` for a tick's request, made once per stream. */
   onTick: (outcome: string | KayError) => void
 }
 
+type ProbeOutcome = { s: OpenStream; body: string } | 'failed' | 'timeout'
+
+const noop = () => {}
+
 /**
- * Collects one host's metrics on its actor's pooled connection. In stream mode, one long-lived exec channel
- * runs a small loop (docs/collection-protocol.md); each tick is one request line and one frame back, so the
- * host forks nothing per tick. The flavour is probed once per connection, in the background; until a stream
- * is up (or when it fails) the tick is collected with a new exec channel, so no tick is lost.
+ * Collects one host's metrics on its actor's pooled connection. In stream mode, one long-lived exec channel runs a
+ * small loop (docs/collection-protocol.md); each tick is one request line and one frame back, so the host forks
+ * nothing per tick.
+ *
+ * The policy (docs/adr/0008-cold-start-converges.md): the stream is probed as soon as the connection is ready, with
+ * its own deadline, and the probe's first frame answers the ticks waiting for it; a tick never starts competing work
+ * while the stream is being opened, it reports the host's phase instead (KAY_NOT_READY, `starting` or `probing`).
+ * Without a stream, a tick is collected over exec, one exec at a time per host, on its own deadline: a tick that
+ * cannot wait for it reports KAY_TIMEOUT and the result serves the next tick. Probes and execs take a slot of the
+ * fleet-wide work gate, so cold start and overload never start more remote work at once than it allows.
  */
 export class HostCollector {
   readonly #actor: HostActor
@@ -91,18 +116,45 @@ export class HostCollector {
   readonly #flavours: readonly StreamFlavour[]
   readonly #dfEvery: number
   readonly #streamTimeoutMs: number
+  readonly #probeTimeoutMs: number
+  readonly #execTimeoutMs: number
   readonly #maxFrameBytes: number
   readonly #reopenBaseMs: number
   readonly #reopenCapMs: number
+  readonly #workGate: DialGate | undefined
+  readonly #workSlotMs: number
+  readonly #onPhase: ((phase: CollectPhase | undefined) => void) | undefined
 
   #prev: RawSample | undefined
   /** The sample before #prev, overwritten by the next tick's parse (parseTickSample's `into`): ticks allocate none. */
   #spare: RawSample | undefined
   #prevDetail: RawSample | undefined
   #stream: OpenStream | undefined
+  #phase: CollectPhase | undefined
+  /** Bumped when the connection goes and on close: work started before then is stale and reports to nobody. */
+  #gen = 0
   #probing = false
+  /** Cuts the probe short: its wait for a work slot, or the flavour attempt in flight. */
+  #probeAbort: AbortController | undefined
+  /** The stream was closed to let a drill-in have the host's only session; it is probed again after it. */
+  #yielding = false
+  /** The host refused a session beside the stream (MaxSessions 1): drill-ins close the stream first. */
+  #sessionLimit = false
+  /** The connection generation in which the stream (or its probe) reserved a channel; -1 for none. */
+  #reservedGen = -1
+  #execBusy = false
   #streamFailures = 0
-  #reopenAt = 0
+  #reopenTimer: TimerHandle | undefined
+  /** Ticks waiting for the collection in flight and their deadlines: parallel arrays, reused (no allocation per tick). */
+  readonly #waitDone: CollectDone[] = []
+  readonly #waitUntil: number[] = []
+  #timer: TimerHandle | undefined
+  #timerAt = 0
+  readonly #onTimer = () => this.#expire()
+  /** A tick ended unanswered since the last answer: the next result is kept for the next tick. */
+  #unanswered = false
+  /** A result that came after its tick had given up, for the next tick. */
+  #late: { metrics: HostMetrics | undefined; error: unknown; at: number } | undefined
   #mode: CollectMode | undefined
   #closed = false
   /** Frames dropped as stale, forged or unexpected (never attributed to a tick). */
@@ -115,23 +167,36 @@ export class HostCollector {
     this.#pref = opts.mode ?? 'stream'
     this.#flavours = opts.flavours ?? STREAM_FLAVOURS
     this.#dfEvery = opts.dfEvery ?? DF_EVERY
-    this.#streamTimeoutMs = opts.streamTimeoutMs ?? 2000
+    this.#streamTimeoutMs = opts.streamTimeoutMs ?? 15_000
+    this.#probeTimeoutMs = opts.probeTimeoutMs ?? 20_000
+    this.#execTimeoutMs = opts.execTimeoutMs ?? 30_000
     this.#maxFrameBytes = opts.maxFrameBytes ?? 256 * 1024
     this.#reopenBaseMs = opts.reopenBaseMs ?? 5000
     this.#reopenCapMs = opts.reopenCapMs ?? 300_000
+    this.#workGate = opts.workGate
+    this.#workSlotMs = opts.workSlotMs ?? 10_000
+    this.#onPhase = opts.onPhase
     actor.on('state', (s) => {
-      if (s.state !== 'ready') this.#dropStream()
+      if (s.state === 'ready') this.#onReady()
+      else this.#drop()
     })
+    if (actor.state === 'ready') this.#onReady()
   }
 
-  /** How the last tick was collected (undefined before the first). */
+  /** How the last sample was collected (undefined before the first). */
   get mode(): CollectMode | undefined {
     return this.#mode
   }
 
+  /** Where the collection stands while the connection is ready (undefined while it is not). */
+  get phase(): CollectPhase | undefined {
+    return this.#phase
+  }
+
   /**
    * One tick: metrics now (CPU % and rates against the previous sample). Rejects at once with KAY_NOT_READY when
-   * the connection is down, KAY_PARSE_ERROR when the host's output does not parse, KAY_TIMEOUT past `timeoutMs`.
+   * the connection is down, with KAY_NOT_READY (details.state `starting` or `probing`) when the stream is still being
+   * opened past `timeoutMs`, KAY_PARSE_ERROR when the host's output does not parse, KAY_TIMEOUT past `timeoutMs`.
    */
   collect(timeoutMs = 10_000): Promise<HostMetrics> {
     return new Promise((resolve, reject) => {
@@ -144,179 +209,328 @@ export class HostCollector {
    * tick is one request line, one frame and `done`, with no promise in between.
    */
   collectTo(timeoutMs: number, done: CollectDone): void {
-    if (this.#actor.state !== 'ready') {
-      done(undefined, this.#actor.notReady())
+    if (this.#actor.state !== 'ready' || this.#closed) {
+      done(undefined, this.#closed ? new ClosedError(`${this.#actor.id}: collector closed`) : this.#actor.notReady())
       return
     }
-    const started = this.#clock.now()
+    const now = this.#clock.now()
+    const late = this.#late
+    if (late !== undefined) {
+      this.#late = undefined
+      if (now - late.at <= timeoutMs) {
+        done(late.metrics, late.error)
+        return
+      }
+    }
+    // Waiting first: a request that fails at once (a closed stream) hands the tick to an exec collection.
+    this.#waitDone.push(done)
+    this.#waitUntil.push(now + timeoutMs)
     const s = this.#stream
-    if (s && s.pendingSeq === 0) {
-      s.tickDone = done
-      s.tickStarted = started
-      s.tickTimeoutMs = timeoutMs
-      this.#request(s, Math.min(this.#streamTimeoutMs, Math.max(1, Math.floor(timeoutMs / 2))), s.onTick)
-      return
+    if (s !== undefined) {
+      if (s.pendingSeq === 0) this.#request(s, now + this.#streamTimeoutMs, s.onTick)
+    } else if (!this.#probing && !this.#yielding && !this.#execBusy) {
+      this.#startExec()
     }
-    this.#collectExec(started, timeoutMs, done)
+    this.#arm()
   }
 
-  /** A tick's stream request settled: the frame's metrics, or (the stream failed) the tick over exec. */
-  #onTickOutcome(s: OpenStream, outcome: string | KayError): void {
-    const done = s.tickDone!
-    s.tickDone = undefined
+  /** A tick's stream request settled: the frame's metrics, or (the stream failed) an exec collection for its ticks. */
+  #onStreamOutcome(s: OpenStream, outcome: string | KayError): void {
     if (typeof outcome === 'string') {
-      this.#mode = s.mode
       this.#streamFailures = 0
-      this.#finish(outcome, done)
+      this.#deliverText(outcome, s.mode)
       return
     }
-    // The stream failed this tick: it is closed; the tick falls back to exec and the stream reopens later.
     // A frame that never came may mean a dead path: have the actor probe now, not after an idle interval.
     if (outcome.code === 'KAY_TIMEOUT') this.#actor.suspect()
-    this.#streamFailed()
-    this.#collectExec(s.tickStarted, s.tickTimeoutMs, done)
+    this.#streamFailed(s)
   }
 
-  /** The tick on a new exec channel, within what is left of its deadline. */
-  #collectExec(started: number, timeoutMs: number, done: CollectDone): void {
-    const left = timeoutMs - (this.#clock.now() - started)
-    if (left <= 0) {
-      done(undefined, new TimeoutError(`${this.#actor.id}: collection timed out`, { host: this.#actor.id }))
-      return
-    }
-    this.#actor.run(COLLECT_COMMAND, { timeoutMs: left, maxOutputBytes: this.#maxFrameBytes }).then(
-      (r) => {
-        this.#mode = 'exec'
-        this.#maybeOpenStream()
-        this.#finish(r.stdout, done)
-      },
-      (err: unknown) => done(undefined, err),
-    )
-  }
-
-  #finish(text: string, done: CollectDone): void {
-    let m: HostMetrics
+  /** A collection's output became a result: it answers the waiting ticks. */
+  #deliverText(text: string, mode: CollectMode): void {
+    this.#mode = mode
+    let m: HostMetrics | undefined
+    let err: unknown
     try {
       m = this.#toMetrics(text)
-    } catch (err) {
-      done(undefined, this.#forHost(err))
-      return
+    } catch (e) {
+      err = this.#forHost(e)
     }
-    done(m)
+    this.#deliver(m, err)
   }
 
   /**
-   * Drill-in detail on a new channel of the same connection (no second handshake). CPU % and rates come against
-   * the last sample; per-core % against the previous drill-in's sample, since ticks parse only the aggregate cpu
-   * line: the first drill-in of a host has `perCpuPct` empty, the next ones fill it.
+   * Answers every waiting tick with this result. With none waiting, the result is kept for the next tick if a tick
+   * gave up on it (an overloaded host's answer is worth more late than a new session started for it).
    */
-  async detail(timeoutMs = 10_000): Promise<HostDetail> {
-    const r = await this.#actor.run(DETAIL_COMMAND, { timeoutMs, maxOutputBytes: 1024 * 1024 })
-    const at = this.#clock.now()
-    try {
-      const { detail, sample } = parseDetailSample(parseSections(r.stdout), this.#prevDetail ?? this.#prev, at)
-      this.#prevDetail = sample
-      return detail
-    } catch (err) {
-      throw this.#forHost(err)
-    }
-  }
-
-  /** Parse errors name the host they came from. */
-  #forHost(err: unknown): unknown {
-    if (err instanceof KayError && err.host === undefined) {
-      return new ParseError(err.message, { host: this.#actor.id, details: err.details })
-    }
-    return err
-  }
-
-  /** A tick's metrics from its output; throws what the parse throws (named for the host by `#finish`). */
-  #toMetrics(text: string): HostMetrics {
-    const at = this.#clock.now()
-    const sample = parseTickSample(text, at, this.#spare)
-    // computeMetrics carries the last df figure forward (df is asked for only every Nth tick).
-    const m = computeMetrics(this.#prev, sample)
-    this.#spare = this.#prev
-    this.#prev = sample
-    return m
-  }
-
-  /** Writes the next request line; `onOutcome` gets its frame's body or the error, exactly once. */
-  #request(s: OpenStream, timeoutMs: number, onOutcome: (outcome: string | KayError) => void): void {
-    if (s.closed) {
-      onOutcome(new StreamError(`${this.#actor.id}: collection stream closed`, { host: this.#actor.id }))
+  #deliver(m: HostMetrics | undefined, err: unknown): void {
+    const n = this.#waitDone.length
+    if (n === 0) {
+      if (this.#unanswered) this.#late = { metrics: m, error: err, at: this.#clock.now() }
+      this.#arm()
       return
     }
-    const seq = ++s.seq
-    s.pendingSeq = seq
-    s.onOutcome = onOutcome
-    s.timeoutMs = timeoutMs
-    s.timer = this.#clock.setTimeout(s.onTimeout, timeoutMs)
-    s.decoder.expect(seq)
-    try {
-      s.channel.write(streamRequest(seq, wantsDf(seq, this.#dfEvery)))
-    } catch (err) {
-      // A channel that throws on write (destroyed under us) fails this request like a close would.
-      const msg = `${this.#actor.id}: collection stream write failed: ${(err as Error)?.message ?? String(err)}`
-      this.#settle(s, new StreamError(msg, { host: this.#actor.id }))
+    this.#unanswered = false
+    const fns = this.#waitDone
+    // Taken out before they are called: a callback may already start the next tick on this collector.
+    if (n === 1) {
+      const done = fns[0]!
+      fns.length = 0
+      this.#waitUntil.length = 0
+      done(m, err)
+    } else {
+      const all = fns.slice()
+      fns.length = 0
+      this.#waitUntil.length = 0
+      for (const done of all) done(m, err)
     }
+    this.#arm()
   }
 
-  /** {@link #request} as a promise (the probe's first request). */
-  #requestOnce(s: OpenStream, timeoutMs: number): Promise<string> {
-    return new Promise((resolve, reject) => {
-      this.#request(s, timeoutMs, (outcome) => (typeof outcome === 'string' ? resolve(outcome) : reject(outcome)))
-    })
+  /** The one timer: at the earliest of the waiting ticks' deadlines and the stream request's own. */
+  #arm(): void {
+    let at = Number.POSITIVE_INFINITY
+    const until = this.#waitUntil
+    for (let i = 0; i < until.length; i++) if (until[i]! < at) at = until[i]!
+    const s = this.#stream
+    if (s !== undefined && s.pendingSeq !== 0 && s.deadline !== 0 && s.deadline < at) at = s.deadline
+    if (at === Number.POSITIVE_INFINITY) {
+      if (this.#timer !== undefined) {
+        this.#clock.clearTimeout(this.#timer)
+        this.#timer = undefined
+      }
+      return
+    }
+    if (this.#timer !== undefined) {
+      if (this.#timerAt === at) return
+      this.#clock.clearTimeout(this.#timer)
+    }
+    this.#timerAt = at
+    this.#timer = this.#clock.setTimeout(this.#onTimer, Math.max(0, at - this.#clock.now()))
   }
 
-  /** Settles the request in flight, if any: with its frame's body, or failed with an error. */
-  #settle(s: OpenStream, outcome: string | KayError): void {
-    if (s.pendingSeq === 0) return
-    const onOutcome = s.onOutcome!
-    this.#clock.clearTimeout(s.timer)
-    s.pendingSeq = 0
-    s.onOutcome = undefined
-    s.timer = undefined
-    onOutcome(outcome)
-  }
-
-  #maybeOpenStream(): void {
-    if (this.#pref !== 'stream' || this.#stream || this.#probing || this.#closed) return
-    if (this.#clock.now() < this.#reopenAt) return
-    if (!this.#actor.reserveChannel()) return
-    this.#probing = true
-    void this.#probe().finally(() => {
-      this.#probing = false
-    })
-  }
-
-  async #probe(): Promise<void> {
-    for (const flavour of this.#flavours) {
-      if (this.#closed || this.#actor.state !== 'ready') break
-      const s = await this.#open(flavour).catch(() => undefined)
-      if (!s) continue
-      try {
-        await this.#requestOnce(s, this.#streamTimeoutMs * 2)
-        if (this.#closed || this.#actor.state !== 'ready') {
-          s.channel.close()
-          break
-        }
-        this.#stream = s
-        return
-      } catch {
-        try {
-          s.channel.close()
-        } catch {}
+  /** Ticks past their deadline get the host's state; a stream request past its own deadline fails the stream. */
+  #expire(): void {
+    this.#timer = undefined
+    const now = this.#clock.now()
+    const fns = this.#waitDone
+    const until = this.#waitUntil
+    let expired: CollectDone[] | undefined
+    let kept = 0
+    for (let i = 0; i < fns.length; i++) {
+      if (until[i]! <= now) {
+        expired ??= []
+        expired.push(fns[i]!)
+      } else {
+        fns[kept] = fns[i]!
+        until[kept] = until[i]!
+        kept++
       }
     }
-    // No flavour works on this host now: exec per tick, and try again later.
-    this.#actor.releaseReservedChannel()
-    this.#scheduleReopen()
+    fns.length = kept
+    until.length = kept
+    const s = this.#stream
+    if (expired !== undefined) {
+      this.#unanswered = true
+      const err = this.#tickError()
+      if (s !== undefined && s.pendingSeq !== 0) this.#actor.suspect()
+      for (const done of expired) done(undefined, err)
+    }
+    if (s !== undefined && this.#stream === s && s.pendingSeq !== 0 && s.deadline !== 0 && s.deadline <= now) {
+      const msg = `${this.#actor.id}: stream frame ${s.pendingSeq} not complete in ${this.#streamTimeoutMs} ms`
+      this.#settle(s, new TimeoutError(msg, { host: this.#actor.id }))
+    }
+    this.#arm()
   }
 
-  #open(flavour: StreamFlavour): Promise<OpenStream> {
+  /** What a tick that cannot wait any longer is told: what the host is doing. */
+  #tickError(): KayError {
+    const host = this.#actor.id
+    if (this.#stream !== undefined) {
+      return new TimeoutError(`${host}: no frame from the collection stream in time (the request is still in flight)`, {
+        host,
+      })
+    }
+    if (this.#probing || this.#yielding) {
+      const phase = this.#phase === 'probing' ? 'probing' : 'starting'
+      const why = phase === 'probing' ? 'opening the collection stream' : 'waiting for a work slot'
+      return new NotReadyError(`${host}: not ready (collection ${phase}: ${why})`, { host, details: { state: phase } })
+    }
+    const msg = `${host}: exec collection not done in time (it keeps its own ${this.#execTimeoutMs} ms deadline; its result serves the next tick)`
+    return new TimeoutError(msg, { host })
+  }
+
+  #setPhase(phase: CollectPhase | undefined): void {
+    if (this.#phase === phase) return
+    this.#phase = phase
+    this.#onPhase?.(phase)
+  }
+
+  // ------------------------------------------------------------------------------------------ exec collection
+
+  /** One exec collection, on its own deadline; its result answers whichever ticks wait for it then. */
+  #startExec(): void {
+    this.#execBusy = true
+    void this.#execCollect(this.#gen)
+  }
+
+  async #execCollect(gen: number): Promise<void> {
+    const started = this.#clock.now()
+    let text: string | undefined
+    let error: unknown
+    let release: (() => void) | undefined
+    try {
+      release = await this.#workSlot(this.#execTimeoutMs)
+      if (gen === this.#gen) {
+        const left = Math.max(1, this.#execTimeoutMs - (this.#clock.now() - started))
+        text = (await this.#actor.run(COLLECT_COMMAND, { timeoutMs: left, maxOutputBytes: this.#maxFrameBytes })).stdout
+      }
+    } catch (err) {
+      error = err
+    } finally {
+      release?.()
+    }
+    if (gen !== this.#gen) return
+    this.#execBusy = false
+    if (text !== undefined) this.#deliverText(text, 'exec')
+    else this.#deliver(undefined, error)
+  }
+
+  /**
+   * A work slot (a no-op when there is no gate), given back by the function returned or after `workSlotMs`. Waits at
+   * most `waitMs` (rejecting with KAY_TIMEOUT), or until `signal` fires (KAY_ABORTED).
+   */
+  async #workSlot(waitMs: number | undefined, signal?: AbortSignal): Promise<() => void> {
+    const gate = this.#workGate
+    if (gate === undefined) return noop
+    let slot: DialSlot | null = gate.tryAcquire()
+    if (slot === null) {
+      const ac = new AbortController()
+      const onAbort = () => ac.abort()
+      signal?.addEventListener('abort', onAbort, { once: true })
+      const timer = waitMs === undefined ? undefined : this.#clock.setTimeout(onAbort, waitMs)
+      try {
+        slot = await gate.acquire(ac.signal)
+      } catch (err) {
+        if (!isKayError(err, 'KAY_ABORTED') || signal?.aborted) throw err
+        throw new TimeoutError(`${this.#actor.id}: no work slot free within ${waitMs} ms`, { host: this.#actor.id })
+      } finally {
+        this.#clock.clearTimeout(timer)
+        signal?.removeEventListener('abort', onAbort)
+      }
+    }
+    const held = slot
+    const hold = this.#clock.setTimeout(() => held.release('ok'), this.#workSlotMs)
+    return () => {
+      this.#clock.clearTimeout(hold)
+      held.release('ok')
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------- the stream
+
+  #onReady(): void {
+    if (this.#closed) return
+    if (this.#pref === 'stream') this.#startProbe()
+    else this.#setPhase('exec')
+  }
+
+  /** Probe the stream now (on a ready connection, or when its re-open backoff ends), unless one is up or on its way. */
+  #startProbe(): void {
+    if (this.#pref !== 'stream' || this.#closed || this.#stream || this.#probing || this.#yielding) return
+    if (this.#actor.state !== 'ready') return
+    this.#clock.clearTimeout(this.#reopenTimer)
+    this.#reopenTimer = undefined
+    this.#probing = true
+    this.#setPhase('starting')
+    void this.#probe(this.#gen)
+  }
+
+  async #probe(gen: number): Promise<void> {
+    const abort = new AbortController()
+    this.#probeAbort = abort
+    let release: (() => void) | undefined
+    let up: { s: OpenStream; body: string } | undefined
+    let room = true
+    try {
+      release = await this.#workSlot(undefined, abort.signal)
+      if (gen !== this.#gen) return
+      room = this.#actor.reserveChannel()
+      if (room) {
+        this.#reservedGen = gen
+        this.#setPhase('probing')
+        for (const flavour of this.#flavours) {
+          if (gen !== this.#gen) return
+          const r = await this.#tryFlavour(flavour, abort.signal)
+          // A timeout ends the probing for now: the next flavour would wait on the same slow host (or dead path).
+          if (r === 'timeout') {
+            this.#actor.suspect()
+            break
+          }
+          if (r !== 'failed') {
+            up = r
+            break
+          }
+        }
+      }
+    } catch {
+      // The wait for a work slot was cut short: the connection went, or the collector closed.
+      return
+    } finally {
+      release?.()
+      if (this.#probeAbort === abort) this.#probeAbort = undefined
+      if (gen !== this.#gen && up) closeQuietly(up.s.channel)
+    }
+    if (gen !== this.#gen) return
+    this.#probing = false
+    if (up) {
+      this.#stream = up.s
+      this.#setPhase('streaming')
+      // The probe's first frame answers the ticks waiting for the stream (or is the next tick's baseline).
+      this.#deliverText(up.body, up.s.mode)
+      return
+    }
+    // No loop answered (or the host was too slow to): collect over exec for now, probe again later.
+    this.#releaseReserved(gen)
+    this.#setPhase('exec')
+    if (room) {
+      this.#streamFailures++
+      this.#scheduleReopen()
+    }
+    if (this.#waitDone.length > 0 && !this.#execBusy) this.#startExec()
+  }
+
+  /** Open one flavour's loop and wait for its first frame, both within `probeTimeoutMs` (or until `signal`). */
+  #tryFlavour(flavour: StreamFlavour, signal: AbortSignal): Promise<ProbeOutcome> {
+    return new Promise((resolve) => {
+      let opened: OpenStream | undefined
+      let settled = false
+      const finish = (r: ProbeOutcome) => {
+        if (settled) return
+        settled = true
+        this.#clock.clearTimeout(timer)
+        signal.removeEventListener('abort', onAbort)
+        if (typeof r === 'string' && opened) closeQuietly(opened.channel)
+        resolve(r)
+      }
+      const onAbort = () => finish('failed')
+      signal.addEventListener('abort', onAbort, { once: true })
+      const timer = this.#clock.setTimeout(() => finish('timeout'), this.#probeTimeoutMs)
+      this.#open(flavour, (s) => {
+        // A channel that opens after its probe gave up is closed at once.
+        if (settled) {
+          closeQuietly(s.channel)
+          return
+        }
+        opened = s
+        this.#request(s, 0, (outcome) => finish(typeof outcome === 'string' ? { s, body: outcome } : 'failed'))
+      }).then(undefined, () => finish('failed'))
+    })
+  }
+
+  /** Opens a flavour's loop; `onOpen` runs when its channel is open, before any of its events. */
+  #open(flavour: StreamFlavour, onOpen: (s: OpenStream) => void): Promise<unknown> {
     const token = randomStreamToken()
-    let opened: OpenStream | undefined
     // Listeners go on inside openExec's callback, before any of the channel's events can fire.
     const setup = (channel: ClientChannel) => {
       const s: OpenStream = {
@@ -328,19 +542,9 @@ export class HostCollector {
         decoder: new FrameDecoder({ token, maxFrameBytes: this.#maxFrameBytes }),
         pendingSeq: 0,
         onOutcome: undefined,
-        timer: undefined,
-        timeoutMs: 0,
-        onTimeout: () => {
-          s.timer = undefined
-          const msg = `${this.#actor.id}: stream frame ${s.pendingSeq} not complete in ${s.timeoutMs} ms`
-          this.#settle(s, new TimeoutError(msg))
-        },
-        tickDone: undefined,
-        tickStarted: 0,
-        tickTimeoutMs: 0,
-        onTick: (outcome) => this.#onTickOutcome(s, outcome),
+        deadline: 0,
+        onTick: (outcome) => this.#onStreamOutcome(s, outcome),
       }
-      opened = s
       channel.on('data', (chunk: Buffer) => this.#onStreamData(s, chunk))
       channel.stderr.resume()
       channel.on('close', () => {
@@ -350,10 +554,41 @@ export class HostCollector {
         })
         this.#settle(s, err)
         // The current stream closed under us (its close() is then a no-op): the same as a stream that failed.
-        if (this.#stream === s) this.#streamFailed()
+        this.#streamFailed(s)
       })
+      onOpen(s)
     }
-    return this.#actor.openExec(streamCommand(flavour, token), setup).then(() => opened!)
+    return this.#actor.openExec(streamCommand(flavour, token), setup)
+  }
+
+  /** Writes the next request line; `onOutcome` gets its frame's body or the error, exactly once. */
+  #request(s: OpenStream, deadline: number, onOutcome: (outcome: string | KayError) => void): void {
+    if (s.closed) {
+      onOutcome(new StreamError(`${this.#actor.id}: collection stream closed`, { host: this.#actor.id }))
+      return
+    }
+    const seq = ++s.seq
+    s.pendingSeq = seq
+    s.onOutcome = onOutcome
+    s.deadline = deadline
+    s.decoder.expect(seq)
+    try {
+      s.channel.write(streamRequest(seq, wantsDf(seq, this.#dfEvery)))
+    } catch (err) {
+      // A channel that throws on write (destroyed under us) fails this request like a close would.
+      const msg = `${this.#actor.id}: collection stream write failed: ${(err as Error)?.message ?? String(err)}`
+      this.#settle(s, new StreamError(msg, { host: this.#actor.id }))
+    }
+  }
+
+  /** Settles the request in flight, if any: with its frame's body, or failed with an error. */
+  #settle(s: OpenStream, outcome: string | KayError): void {
+    if (s.pendingSeq === 0) return
+    const onOutcome = s.onOutcome!
+    s.pendingSeq = 0
+    s.onOutcome = undefined
+    s.deadline = 0
+    onOutcome(outcome)
   }
 
   #onStreamData(s: OpenStream, chunk: Buffer): void {
@@ -361,11 +596,9 @@ export class HostCollector {
     try {
       frames = s.decoder.push(chunk)
     } catch (err) {
-      // Oversize frame: the stream is failed; the tick falls back to exec.
+      // Oversize frame: the stream is failed; its ticks are collected over exec.
       this.#settle(s, err instanceof KayError ? err : new StreamError(String(err), { host: this.#actor.id }))
-      try {
-        s.channel.close()
-      } catch {}
+      closeQuietly(s.channel)
       return
     }
     for (const f of frames) {
@@ -373,18 +606,32 @@ export class HostCollector {
       if (s.pendingSeq === f.seq) this.#settle(s, f.body)
       else this.droppedFrames++
     }
+    // A probe's first request is the channel's only one: anything dropped before its frame means the channel does not
+    // run kay's loop (something else answers there), so the probe fails now instead of at its deadline.
+    if (s.pendingSeq !== 0 && s.deadline === 0 && s !== this.#stream && s.decoder.droppedBytes > 0) {
+      this.#settle(s, new StreamError(`${this.#actor.id}: the stream probe got frames that are not kay's`))
+      closeQuietly(s.channel)
+    }
   }
 
-  #streamFailed(): void {
-    const s = this.#stream
-    if (!s) return
+  /** The current stream failed or closed: exec for the ticks waiting, and a re-open after a jittered backoff. */
+  #streamFailed(s: OpenStream): void {
+    if (this.#stream !== s) return
     this.#stream = undefined
-    this.#actor.releaseReservedChannel()
+    this.#releaseReserved(this.#gen)
     this.#streamFailures++
-    try {
-      s.channel.close()
-    } catch {}
+    closeQuietly(s.channel)
+    this.#setPhase('exec')
     this.#scheduleReopen()
+    if (this.#waitDone.length > 0 && !this.#execBusy) this.#startExec()
+    this.#arm()
+  }
+
+  #releaseReserved(gen: number): void {
+    // After a reconnect the actor starts with no reservation: a stale one is never given back twice.
+    if (this.#reservedGen !== gen || gen !== this.#gen) return
+    this.#reservedGen = -1
+    this.#actor.releaseReservedChannel()
   }
 
   #scheduleReopen(): void {
@@ -392,26 +639,146 @@ export class HostCollector {
       1,
       backoffDelay(this.#streamFailures, { baseMs: this.#reopenBaseMs, capMs: this.#reopenCapMs }, this.#random),
     )
-    this.#reopenAt = this.#clock.now() + delay
+    this.#clock.clearTimeout(this.#reopenTimer)
+    this.#reopenTimer = this.#clock.setTimeout(() => {
+      this.#reopenTimer = undefined
+      this.#startProbe()
+    }, delay)
   }
 
-  #dropStream(): void {
+  /** The connection is not ready (or the collector closes): everything in flight is stale, every tick is answered. */
+  #drop(): void {
+    this.#gen++
+    this.#probeAbort?.abort()
+    this.#probeAbort = undefined
+    this.#probing = false
+    this.#yielding = false
+    this.#execBusy = false
+    this.#sessionLimit = false
+    this.#reservedGen = -1
+    this.#clock.clearTimeout(this.#reopenTimer)
+    this.#reopenTimer = undefined
+    this.#streamFailures = 0
+    this.#late = undefined
+    this.#unanswered = false
+    this.#prev = undefined
     const s = this.#stream
     this.#stream = undefined
-    this.#prev = undefined
-    this.#streamFailures = 0
-    this.#reopenAt = 0
-    if (s) this.#settle(s, this.#actor.notReady())
+    const err = this.#closed ? new ClosedError(`${this.#actor.id}: collector closed`) : this.#actor.notReady()
+    if (s) {
+      this.#settle(s, err)
+      closeQuietly(s.channel)
+    }
+    this.#setPhase(undefined)
+    this.#deliver(undefined, err)
+  }
+
+  // --------------------------------------------------------------------------------------------------- parsing
+
+  /** Parse errors name the host they came from. */
+  #forHost(err: unknown): unknown {
+    if (err instanceof KayError && err.host === undefined) {
+      return new ParseError(err.message, { host: this.#actor.id, details: err.details })
+    }
+    return err
+  }
+
+  /** A tick's metrics from its output; throws what the parse throws. */
+  #toMetrics(text: string): HostMetrics {
+    const at = this.#clock.now()
+    const sample = parseTickSample(text, at, this.#spare)
+    // computeMetrics carries the last df figure forward (df is asked for only every Nth tick).
+    const m = computeMetrics(this.#prev, sample)
+    this.#spare = this.#prev
+    this.#prev = sample
+    return m
+  }
+
+  // -------------------------------------------------------------------------------------------------- drill-in
+
+  /**
+   * Drill-in detail on a new channel of the same connection (no second handshake). CPU % and rates come against
+   * the last sample; per-core % against the previous drill-in's sample, since ticks parse only the aggregate cpu
+   * line: the first drill-in of a host has `perCpuPct` empty, the next ones fill it. On a host that allows no
+   * session beside the stream (MaxSessions 1), the stream steps aside for the drill-in and is probed again after it.
+   */
+  async detail(timeoutMs = 10_000): Promise<HostDetail> {
+    const started = this.#clock.now()
+    const run = (ms: number) => this.#actor.run(DETAIL_COMMAND, { timeoutMs: ms, maxOutputBytes: 1024 * 1024 })
+    let r: RunResult
+    if (this.#sessionLimit && this.#stream) r = await this.#besideStream(() => run(timeoutMs))
+    else {
+      try {
+        r = await run(timeoutMs)
+      } catch (err) {
+        const left = timeoutMs - (this.#clock.now() - started)
+        if (!isSessionRefusal(err) || !this.#stream || left <= 0) throw err
+        this.#sessionLimit = true
+        r = await this.#besideStream(() => run(left))
+      }
+    }
+    const at = this.#clock.now()
+    try {
+      const { detail, sample } = parseDetailSample(parseSections(r.stdout), this.#prevDetail ?? this.#prev, at)
+      this.#prevDetail = sample
+      return detail
+    } catch (err) {
+      throw this.#forHost(err)
+    }
+  }
+
+  /** Closes the stream, runs `fn` on the session it held, then probes the stream again. Ticks meanwhile wait. */
+  async #besideStream<T>(fn: () => Promise<T>): Promise<T> {
+    const s = this.#stream
+    const gen = this.#gen
+    if (s) {
+      this.#stream = undefined
+      this.#yielding = true
+      this.#setPhase('starting')
+      this.#settle(s, new StreamError(`${this.#actor.id}: collection stream closed for a drill-in`))
+      await this.#closeAndWait(s)
+      this.#releaseReserved(gen)
+    }
+    try {
+      return await fn()
+    } finally {
+      if (gen === this.#gen && this.#yielding) {
+        this.#yielding = false
+        this.#startProbe()
+      }
+    }
+  }
+
+  /** Closes a stream's channel and waits (at most a second) for the close: only then does sshd free its session. */
+  #closeAndWait(s: OpenStream): Promise<void> {
+    return new Promise((resolve) => {
+      if (s.closed) {
+        resolve()
+        return
+      }
+      const t = this.#clock.setTimeout(resolve, 1000)
+      s.channel.once('close', () => {
+        this.#clock.clearTimeout(t)
+        resolve()
+      })
+      closeQuietly(s.channel)
+    })
   }
 
   close(): void {
+    if (this.#closed) return
     this.#closed = true
-    const s = this.#stream
-    this.#dropStream()
-    if (s) {
-      try {
-        s.channel.close()
-      } catch {}
-    }
+    this.#drop()
   }
+}
+
+/** The server refused a session: OpenSSH answers SSH_OPEN_CONNECT_FAILED (reason 2) past MaxSessions. */
+function isSessionRefusal(err: unknown): boolean {
+  return isKayError(err, 'KAY_CHANNEL_OPEN_FAILED') && err.details.reason === 2
+}
+
+function closeQuietly(channel: ClientChannel): void {
+  try {
+    channel.close()
+  } catch {}
 }
