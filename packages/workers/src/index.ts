@@ -15,6 +15,7 @@ export {
   type CollectTick,
   defaultThreads,
   type ExecResult,
+  type FleetProgress,
   HOSTS_PER_SHARD,
   type HostRunner,
   Supervisor,
