@@ -75,7 +75,7 @@ function outcomeCode(r: HostOutcome): ExitCode {
   return r.ok ? EXIT.ok : EXIT.unreachable
 }
 
-const EXIT_CODES_TEXT = `Exit codes (when several apply, the highest wins):
+const EXIT_CODES_TEXT = `Exit codes (when several apply, the highest wins; kay fleet --ticks N: the highest over all N ticks):
   0    all hosts succeeded
   1    usage or config error
   2    some hosts unreachable or timed out
