@@ -85,7 +85,7 @@ class FakeActor extends EventEmitter {
   }
   releaseReservedChannel() {}
   suspect() {}
-  /** The exec path (the first tick, before the stream is up): the same sections as a stream frame. */
+  /** The exec path (unused once the streams are up): the same sections as a stream frame. */
   run() {
     return Promise.resolve({
       stdout: BODIES.df.toString('latin1'),
@@ -111,7 +111,7 @@ const entries: ShardEntry[] = actors.map((a) => {
   return { actor, collector: new HostCollector(actor, { flavours: ['perl'] }) }
 })
 
-// The first tick is collected over exec and opens the streams in the background.
+// The streams are opened when the (fake) connections are ready, i.e. at once; the first tick is their probe frame.
 await collectTick(entries, 1000)
 await new Promise((r) => setTimeout(r, 20))
 {
