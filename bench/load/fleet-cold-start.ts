@@ -154,9 +154,13 @@ function progressLine(t: TickView, hosts: number): string {
   const codes = Object.entries(t.byCode)
     .map(([k, v]) => `${k} ${v}`)
     .join(', ')
+  const p = t.progress
+  const where = p
+    ? ` | connecting ${p.connecting}, starting ${p.starting}, probing ${p.probing}, exec ${p.exec}, backoff ${p.backoff}`
+    : ''
   return (
     `tick ${String(t.tick).padStart(3)} at ${(t.atMs / 1000).toFixed(1).padStart(6)} s: ${t.hosts}/${hosts} reported, ` +
-    `${t.ok} ok, ${t.streaming} streaming${codes ? ` | ${codes}` : ''}`
+    `${t.ok} ok, ${t.streaming} streaming${codes ? ` | ${codes}` : ''}${where}`
   )
 }
 

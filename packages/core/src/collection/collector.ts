@@ -474,8 +474,8 @@ export class HostCollector {
         }
       }
     } catch {
-      // The wait for a work slot was cut short: the connection went, or the collector closed.
-      return
+      // The wait for a work slot was cut short (the connection went, the collector closed: stale below), or the
+      // gate failed: then the probe failed, and is tried again later.
     } finally {
       release?.()
       if (this.#probeAbort === abort) this.#probeAbort = undefined

@@ -19,6 +19,8 @@ export interface TickView {
   byCode: Record<string, number>
   /** Milliseconds from the start of the run to the tick's summary line. */
   atMs: number
+  /** The summary's `progress` (where every host stood), when the kay run prints one. */
+  progress?: Record<string, unknown>
 }
 
 /** What a run showed: every tick, the first tick at which every host was ok over a stream, and what came after. */
@@ -48,6 +50,7 @@ export class ConvergenceTracker {
     if (o.summary === true) {
       cur.tick = Number(o.tick)
       cur.atMs = Date.now() - this.#started
+      if (typeof o.progress === 'object' && o.progress !== null) cur.progress = o.progress as Record<string, unknown>
       this.#current = undefined
       this.ticks.push(cur)
       if (cur.hosts !== this.#fleetSize) this.lost++
