@@ -418,7 +418,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
 
   /**
    * One tick: metrics from every READY host now; every other host is reported with its state and a typed error
-   * (KAY_NOT_READY while connecting or backing off). Never waits for a host to connect.
+   * (KAY_NOT_READY while connecting or backing off, or while its collection stream is still being opened past
+   * `timeoutMs`: then `details.state` is `starting` or `probing`). Never waits for a host to connect.
    */
   async collect(opts: { timeoutMs?: number } = {}): Promise<CollectTick> {
     this.#check()
