@@ -145,9 +145,13 @@ export class HostCollector {
   #execBusy = false
   #streamFailures = 0
   #reopenTimer: TimerHandle | undefined
-  /** Ticks waiting for the collection in flight and their deadlines: parallel arrays, reused (no allocation per tick). */
-  readonly #waitDone: CollectDone[] = []
-  readonly #waitUntil: number[] = []
+  /**
+   * The ticks waiting for the collection in flight, with their deadlines: the first in two fields (a tick on a steady
+   * stream allocates nothing for it), any more (concurrent collects) in an array made when needed.
+   */
+  #waiter: CollectDone | undefined
+  #waiterUntil = 0
+  #moreWaiters: Array<{ done: CollectDone; until: number }> | undefined
   #timer: TimerHandle | undefined
   #timerAt = 0
   readonly #onTimer = () => this.#expire()
@@ -223,8 +227,13 @@ export class HostCollector {
       }
     }
     // Waiting first: a request that fails at once (a closed stream) hands the tick to an exec collection.
-    this.#waitDone.push(done)
-    this.#waitUntil.push(now + timeoutMs)
+    if (this.#waiter === undefined) {
+      this.#waiter = done
+      this.#waiterUntil = now + timeoutMs
+    } else {
+      this.#moreWaiters ??= []
+      this.#moreWaiters.push({ done, until: now + timeoutMs })
+    }
     const s = this.#stream
     if (s !== undefined) {
       if (s.pendingSeq === 0) this.#request(s, now + this.#streamTimeoutMs, s.onTick)
@@ -264,34 +273,31 @@ export class HostCollector {
    * gave up on it (an overloaded host's answer is worth more late than a new session started for it).
    */
   #deliver(m: HostMetrics | undefined, err: unknown): void {
-    const n = this.#waitDone.length
-    if (n === 0) {
+    const first = this.#waiter
+    if (first === undefined) {
       if (this.#unanswered) this.#late = { metrics: m, error: err, at: this.#clock.now() }
       this.#arm()
       return
     }
     this.#unanswered = false
-    const fns = this.#waitDone
     // Taken out before they are called: a callback may already start the next tick on this collector.
-    if (n === 1) {
-      const done = fns[0]!
-      fns.length = 0
-      this.#waitUntil.length = 0
-      done(m, err)
-    } else {
-      const all = fns.slice()
-      fns.length = 0
-      this.#waitUntil.length = 0
-      for (const done of all) done(m, err)
-    }
+    const more = this.#moreWaiters
+    this.#waiter = undefined
+    this.#moreWaiters = undefined
+    first(m, err)
+    if (more !== undefined) for (const w of more) w.done(m, err)
     this.#arm()
+  }
+
+  #waiting(): boolean {
+    return this.#waiter !== undefined
   }
 
   /** The one timer: at the earliest of the waiting ticks' deadlines and the stream request's own. */
   #arm(): void {
-    let at = Number.POSITIVE_INFINITY
-    const until = this.#waitUntil
-    for (let i = 0; i < until.length; i++) if (until[i]! < at) at = until[i]!
+    let at = this.#waiter === undefined ? Number.POSITIVE_INFINITY : this.#waiterUntil
+    const more = this.#moreWaiters
+    if (more !== undefined) for (const w of more) if (w.until < at) at = w.until
     const s = this.#stream
     if (s !== undefined && s.pendingSeq !== 0 && s.deadline !== 0 && s.deadline < at) at = s.deadline
     if (at === Number.POSITIVE_INFINITY) {
@@ -313,24 +319,24 @@ export class HostCollector {
   #expire(): void {
     this.#timer = undefined
     const now = this.#clock.now()
-    const fns = this.#waitDone
-    const until = this.#waitUntil
-    let expired: CollectDone[] | undefined
-    let kept = 0
-    for (let i = 0; i < fns.length; i++) {
-      if (until[i]! <= now) {
-        expired ??= []
-        expired.push(fns[i]!)
+    const expired: CollectDone[] = []
+    const all: Array<{ done: CollectDone; until: number }> = []
+    if (this.#waiter !== undefined) all.push({ done: this.#waiter, until: this.#waiterUntil })
+    if (this.#moreWaiters !== undefined) all.push(...this.#moreWaiters)
+    this.#waiter = undefined
+    this.#moreWaiters = undefined
+    for (const w of all) {
+      if (w.until <= now) expired.push(w.done)
+      else if (this.#waiter === undefined) {
+        this.#waiter = w.done
+        this.#waiterUntil = w.until
       } else {
-        fns[kept] = fns[i]!
-        until[kept] = until[i]!
-        kept++
+        this.#moreWaiters ??= []
+        this.#moreWaiters.push(w)
       }
     }
-    fns.length = kept
-    until.length = kept
     const s = this.#stream
-    if (expired !== undefined) {
+    if (expired.length > 0) {
       this.#unanswered = true
       const err = this.#tickError()
       if (s !== undefined && s.pendingSeq !== 0) this.#actor.suspect()
@@ -497,7 +503,7 @@ export class HostCollector {
       this.#streamFailures++
       this.#scheduleReopen()
     }
-    if (this.#waitDone.length > 0 && !this.#execBusy) this.#startExec()
+    if (this.#waiting() && !this.#execBusy) this.#startExec()
   }
 
   /** Open one flavour's loop and wait for its first frame, both within `probeTimeoutMs` (or until `signal`). */
@@ -623,7 +629,7 @@ export class HostCollector {
     closeQuietly(s.channel)
     this.#setPhase('exec')
     this.#scheduleReopen()
-    if (this.#waitDone.length > 0 && !this.#execBusy) this.#startExec()
+    if (this.#waiting() && !this.#execBusy) this.#startExec()
     this.#arm()
   }
 
