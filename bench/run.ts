@@ -60,6 +60,12 @@ const PROFILES: Record<string, () => Step[]> = {
       timeoutMs: 600_000,
     },
     {
+      name: 'fleet cold start 1000 real sshd (kay fleet --json, issue #19)',
+      file: join(here, 'load/fleet-cold-start.ts'),
+      args: ['--hosts', '1000', '--interval-ms', '5000', '--goal-s', '90', '--after', '5'],
+      timeoutMs: 600_000,
+    },
+    {
       name: 'real sshd 100,300',
       file: join(here, 'load/real-sshd.ts'),
       args: ['--sizes', '100,300', '--ticks', '5'],

@@ -46,7 +46,7 @@ export function streamHosts(byMode: Readonly<Record<string, number>>): number {
 }
 
 /**
- * Warm-up before measuring: the stream flavour is probed in the background after the first ticks, so collect
+ * Warm-up before measuring: each stream is probed when its connection is ready, in the background, so collect
  * (at most 20 ticks, `pauseMs` apart) until all `n` hosts stream — in `mode` (e.g. `stream-sh`) when given, else
  * in any flavour.
  */

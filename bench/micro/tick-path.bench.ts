@@ -17,7 +17,7 @@
  */
 import { execFileSync } from 'node:child_process'
 import { EventEmitter } from 'node:events'
-import { type HostActor, HostCollector, NotReadyError, streamCommand } from '@kay/core'
+import { type HostActor, HostCollector, identifyCommand, NotReadyError, streamCommand } from '@kay/core'
 import { Bench } from 'tinybench'
 import { collectTick, type ShardEntry } from '../../packages/workers/src/shard.js'
 import { type FloorChannel, floorTick, watchFloorChannel } from '../load/lib.js'
@@ -85,7 +85,7 @@ class FakeActor extends EventEmitter {
   }
   releaseReservedChannel() {}
   suspect() {}
-  /** The exec path (the first tick, before the stream is up): the same sections as a stream frame. */
+  /** The exec path (unused once the streams are up): the same sections as a stream frame. */
   run() {
     return Promise.resolve({
       stdout: BODIES.df.toString('latin1'),
@@ -96,9 +96,9 @@ class FakeActor extends EventEmitter {
     })
   }
   openExec(command: string, setup?: (c: FakeChannel) => void): Promise<FakeChannel> {
-    const token = /^: kay-stream v1 \w+ ([A-Za-z0-9_-]+);/.exec(command)?.[1]
-    if (!token) throw new Error(`not a stream command: ${command.slice(0, 40)}`)
-    const c = new FakeChannel(token)
+    const id = identifyCommand(command)
+    if (id.kind !== 'stream') throw new Error(`not a stream command: ${command.slice(0, 40)}`)
+    const c = new FakeChannel(id.token)
     this.channel = c
     setup?.(c)
     return Promise.resolve(c)
@@ -111,7 +111,7 @@ const entries: ShardEntry[] = actors.map((a) => {
   return { actor, collector: new HostCollector(actor, { flavours: ['perl'] }) }
 })
 
-// The first tick is collected over exec and opens the streams in the background.
+// The streams are opened when the (fake) connections are ready, i.e. at once; the first tick is their probe frame.
 await collectTick(entries, 1000)
 await new Promise((r) => setTimeout(r, 20))
 {

@@ -86,7 +86,7 @@ function outcomeCode(r: HostOutcome): ExitCode {
   return r.ok ? EXIT.ok : EXIT.unreachable
 }
 
-const EXIT_CODES_TEXT = `Exit codes (when several apply, the highest wins):
+const EXIT_CODES_TEXT = `Exit codes (when several apply, the highest wins; kay fleet --ticks N: the highest over all N ticks):
   0    all hosts succeeded (also when the reader of stdout went away: kay … | head)
   1    usage or config error: bad flags or files, no host selected, a local key that cannot be used
   2    some hosts unreachable or timed out

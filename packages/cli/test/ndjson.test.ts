@@ -39,6 +39,24 @@ describe('tickLines', () => {
     })
   })
 
+  it("carries the fleet's progress in the summary when given (kay fleet)", () => {
+    const progress = {
+      hosts: 1,
+      connecting: 0,
+      starting: 0,
+      probing: 1,
+      streaming: 0,
+      exec: 0,
+      backoff: 0,
+      failed: 0,
+      settled: false,
+    }
+    const reports: HostReport[] = [
+      { host: 'a', ok: false, state: 'ready', error: { code: 'KAY_NOT_READY', message: 'a: not ready (probing)' } },
+    ]
+    expect(JSON.parse(tickLines(reports, 1, 5, progress).at(-1)!)).toMatchObject({ failed: 1, progress })
+  })
+
   it('writes only a summary for an empty fleet', () => {
     expect(tickLines([], 0, 0).map((l) => JSON.parse(l))).toEqual([
       { summary: true, hosts: 0, ok: 0, failed: 0, byCode: {}, tick: 0, durationMs: 0 },

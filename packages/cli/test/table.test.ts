@@ -47,6 +47,10 @@ describe('formatters', () => {
     const t = () => '10:00:00'
     expect(stateText({ id: 'a', state: 'dialing' }, t)).toBe('connecting')
     expect(stateText({ id: 'a', state: 'ready' }, t)).toBe('ready')
+    // Connected, its collection stream still being opened: not "ready" with an empty row.
+    expect(stateText({ id: 'a', state: 'ready', collectPhase: 'starting' }, t)).toBe('starting')
+    expect(stateText({ id: 'a', state: 'ready', collectPhase: 'probing' }, t)).toBe('probing')
+    expect(stateText({ id: 'a', state: 'ready', collectPhase: 'streaming' }, t)).toBe('ready')
     expect(stateText({ id: 'a', state: 'backoff', nextRetryAt: 1 }, t)).toBe('backoff 10:00:00')
     expect(
       stateText({ id: 'a', state: 'quarantined', lastError: { code: 'KAY_HOST_KEY_MISMATCH', message: 'x' } }, t),
@@ -78,6 +82,23 @@ describe('renderFleet', () => {
     )
     expect(table.counts.ready + table.counts.connecting + table.counts.down).toBe(300)
     expect(table.counts.down).toBe(6)
+  })
+
+  it('says on the summary line how the ready hosts collect while a fleet starts', () => {
+    const starting = renderFleet(
+      table,
+      opts({ summary: { ...summary, collect: { streaming: 200, exec: 3, starting: 91 } } }),
+    )
+    expect(starting[0]).toMatch(
+      new RegExp(
+        `^${table.counts.ready} ready \\(200 streaming, 3 exec, 91 starting\\) · ${table.counts.connecting} connecting`,
+      ),
+    )
+    const settled = renderFleet(
+      table,
+      opts({ summary: { ...summary, collect: { streaming: 294, exec: 0, starting: 0 } } }),
+    )
+    expect(settled[0]).toMatch(new RegExp(`^${table.counts.ready} ready \\(294 streaming\\) · `))
   })
 
   it('shows a connected X / N progress bar during cold start', () => {

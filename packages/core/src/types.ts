@@ -158,6 +158,13 @@ export type ActorState = 'idle' | 'dialing' | 'ready' | 'backoff' | 'quarantined
 /** How a host's metrics are collected: a persistent stream channel (by loop flavour) or a new exec channel per tick. */
 export type CollectMode = `stream-${StreamFlavour}` | 'exec'
 
+/**
+ * Where a connected host's collection stands (docs/adr/0008-cold-start-converges.md): `starting` (its stream probe
+ * waits for a fleet-wide work slot), `probing` (the stream is being opened), `streaming`, or `exec` (a new channel per
+ * collection: the exec collect mode, or no stream loop answered and the stream is probed again later).
+ */
+export type CollectPhase = 'starting' | 'probing' | 'streaming' | 'exec'
+
 /** An immutable snapshot of one host's connection, for tables, JSON and Prometheus. */
 export interface HostStatus {
   id: string
@@ -174,6 +181,8 @@ export interface HostStatus {
   /** Handshakes (dials that reached TCP connect) so far. */
   handshakes: number
   collectMode?: CollectMode
+  /** While the connection is ready: where its collection stands (absent otherwise). */
+  collectPhase?: CollectPhase
   /** Epoch ms of the last successful collection. */
   lastSuccessAt?: number
 }

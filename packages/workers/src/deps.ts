@@ -31,13 +31,14 @@ export async function buildIdentity(cfg: ShardWorkerData['config']['identity']):
   return identity
 }
 
-/** What a shard needs from its thread's point of view: the shared gate, the identity and the pin store. */
+/** What a shard needs from its thread's point of view: the shared gates, the identity and the pin store. */
 export async function createShardDeps(data: ShardWorkerData): Promise<ShardDeps> {
   const { config } = data
   const shared = new SharedDialGate(data.gateBuffer, data.shardIndex)
   return {
     // The shared gate caps dials in flight across all shards; the rate limit spreads redial storms in time.
     gate: config.dialRatePerSec > 0 ? new RateLimitedDialGate(shared, { ratePerSec: config.dialRatePerSec }) : shared,
+    workGate: new SharedDialGate(data.workGateBuffer, data.shardIndex, { what: 'work' }),
     identity: await buildIdentity(config.identity),
     // Global files: OpenSSH's defaults (/etc/ssh/ssh_known_hosts{,2}) unless a host's GlobalKnownHostsFile says.
     verifier: new KnownHostsStore({

@@ -19,6 +19,7 @@ export {
   type ExecOptions,
   type ExecResult,
   type FanOutOptions,
+  type FleetProgress,
   HOSTS_PER_SHARD,
   type HostRunner,
   Supervisor,

@@ -56,6 +56,8 @@ export interface ShardWorkerData {
   version: number
   shardIndex: number
   gateBuffer: SharedArrayBuffer
+  /** The fleet-wide remote-work gate (stream probes, exec collections): a SharedDialGate buffer, governor off. */
+  workGateBuffer: SharedArrayBuffer
   config: ShardConfig
   hosts: HostTarget[]
 }

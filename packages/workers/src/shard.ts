@@ -49,6 +49,8 @@ export interface ShardPort {
 
 export interface ShardDeps {
   gate: DialGate
+  /** The fleet-wide remote-work gate (stream probes, exec collections); none: unbounded. */
+  workGate?: DialGate
   identity: Identity
   verifier: HostKeyVerifier
 }
@@ -67,6 +69,23 @@ export interface ShardEntry {
   actor: HostActor
   collector: HostCollector
 }
+
+/** A host's status with its collection's mode and phase: what events and status replies carry. */
+function statusOf({ actor, collector }: ShardEntry): HostStatus {
+  const s = actor.status()
+  if (collector.mode) s.collectMode = collector.mode
+  if (collector.phase) s.collectPhase = collector.phase
+  return s
+}
+
+/** Why a dial failed that a hop coming back may have fixed (not auth: that is the host's own refusal). */
+const PATH_ERRORS = new Set([
+  'KAY_NOT_READY',
+  'KAY_CONNECT_FAILED',
+  'KAY_CONNECTION_LOST',
+  'KAY_HANDSHAKE_TIMEOUT',
+  'KAY_KEEPALIVE_TIMEOUT',
+])
 
 /**
  * One tick over a shard's hosts: every host's metrics or typed error (none is left out), the common case packed
@@ -124,7 +143,11 @@ function hostResult(
   // The status after the collect: it may have changed the connection's state.
   const r: HostCollectResult = { host: actor.id, status: actor.status() }
   if (metrics) r.metrics = metrics
-  else r.error = toKayError(err, actor.id).toJSON()
+  else {
+    r.error = toKayError(err, actor.id).toJSON()
+    // Only here: a result with metrics keeps the plain status that packs into a row (the supervisor knows the phase).
+    if (collector.phase) r.status.collectPhase = collector.phase
+  }
   if (collector.mode) r.collectMode = collector.mode
   return r
 }
@@ -136,6 +159,10 @@ export class Shard {
   readonly #hosts = new Map<string, ShardEntry>()
   /** ProxyJump hops, shared by every host behind them (one pooled connection per jump host). */
   readonly #jumps = new Map<string, HostActor>()
+  /** The actors (hosts and further hops) whose connection goes through each hop. */
+  readonly #behind = new Map<HostActor, Set<HostActor>>()
+  /** Actors that were dialing when their hop came back: retried once more if that dial fails. */
+  readonly #retryOnFailure = new Set<HostActor>()
   readonly #identities = new Map<string, Promise<Identity>>()
   readonly #pendingEvents = new Map<string, HostEvent>()
   readonly #pendingPins: HostEvent[] = []
@@ -160,14 +187,22 @@ export class Shard {
     if (this.#stopping) return
     for (const t of targets) {
       if (this.#hosts.has(t.id)) continue
-      const actor = this.#makeActor(t, this.#connectorFor(t), isDirectTcp(t))
+      const { connector, via } = this.#connectorFor(t)
+      const actor = this.#makeActor(t, connector, isDirectTcp(t))
+      if (via) this.#follow(via, actor)
+      let entry: ShardEntry | undefined
       const collector = new HostCollector(actor, {
         mode: this.#config.collect.mode,
         dfEvery: this.#config.collect.dfEvery,
         node: this.#config.collect.node === true,
         ...(this.#config.collect.flavours ? { flavours: this.#config.collect.flavours } : {}),
+        ...(this.#deps.workGate ? { workGate: this.#deps.workGate } : {}),
+        onPhase: () => {
+          if (entry) this.#queueEvent({ kind: 'state', status: statusOf(entry) })
+        },
       })
-      this.#hosts.set(t.id, { actor, collector })
+      entry = { actor, collector }
+      this.#hosts.set(t.id, entry)
       actor.start()
     }
   }
@@ -179,6 +214,8 @@ export class Shard {
         if (!e) return undefined
         this.#hosts.delete(id)
         this.#pendingEvents.delete(id)
+        for (const set of this.#behind.values()) set.delete(e.actor)
+        this.#retryOnFailure.delete(e.actor)
         e.collector.close()
         return e.actor.close()
       }),
@@ -278,15 +315,22 @@ export class Shard {
       probeDeadlineMs: a.probeDeadlineMs,
       maxChannels: a.maxChannels,
     })
-    actor.on('state', (status) => this.#queueEvent({ kind: 'state', status }))
+    actor.on('state', (status) => {
+      if (this.#retryOnFailure.size > 0) this.#retryAfterHop(actor, status)
+      const entry = this.#hosts.get(status.id)
+      this.#queueEvent({ kind: 'state', status: entry?.actor === actor ? statusOf(entry) : status })
+    })
     actor.on('pinned', (p) => this.#queuePin({ kind: 'pinned', host: p.id, fingerprint: p.fingerprint }))
     return actor
   }
 
-  /** TCP, the host's ProxyCommand, or through the last ProxyJump hop (the first hop may have a ProxyCommand). */
-  #connectorFor(t: HostTarget): Connector {
+  /**
+   * TCP, the host's ProxyCommand, or through the last ProxyJump hop (the first hop may have a ProxyCommand); `via`
+   * is that hop.
+   */
+  #connectorFor(t: HostTarget): { connector: Connector; via?: HostActor } {
     const chain = t.jump
-    if (!chain || chain.length === 0) return directConnector(t)
+    if (!chain || chain.length === 0) return { connector: directConnector(t) }
     let hop: HostActor | undefined
     for (const j of chain) {
       const key = `${j.user}@${j.hostname}:${j.port}`
@@ -296,12 +340,44 @@ export class Shard {
         const conn: Connector = prev ? (target) => prev.forwardOut(target.hostname, target.port) : directConnector(j)
         actor = this.#makeActor({ ...j, id: `jump:${key}` }, conn, !prev && isDirectTcp(j))
         this.#jumps.set(key, actor)
+        if (prev) this.#follow(prev, actor)
+        actor.on('state', (s) => {
+          if (s.state === 'ready') this.#hopReady(actor!)
+        })
         actor.start()
       }
       hop = actor
     }
     const last = hop!
-    return (target) => last.forwardOut(target.hostname, target.port)
+    return { connector: (target) => last.forwardOut(target.hostname, target.port), via: last }
+  }
+
+  #follow(hop: HostActor, actor: HostActor): void {
+    let set = this.#behind.get(hop)
+    if (!set) {
+      set = new Set()
+      this.#behind.set(hop, set)
+    }
+    set.add(actor)
+  }
+
+  /**
+   * A hop is ready again: whatever waits behind it for a path-related failure redials now instead of at the end of
+   * its backoff (which grew while the hop was down); one that is dialing at this moment is retried if that dial
+   * fails. Each redial still goes through the dial gate and its rate.
+   */
+  #hopReady(hop: HostActor): void {
+    for (const a of this.#behind.get(hop) ?? []) {
+      const s = a.status()
+      if (s.state === 'backoff' && PATH_ERRORS.has(s.lastError?.code ?? '')) a.retryNow()
+      else if (s.state === 'dialing') this.#retryOnFailure.add(a)
+    }
+  }
+
+  #retryAfterHop(actor: HostActor, status: HostStatus): void {
+    if (!this.#retryOnFailure.has(actor) || status.state === 'dialing') return
+    this.#retryOnFailure.delete(actor)
+    if (status.state === 'backoff' && PATH_ERRORS.has(status.lastError?.code ?? '')) actor.retryNow()
   }
 
   #queueEvent(e: HostEvent & { kind: 'state' }): void {
@@ -465,9 +541,9 @@ export class Shard {
   status(id: number): void {
     const statuses: HostStatus[] = []
     const stats: ShardStats = { hosts: this.#hosts.size, byState: {}, handshakes: 0, droppedFrames: 0, byMode: {} }
-    for (const { actor, collector } of this.#hosts.values()) {
-      const s = actor.status()
-      if (collector.mode) s.collectMode = collector.mode
+    for (const entry of this.#hosts.values()) {
+      const { collector } = entry
+      const s = statusOf(entry)
       statuses.push(s)
       stats.byState[s.state] = (stats.byState[s.state] ?? 0) + 1
       stats.handshakes += s.handshakes
@@ -497,8 +573,8 @@ export class Shard {
     await Promise.all([...this.#jumps.values()].map((j) => j.close()))
     this.#jumps.clear()
     this.#resolver.close()
-    const gate = this.#deps.gate as DialGate & { close?: () => void }
-    gate.close?.()
+    for (const g of [this.#deps.gate, this.#deps.workGate] as Array<(DialGate & { close?: () => void }) | undefined>)
+      g?.close?.()
     this.#port.postMessage({ type: 'stopped', id })
   }
 

@@ -2,6 +2,8 @@
  * The global dial cap (DESIGN invariant 5): at most `cap` dials (TCP connect + key exchange + auth) in
  * flight across every worker thread, enforced by an atomic counter in a SharedArrayBuffer, plus the
  * pushback governor that lowers the effective cap when servers push back (MaxStartups-style drops).
+ * A second buffer of the same layout, governor off, bounds remote collection work the same way
+ * (invariant 10: stream probes and exec collections; docs/adr/0008-cold-start-converges.md).
  *
  * One buffer is created by the supervisor ({@link SharedDialGate.createBuffer}) and handed to every shard;
  * each shard wraps it as `new SharedDialGate(buffer, shardIndex)`. The buffer is touched only through
@@ -97,6 +99,8 @@ export interface SharedDialGateOptions {
    * this only bounds the cost of a lost wake-up (e.g. a reclaim racing a wait). Default 100. Integer >= 1.
    */
   pollMs?: number
+  /** What the slots are for, in error messages: `dial` (default), or `work` for the remote-work gate. */
+  what?: string
 }
 
 /** A plain snapshot of the whole buffer, for the supervisor's gauges. */
@@ -223,6 +227,7 @@ export class SharedDialGate implements DialGate {
   readonly #waiting: number
   readonly #maxWaiting: number
   readonly #pollMs: number
+  readonly #what: string
   // A Set is an insertion-ordered queue with O(1) removal of an aborted waiter.
   readonly #queue = new Set<SlotWaiter>()
   #pumping = false
@@ -239,6 +244,7 @@ export class SharedDialGate implements DialGate {
     this.#waiting = waitingIndex(shardIndex, this.#maxShards)
     this.#maxWaiting = checkInt('maxWaiting', opts.maxWaiting ?? DEFAULT_MAX_WAITING, 0, 0x3fffffff)
     this.#pollMs = checkInt('pollMs', opts.pollMs ?? DEFAULT_POLL_MS, 1, 60_000)
+    this.#what = opts.what ?? 'dial'
   }
 
   /** A slot now, or null if none is free or this shard already has dials queued (they go first). */
@@ -252,14 +258,14 @@ export class SharedDialGate implements DialGate {
    * (the dial leaves the queue), KAY_QUEUE_FULL when `maxWaiting` dials already wait, KAY_CLOSED after close().
    */
   acquire(signal?: AbortSignal): Promise<DialSlot> {
-    if (this.#closed) return Promise.reject(new ClosedError('dial gate closed'))
+    if (this.#closed) return Promise.reject(new ClosedError(`${this.#what} gate closed`))
     if (signal?.aborted) return Promise.reject(new AbortedError('dial wait aborted'))
     if (this.#queue.size === 0) {
       const now = this.#take()
       if (now) return Promise.resolve(now)
     }
     if (this.#queue.size >= this.#maxWaiting) {
-      return Promise.reject(new QueueFullError(`dial queue full (${this.#maxWaiting} waiting)`))
+      return Promise.reject(new QueueFullError(`${this.#what} queue full (${this.#maxWaiting} waiting)`))
     }
     return new Promise<DialSlot>((resolve, reject) => {
       const w = new SlotWaiter(resolve, reject, signal, (left) => {
@@ -305,7 +311,7 @@ export class SharedDialGate implements DialGate {
     this.#interrupt?.()
     for (const w of waiters) {
       w.detach()
-      w.reject(new ClosedError('dial gate closed'))
+      w.reject(new ClosedError(`${this.#what} gate closed`))
     }
   }
 

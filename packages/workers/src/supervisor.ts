@@ -59,6 +59,11 @@ export interface SupervisorOptions {
   /** Pushback governor (AIMD on server pushback). Default on. */
   governor?: boolean
   /**
+   * Global cap on remote collection work in flight across all shards: stream probes and exec collections, each
+   * holding a slot while it starts (docs/adr/0008-cold-start-converges.md). Default 2 × dialCap.
+   */
+  workCap?: number
+  /**
    * Fleet-wide dial attempts per second (split evenly over the shards). The dial cap bounds dials in flight; this
    * bounds their rate, so a fleet-wide outage cannot turn into a redial storm. Default 20 × dialCap. 0 = unlimited.
    */
@@ -170,11 +175,39 @@ export interface SupervisorStats {
   dialCap: number
   effectiveDialCap: number
   dialsWaiting: number
+  /** Remote collection work (stream probes, exec collections) holding a slot, the cap, and work waiting for one. */
+  workInFlight: number
+  workCap: number
+  workWaiting: number
   pressureEvents: number
   handshakes: number
   restarts: number
   ticks: number
   droppedFrames: number
+}
+
+/**
+ * Where the fleet stands, host by host (a cold start's progress): every host is in exactly one of the counts.
+ * `starting` and `probing` hosts are connected but not collecting yet; `streaming` and `exec` ones collect.
+ */
+export interface FleetProgress {
+  hosts: number
+  /** Waiting for a dial slot or dialing (idle, dialing). */
+  connecting: number
+  /** Connected; the collection stream waits for a fleet-wide work slot to be probed. */
+  starting: number
+  /** Connected; the collection stream is being opened. */
+  probing: number
+  /** Collecting over the collection stream. */
+  streaming: number
+  /** Collecting with a new exec channel per tick (exec mode, or no stream loop works there yet). */
+  exec: number
+  /** Backing off after a failed dial or a lost connection (it redials by itself). */
+  backoff: number
+  /** Refused until an operator acts (host key: quarantined) or closed. */
+  failed: number
+  /** Nothing is left starting: every host collects, backs off or has failed. */
+  settled: boolean
 }
 
 /** A runner bound to one host: drill-in reuses that host's pooled connection. */
@@ -193,6 +226,8 @@ export interface SupervisorEvents {
   'shard-restart': [{ shard: number; code: number; restarts: number }]
   /** Restart intensity exceeded: the supervisor stopped itself. */
   fatal: [KayError]
+  /** The fleet's progress changed (a cold start, reconnects): emitted after each batch of host events. */
+  progress: [FleetProgress]
 }
 
 type Pending = {
@@ -224,6 +259,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   readonly #opts: SupervisorOptions
   readonly #config: ShardConfig
   readonly #gateBuffer: SharedArrayBuffer
+  readonly #workBuffer: SharedArrayBuffer
   readonly #shards: ShardHandle[] = []
   readonly #statuses = new Map<string, HostStatus>()
   readonly #restartTimes: number[] = []
@@ -240,6 +276,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   #stopping = false
   #fatal: KayError | undefined
   readonly #resolver: CachingResolver
+  #lastProgress = ''
 
   private constructor(opts: SupervisorOptions) {
     super()
@@ -260,6 +297,10 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       maxShards: threads,
       governor: opts.governor ?? true,
     })
+    const workCap = opts.workCap ?? 2 * dialCap
+    if (!Number.isInteger(workCap) || workCap < 1)
+      throw new ConfigError(`workCap must be an integer >= 1, got ${workCap}`)
+    this.#workBuffer = SharedDialGate.createBuffer({ cap: workCap, maxShards: threads, governor: false })
     for (let i = 0; i < threads; i++) {
       this.#shards.push({
         index: i,
@@ -310,6 +351,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       version: PROTOCOL_VERSION,
       shardIndex: s.index,
       gateBuffer: this.#gateBuffer,
+      workGateBuffer: this.#workBuffer,
       config: this.#config,
       hosts: [...s.hosts.values()],
     }
@@ -353,6 +395,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
             this.emit('pinned', { host: e.host, fingerprint: e.fingerprint })
           }
         }
+        this.#emitProgress()
         return
       case 'exec-items': {
         const p = s.pending.get(m.id)
@@ -403,6 +446,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       p.reject(err())
     }
     SharedDialGate.reclaim(this.#gateBuffer, s.index)
+    SharedDialGate.reclaim(this.#workBuffer, s.index)
     if (this.#stopping || this.#fatal) return
     for (const id of s.hosts.keys()) {
       const st: HostStatus = { id, state: 'idle', attempts: 0, handshakes: this.#statuses.get(id)?.handshakes ?? 0 }
@@ -450,7 +494,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
 
   /**
    * One tick: metrics from every READY host now; every other host is reported with its state and a typed error
-   * (KAY_NOT_READY while connecting or backing off). Never waits for a host to connect.
+   * (KAY_NOT_READY while connecting or backing off, or while its collection stream is still being opened past
+   * `timeoutMs`: then `details.state` is `starting` or `probing`). Never waits for a host to connect.
    */
   async collect(opts: { timeoutMs?: number } = {}): Promise<CollectTick> {
     this.#check()
@@ -466,9 +511,9 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
             id: this.#nextId++,
             timeoutMs,
           })
-          const entries = m.results.map((r) => this.#collectEntry(r))
+          const entries = m.results.map((r) => this.#collectEntry(s, r))
           if (m.packed) {
-            for (const r of unpackCollectResults(m.packed)) entries.push(this.#collectEntry(r))
+            for (const r of unpackCollectResults(m.packed)) entries.push(this.#collectEntry(s, r))
             if (m.packed.node) node.push(m.packed.node)
           }
           return entries
@@ -485,8 +530,16 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     return { tick, startedAt, durationMs: Date.now() - startedAt, hosts: parts.flat(), node }
   }
 
-  #collectEntry(r: HostCollectResult): CollectResultEntry {
-    this.#statuses.set(r.host, r.status)
+  #collectEntry(s: ShardHandle, r: HostCollectResult): CollectResultEntry {
+    // A host removed while the tick ran is still in it, but no longer among the statuses.
+    if (s.hosts.has(r.host)) {
+      // A host with metrics travels as a plain status (it packs into a row): its phase is the one its events said.
+      if (r.status.collectPhase === undefined && r.status.state === 'ready') {
+        const phase = this.#statuses.get(r.host)?.collectPhase
+        if (phase !== undefined) r.status.collectPhase = phase
+      }
+      this.#statuses.set(r.host, r.status)
+    }
     // Without an error the received result (a fresh clone or an unpacked row) is the entry: no copy per host.
     if (r.error === undefined) return r as CollectResultEntry
     const e: CollectResultEntry = { host: r.host, status: r.status }
@@ -780,6 +833,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     let dropped = 0
     for (const s of this.#shards) dropped += s.stats?.droppedFrames ?? 0
     const g = SharedDialGate.snapshot(this.#gateBuffer)
+    const w = SharedDialGate.snapshot(this.#workBuffer)
     return Object.freeze({
       hosts: this.#statuses.size,
       shards: this.#shards.length,
@@ -789,12 +843,64 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       dialCap: g.cap,
       effectiveDialCap: g.effectiveCap,
       dialsWaiting: g.waiting,
+      workInFlight: w.inFlight,
+      workCap: w.cap,
+      workWaiting: w.waiting,
       pressureEvents: g.pressureEvents,
       handshakes,
       restarts: this.#restarts,
       ticks: this.#ticks,
       droppedFrames: dropped,
     })
+  }
+
+  /**
+   * Where every host stands now: connecting, starting or probing its collection stream, collecting (streaming or
+   * exec), backing off, or failed. From the coalesced host events, so it moves as a cold start does; the same
+   * counts arrive with each `progress` event.
+   */
+  progress(): FleetProgress {
+    const p: FleetProgress = {
+      hosts: this.#statuses.size,
+      connecting: 0,
+      starting: 0,
+      probing: 0,
+      streaming: 0,
+      exec: 0,
+      backoff: 0,
+      failed: 0,
+      settled: false,
+    }
+    for (const st of this.#statuses.values()) {
+      switch (st.state) {
+        case 'idle':
+        case 'dialing':
+          p.connecting++
+          break
+        case 'backoff':
+          p.backoff++
+          break
+        case 'ready':
+          if (st.collectPhase === 'streaming') p.streaming++
+          else if (st.collectPhase === 'exec') p.exec++
+          else if (st.collectPhase === 'probing') p.probing++
+          else p.starting++
+          break
+        default:
+          p.failed++
+      }
+    }
+    p.settled = p.connecting + p.starting + p.probing === 0
+    return p
+  }
+
+  #emitProgress(): void {
+    if (this.listenerCount('progress') === 0) return
+    const p = this.progress()
+    const key = `${p.hosts} ${p.connecting} ${p.starting} ${p.probing} ${p.streaming} ${p.exec} ${p.backoff} ${p.failed}`
+    if (key === this.#lastProgress) return
+    this.#lastProgress = key
+    this.emit('progress', p)
   }
 
   /** @internal Test hook: crash a shard (`throw` = uncaught exception, `exit` = process.exit in the worker). */

@@ -3,7 +3,16 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { HostTarget } from '@kay/core'
 import { startSimFleet } from '@kay/core/sim'
-import { type ClientKey, makeClientKey, requireSshd, SSHD_LOG, type SshdServer, startSshd } from '@kay/core/testing'
+import {
+  type ClientKey,
+  makeClientKey,
+  requireSshd,
+  SSHD_LOG,
+  type SshdServer,
+  startSshd,
+  startSshdFleet,
+  until,
+} from '@kay/core/testing'
 import { expect, it } from 'vitest'
 import { Supervisor } from '../src/supervisor.js'
 
@@ -67,3 +76,46 @@ it('reaches simulator hosts through a ProxyCommand (`ssh -W` via a real sshd), o
   expect(r.proxyLogins).toBe(3)
   expect(r.handshakes).toBe(3)
 })
+
+it('retries the hosts behind a ProxyJump as soon as the hop is back, not at the end of their backoff', async () => {
+  if (!requireSshd()) throw new Error('needs /usr/sbin/sshd and the kaytest user: run .ci/setup-sshd.sh')
+  const dir = await mkdtemp(join(tmpdir(), 'kay-hop-'))
+  const key = await makeClientKey(dir)
+  const jump = await startSshd({ authorizedKeys: [key.publicKey] })
+  const hosts = await startSshdFleet({ count: 3, authorizedKeys: [key.publicKey] })
+  let sup: Supervisor | undefined
+  try {
+    const via: HostTarget = { id: 'jump', hostname: jump.host, port: jump.port, user: jump.user }
+    sup = await Supervisor.start({
+      hosts: hosts.servers.map((s) => ({ id: s.host, hostname: s.host, port: s.port, user: s.user, jump: [via] })),
+      threads: 1,
+      identity: { username: 'kaytest', keyFiles: [key.privateKeyPath] },
+      trust: { knownHostsPath: join(dir, 'known_hosts'), policy: 'accept-new' },
+      // Long backoff windows: a host that waited for its own would come back up to 10 s after its hop.
+      backoff: { baseMs: 10_000, capMs: 10_000, stableAfterMs: 60_000 },
+    })
+    const s = sup
+    const ready = async () => ((await s.refreshStats()).byState.ready ?? 0) === 3
+    // At start the hosts' first dials fail (their hop is not up yet): they are retried when it is.
+    await until('every host ready through the hop', ready, 30_000)
+
+    await jump.halt()
+    await until('every host down with its hop', async () => ((await s.refreshStats()).byState.ready ?? 0) === 0)
+    const logins = await jump.count(SSHD_LOG.acceptedPublickey)
+    await jump.restart()
+    // The hop redials on its own backoff; its login in the jump host's log is the moment it is back.
+    await until('the hop logged in again', async () => (await jump.count(SSHD_LOG.acceptedPublickey)) > logins, {
+      timeoutMs: 30_000,
+      everyMs: 5,
+    })
+    // Within one tick (2 s here) of the hop's return, every host behind it is back: it did not wait out its backoff.
+    await until('every host back within a tick of its hop', ready, 2000)
+    const tick = await s.collect({ timeoutMs: 5000 })
+    expect(tick.hosts.filter((h) => h.metrics).length).toBe(3)
+  } finally {
+    await sup?.stop()
+    await hosts.stop()
+    await jump.stop()
+    await rm(dir, { recursive: true, force: true })
+  }
+}, 90_000)

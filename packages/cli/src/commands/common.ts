@@ -73,11 +73,16 @@ export function dialDeadlineMs(conn: ConnectionOptions, hosts: readonly HostTarg
   return max || connectTimeoutOf(conn)
 }
 
-/** Wait until every host is ready or has failed at least once (bounded by `ms`). */
+/**
+ * Wait until every host is ready with its collection stream probed (or collecting over exec), or has failed at least
+ * once (bounded by `ms`).
+ */
 export async function waitSettled(sup: Supervisor, ms: number, signal: AbortSignal): Promise<void> {
   const end = Date.now() + ms
   const settled = (s: HostStatus) =>
-    s.state === 'ready' || s.state === 'quarantined' || (s.state === 'backoff' && s.attempts > 0)
+    (s.state === 'ready' && s.collectPhase !== 'starting' && s.collectPhase !== 'probing') ||
+    s.state === 'quarantined' ||
+    (s.state === 'backoff' && s.attempts > 0)
   while (!signal.aborted && Date.now() < end) {
     if (sup.statuses().every(settled)) return
     await new Promise((r) => setTimeout(r, 25))

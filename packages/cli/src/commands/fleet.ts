@@ -6,7 +6,7 @@ import { EXIT, type ExitCode, exitCodeFor } from '../help.js'
 import { fileLimit } from '../rlimit.js'
 import { tickLines } from '../ui/ndjson.js'
 import { absorbTick, outcomes, reportsOf, rowsOf } from '../ui/rows.js'
-import { type FleetRow, prepareTable, renderFleet } from '../ui/table.js'
+import { collectSummary, type FleetRow, prepareTable, renderFleet } from '../ui/table.js'
 import { runTui } from '../ui/tui.js'
 import { connectTimeoutOf, dialDeadlineMs, type Io, supervisorOptions, waitSettled, withSupervisor } from './common.js'
 
@@ -26,7 +26,13 @@ export function printTable(io: Io, tick: CollectTick, sup: Supervisor): void {
     height: rows.length + 3,
     offset: 0,
     color: false,
-    summary: { tick: tick.tick, handshakes: st.handshakes, dialSlotsInUse: st.dialsInFlight, dialSlotsCap: st.dialCap },
+    summary: {
+      tick: tick.tick,
+      handshakes: st.handshakes,
+      dialSlotsInUse: st.dialsInFlight,
+      dialSlotsCap: st.dialCap,
+      collect: collectSummary(sup.progress()),
+    },
   })
   io.out.write(`${lines.join('\n')}\n`)
 }
@@ -44,21 +50,24 @@ export async function cmdFleet(
       const tui = { intervalMs: cmd.intervalMs, ticks: cmd.ticks, signal: io.signal, out: io.out, notices, err: io.err }
       return runTui(sup, tui)
     }
-    let last: CollectTick | undefined
+    // The worst exit code over the run, not the last tick's: a host that failed at tick 3 of 10 shows in it.
+    let worst: ExitCode = EXIT.ok
     let n = 0
     while (!io.signal.aborted && (cmd.ticks === undefined || n < cmd.ticks)) {
       const started = Date.now()
       if (n === 0) await waitSettled(sup, dialDeadlineMs(conn, targets), io.signal)
-      last = await sup.collect({ timeoutMs: Math.min(cmd.intervalMs, connectTimeoutOf(conn)) })
+      const last = await sup.collect({ timeoutMs: Math.min(cmd.intervalMs, connectTimeoutOf(conn)) })
       n++
+      worst = Math.max(worst, exitCodeFor(outcomes(last))) as ExitCode
       await sup.refreshStats()
-      if (cmd.json) io.out.write(`${tickLines(reportsOf(last), last.tick, last.durationMs).join('\n')}\n`)
-      else printTable(io, last, sup)
+      if (cmd.json) {
+        io.out.write(`${tickLines(reportsOf(last), last.tick, last.durationMs, sup.progress()).join('\n')}\n`)
+      } else printTable(io, last, sup)
       if (cmd.ticks !== undefined && n >= cmd.ticks) break
       await sleep(Math.max(0, cmd.intervalMs - (Date.now() - started)), io.signal)
     }
     if (io.signal.aborted) return EXIT.interrupted
-    return last ? exitCodeFor(outcomes(last)) : EXIT.ok
+    return worst
   })
 }
 

@@ -4,6 +4,7 @@
  */
 
 import type { ActorState, CollectMode, HostMetrics } from '@kay/core'
+import type { FleetProgress } from '@kay/workers'
 
 /** One host's result for one tick. */
 export interface HostReport {
@@ -29,6 +30,8 @@ export interface SummaryLine {
   byCode: Record<string, number>
   tick: number
   durationMs: number
+  /** `kay fleet`: where every host stands after the tick (connecting, starting, probing, streaming, exec, …). */
+  progress?: FleetProgress
 }
 
 /** The per-host object (only the documented fields, in a stable order). */
@@ -41,7 +44,12 @@ export function hostLine(r: HostReport): HostLine {
   return o
 }
 
-export function summaryLine(reports: Iterable<HostReport>, tick: number, durationMs: number): SummaryLine {
+export function summaryLine(
+  reports: Iterable<HostReport>,
+  tick: number,
+  durationMs: number,
+  progress?: FleetProgress,
+): SummaryLine {
   const s: SummaryLine = {
     summary: true,
     hosts: 0,
@@ -60,12 +68,18 @@ export function summaryLine(reports: Iterable<HostReport>, tick: number, duratio
       s.byCode[code] = (s.byCode[code] ?? 0) + 1
     }
   }
+  if (progress) s.progress = progress
   return s
 }
 
 /** All lines for one tick (each without a trailing newline): one per host, then the summary. */
-export function tickLines(reports: readonly HostReport[], tick: number, durationMs: number): string[] {
+export function tickLines(
+  reports: readonly HostReport[],
+  tick: number,
+  durationMs: number,
+  progress?: FleetProgress,
+): string[] {
   const lines = reports.map((r) => JSON.stringify(hostLine(r)))
-  lines.push(JSON.stringify(summaryLine(reports, tick, durationMs)))
+  lines.push(JSON.stringify(summaryLine(reports, tick, durationMs, progress)))
   return lines
 }

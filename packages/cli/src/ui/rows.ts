@@ -50,6 +50,7 @@ export function rowsOf(
     if (m && s.state === 'ready') row.metrics = m
     if (s.rttMs !== undefined) row.rttMs = s.rttMs
     if (s.collectMode) row.collectMode = s.collectMode
+    if (s.collectPhase) row.collectPhase = s.collectPhase
     return row
   })
 }

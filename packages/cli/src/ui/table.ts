@@ -9,7 +9,7 @@
  * wider than the terminal. Escape codes appear only with `color: true`.
  */
 
-import type { ActorState, CollectMode, HostMetrics } from '@kay/core'
+import type { ActorState, CollectMode, CollectPhase, HostMetrics } from '@kay/core'
 import {
   ansi,
   bar,
@@ -35,6 +35,8 @@ export interface FleetRow {
   metrics?: HostMetrics
   rttMs?: number
   collectMode?: CollectMode
+  /** A ready host's collection: `starting`/`probing` until its stream is open (or it settles on exec). */
+  collectPhase?: CollectPhase
 }
 
 export type SortColumn = 'host' | 'state' | 'cpu' | 'mem' | 'load' | 'net' | 'fs' | 'rtt' | 'uptime'
@@ -121,7 +123,9 @@ export function comparator(sort: SortColumn): (a: FleetRow, b: FleetRow) => numb
 /** The short state label used in the STATE column and matched by the filter (no retry time). */
 export function stateLabel(row: FleetRow): string {
   const code = row.lastError?.code
-  if (row.state === 'ready') return 'ready'
+  if (row.state === 'ready') {
+    return row.collectPhase === 'starting' || row.collectPhase === 'probing' ? row.collectPhase : 'ready'
+  }
   if (code === 'KAY_HOST_KEY_MISMATCH') return 'key mismatch'
   if (code === 'KAY_HOST_KEY_REVOKED') return 'key revoked'
   if (code === 'KAY_HOST_KEY_UNKNOWN') return 'key unknown'
@@ -419,6 +423,8 @@ export interface FleetSummary {
   dialSlotsCap: number
   /** Show the `connected X / N` progress bar (until every host has been ready once, or the first tick is done). */
   coldStart?: boolean
+  /** How the ready hosts collect (Supervisor.progress()): `starting` counts those still opening their stream. */
+  collect?: { streaming: number; exec: number; starting: number }
 }
 
 export interface RenderOptions {
@@ -439,6 +445,16 @@ export interface RenderOptions {
   formatTime?: (epochMs: number) => string
 }
 
+/** The summary's collection counts from a supervisor's progress (a stream being probed counts as starting). */
+export function collectSummary(p: {
+  streaming: number
+  exec: number
+  starting: number
+  probing: number
+}): NonNullable<FleetSummary['collect']> {
+  return { streaming: p.streaming, exec: p.exec, starting: p.starting + p.probing }
+}
+
 /** Lines above the rows (summary, optional progress bar, header) and below them (optional status line, footer). */
 export function chromeHeight(summary: FleetSummary, status = false): number {
   return (summary.coldStart === true ? 2 : 1) + 1 + (status ? 1 : 0) + 1
@@ -455,8 +471,13 @@ export function renderFleet(table: PreparedTable, opts: RenderOptions): string[]
   const { counts } = table
   const s = opts.summary
   const lines: string[] = []
+  const c = s.collect
+  const collecting =
+    c === undefined
+      ? ''
+      : ` (${c.streaming} streaming${c.exec > 0 ? `, ${c.exec} exec` : ''}${c.starting > 0 ? `, ${c.starting} starting` : ''})`
   const summaryText =
-    `${counts.ready} ready · ${counts.connecting} connecting · ${counts.down} down · tick ${s.tick} · ` +
+    `${counts.ready} ready${collecting} · ${counts.connecting} connecting · ${counts.down} down · tick ${s.tick} · ` +
     `handshakes ${s.handshakes} · dial slots ${s.dialSlotsInUse}/${s.dialSlotsCap}`
   lines.push(truncate(summaryText, width))
   if (s.coldStart === true) {

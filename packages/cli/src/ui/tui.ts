@@ -10,7 +10,7 @@ import { renderDetail } from './detail.js'
 import { parseKeys } from './keys.js'
 import { absorbTick, rowsOf } from './rows.js'
 import { initialScreen, reduce, resize, type ScreenState, selectedRow, setRows } from './screen.js'
-import { bodyHeight, type FleetRow, type FleetSummary, renderFleet } from './table.js'
+import { bodyHeight, collectSummary, type FleetRow, type FleetSummary, renderFleet } from './table.js'
 
 export interface TuiOptions {
   intervalMs: number
@@ -93,6 +93,7 @@ export async function runTui(sup: Supervisor, opts: TuiOptions): Promise<ExitCod
       dialSlotsInUse: st.dialsInFlight,
       dialSlotsCap: st.dialCap,
       coldStart: !everyoneReadyOnce,
+      collect: collectSummary(sup.progress()),
     }
   }
   const log = new StatusLog()

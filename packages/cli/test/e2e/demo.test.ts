@@ -34,7 +34,7 @@ async function demoThenPress(key: string, runTmp: string) {
   await tmux.typeLine(`TMPDIR=${runTmp} ${cmd.join(' ')}; echo EXIT:$?`)
   await tmux.waitScreen(
     'the demo table with every host ready',
-    (s) => s.startsWith(`${HOSTS} ready · 0 connecting · 0 down`) && /^sim0001 +ready/m.test(s),
+    (s) => s.startsWith(`${HOSTS} ready (${HOSTS} streaming) · 0 connecting · 0 down`) && /^sim0001 +ready/m.test(s),
     30_000,
   )
 

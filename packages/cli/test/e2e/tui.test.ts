@@ -53,7 +53,7 @@ describe('kay fleet in a terminal', { timeout: 120_000 }, () => {
     const first = await tmux.waitScreen(
       'the table with every host ready and measured',
       (s) =>
-        s.replace(SGR, '').startsWith(`${HOSTS} ready · 0 connecting · 0 down`) &&
+        s.replace(SGR, '').startsWith(`${HOSTS} ready (${HOSTS} streaming) · 0 connecting · 0 down`) &&
         rows(s).length === HOSTS &&
         rows(s).every((r) => !Number.isNaN(r.cpu)),
       20_000,

@@ -477,6 +477,19 @@ export class HostActor extends EventEmitter<HostActorEvents> {
     }, delay)
   }
 
+  /**
+   * Redial now if backing off: the path to the host is known to be back (its ProxyJump hop just became ready), so
+   * the wait for an outage of unknown length no longer applies. The attempt goes through the dial gate as any other.
+   */
+  retryNow(): void {
+    if (this.#state !== 'backoff') return
+    this.#clock.clearTimeout(this.#timer)
+    this.#timer = undefined
+    this.#attempts = 0
+    this.#nextRetryAt = undefined
+    void this.#dial()
+  }
+
   #destroyClient(): void {
     const c = this.#client
     const sock = this.#sock

@@ -103,6 +103,13 @@ export interface SshdOptions {
   maxStartups?: number | string
   /** More sshd_config lines, appended last. */
   extraConfig?: readonly string[]
+  /**
+   * Make every session start late, as a slow login shell does (start-up files on a network home, a loaded host):
+   * `sleepMs` of wall time and `cpuLoops` turns of a shell loop (host CPU, ~1.3 M per second here) before the
+   * command runs. A ForceCommand wrapper in the instance's dir does it and then runs the original command with
+   * `/bin/sh -c`, so the output is the command's own.
+   */
+  slowLogin?: { sleepMs?: number; cpuLoops?: number }
   /** Parent of the instance's temp dir. Default os.tmpdir(). Must be traversable by `kaytest`. */
   parentDir?: string
   /**
@@ -490,11 +497,29 @@ export class SshdServer {
     ]
     if (o.maxSessions !== undefined) lines.push(`MaxSessions ${o.maxSessions}`)
     if (o.maxStartups !== undefined) lines.push(`MaxStartups ${o.maxStartups}`)
+    if (o.slowLogin) lines.push(`ForceCommand ${await this.#slowLoginWrapper(o.slowLogin)}`)
     // 9.8+ penalises sources that fail auth or crash the session child; tests dial from 127.0.0.1 a lot.
     const [major, minor] = await sshdVersion()
     if (major > 9 || (major === 9 && minor >= 8)) lines.push('PerSourcePenalties no')
     lines.push(...(o.extraConfig ?? []))
     return `${lines.join('\n')}\n`
+  }
+
+  async #slowLoginWrapper(slow: NonNullable<SshdOptions['slowLogin']>): Promise<string> {
+    const path = join(this.dir, 'slow-login')
+    const loops = Math.max(0, Math.floor(slow.cpuLoops ?? 0))
+    const sleep = Math.max(0, slow.sleepMs ?? 0) / 1000
+    const script = [
+      '#!/bin/sh',
+      `i=0; while [ "$i" -lt ${loops} ]; do i=$((i + 1)); done`,
+      ...(sleep > 0 ? [`sleep ${sleep}`] : []),
+      'if [ -n "$SSH_ORIGINAL_COMMAND" ]; then exec /bin/sh -c "$SSH_ORIGINAL_COMMAND"; fi',
+      'exec /bin/sh',
+      '',
+    ].join('\n')
+    await writeFile(path, script, { mode: 0o755 })
+    await chmod(path, 0o755)
+    return path
   }
 
   async #launch(): Promise<void> {

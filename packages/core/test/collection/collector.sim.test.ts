@@ -54,22 +54,20 @@ async function collectorFor(i: number, opts: CollectorOptions = {}) {
   return { a, c }
 }
 
-async function settleStream(c: HostCollector, ticks = 6): Promise<void> {
-  for (let i = 0; i < ticks; i++) {
-    await c.collect()
-    if (c.mode?.startsWith('stream')) return
-    await new Promise((r) => setTimeout(r, 20))
-  }
+/** Until the stream probe is done (the collector streams, or collects over exec). */
+function settleStream(c: HostCollector): Promise<void> {
+  return until(() => c.phase === 'streaming' || c.phase === 'exec', 5000)
 }
 
 describe('HostCollector', () => {
-  it('collects over a persistent stream: no new channel per tick after the first', async () => {
+  it('collects over a persistent stream opened when the connection is ready: no new channel per tick', async () => {
+    const ch = fleet.host(0).stats().channelsOpened
     const { c } = await collectorFor(0)
+    // The first tick waits for the stream probe and is answered by its first frame: one channel, no exec.
     const first = await c.collect()
-    expect(c.mode).toBe('exec') // the first tick never waits for the stream probe
-    expect(first.cpuPct).toBeUndefined()
-    await settleStream(c)
     expect(c.mode).toBe('stream-perl')
+    expect(first.cpuPct).toBeUndefined()
+    expect(fleet.host(0).stats().channelsOpened).toBe(ch + 1)
     const ch0 = fleet.host(0).stats().channelsOpened
     let m = await c.collect()
     for (let i = 0; i < 20; i++) m = await c.collect()
@@ -105,6 +103,9 @@ describe('HostCollector', () => {
 
   it('drops forged frames, never attributing them to a tick, and still reports the tick', async () => {
     const { c } = await collectorFor(3)
+    // The probe gives up on a channel that answers with frames that are not its own (not at its deadline).
+    await settleStream(c)
+    expect(c.phase).toBe('exec')
     for (let i = 0; i < 4; i++) {
       const m = await c.collect()
       expect(m.memTotalBytes).toBeGreaterThan(0)
@@ -120,7 +121,7 @@ describe('HostCollector', () => {
   })
 
   it('falls back to exec for the tick when the stream stalls, then reopens it later', async () => {
-    const { c } = await collectorFor(5, { reopenBaseMs: 1, reopenCapMs: 1 })
+    const { c } = await collectorFor(5, { reopenBaseMs: 1, reopenCapMs: 1, probeTimeoutMs: 500 })
     await settleStream(c)
     expect(c.mode).toBe('stream-perl')
     fleet.setFault(5, { streamFault: 'stall' })
@@ -128,8 +129,9 @@ describe('HostCollector', () => {
     expect(m.memTotalBytes).toBeGreaterThan(0)
     expect(c.mode).toBe('exec')
     fleet.setFault(5, { streamFault: 'none' })
-    await until(() => c.mode === 'exec', 100)
-    await settleStream(c, 20)
+    // Re-opened by the collector itself after its backoff, with no tick asking.
+    await until(() => c.phase === 'streaming', 5000)
+    await c.collect()
     expect(c.mode).toBe('stream-perl')
   })
 
@@ -226,12 +228,9 @@ describe('half-open detection through the stream', () => {
     open.push({ a, c })
     a.start()
     await waitForState(a, 'ready')
+    // The stream is opened when the connection is ready (the probe's own deadline runs on the manual clock).
+    await until(() => c.phase === 'streaming', 5000)
     await c.collect()
-    // Let the background probe establish the stream (its frame wait runs on the manual clock).
-    for (let i = 0; i < 50 && c.mode !== 'stream-perl'; i++) {
-      await new Promise((r) => setTimeout(r, 10))
-      await c.collect().catch(() => {})
-    }
     expect(c.mode).toBe('stream-perl')
     fleet.setFault(0, { halfOpen: true })
     try {

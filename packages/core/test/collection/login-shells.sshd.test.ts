@@ -101,7 +101,7 @@ describe.each(Object.entries(SSHD_SHELL_USERS))('with %s as the login shell (use
   it.each(STREAM_FLAVOURS)('starts the %s stream loop and collects on it every tick', async (flavour) => {
     const actor = await connect(sshd, user)
     const c = collectorOf(actor, { flavours: [flavour] })
-    // The first tick goes over exec; the stream is then probed in the background and serves the next ticks.
+    // The stream is probed as soon as the connection is ready; the first tick waits for its first frame.
     await until(
       `stream-${flavour} up`,
       async () => {

@@ -203,20 +203,18 @@ async function closeAndWaitNoLoop(s: SshdServer, a: HostActor, c: HostCollector)
 }
 
 /**
- * An actor and collector on `s`: the first tick's metrics (always over exec: the stream is probed in the
- * background), then ticks until the stream is up (or 50 tries).
+ * An actor and collector on `s`, the stream probed as soon as the connection is ready; `viaExec` is one sample taken
+ * over exec on the same connection (a second collector in exec mode), to compare the stream's numbers with.
  */
 async function collectorOn(s: SshdServer, flavours?: StreamFlavour[]) {
   const a = actorFor(s)
   const c = new HostCollector(a, { streamTimeoutMs: 2000, ...(flavours ? { flavours } : {}) })
   a.start()
   await waitForState(a, 'ready')
-  const first = await c.collect()
-  const viaExec = { ...first, mode: c.mode }
-  for (let i = 0; i < 50 && !c.mode?.startsWith('stream'); i++) {
-    await new Promise((r) => setTimeout(r, 20))
-    await c.collect()
-  }
+  await until(() => c.phase === 'streaming' || c.phase === 'exec', 10_000, 'the stream probe done')
+  const execOnly = new HostCollector(a, { mode: 'exec' })
+  const viaExec = { ...(await execOnly.collect()), mode: execOnly.mode }
+  execOnly.close()
   return { a, c, viaExec }
 }
 
@@ -227,7 +225,9 @@ d('collection against real sshd', () => {
       const { a, c, viaExec } = await collectorOn(s)
       expect(viaExec.mode).toBe('exec')
       expect(c.mode).toBe('stream-perl')
+      // Two sessions so far: the stream (opened when the connection was ready) and the exec sample to compare with.
       const sessions = await s.count(SSHD_LOG.startingSession)
+      expect(sessions).toBe(2)
       let viaStream = await c.collect()
       for (let i = 0; i < 10; i++) viaStream = await c.collect()
       expect(await s.count(SSHD_LOG.startingSession)).toBe(sessions)

@@ -45,7 +45,7 @@ async function main(): Promise<ProbeResult> {
     backoff: { baseMs: 20, capMs: 100 },
   })
   const collector = new HostCollector(actor, { streamTimeoutMs: 1000, maxFrameBytes: 256 * 1024 })
-  // Count the collector's stream channels (it probes them in the background, after an exec tick succeeds).
+  // Count the collector's stream channels (it probes them as soon as the connection is ready).
   let streamsOpened = 0
   let streamsClosed = 0
   const openExec = actor.openExec.bind(actor)
