@@ -73,6 +73,10 @@ class FakeActor extends EventEmitter {
   runMode: 'answer' | 'hold' = 'answer'
   /** Refuse runs with reason 2 while a stream channel is open (MaxSessions 1). */
   oneSession = false
+  /** What a new stream channel does once open besides answering as `channelMode` says (e.g. exit at once). */
+  whenOpened: ((c: FakeChannel) => void) | undefined
+  /** Answer stream requests under this token instead of the one kay sent (something else runs there). */
+  streamToken: string | undefined
   /** Every command run, as sent (wrapped for any login shell). */
   readonly commands: string[] = []
   /** What a one-shot collection prints instead of kay's sections (a ForceCommand), and its exit status. */
@@ -152,11 +156,12 @@ class FakeActor extends EventEmitter {
   }
   openExec(command: string, setup?: (c: FakeChannel) => void): Promise<FakeChannel> {
     const id = identifyCommand(command)
-    const token = id.kind === 'stream' ? id.token : 'none'
+    const token = id.kind === 'stream' ? (this.streamToken ?? id.token) : 'none'
     const c = new FakeChannel(token)
     c.mode = this.channelMode
     this.channels.push(c)
     setup?.(c)
+    this.whenOpened?.(c)
     return Promise.resolve(c)
   }
 }
@@ -303,13 +308,7 @@ describe('HostCollector: ticks while the stream is being opened', () => {
 
   it('a host where no loop runs collects over exec, and the stream is probed again after a backoff', async () => {
     const actor = new FakeActor()
-    actor.openExec = (_command, setup) => {
-      const c = new FakeChannel('x')
-      actor.channels.push(c)
-      setup?.(c)
-      c.close() // the interpreter is missing: the channel exits at once
-      return Promise.resolve(c)
-    }
+    actor.whenOpened = (c) => c.close() // the interpreter is missing: the channel exits at once
     const { clock, collector } = make({ flavours: ['perl', 'sh'], reopenBaseMs: 1000, reopenCapMs: 1000 }, actor)
     await flush()
     expect(actor.channels.length).toBe(2)
@@ -555,13 +554,7 @@ describe('HostCollector node requests', () => {
 
   it('the exec fallback of a host where no loop runs asks for the node sections, slow ones first', async () => {
     const actor = new FakeActor()
-    actor.openExec = (_command, setup) => {
-      const c = new FakeChannel('x')
-      actor.channels.push(c)
-      setup?.(c)
-      c.close() // no interpreter for the loop
-      return Promise.resolve(c)
-    }
+    actor.whenOpened = (c) => c.close() // no interpreter for the loop
     const { collector } = make({ node: true }, actor)
     await flush()
     expect(collector.phase).toBe('exec')
@@ -671,18 +664,13 @@ describe("HostCollector: output that is not kay's", () => {
   it('a ForceCommand on the stream flavours: each probe fails as its channel ends, the tick says what it printed', async () => {
     const actor = new FakeActor()
     actor.foreign = FORCED
-    actor.openExec = (_command, setup) => {
-      const c = new FakeChannel('none')
-      c.mode = 'hold'
-      actor.channels.push(c)
-      setup?.(c)
-      // The forced command prints its line and exits, whatever kay asked for.
+    actor.channelMode = 'hold'
+    // The forced command prints its line and exits, whatever kay asked for.
+    actor.whenOpened = (c) =>
       queueMicrotask(() => {
         c.emit('data', Buffer.from(FORCED.stdout))
         c.close()
       })
-      return Promise.resolve(c)
-    }
     const { clock, collector } = make({ flavours: ['perl', 'sh'] }, actor)
     const t = tick(collector, 5000)
     await flush()
@@ -696,12 +684,7 @@ describe("HostCollector: output that is not kay's", () => {
 
   it('a flavour answering with end markers that are not its own fails its probe at once, not at the deadline', async () => {
     const actor = new FakeActor()
-    actor.openExec = (_command, setup) => {
-      const c = new FakeChannel('someone-else') // answers every request, under another token
-      actor.channels.push(c)
-      setup?.(c)
-      return Promise.resolve(c)
-    }
+    actor.streamToken = 'someone-else' // answers every request, under another token
     const { clock, collector } = make({ flavours: ['perl', 'sh'] }, actor)
     const t = tick(collector, 5000)
     await flush()
