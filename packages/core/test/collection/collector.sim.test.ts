@@ -1,4 +1,5 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } from 'vitest'
+import { type Clock, systemClock } from '../../src/clock.js'
 import { type CollectorOptions, HostCollector } from '../../src/collection/collector.js'
 import { NodeSink } from '../../src/collection/series-writer.js'
 import { HostActor } from '../../src/connection/actor.js'
@@ -10,11 +11,13 @@ import { ManualClock } from '../support/manual-clock.js'
 
 let fleet: SimFleet
 let identity: Identity
+let publicKey: string
 const open: Array<{ a: HostActor; c: HostCollector }> = []
 
 beforeAll(async () => {
   const c = clientIdentity()
   identity = c.identity
+  publicKey = c.publicKey
   fleet = await startSimFleet({
     hosts: 10,
     authorizedKeys: [c.publicKey],
@@ -39,8 +42,8 @@ afterEach(async () => {
   }
 })
 
-async function collectorFor(i: number, opts: CollectorOptions = {}) {
-  const h = fleet.hosts[i]!
+async function collectorFor(i: number, opts: CollectorOptions = {}, from: SimFleet = fleet) {
+  const h = from.hosts[i]!
   const a = new HostActor({
     target: { id: h.name, hostname: h.host, port: h.port, user: 'kay' },
     identity,
@@ -153,7 +156,16 @@ describe('HostCollector', () => {
   })
 
   it('drills in on a new channel of the same connection', async () => {
-    const { a, c } = await collectorFor(0)
+    // The host's clock moves a second at each read, so the drill-in's counters are always past the tick's: on the
+    // system clock, reads a millisecond apart can show the same jiffies, and then there is no CPU % between them.
+    let t = Date.now()
+    const stepping: Clock = { ...systemClock, now: () => (t += 1000) }
+    const own = await startSimFleet({ hosts: 1, authorizedKeys: [publicKey], clock: stepping })
+    const { a, c } = await collectorFor(0, {}, own).catch(async (err) => {
+      await own.close()
+      throw err
+    })
+    onTestFinished(() => own.close())
     await c.collect()
     const first = await c.detail()
     expect(first.processes.length).toBeGreaterThan(0)
