@@ -8,7 +8,7 @@
  */
 import { performance } from 'node:perf_hooks'
 import { Supervisor } from '@kay/workers'
-import { flags, openFds, record, runMain, sleep, waitFor } from './load/lib.js'
+import { flags, openFds, reached, record, runMain, sleep } from './load/lib.js'
 import { closeFleet, openFleet } from './load/steady.js'
 
 interface Sample {
@@ -70,7 +70,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   const errors: Record<string, number> = {}
   const samples: Sample[] = []
   try {
-    await waitFor(() => (sup.stats().byState.ready ?? 0) === n, 60_000, 50)
+    await reached('every host ready', () => (sup.stats().byState.ready ?? 0) === n, { timeoutMs: 60_000, everyMs: 50 })
     const t0 = performance.now()
     const end = t0 + durationS * 1000
     const maxTicks = Math.ceil((durationS * 1000) / tickMs) + 10

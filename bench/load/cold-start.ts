@@ -6,7 +6,7 @@
  */
 import { performance } from 'node:perf_hooks'
 import { Supervisor } from '@kay/workers'
-import { flags, fmt, intList, record, runMain, summarize, waitFor } from './lib.js'
+import { flags, fmt, intList, reached, record, runMain, summarize } from './lib.js'
 import { closeFleet, openFleet } from './steady.js'
 
 export async function main(argv: readonly string[]): Promise<number> {
@@ -32,7 +32,10 @@ export async function main(argv: readonly string[]): Promise<number> {
           trust: { knownHostsPath: ctx.knownHostsPath, policy: 'accept-new', extraKnownHosts: [] },
         })
         try {
-          const ok = await waitFor(() => (sup.stats().byState.ready ?? 0) === n, Math.max(60_000, (n * 40) / cap), 20)
+          const ok = await reached('every host ready', () => (sup.stats().byState.ready ?? 0) === n, {
+            timeoutMs: Math.max(60_000, (n * 40) / cap),
+            everyMs: 20,
+          })
           const ms = performance.now() - t0
           const st = await ctx.fleet.stats()
           const failed = st.totals.handshakesStarted - st.totals.handshakesCompleted

@@ -17,7 +17,7 @@ import { performance } from 'node:perf_hooks'
 import type { HostTarget, LookupFn } from '@kay/core'
 import { makeClientKey, requireSshd, type SshdServer, startSshd } from '@kay/core/testing'
 import { Supervisor } from '@kay/workers'
-import { flags, record, runMain, summarize, waitFor } from './lib.js'
+import { flags, reached, record, runMain, summarize } from './lib.js'
 
 export async function main(argv: readonly string[]): Promise<number> {
   const f = flags(argv)
@@ -73,27 +73,27 @@ export async function main(argv: readonly string[]): Promise<number> {
         })
         try {
           const state = () => new Map(sup.statuses().map((s) => [s.id, s]))
-          const ok = await waitFor(
+          const ok = await reached(
+            'every good host ready',
             () => {
               const st = state()
               return goodIds.every((id) => st.get(id)?.state === 'ready')
             },
-            60_000,
-            5,
+            { timeoutMs: 60_000, everyMs: 5 },
           )
           const readyMs = performance.now() - t0
           if (!ok) throw new Error(`${mode}: good hosts not ready within 60 s`)
           let badMs = 0
           if (mode === 'with') {
-            await waitFor(
+            await reached(
+              'every bad name KAY_RESOLVE_FAILED',
               () => {
                 const st = state()
                 let n = 0
                 for (const s of st.values()) if (s.lastError?.code === 'KAY_RESOLVE_FAILED') n++
                 return n === badN
               },
-              60_000,
-              20,
+              { timeoutMs: 60_000, everyMs: 20 },
             )
             badMs = performance.now() - t0
           }

@@ -6,6 +6,7 @@ import { appendFileSync, readdirSync } from 'node:fs'
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { streamRequest, wantsDf } from '@kay/core'
+import { type UntilOptions, until } from '@kay/core/testing'
 import type { Supervisor } from '@kay/workers'
 
 export { sleep }
@@ -73,14 +74,15 @@ export function openFds(): number {
   }
 }
 
-/** Poll `check` every `everyMs` until it returns true or `timeoutMs` passes; returns whether it succeeded. */
-export async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs: number, everyMs = 100) {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    if (await check()) return true
-    await sleep(everyMs)
-  }
-  return check()
+/**
+ * The tests' shared `until`, for a benchmark that records a timeout as its result rather than failing: resolves
+ * true once `check` holds, false past the deadline.
+ */
+export function reached(what: string, check: () => unknown, opts: UntilOptions): Promise<boolean> {
+  return until(what, async () => (await check()) || undefined, opts).then(
+    () => true,
+    () => false,
+  )
 }
 
 /** RSS after a best-effort GC (run with --expose-gc for a steadier baseline). */

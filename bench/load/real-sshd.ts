@@ -35,12 +35,12 @@ import {
   floorTick,
   fmt,
   intList,
+  reached,
   record,
   runMain,
   type Summary,
   sleep,
   summarize,
-  waitFor,
   warmUpStreams,
   watchFloorChannel,
 } from './lib.js'
@@ -201,7 +201,12 @@ async function kay(ctx: Ctx, mode: 'stream' | 'exec', ticks: number, flavour?: S
     keepalive: { intervalMs: 60_000 },
   })
   try {
-    if (!(await waitFor(async () => ((await sup.refreshStats()).byState.ready ?? 0) === n, 120_000, 100))) {
+    if (
+      !(await reached('every host ready', async () => ((await sup.refreshStats()).byState.ready ?? 0) === n, {
+        timeoutMs: 120_000,
+        everyMs: 100,
+      }))
+    ) {
       throw new Error(`kay ${mode}: not all ready: ${JSON.stringify(sup.stats().byState)}`)
     }
     if (mode === 'stream') {
@@ -278,7 +283,10 @@ async function controlMaster(ctx: Ctx, ticks: number): Promise<RealRun> {
   const base = ['xargs', `-P${FANOUT}`, '-I{}', 'ssh', ...sshOpts(ctx), '-S', join(ctx.dir, 'cm-{}')]
   const input = ctx.hosts.join('\n')
   await inGroup(ctx, [...base, '-M', '-N', '-f', 'kaytest@{}'], input)
-  const up = await waitFor(() => ctx.hosts.every((h) => existsSync(sock(h))), 30_000, 100)
+  const up = await reached('every sshd socket listening', () => ctx.hosts.every((h) => existsSync(sock(h))), {
+    timeoutMs: 30_000,
+    everyMs: 100,
+  })
   try {
     if (!up) throw new Error('ControlMaster: not every master socket appeared')
     return await measure(ctx, 'ssh-controlmaster', ticks, 'group', async () =>
@@ -287,7 +295,10 @@ async function controlMaster(ctx: Ctx, ticks: number): Promise<RealRun> {
   } finally {
     // Masters exit on `-O exit`; anything left in the client group is ours and is killed with the group later.
     await inGroup(ctx, [...base, '-O', 'exit', 'kaytest@{}'], input).catch(() => '')
-    await waitFor(async () => (await ctx.clients.pids()).length === 0, 5000, 50)
+    await reached('every client process gone', async () => (await ctx.clients.pids()).length === 0, {
+      timeoutMs: 5000,
+      everyMs: 50,
+    })
   }
 }
 

@@ -21,12 +21,12 @@ import {
   flags,
   fmt,
   intList,
+  reached,
   record,
   runMain,
   settledRss,
   sleep,
   summarize,
-  waitFor,
   warmUpStreams,
 } from './lib.js'
 
@@ -82,10 +82,10 @@ async function main(argv: string[]): Promise<number> {
     const metrics = createServeMetrics()
     const http = await startHttp(metrics, { host: '127.0.0.1', port: 0 }, () => true)
     try {
-      const ready = await waitFor(
+      const ready = await reached(
+        'every host ready',
         async () => ((await sup.refreshStats()).byState.ready ?? 0) === n,
-        Math.max(60_000, n * 30),
-        100,
+        { timeoutMs: Math.max(60_000, n * 30), everyMs: 100 },
       )
       if (!ready) throw new Error(`${n} hosts: not all ready: ${JSON.stringify(sup.stats().byState)}`)
       await warmUpStreams(sup, n, { timeoutMs: TICK_TIMEOUT_MS, pauseMs: 1000 })

@@ -32,12 +32,12 @@ import {
   fmt,
   intList,
   measureTicks,
+  reached,
   record,
   runMain,
   type Summary,
   settledRss,
   summarize,
-  waitFor,
   warmUpStreams,
   withDeadline,
 } from './lib.js'
@@ -121,10 +121,10 @@ export async function pooledRun(
     keepalive: { intervalMs: 60_000 },
   })
   try {
-    const allReady = await waitFor(
+    const allReady = await reached(
+      'every host ready',
       async () => ((await sup.refreshStats()).byState.ready ?? 0) === n,
-      Math.max(60_000, n * 30),
-      50,
+      { timeoutMs: Math.max(60_000, n * 30), everyMs: 50 },
     )
     const readyMs = performance.now() - t0
     if (!allReady) throw new Error(`${n} hosts: not all ready in time: ${JSON.stringify(sup.stats().byState)}`)

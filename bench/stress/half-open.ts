@@ -10,7 +10,7 @@
  * --tick-timeout-ms (5000), --max-s (30: the measuring window), --dial-cap (16).
  */
 import { performance } from 'node:perf_hooks'
-import { flags, fmt, record, runMain, sleep, summarize, waitFor, warmUpStreams } from '../load/lib.js'
+import { flags, fmt, reached, record, runMain, sleep, summarize, warmUpStreams } from '../load/lib.js'
 import { closeFleet, openFleet } from '../load/steady.js'
 import { startSupervisor } from './lib.js'
 
@@ -36,7 +36,10 @@ export async function main(argv: readonly string[]): Promise<number> {
       keepalive: { intervalMs, probeDeadlineMs: deadlineMs },
     })
     try {
-      const ready = await waitFor(() => (sup.stats().byState.ready ?? 0) === n, 120_000, 50)
+      const ready = await reached('every host ready', () => (sup.stats().byState.ready ?? 0) === n, {
+        timeoutMs: 120_000,
+        everyMs: 50,
+      })
       if (!ready) throw new Error(`not all ready: ${JSON.stringify(sup.stats().byState)}`)
       await warmUpStreams(sup, n, { timeoutMs: 5000 })
       const detected = new Map<string, { ms: number; state: string; code: string }>()

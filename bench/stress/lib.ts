@@ -1,7 +1,7 @@
 /**
  * Helpers for the stress benches: fleets split over several simulator processes (each under its own fd limit),
  * summed sim counters, a per-second counter sampler, and small text/SVG renderings of a per-second series.
- * The generic helpers (flags, record, summarize, waitFor) come from ../load/lib.ts.
+ * The generic helpers (flags, record, summarize, reached) come from ../load/lib.ts.
  */
 import { writeFileSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'

@@ -12,7 +12,7 @@
 import { dirname, join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
-import { flags, record, runMain, sleep, summarize, waitFor } from '../load/lib.js'
+import { flags, reached, record, runMain, sleep, summarize } from '../load/lib.js'
 import { closeFleet, openFleet } from '../load/steady.js'
 import { sampleEverySecond, sparkline, startSupervisor, totals, writeSvgChart } from './lib.js'
 
@@ -44,7 +44,10 @@ export async function main(argv: readonly string[]): Promise<number> {
       if (s.state === 'dialing') dialingEvents++
     })
     try {
-      const ready = await waitFor(() => (sup.stats().byState.ready ?? 0) === n, 120_000, 50)
+      const ready = await reached('every host ready', () => (sup.stats().byState.ready ?? 0) === n, {
+        timeoutMs: 120_000,
+        everyMs: 50,
+      })
       if (!ready) throw new Error(`not all ready before the outage: ${JSON.stringify(sup.stats().byState)}`)
       await sleep(2000)
       // One reset before sampling starts: the sampler's deltas stay exact, and the handshake peak read at the end
@@ -66,7 +69,10 @@ export async function main(argv: readonly string[]): Promise<number> {
       sampler.setPhase('recovery')
       const tBack = performance.now()
       const sBack = sampler.samples.length
-      const recovered = await waitFor(() => (sup.stats().byState.ready ?? 0) === n, recoverTimeoutS * 1000, 50)
+      const recovered = await reached('every host ready', () => (sup.stats().byState.ready ?? 0) === n, {
+        timeoutMs: recoverTimeoutS * 1000,
+        everyMs: 50,
+      })
       const recoverMs = performance.now() - tBack
       const endTotals = await totals(fleets)
       const recTotals = {

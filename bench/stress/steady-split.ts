@@ -10,7 +10,7 @@
  */
 import { readdirSync } from 'node:fs'
 import { performance } from 'node:perf_hooks'
-import { flags, fmt, measureTicks, openFds, record, runMain, settledRss, waitFor, warmUpStreams } from '../load/lib.js'
+import { flags, fmt, measureTicks, openFds, reached, record, runMain, settledRss, warmUpStreams } from '../load/lib.js'
 import { closeFleets, openFleets, simCpuMs, startSupervisor, totals } from './lib.js'
 
 export async function main(argv: readonly string[]): Promise<number> {
@@ -40,7 +40,8 @@ export async function main(argv: readonly string[]): Promise<number> {
     })
     try {
       let lastLog = 0
-      const ok = await waitFor(
+      const ok = await reached(
+        'every host ready',
         async () => {
           const st = await sup.refreshStats()
           if (performance.now() - lastLog > 10_000) {
@@ -51,8 +52,7 @@ export async function main(argv: readonly string[]): Promise<number> {
           }
           return (st.byState.ready ?? 0) === n
         },
-        Math.max(120_000, n * 30),
-        200,
+        { timeoutMs: Math.max(120_000, n * 30), everyMs: 200 },
       )
       const readyMs = performance.now() - t0
       if (!ok) throw new Error(`not all ready in time: ${JSON.stringify(sup.stats().byState)}, fds ${openFds()}`)

@@ -8,7 +8,7 @@
  * Flags: --hosts (2000), --threads (1,2,4), --dial-cap (64), --repeats (2).
  */
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
-import { cpuMsSince, flags, fmt, intList, record, runMain, summarize, waitFor } from '../load/lib.js'
+import { cpuMsSince, flags, fmt, intList, reached, record, runMain, summarize } from '../load/lib.js'
 import { closeFleet, openFleet } from '../load/steady.js'
 import { startSupervisor, totals } from './lib.js'
 
@@ -31,7 +31,10 @@ export async function main(argv: readonly string[]): Promise<number> {
         const t0 = performance.now()
         const sup = await startSupervisor(ctx, { dialCap, threads, keepalive: { intervalMs: 60_000 } })
         try {
-          const ok = await waitFor(() => (sup.stats().byState.ready ?? 0) === n, 180_000, 20)
+          const ok = await reached('every host ready', () => (sup.stats().byState.ready ?? 0) === n, {
+            timeoutMs: 180_000,
+            everyMs: 20,
+          })
           const ms = performance.now() - t0
           const cpu = cpuMsSince(c0)
           eld.disable()

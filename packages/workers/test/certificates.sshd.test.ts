@@ -7,7 +7,7 @@
 import { copyFile, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { keygen, requireSshd, type SshdServer, signCert, startSshd } from '@kay/core/testing'
+import { keygen, requireSshd, type SshdServer, signCert, startSshd, until } from '@kay/core/testing'
 import { afterAll, beforeAll, expect, it } from 'vitest'
 import { Supervisor } from '../src/supervisor.js'
 
@@ -64,8 +64,7 @@ it('logs in with a CertificateFile, trusts the host through its CA under HostKey
     trust: { knownHostsPath: pins, policy: 'accept-new' },
   })
   try {
-    const end = Date.now() + 20_000
-    while (sup.statuses()[0]?.state !== 'ready' && Date.now() < end) await new Promise((r) => setTimeout(r, 25))
+    await until('the host ready', () => sup.statuses()[0]?.state === 'ready', 20_000)
     expect(sup.statuses()[0]).toMatchObject({ state: 'ready' })
     expect(await sshd.log()).toContain('Accepted certificate ID "sup-user"')
     await expect(stat(pins)).rejects.toMatchObject({ code: 'ENOENT' })

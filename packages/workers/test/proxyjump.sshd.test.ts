@@ -39,8 +39,7 @@ async function collectThroughProxy(
       identity: { username: 'kay', keyFiles: [key.privateKeyPath] },
       trust: { knownHostsPath: join(dir, 'known_hosts'), policy: 'accept-new' },
     })
-    const end = Date.now() + 20_000
-    while ((sup.stats().byState.ready ?? 0) < n && Date.now() < end) await new Promise((r) => setTimeout(r, 25))
+    await until(`${n} hosts ready`, () => (sup!.stats().byState.ready ?? 0) >= n, 20_000)
     const tick = await sup.collect()
     return {
       withMetrics: tick.hosts.filter((h) => h.metrics).length,

@@ -3,6 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { generateClientKey, type RemoteSimFleet, seededRandom, spawnSimFleet } from '@kay/core/sim'
+import { until } from '@kay/core/testing'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Supervisor } from '../src/supervisor.js'
 
@@ -76,19 +77,11 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)]!
 }
 
-async function until(cond: () => Promise<boolean>, what: string, ms: number): Promise<void> {
-  const end = Date.now() + ms
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
-}
-
 describe(`soak: ${HOSTS} hosts, a tick every ${TICK_MS} ms for ${SECONDS} s, ${DROPS_PER_TICK} connections lost per tick`, () => {
   it(
     'answers every host on every tick and shows no growth in memory, handles or descriptors',
     async () => {
-      await until(async () => ((await sup.refreshStats()).byState.ready ?? 0) === HOSTS, 'fleet ready', 60_000)
+      await until('fleet ready', async () => ((await sup.refreshStats()).byState.ready ?? 0) === HOSTS, 60_000)
       const random = seededRandom(20_261_127) // deterministic, so a failing run can be replayed
       const samples: Sample[] = []
       const counts = { ticks: 0, results: 0, metrics: 0, errors: {} as Record<string, number> }
@@ -152,7 +145,7 @@ describe(`soak: ${HOSTS} hosts, a tick every ${TICK_MS} ms for ${SECONDS} s, ${D
       }
 
       // The churn stops: the fleet heals completely, on one connection per host, with no dial slot held.
-      await until(async () => ((await sup.refreshStats()).byState.ready ?? 0) === HOSTS, 'fleet healed', 30_000)
+      await until('fleet healed', async () => ((await sup.refreshStats()).byState.ready ?? 0) === HOSTS, 30_000)
       const last = await sup.collect({ timeoutMs: 5000 })
       expect(last.hosts.filter((h) => h.metrics)).toHaveLength(HOSTS)
       const st = await fleet.stats()

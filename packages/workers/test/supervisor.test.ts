@@ -6,6 +6,7 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import type { HostTarget } from '@kay/core'
 import { generateClientKey, type SimFleet, startSimFleet } from '@kay/core/sim'
+import { until } from '@kay/core/testing'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { defaultThreads, HOSTS_PER_SHARD, Supervisor, type SupervisorOptions } from '../src/supervisor.js'
 
@@ -55,11 +56,12 @@ async function supervise(f: SimFleet, opts: Partial<SupervisorOptions> = {}): Pr
 }
 
 async function allReady(sup: Supervisor, n: number, ms = 60_000): Promise<void> {
-  const end = Date.now() + ms
-  for (;;) {
-    const st = await sup.refreshStats()
-    if ((st.byState.ready ?? 0) === n) return
-    if (Date.now() > end)
+  await until(
+    `${n} hosts ready`,
+    async () => {
+      const st = await sup.refreshStats()
+      if ((st.byState.ready ?? 0) === n) return true
+      // Thrown, not returned: past the deadline, until() names the last one.
       throw new Error(
         `not all ready: ${JSON.stringify(st.byState)} ${JSON.stringify(
           sup
@@ -68,8 +70,9 @@ async function allReady(sup: Supervisor, n: number, ms = 60_000): Promise<void> 
             .map((s) => [s.id, s.state, s.lastError?.code, s.lastError?.message]),
         )}`,
       )
-    await new Promise((r) => setTimeout(r, 20))
-  }
+    },
+    { timeoutMs: ms, everyMs: 20 },
+  )
 }
 
 describe('defaultThreads', () => {
@@ -141,10 +144,14 @@ describe('Supervisor with the simulator', () => {
       [byDefault, 'stream-perl'],
     ] as const) {
       await allReady(sup, 6, 15_000)
-      for (let i = 0; i < 50 && ((await sup.refreshStats()).byMode[mode] ?? 0) < 6; i++) {
-        await sup.collect({ timeoutMs: 5000 })
-        await new Promise((r) => setTimeout(r, 20))
-      }
+      await until(
+        `every host on ${mode}`,
+        async () => {
+          await sup.collect({ timeoutMs: 5000 })
+          return ((await sup.refreshStats()).byMode[mode] ?? 0) === 6
+        },
+        15_000,
+      )
       expect((await sup.refreshStats()).byMode).toEqual({ [mode]: 6 })
     }
   })
@@ -199,7 +206,7 @@ describe('Supervisor with the simulator', () => {
         .map((h) => h.handshakesStarted)
       expect(otherAfter).toEqual(otherBefore)
       // No duplicate connections after restart: one live connection per host.
-      await until(() => f.stats().hosts.every((h) => h.currentConnections === 1), 'old connections closed')
+      await until('old connections closed', () => f.stats().hosts.every((h) => h.currentConnections === 1), 10_000)
       expect(sup.stats().dialsInFlight).toBe(0)
       expect(sup.stats().restarts).toBe(1)
     },
@@ -253,12 +260,13 @@ describe('Supervisor with the simulator', () => {
         .sort(),
     )
     await until(
+      'removed hosts closed',
       () =>
         f
           .stats()
           .hosts.slice(0, 10)
           .every((h) => h.currentConnections === 0),
-      'removed hosts closed',
+      10_000,
     )
   })
 
@@ -266,9 +274,9 @@ describe('Supervisor with the simulator', () => {
     const f = await fleetOf(50, { hostDefaults: { stallHandshake: true } })
     const before = resourceCounts()
     const sup = await supervise(f, { dialCap: 8 })
-    await until(() => f.stats().currentHandshakes === 8, 'dials in flight')
+    await until('dials in flight', () => f.stats().currentHandshakes === 8, 10_000)
     await sup.stop({ timeoutMs: 2000 })
-    await until(() => f.stats().totals.currentConnections === 0, 'sockets closed')
+    await until('sockets closed', () => f.stats().totals.currentConnections === 0, 10_000)
     const after = resourceCounts()
     expect(after.Worker ?? 0).toBe(before.Worker ?? 0)
     expect(after.TCPSocketWrap ?? 0).toBeLessThanOrEqual(before.TCPSocketWrap ?? 0)
@@ -282,14 +290,6 @@ function resourceCounts(): Record<string, number> {
   return out
 }
 
-async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 10))
-  }
-}
-
 describe('pinned events', () => {
   it('reports pins made before the first listener attached', async () => {
     const f = await fleetOf(6)
@@ -297,7 +297,7 @@ describe('pinned events', () => {
     await allReady(sup, 6)
     const seen: string[] = []
     sup.on('pinned', (p) => seen.push(p.host))
-    await until(() => seen.length === 6, 'early pins replayed')
+    await until('early pins replayed', () => seen.length === 6, 10_000)
     expect(seen.sort()).toEqual(f.hosts.map((h) => h.name).sort())
   })
 })
@@ -318,13 +318,14 @@ describe('per-host identities', () => {
       backoff: { baseMs: 50, capMs: 500, stableAfterMs: 10_000 },
     })
     running.push(sup)
-    const end = Date.now() + 10_000
-    const settled = () => {
-      const st = new Map(sup.statuses().map((s) => [s.id, s]))
-      return st.get(a!.id)?.state === 'ready' && st.get(b!.id)?.lastError?.code === 'KAY_AUTH_FAILED'
-    }
-    while (!settled() && Date.now() < end) await new Promise((r) => setTimeout(r, 20))
-    expect(settled()).toBe(true)
+    await until(
+      `${a!.id} ready, ${b!.id} KAY_AUTH_FAILED`,
+      () => {
+        const st = new Map(sup.statuses().map((s) => [s.id, s]))
+        return st.get(a!.id)?.state === 'ready' && st.get(b!.id)?.lastError?.code === 'KAY_AUTH_FAILED'
+      },
+      10_000,
+    )
   })
 
   it("lets a host's IdentityFile replace the fleet's key files, as ssh's IdentityFile replaces its default keys", async () => {
@@ -338,8 +339,16 @@ describe('per-host identities', () => {
       hosts: [{ ...a!, identityFiles: [otherFile] }, b!],
       identity: { username: 'kay', keyFiles: [fleetFile] },
     })
-    await until(() => sup.statuses().find((s) => s.id === b!.id)?.state === 'ready', 'b ready with the fleet key')
-    await until(() => sup.statuses().find((s) => s.id === a!.id)?.lastError?.code === 'KAY_AUTH_FAILED', 'a refused')
+    await until(
+      'b ready with the fleet key',
+      () => sup.statuses().find((s) => s.id === b!.id)?.state === 'ready',
+      10_000,
+    )
+    await until(
+      'a refused',
+      () => sup.statuses().find((s) => s.id === a!.id)?.lastError?.code === 'KAY_AUTH_FAILED',
+      10_000,
+    )
     // a offered only its own key: the fleet's file is not added to a host that names its keys.
     expect(sup.statuses().find((s) => s.id === a!.id)?.lastError?.details).toMatchObject({ keysTried: [otherFile] })
   })
@@ -348,7 +357,7 @@ describe('per-host identities', () => {
     const sock = join(dir, 'idonly-agent.sock')
     const agent = spawn('ssh-agent', ['-D', '-a', sock], { stdio: 'ignore' })
     try {
-      await until(() => existsSync(sock), 'agent socket')
+      await until('agent socket', () => existsSync(sock), 10_000)
       // Three keys the hosts refuse, added first so that the agent lists them first, then the one they accept.
       const add = async (name: string, k: ReturnType<typeof generateClientKey>) => {
         const path = join(dir, name)
@@ -378,7 +387,11 @@ describe('per-host identities', () => {
         .map((h) => h.authFailures)
       // a: the inline key, then only the matching agent key. b: the inline key, then every agent key in order.
       expect(failures).toEqual([1, 4])
-      await until(() => sup.statuses().find((s) => s.id === c!.id)?.lastError?.code === 'KAY_AUTH_FAILED', 'c refused')
+      await until(
+        'c refused',
+        () => sup.statuses().find((s) => s.id === c!.id)?.lastError?.code === 'KAY_AUTH_FAILED',
+        10_000,
+      )
       expect(sup.statuses().find((s) => s.id === c!.id)?.lastError?.details).toMatchObject({
         keysTried: ['inline key #1'],
       })
@@ -398,7 +411,7 @@ describe('dial rate', () => {
         backoff: { baseMs: 20, capMs: 100, stableAfterMs: 10_000 },
       })
       const t0 = Date.now()
-      await until(() => Date.now() - t0 >= 1500, 'window', 5000)
+      await until('window', () => Date.now() - t0 >= 1500, 5000)
       const n = f.stats().totals.accepted
       await sup.stop()
       return n

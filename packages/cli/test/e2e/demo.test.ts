@@ -5,8 +5,9 @@
 import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { until } from '@kay/core/testing'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
-import { descendants, KAY_NODE_ARGS, processTable, REPO_ROOT, TmuxSession, waitFor } from './support/kay.js'
+import { descendants, KAY_NODE_ARGS, processTable, REPO_ROOT, TmuxSession } from './support/kay.js'
 
 const HOSTS = 50
 
@@ -54,14 +55,14 @@ async function demoThenPress(key: string, runTmp: string) {
   const exit = Number(/^EXIT:(\d+)$/m.exec(done)?.[1])
 
   // Nothing of that tree survives (matched by PID and command line, so a reused PID does not count).
-  const left = await waitFor(
+  const left = await until(
     'the demo processes to be gone',
     async () => {
       const now = await processTable()
       const alive = now.filter((p) => during.some((d) => d.pid === p.pid && d.args === p.args))
       return alive.length === 0 ? alive : undefined
     },
-    5000,
+    { timeoutMs: 5000, everyMs: 50 },
   )
   await tmux.kill()
   tmux = undefined

@@ -8,9 +8,8 @@
 import { execFileSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { NODE_EXPORTER_COLLECTORS } from '@kay/core'
-import { SSHD_TEST_USER } from '@kay/core/testing'
+import { SSHD_TEST_USER, until } from '@kay/core/testing'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
-import { waitFor } from './support/kay.js'
 import {
   type Child,
   freePort,
@@ -60,10 +59,10 @@ export async function startNodeExporter(collectors: readonly string[] | 'default
         }
       : {}
   const ne = startChild(NODE_EXPORTER, args, port, { ...ids, cwd: '/' })
-  await waitFor(
+  await until(
     'node_exporter',
     async () => ((await get(port, '/metrics').catch(() => undefined))?.status === 200 ? true : undefined),
-    15_000,
+    { timeoutMs: 15_000, everyMs: 50 },
   )
   return ne
 }

@@ -7,8 +7,9 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { until } from '@kay/core/testing'
 import { afterAll, afterEach, expect, it } from 'vitest'
-import { REPO_ROOT, waitFor } from './support/kay.js'
+import { REPO_ROOT } from './support/kay.js'
 import {
   expectPromtoolClean,
   get,
@@ -86,7 +87,7 @@ it('evaluates the node-mixin over kay serve with the README scrape config: every
     if (r.status !== 'success') throw new Error(`${q}: ${r.error}`)
     return r.data!.result.map((x) => x.metric.instance!).sort()
   }
-  const recording = await waitFor(
+  const recording = await until(
     'every recording rule to have series for every host',
     async () => {
       try {
@@ -98,7 +99,7 @@ it('evaluates the node-mixin over kay serve with the README scrape config: every
         return undefined
       }
     },
-    90_000,
+    { timeoutMs: 90_000, everyMs: 50 },
   )
   expect(recording.map((r) => r.name)).toEqual([
     'instance:node_num_cpu:sum',
@@ -132,13 +133,13 @@ it('evaluates the node-mixin over kay serve with the README scrape config: every
   for (const x of cpu.data!.result) expect(Number(x.value[1])).toBeGreaterThanOrEqual(0)
 
   // Every rule, recording and alerting, evaluated without error.
-  const all = await waitFor(
+  const all = await until(
     'every rule evaluated',
     async () => {
       const rs = await rules()
       return rs.length === 29 && rs.every((r) => r.health === 'ok') ? rs : undefined
     },
-    30_000,
+    { timeoutMs: 30_000, everyMs: 50 },
   )
   expect(all.filter((r) => r.health !== 'ok' || r.lastError)).toEqual([])
   // Every selector of every alert: every host's series when kay exports the family, none when it does not.

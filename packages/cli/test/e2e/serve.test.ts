@@ -1,13 +1,11 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { until } from '@kay/core/testing'
 import { inShard } from '@kay/workers'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
-import { type FleetFixture, startFixture, waitFor } from './support/kay.js'
+import { type FleetFixture, startFixture } from './support/kay.js'
 import { expectPromtoolClean, get, metricsWhen, serve, startPrometheus, stopChildren } from './support/serve.js'
-
-const poll = <T>(check: () => T | undefined | Promise<T | undefined>, o: { timeoutMs?: number; what: string }) =>
-  waitFor(o.what, check, o.timeoutMs ?? 30_000)
 
 const fixtures: FleetFixture[] = []
 const dirs: string[] = []
@@ -27,10 +25,11 @@ describe('kay serve', () => {
     const fx = await startFixture(500)
     fixtures.push(fx)
     const s = await serve(['sim[0001-0500]', ...fx.connArgs, '--interval', '2s'])
-    await poll(async () => (await get(s.port, '/healthz').catch(() => undefined))?.status === 200 || undefined, {
-      timeoutMs: 30_000,
-      what: 'healthz',
-    })
+    await until(
+      'healthz',
+      async () => (await get(s.port, '/healthz').catch(() => undefined))?.status === 200 || undefined,
+      { timeoutMs: 30_000, everyMs: 50 },
+    )
     const text = await metricsWhen(s.port, (t) => upHosts(t).length === 500, 60_000)
     expect((await get(s.port, '/readyz')).status).toBe(200)
     expectPromtoolClean(text)
@@ -70,7 +69,10 @@ describe('kay serve', () => {
     expect(upHosts(text).sort()).toEqual(['sim0002', 'sim0003', 'sim0004', 'sim0005', 'sim0006'])
     const st = fx.fleet.stats().hosts
     for (const h of st.slice(1, 6)) expect(h.handshakesStarted).toBe(1)
-    await poll(() => fx.fleet.stats().hosts[0]!.currentConnections === 0 || undefined, { what: 'sim0001 dropped' })
+    await until('sim0001 dropped', () => fx.fleet.stats().hosts[0]!.currentConnections === 0 || undefined, {
+      timeoutMs: 30_000,
+      everyMs: 50,
+    })
     s.child.kill('SIGTERM')
     expect(await s.exited).toBe(0)
   }, 60_000)
@@ -99,7 +101,8 @@ describe('kay serve', () => {
       ].join('\n'),
     )
     const query = prom.query
-    const result = await poll(
+    const result = await until(
+      'prometheus to scrape both collectors',
       async () => {
         try {
           const r = await query('count by (instance) (kay_host_up == 1)')
@@ -108,7 +111,7 @@ describe('kay serve', () => {
           return undefined
         }
       },
-      { timeoutMs: 45_000, what: 'prometheus to scrape both collectors' },
+      { timeoutMs: 45_000, everyMs: 50 },
     )
     expect(result.map((x) => x.metric.instance).sort()).toEqual([...fx.names].sort())
     expect(result.every((x) => x.value[1] === '1')).toBe(true)

@@ -5,8 +5,9 @@ import { NodeSink } from '../../src/collection/series-writer.js'
 import { HostActor } from '../../src/connection/actor.js'
 import { LocalDialGate } from '../../src/connection/dial-gate.js'
 import { type SimFleet, startSimFleet } from '../../src/sim/index.js'
+import { until } from '../../src/testing/index.js'
 import type { Identity } from '../../src/types.js'
-import { clientIdentity, memoryVerifier, until, waitForState } from '../support/fixtures.js'
+import { clientIdentity, memoryVerifier, waitForState } from '../support/fixtures.js'
 import { ManualClock } from '../support/manual-clock.js'
 
 let fleet: SimFleet
@@ -57,27 +58,35 @@ async function collectorFor(i: number, opts: CollectorOptions = {}, from: SimFle
   return { a, c }
 }
 
+/**
+ * A collector on a one-host fleet of its own whose clock moves a second at each read, so two reads always show
+ * counters that moved: on the system clock, reads a millisecond apart can show the same jiffies, and then there is
+ * no CPU % between them.
+ */
+async function steppingCollector() {
+  let t = Date.now()
+  const stepping: Clock = { ...systemClock, now: () => (t += 1000) }
+  const own = await startSimFleet({ hosts: 1, authorizedKeys: [publicKey], clock: stepping })
+  onTestFinished(() => own.close())
+  return { fleet: own, ...(await collectorFor(0, {}, own)) }
+}
+
 /** Until the stream probe is done (the collector streams, or collects over exec). */
-function settleStream(c: HostCollector): Promise<void> {
-  return until(() => c.phase === 'streaming' || c.phase === 'exec', 5000)
+function settleStream(c: HostCollector): Promise<unknown> {
+  return until('the collector streaming or in exec', () => c.phase === 'streaming' || c.phase === 'exec', 5000)
 }
 
 describe('HostCollector', () => {
   it('collects over a persistent stream opened when the connection is ready: no new channel per tick', async () => {
-    const ch = fleet.host(0).stats().channelsOpened
-    const { c } = await collectorFor(0)
+    const { fleet: own, c } = await steppingCollector()
     // The first tick waits for the stream probe and is answered by its first frame: one channel, no exec.
     const first = await c.collect()
     expect(c.mode).toBe('stream-perl')
     expect(first.cpuPct).toBeUndefined()
-    expect(fleet.host(0).stats().channelsOpened).toBe(ch + 1)
-    const ch0 = fleet.host(0).stats().channelsOpened
+    expect(own.host(0).stats().channelsOpened).toBe(1)
     let m = await c.collect()
     for (let i = 0; i < 20; i++) m = await c.collect()
-    // /proc jiffies tick at 100 Hz: give the simulated counters a few ticks to move before the CPU % sample.
-    await new Promise((r) => setTimeout(r, 30))
-    m = await c.collect()
-    expect(fleet.host(0).stats().channelsOpened).toBe(ch0)
+    expect(own.host(0).stats().channelsOpened).toBe(1)
     expect(m.cpuPct).toBeGreaterThanOrEqual(0)
     expect(m.cpuPct).toBeLessThanOrEqual(100)
     expect(m.memTotalBytes).toBeGreaterThan(0)
@@ -133,7 +142,7 @@ describe('HostCollector', () => {
     expect(c.mode).toBe('exec')
     fleet.setFault(5, { streamFault: 'none' })
     // Re-opened by the collector itself after its backoff, with no tick asking.
-    await until(() => c.phase === 'streaming', 5000)
+    await until('the collector streaming', () => c.phase === 'streaming', 5000)
     await c.collect()
     expect(c.mode).toBe('stream-perl')
   })
@@ -156,16 +165,8 @@ describe('HostCollector', () => {
   })
 
   it('drills in on a new channel of the same connection', async () => {
-    // The host's clock moves a second at each read, so the drill-in's counters are always past the tick's: on the
-    // system clock, reads a millisecond apart can show the same jiffies, and then there is no CPU % between them.
-    let t = Date.now()
-    const stepping: Clock = { ...systemClock, now: () => (t += 1000) }
-    const own = await startSimFleet({ hosts: 1, authorizedKeys: [publicKey], clock: stepping })
-    const { a, c } = await collectorFor(0, {}, own).catch(async (err) => {
-      await own.close()
-      throw err
-    })
-    onTestFinished(() => own.close())
+    // The drill-in's counters are always past the tick's (see steppingCollector).
+    const { a, c } = await steppingCollector()
     await c.collect()
     const first = await c.detail()
     expect(first.processes.length).toBeGreaterThan(0)
@@ -173,7 +174,6 @@ describe('HostCollector', () => {
     // Ticks keep only the aggregate cpu counters: per-core % needs a previous drill-in.
     expect(first.metrics.cpuPct).toBeGreaterThanOrEqual(0)
     expect(first.perCpuPct).toEqual([])
-    await new Promise((r) => setTimeout(r, 30))
     const d = await c.detail()
     expect(d.perCpuPct.length).toBe(d.metrics.cpus)
     expect(a.status().handshakes).toBe(1)
@@ -241,16 +241,16 @@ describe('half-open detection through the stream', () => {
     a.start()
     await waitForState(a, 'ready')
     // The stream is opened when the connection is ready (the probe's own deadline runs on the manual clock).
-    await until(() => c.phase === 'streaming', 5000)
+    await until('the collector streaming', () => c.phase === 'streaming', 5000)
     await c.collect()
     expect(c.mode).toBe('stream-perl')
     fleet.setFault(0, { halfOpen: true })
     try {
       const tick = c.collect(10_000)
       tick.catch(() => {})
-      await new Promise((r) => setTimeout(r, 5))
+      // The tick's frame deadline is armed on the manual clock within collect(), and the probe's deadline within
+      // suspect(): no wait on the event loop is needed between the steps.
       clock.advance(2000) // the frame deadline: the actor is told to probe now
-      await new Promise((r) => setTimeout(r, 5))
       expect(a.state).toBe('ready')
       clock.advance(5000) // the probe deadline, well before the 15 s idle interval
       expect(a.state).toBe('backoff')

@@ -12,7 +12,7 @@ import { HostCollector } from '../../src/collection/collector.js'
 import { NodeSink, STREAM_FLAVOURS, type StreamFlavour } from '../../src/collection/index.js'
 import { HostActor } from '../../src/connection/actor.js'
 import { LocalDialGate } from '../../src/connection/dial-gate.js'
-import { makeClientKey, requireSshd, type SshdServer, startSshd } from '../../src/testing/index.js'
+import { makeClientKey, requireSshd, type SshdServer, startSshd, until } from '../../src/testing/index.js'
 import { loadIdentity } from '../../src/trust/keys.js'
 import type { Identity } from '../../src/types.js'
 import { memoryVerifier, waitForState } from '../support/fixtures.js'
@@ -52,10 +52,14 @@ async function seriesVia(how: StreamFlavour | 'exec'): Promise<Set<string>> {
     a.start()
     await waitForState(a, 'ready')
     const want = how === 'exec' ? 'exec' : `stream-${how}`
-    for (let i = 0; i < 100 && c.mode !== want; i++) {
-      await c.collect()
-      await new Promise((r) => setTimeout(r, 20))
-    }
+    await until(
+      `collecting by ${want}`,
+      async () => {
+        await c.collect()
+        return c.mode === want
+      },
+      { timeoutMs: 10_000, everyMs: 20 },
+    )
     await c.collect()
     expect(c.mode).toBe(want)
     const sink = new NodeSink()

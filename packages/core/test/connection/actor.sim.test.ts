@@ -2,8 +2,9 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { HostActor, type HostActorOptions } from '../../src/connection/actor.js'
 import { LocalDialGate } from '../../src/connection/dial-gate.js'
 import { type SimFleet, startSimFleet } from '../../src/sim/index.js'
+import { until } from '../../src/testing/index.js'
 import type { Identity } from '../../src/types.js'
-import { clientIdentity, memoryVerifier, settledNow, until, waitForState } from '../support/fixtures.js'
+import { clientIdentity, memoryVerifier, settledNow, waitForState } from '../support/fixtures.js'
 import { ManualClock } from '../support/manual-clock.js'
 
 let fleet: SimFleet
@@ -89,11 +90,10 @@ describe('HostActor against the simulator', () => {
     await waitForState(a, 'ready')
     // A live host answers the probe: RTT recorded, still ready.
     clock.advance(15_000)
-    await until(() => a.status().rttMs !== undefined, 5000, 'probe reply')
+    await until('probe reply', () => a.status().rttMs !== undefined, 5000)
     expect(a.state).toBe('ready')
     fleet.setFault(2, { halfOpen: true })
-    clock.advance(15_000) // idle interval: probe sent, no reply
-    await new Promise((r) => setTimeout(r, 5))
+    clock.advance(15_000) // idle interval: probe sent (its deadline armed within advance()), no reply
     expect(a.state).toBe('ready')
     clock.advance(5_000) // probe deadline
     expect(a.state).toBe('backoff')
@@ -110,7 +110,8 @@ describe('HostActor against the simulator', () => {
     clock.advance(10_000)
     await a.run('echo alive')
     clock.advance(5_000) // interval ends with traffic seen: re-arm, no probe
-    await new Promise((r) => setTimeout(r, 5))
+    // A probe would have been written before this command's channel: once the host has answered it, it has seen both.
+    await a.run('echo after')
     expect(fleet.host(3).stats().globalRequests).toBe(g0)
     expect(a.state).toBe('ready')
   })
@@ -202,10 +203,10 @@ describe('HostActor against the simulator', () => {
     a.start()
     await waitForState(a, 'ready')
     const p = a.run('sleep 30', { timeoutMs: 1000 })
-    await until(() => fleet.host(7).stats().commands > 0, 5000, 'command started')
+    await until('command started', () => fleet.host(7).stats().commands > 0, 5000)
     clock.advance(1000)
     await expect(p).rejects.toMatchObject({ code: 'KAY_TIMEOUT', host: fleet.hosts[7]!.name })
-    await until(() => fleet.host(7).stats().currentConnections === 1, 5000, 'still connected')
+    await until('still connected', () => fleet.host(7).stats().currentConnections === 1, 5000)
     expect((await a.run('echo still')).stdout).toBe('still\n')
     expect(a.status().handshakes).toBe(1)
   })
@@ -235,8 +236,9 @@ describe('HostActor against the simulator', () => {
     const a = actorFor(0, { clock })
     a.start()
     await waitForState(a, 'ready')
+    const opened = fleet.host(0).stats().channelsOpened
     const p = a.run('sleep 30', { timeoutMs: 60_000 })
-    await new Promise((r) => setTimeout(r, 5))
+    await until('the command on its channel', () => fleet.host(0).stats().channelsOpened > opened, 5000)
     const rejected = expect(p).rejects.toMatchObject({ code: 'KAY_CLOSED' })
     await Promise.all([a.close(), a.close()])
     await rejected
@@ -256,7 +258,7 @@ describe('dial slots are released exactly once on every path', () => {
     fleet.setFault(1, fault)
     const a = actorFor(1, { dialGate: gate, clock: new ManualClock() })
     a.start()
-    await until(() => a.state === 'ready' || a.state === 'backoff', 5000, 'dial settled')
+    await until('dial settled', () => a.state === 'ready' || a.state === 'backoff', 5000)
     expect(gate.stats().inFlight).toBe(0)
     await a.close()
     expect(gate.stats().inFlight).toBe(0)
@@ -268,7 +270,7 @@ describe('dial slots are released exactly once on every path', () => {
     fleet.setFault(1, { stallHandshake: true })
     const a = actorFor(1, { dialGate: gate, clock, handshakeTimeoutMs: 10_000 })
     a.start()
-    await until(() => fleet.host(1).stats().accepted > 0 && gate.stats().inFlight === 1, 5000, 'dial started')
+    await until('dial started', () => fleet.host(1).stats().accepted > 0 && gate.stats().inFlight === 1, 5000)
     clock.advance(10_000)
     expect(a.state).toBe('backoff')
     expect(a.status().lastError?.code).toBe('KAY_HANDSHAKE_TIMEOUT')
@@ -280,7 +282,7 @@ describe('dial slots are released exactly once on every path', () => {
     fleet.setFault(1, { stallHandshake: true })
     const a = actorFor(1, { dialGate: gate, clock: new ManualClock() })
     a.start()
-    await until(() => gate.stats().inFlight === 1, 5000, 'dial started')
+    await until('dial started', () => gate.stats().inFlight === 1, 5000)
     await a.close()
     expect(gate.stats().inFlight).toBe(0)
   })

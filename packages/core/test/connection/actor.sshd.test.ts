@@ -17,11 +17,12 @@ import {
   SSHD_LOG,
   type SshdServer,
   startSshd,
+  until,
 } from '../../src/testing/index.js'
 import { loadIdentity } from '../../src/trust/keys.js'
 import { KnownHostsStore } from '../../src/trust/known-hosts.js'
 import type { Identity } from '../../src/types.js'
-import { memoryVerifier, until, waitForState } from '../support/fixtures.js'
+import { memoryVerifier, waitForState } from '../support/fixtures.js'
 
 // Real sshd is a requirement of this tier (.ci/setup-sshd.sh installs it); without it these tests fail loudly.
 const d = describe
@@ -128,7 +129,7 @@ d('HostActor against real OpenSSH sshd', () => {
       a.start()
       await waitForState(a, 'ready')
       await s.restart()
-      await until(() => a.state !== 'ready', 5000, 'loss noticed')
+      await until('loss noticed', () => a.state !== 'ready', 5000)
       await waitForState(a, 'ready', 10_000)
       expect((await a.run('echo healed')).stdout).toBe('healed\n')
       // Dials while sshd was down were refused at TCP; exactly one new authenticated connection.
@@ -211,7 +212,7 @@ async function collectorOn(s: SshdServer, flavours?: StreamFlavour[]) {
   const c = new HostCollector(a, { streamTimeoutMs: 2000, ...(flavours ? { flavours } : {}) })
   a.start()
   await waitForState(a, 'ready')
-  await until(() => c.phase === 'streaming' || c.phase === 'exec', 10_000, 'the stream probe done')
+  await until('the stream probe done', () => c.phase === 'streaming' || c.phase === 'exec', 10_000)
   const execOnly = new HostCollector(a, { mode: 'exec' })
   const viaExec = { ...(await execOnly.collect()), mode: execOnly.mode }
   execOnly.close()

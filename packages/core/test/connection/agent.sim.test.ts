@@ -7,8 +7,9 @@ import { expect, it } from 'vitest'
 import { HostActor } from '../../src/connection/actor.js'
 import { LocalDialGate } from '../../src/connection/dial-gate.js'
 import { generateClientKey, startSimFleet } from '../../src/sim/index.js'
+import { until } from '../../src/testing/index.js'
 import { loadIdentity } from '../../src/trust/keys.js'
-import { memoryVerifier, until, waitForState } from '../support/fixtures.js'
+import { memoryVerifier, waitForState } from '../support/fixtures.js'
 
 it('authenticates through ssh-agent (SSH_AUTH_SOCK) with no key file, and loads a passphrase key only via the agent', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'kay-agent-'))
@@ -27,7 +28,7 @@ it('authenticates through ssh-agent (SSH_AUTH_SOCK) with no key file, and loads 
     })
 
     agent = spawn('ssh-agent', ['-D', '-a', sock], { stdio: 'ignore' })
-    await until(() => existsSync(sock), 5000, 'agent socket')
+    await until('agent socket', () => existsSync(sock), 5000)
     const plain = join(dir, 'plain')
     await writeFile(plain, key.privateKey, { mode: 0o600 })
     await run('ssh-add', ['-q', plain], { SSH_AUTH_SOCK: sock })

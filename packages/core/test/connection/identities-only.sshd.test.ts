@@ -10,9 +10,9 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { HostActor } from '../../src/connection/actor.js'
 import { LocalDialGate } from '../../src/connection/dial-gate.js'
-import { type ClientKey, makeClientKey, SSHD_LOG, type SshdServer, startSshd } from '../../src/testing/index.js'
+import { type ClientKey, makeClientKey, SSHD_LOG, type SshdServer, startSshd, until } from '../../src/testing/index.js'
 import { clearKeyCache, loadIdentity } from '../../src/trust/keys.js'
-import { memoryVerifier, until, waitForState } from '../support/fixtures.js'
+import { memoryVerifier, waitForState } from '../support/fixtures.js'
 
 let dir: string
 let sock: string
@@ -35,7 +35,7 @@ beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'kay-idonly-'))
   sock = join(dir, 'agent.sock')
   agent = spawn('ssh-agent', ['-D', '-a', sock], { stdio: 'ignore' })
-  await until(() => existsSync(sock), 5000, 'agent socket')
+  await until('agent socket', () => existsSync(sock), 5000)
   for (const name of ['other1', 'other2', 'other3']) {
     const k = await makeClientKey(dir, name)
     await run('ssh-add', ['-q', k.privateKeyPath], { SSH_AUTH_SOCK: sock })

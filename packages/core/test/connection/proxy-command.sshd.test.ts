@@ -19,6 +19,7 @@ import {
   SSHD_LOG,
   type SshdServer,
   startSshd,
+  until,
 } from '../../src/testing/index.js'
 import { loadIdentity } from '../../src/trust/keys.js'
 import type { HostTarget, Identity } from '../../src/types.js'
@@ -42,14 +43,6 @@ afterAll(async () => {
 })
 
 /** Polls an async condition every 20 ms for up to 5 s. */
-async function eventually(cond: () => Promise<boolean>, what: string): Promise<void> {
-  const end = Date.now() + 5000
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 20))
-  }
-}
-
 function actorVia(proxyCommand: string, id = 'via-proxy'): HostActor {
   return new HostActor({
     target: { id, hostname: sshd.host, port: sshd.port, user: sshd.user, proxyCommand },
@@ -92,7 +85,7 @@ describe('ProxyCommand against real sshd', () => {
     } finally {
       await a.close()
     }
-    await eventually(async () => !(await processTable()).some((p) => p.cmd.includes(mark)), 'ssh -W exited')
+    await until('ssh -W exited', async () => !(await processTable()).some((p) => p.cmd.includes(mark)), 5000)
   })
 
   it('reports a failing command with its exit status and stderr, and leaves no process behind', async () => {
@@ -114,15 +107,19 @@ describe('ProxyCommand against real sshd', () => {
     const mark = randomBytes(6).toString('hex')
     const a = actorVia(`sh -c 'sleep 30; echo ${mark}'`, 'stalled-bastion')
     a.start()
-    await eventually(async () => (await processTable()).some((p) => p.cmd.includes(mark)), 'command running')
+    await until('command running', async () => (await processTable()).some((p) => p.cmd.includes(mark)), 5000)
     const table = await processTable()
     const sh = table.find((p) => p.cmd.includes(mark))!
     const tree = [sh.pid, ...descendantsOf(table, sh.pid).map((p) => p.pid)]
     expect(tree.length).toBeGreaterThanOrEqual(2) // sh and its sleep
     await a.close()
-    await eventually(async () => {
-      const alive = new Set((await processTable()).map((p) => p.pid))
-      return tree.every((pid) => !alive.has(pid))
-    }, 'command and its children ended')
+    await until(
+      'command and its children ended',
+      async () => {
+        const alive = new Set((await processTable()).map((p) => p.pid))
+        return tree.every((pid) => !alive.has(pid))
+      },
+      5000,
+    )
   })
 })

@@ -1,7 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { HostActor } from '../../src/connection/actor.js'
 import { LocalDialGate } from '../../src/connection/dial-gate.js'
-import { clientIdentity, memoryVerifier, until } from '../support/fixtures.js'
+import { until } from '../../src/testing/index.js'
+import { clientIdentity, memoryVerifier } from '../support/fixtures.js'
 import { ManualClock } from '../support/manual-clock.js'
 import { type HostileBehaviour, type HostileServer, startHostileServer } from './support/servers.js'
 
@@ -43,9 +44,9 @@ async function failOneDial(
   attempt: number,
 ) {
   await until(
+    `dial ${attempt} reached the server`,
     () => actor.state === 'backoff' || (server.accepted >= attempt && gate.stats().inFlight === 1),
     5000,
-    `dial ${attempt} reached the server`,
   )
   // Give the client a few turns of the event loop to read what the server sent (and fail on it, if it does).
   for (let i = 0; i < 20 && actor.state === 'dialing'; i++) await new Promise((r) => setTimeout(r, 2))
@@ -80,7 +81,7 @@ describe('hostile hosts during the handshake', () => {
       expect(st.nextRetryAt).toBe(clock.now() + 500) // full jitter, random 0.5 × base 1000
       await expect(actor.run('echo x')).rejects.toMatchObject({ code: 'KAY_NOT_READY', details: { state: 'backoff' } })
       // The client let go of the socket (no leaked connection on the server).
-      await until(() => server.open === 0, 5000, 'socket closed by the client')
+      await until('socket closed by the client', () => server.open === 0, 5000)
 
       // Not stuck: the backoff fires, the actor dials again and fails the same way, with a larger window.
       clock.advance(500)
@@ -90,7 +91,7 @@ describe('hostile hosts during the handshake', () => {
       expect(actor.status().attempts).toBe(2)
       expect(actor.status().nextRetryAt).toBe(clock.now() + 1000) // 0.5 × 2000
       expect(gate.stats().inFlight).toBe(0)
-      await until(() => server.open === 0, 5000, 'second socket closed by the client')
+      await until('second socket closed by the client', () => server.open === 0, 5000)
 
       await actor.close()
       expect(clock.pending).toBe(0)
@@ -123,7 +124,7 @@ describe('hostile hosts during the handshake', () => {
       const expected = Math.min(10, wave * 3)
       const wanted = expected - (wave - 1) * 3
       // The previous wave's sockets close asynchronously on the server side: wait for them to be gone.
-      await until(() => server.accepted === expected && server.open === wanted, 5000, `wave ${wave} connected`)
+      await until(`wave ${wave} connected`, () => server.accepted === expected && server.open === wanted, 5000)
       expect(gate.stats().inFlight).toBe(wanted)
       expect(server.accepted).toBe(expected) // nobody dialed past the cap
       clock.advance(HANDSHAKE_MS)
@@ -132,6 +133,6 @@ describe('hostile hosts during the handshake', () => {
       true,
     )
     expect(gate.stats()).toMatchObject({ inFlight: 0, waiting: 0 })
-    await until(() => server.open === 0, 5000, 'every socket closed')
+    await until('every socket closed', () => server.open === 0, 5000)
   })
 })

@@ -1,11 +1,13 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { systemClock } from '../../src/clock.js'
 import { HostCollector } from '../../src/collection/collector.js'
 import type { HostMetrics } from '../../src/collection/types.js'
 import { HostActor, type HostActorOptions } from '../../src/connection/actor.js'
 import { LocalDialGate } from '../../src/connection/dial-gate.js'
 import { type SimFleet, startSimFleet } from '../../src/sim/index.js'
+import { until } from '../../src/testing/index.js'
 import type { Identity } from '../../src/types.js'
-import { clientIdentity, memoryVerifier, until, waitForState } from '../support/fixtures.js'
+import { clientIdentity, memoryVerifier, waitForState } from '../support/fixtures.js'
 
 const MiB = 1024 * 1024
 const PROC_FAULTS = ['malformed', 'huge-line', 'binary', 'absurd'] as const
@@ -19,8 +21,11 @@ const open: Array<{ a: HostActor; c?: HostCollector }> = []
 beforeAll(async () => {
   const c = clientIdentity()
   identity = c.identity
+  // The hosts' clock moves a second at each read, so the /proc counters of two ticks always differ (CPU % exists).
+  let t = Date.now()
   fleet = await startSimFleet({
     hosts: 10,
+    clock: { ...systemClock, now: () => (t += 1000) },
     authorizedKeys: [c.publicKey],
     hostOverrides: {
       ...Object.fromEntries(PROC_FAULTS.map((procFault, i) => [i, { procFault }])),
@@ -119,7 +124,6 @@ describe('hostile simulated hosts', () => {
           s.status === 'fulfilled' ? { metrics: s.value } : { code: (s.reason as { code?: string }).code },
         )
       }
-      await new Promise((res) => setTimeout(res, 15)) // let the simulated counters move between samples
     }
     // malformed and binary never parse.
     expect(outcomes[0]!.map((o) => o.code)).toEqual(['KAY_PARSE_ERROR', 'KAY_PARSE_ERROR', 'KAY_PARSE_ERROR'])
@@ -141,7 +145,7 @@ describe('hostile simulated hosts', () => {
 
   it('refuses server-opened channels and unsolicited global requests, and stays ready', async () => {
     const a = await readyActor(HOSTILE)
-    await until(() => fleet.host(HOSTILE).stats().hostileRefused > 0, 5000, 'hostile channels refused')
+    await until('hostile channels refused', () => fleet.host(HOSTILE).stats().hostileRefused > 0, 5000)
     for (let i = 0; i < 5; i++) expect((await a.run(`echo ok${i}`)).stdout).toBe(`ok${i}\n`)
     const st = fleet.host(HOSTILE).stats()
     expect(st.hostileAccepted).toBe(0)

@@ -25,6 +25,7 @@ import {
   requireSshd,
   SSHD_LOG,
   startSshdInNetns,
+  until,
 } from '../../src/testing/index.js'
 import { loadIdentity } from '../../src/trust/keys.js'
 import type { HostStatus, Identity } from '../../src/types.js'
@@ -109,14 +110,6 @@ async function stepUntil(
 }
 
 /** Polls `cond` on the event loop until true; bounded by `ms` of real time. */
-async function poll(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 2))
-  }
-}
-
 describe('half-open path to a real sshd in a network namespace', () => {
   it('detects a silently dropped path within interval + deadline, then redials once the path heals', async () => {
     const clock = new ManualClock()
@@ -125,7 +118,7 @@ describe('half-open path to a real sshd in a network namespace', () => {
     await waitForState(a, 'ready', 5000)
     // At least one probe answered over the veth: the keepalive loop is running before the cut.
     clock.advance(INTERVAL_MS)
-    await poll(() => a.status().rttMs !== undefined, 2000, 'a first probe reply')
+    await until('a first probe reply', () => a.status().rttMs !== undefined, 2000)
 
     await ns!.cut()
     const elapsed = await stepUntil(
@@ -164,7 +157,7 @@ describe('half-open path to a real sshd in a network namespace', () => {
     a.start()
     await waitForState(a, 'ready', 5000)
     clock.advance(interval)
-    await poll(() => a.status().rttMs !== undefined, 2000, 'a first probe reply')
+    await until('a first probe reply', () => a.status().rttMs !== undefined, 2000)
     states.length = 0
     let maxRtt = 0
     const track = () => {
@@ -204,7 +197,7 @@ describe('half-open path to a real sshd in a network namespace', () => {
         } finally {
           for (const pid of conn) process.kill(pid, 'SIGCONT')
         }
-        await poll(() => a.status().rttMs === frozenMs, 2000, `the probe answered ${frozenMs} ms late`)
+        await until(`the probe answered ${frozenMs} ms late`, () => a.status().rttMs === frozenMs, 2000)
         track()
       }
     }

@@ -16,6 +16,7 @@ import {
   type SimHostInfo,
   startSimFleet,
 } from '../../src/sim/index.js'
+import { until } from '../../src/testing/index.js'
 import { ManualClock } from '../support/manual-clock.js'
 
 const key = generateClientKey()
@@ -112,14 +113,6 @@ async function run(c: SshClient, cmd: string): Promise<Result> {
 }
 
 /** Polls on the event loop until `cond` holds; bounded in real time. */
-async function until(cond: () => boolean, ms = 3000, what = 'condition'): Promise<void> {
-  const end = Date.now() + ms
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 2))
-  }
-}
-
 function sections(out: string): Map<string, string> {
   const m = new Map<string, string>()
   const parts = out.split(/^@@kay (\S+)\n/m)
@@ -330,7 +323,7 @@ describe('the collection protocol', () => {
         wake?.()
       })
       const next = async (pred: (b: string) => boolean = (b) => /^@@kay-end \S+ \d+\n/m.test(b)) => {
-        await until(() => pred(buf), 3000, 'a frame')
+        await until('a frame', () => pred(buf), 3000)
         const out = buf
         buf = ''
         return out
@@ -400,15 +393,17 @@ describe('the collection protocol', () => {
 
     it('stops answering but keeps the channel open when stalled', async () => {
       const f = await fleet({ hostDefaults: { streamFault: 'stall' } })
-      const s = await stream(await connect(f.hosts[0]!))
+      const c = await connect(f.hosts[0]!)
+      const s = await stream(c)
       let closedCh = false
       s.ch.on('close', () => {
         closedCh = true
       })
       s.ch.write('1\n')
-      await until(() => f.host(0).stats().streamRequests === 1)
+      await until('one stream request', () => f.host(0).stats().streamRequests === 1, 3000)
       s.ch.end() // even EOF does not unstick it
-      await new Promise((r) => setTimeout(r, 20))
+      // A command on the same connection, answered: the host has read the EOF before it.
+      expect((await run(c, 'echo after')).out).toBe('after\n')
       expect(s.pending()).toBe('')
       expect(closedCh).toBe(false)
     })
@@ -472,11 +467,11 @@ describe('ad-hoc commands', () => {
       got += d.length
       if (got > 1_000_000) big.pause()
     })
-    await until(() => got > 1_000_000)
-    await new Promise((r) => setTimeout(r, 20))
+    await until('over 1 MB received', () => got > 1_000_000, 3000)
+    // A command on the same connection, answered: whatever the flood sent before that answer has arrived.
+    expect((await run(c, 'echo still here')).out).toBe('still here\n')
     expect(got).toBeLessThan(16 * 1024 * 1024)
     big.close()
-    expect((await run(c, 'echo still here')).out).toBe('still here\n')
   })
 
   it('refuses a shell request', async () => {
@@ -494,7 +489,7 @@ describe('ad-hoc commands', () => {
     c.on('error', (e: Error) => {
       failed = e
     })
-    await until(() => f.host(0).stats().globalRequests >= 3, 3000, 'keepalive probes')
+    await until('keepalive probes', () => f.host(0).stats().globalRequests >= 3, 3000)
     expect(failed).toBeUndefined()
     const reply = await new Promise<Error | null | undefined>((resolve) =>
       c.unforwardIn('127.0.0.1', 1, (err) => resolve(err)),
@@ -518,7 +513,7 @@ describe('fault knobs', () => {
     const f = await fleet({ hostDefaults: { handshakeDelayMs: 60 } })
     const t0 = Date.now()
     const ready = connect(f.hosts[0]!)
-    await until(() => f.stats().currentHandshakes === 1)
+    await until('one handshake in progress', () => f.stats().currentHandshakes === 1, 3000)
     expect(f.host(0).stats().handshakesStarted).toBe(0)
     await ready
     expect(Date.now() - t0).toBeGreaterThanOrEqual(55)
@@ -553,7 +548,8 @@ describe('fault knobs', () => {
     void fresh.then(() => {
       freshReady = true
     })
-    await until(() => f.host(0).stats().currentConnections === 2)
+    await until('two connections', () => f.host(0).stats().currentConnections === 2, 3000)
+    // What must not happen has no event to wait on: a window in which neither connection gets an answer.
     await new Promise((r) => setTimeout(r, 30))
     expect(answered).toBe(false)
     expect(freshReady).toBe(false)
@@ -569,7 +565,7 @@ describe('fault knobs', () => {
     const gone = new Promise<void>((resolve) => c.once('close', () => resolve()))
     f.drop(0)
     await gone
-    await until(() => f.host(0).stats().currentConnections === 0)
+    await until('no connection left', () => f.host(0).stats().currentConnections === 0, 3000)
     await connect(f.hosts[0]!)
   })
 
@@ -609,7 +605,7 @@ describe('fault knobs', () => {
   it('drops connections past maxStartups before any banner', async () => {
     const f = await fleet({ hostDefaults: { maxStartups: 2, stallHandshake: true } })
     const socks = await Promise.all([0, 1, 2, 3].map(() => rawSocket(f.hosts[0]!)))
-    await until(() => f.host(0).stats().accepted === 4)
+    await until('four connections accepted', () => f.host(0).stats().accepted === 4, 3000)
     const dropped = socks.filter((s) => s.closed || s.readableEnded)
     await Promise.all(socks.slice(2).map(closed))
     expect(f.host(0).stats().startupsDropped).toBe(2)
@@ -621,7 +617,7 @@ describe('fault knobs', () => {
     const f = await fleet({ hosts: 3, sharedMaxStartups: 2, hostDefaults: { stallHandshake: true } })
     await rawSocket(f.hosts[0]!)
     await rawSocket(f.hosts[1]!)
-    await until(() => f.stats().currentHandshakes === 2)
+    await until('two handshakes in progress', () => f.stats().currentHandshakes === 2, 3000)
     const third = await rawSocket(f.hosts[2]!)
     await closed(third)
     expect(f.host(2).stats().startupsDropped).toBe(1)
@@ -645,7 +641,7 @@ describe('fault knobs', () => {
   it('opens hostile server-to-client channels after auth, which a plain client refuses and survives', async () => {
     const f = await fleet({ hostDefaults: { hostileChannels: true } })
     const c = await connect(f.hosts[0]!)
-    await until(() => f.host(0).stats().hostileRefused === 2)
+    await until('two hostile refusals', () => f.host(0).stats().hostileRefused === 2, 3000)
     expect(f.host(0).stats().hostileAccepted).toBe(0)
     expect((await run(c, 'echo ok')).out).toBe('ok\n')
   })
@@ -685,7 +681,7 @@ describe('stats', () => {
     await connect(f.hosts[1]!)
     await Promise.all([run(a, 'true'), run(a, 'echo x'), run(a, ': kay-collect v1;')])
     await connectError(f.hosts[1]!, { with: otherKey })
-    await until(() => f.stats().totals.currentConnections === 2)
+    await until('two connections in total', () => f.stats().totals.currentConnections === 2, 3000)
     const s = f.stats()
     expect(s.hosts).toHaveLength(2)
     expect(s.hosts[0]).toMatchObject({

@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url'
 import { Client as SshClient } from 'ssh2'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { generateClientKey, type RemoteSimFleet, type SimHostInfo, spawnSimFleet } from '../../src/sim/index.js'
+import { until } from '../../src/testing/index.js'
 
 const key = generateClientKey()
 
@@ -12,14 +13,6 @@ function alive(pid: number): boolean {
     return true
   } catch {
     return false
-  }
-}
-
-async function until(cond: () => boolean, ms = 5000, what = 'condition'): Promise<void> {
-  const end = Date.now() + ms
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 10))
   }
 }
 
@@ -126,6 +119,6 @@ describe('the simulator child entry', () => {
     // What the child sees when the parent dies: its IPC channel closes.
     child.disconnect()
     expect(await exited).toBe(0)
-    await until(() => !alive(child.pid!))
+    await until('the simulator process gone', () => !alive(child.pid!), 5000)
   })
 })

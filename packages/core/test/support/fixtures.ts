@@ -61,15 +61,6 @@ export function waitForStatus(
   })
 }
 
-/** Polls `cond` on the event loop (no fixed sleeps) until true; bounded by `ms` of real time. */
-export async function until(cond: () => boolean, ms = 5000, what = 'condition'): Promise<void> {
-  const end = Date.now() + ms
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setImmediate(r))
-  }
-}
-
 /** True if the promise is already settled after the current microtasks drain (no timers, no I/O). */
 export async function settledNow(p: Promise<unknown>): Promise<boolean> {
   let settled = false

@@ -23,11 +23,12 @@ import {
   type SshdServer,
   signCert,
   startSshd,
+  until,
 } from '../../src/testing/index.js'
 import { clearKeyCache, type LoadIdentityOptions, loadIdentity } from '../../src/trust/keys.js'
 import { fingerprint, KnownHostsStore } from '../../src/trust/known-hosts.js'
 import type { HostKeyVerifier, HostStatus, HostTarget } from '../../src/types.js'
-import { until, waitForStatus } from '../support/fixtures.js'
+import { waitForStatus } from '../support/fixtures.js'
 
 let dir: string
 let hostCa: KeyFiles
@@ -101,7 +102,7 @@ beforeAll(async () => {
   await writeFile(caFile(), `@cert-authority * ${hostCa.line}\n`)
   agentSock = join(dir, 'agent.sock')
   agent = spawn('ssh-agent', ['-D', '-a', agentSock], { stdio: 'ignore' })
-  await until(() => existsSync(agentSock), 5000, 'agent socket')
+  await until('agent socket', () => existsSync(agentSock), 5000)
 })
 
 afterAll(async () => {

@@ -2,6 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { generateClientKey, type SimFleet, startSimFleet } from '@kay/core/sim'
+import { until } from '@kay/core/testing'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Supervisor } from '../../src/supervisor.js'
 
@@ -33,23 +34,15 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true })
 })
 
-async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 10))
-  }
-}
-
 const allReady = () =>
-  until(async () => ((await sup.refreshStats()).byState.ready ?? 0) === HOSTS, `all ${HOSTS} hosts ready`)
+  until(`all ${HOSTS} hosts ready`, async () => ((await sup.refreshStats()).byState.ready ?? 0) === HOSTS, 20_000)
 
 const handshakesByHost = () => new Map(fleet.stats().hosts.map((h) => [h.name, h.handshakesStarted]))
 
 describe('a shard worker killed again and again, within the restart intensity', () => {
   it('re-creates every host after each crash with exactly one new connection each, and leaks no dial slot', async () => {
     await allReady()
-    await until(() => fleet.stats().hosts.every((h) => h.currentConnections === 1), 'one connection per host')
+    await until('one connection per host', () => fleet.stats().hosts.every((h) => h.currentConnections === 1), 20_000)
     const crashes = ['terminate', 'throw', 'exit', 'terminate', 'throw', 'exit'] as const
     for (const [n, how] of crashes.entries()) {
       const victim = n % 2
@@ -61,8 +54,12 @@ describe('a shard worker killed again and again, within the restart intensity', 
       expect((await restarted).shard).toBe(victim)
       await allReady()
       // The dead shard's sockets are gone and its hosts hold exactly one new connection each.
-      await until(() => fleet.stats().hosts.every((h) => h.currentConnections === 1), `crash ${n}: old sockets closed`)
-      await until(() => sup.stats().dialsInFlight === 0, `crash ${n}: dial slots back`)
+      await until(
+        `crash ${n}: old sockets closed`,
+        () => fleet.stats().hosts.every((h) => h.currentConnections === 1),
+        20_000,
+      )
+      await until(`crash ${n}: dial slots back`, () => sup.stats().dialsInFlight === 0, 20_000)
       const after = handshakesByHost()
       for (const [host, count] of after) {
         expect({ host, grew: count - before.get(host)! }).toEqual({ host, grew: victimHosts.has(host) ? 1 : 0 })
@@ -85,16 +82,16 @@ describe('a shard worker killed again and again, within the restart intensity', 
     for (let i = 0; i < HOSTS; i++) fleet.setFault(i, { stallHandshake: true })
     for (let i = 0; i < HOSTS; i++) fleet.drop(i)
     // Every host redials into a stalled handshake: the cap fills up across both shards.
-    await until(() => sup.stats().dialsInFlight === 8, 'dial cap full of stalled dials')
+    await until('dial cap full of stalled dials', () => sup.stats().dialsInFlight === 8, 20_000)
     const restarted = new Promise((r) => sup.once('shard-restart', r))
     sup.crashShard(0, 'terminate')
     await restarted
     expect(sup.stats().dialsInFlight).toBeLessThanOrEqual(8)
     for (let i = 0; i < HOSTS; i++) fleet.setFault(i, { stallHandshake: false })
     await allReady()
-    await until(() => sup.stats().dialsInFlight === 0, "every slot back, the dead shard's included")
+    await until("every slot back, the dead shard's included", () => sup.stats().dialsInFlight === 0, 20_000)
     expect(sup.stats()).toMatchObject({ dialsInFlight: 0, dialsWaiting: 0, restarts: restartsBefore + 1 })
     expect(fleet.stats().maxConcurrentHandshakes).toBeLessThanOrEqual(8)
-    await until(() => fleet.stats().hosts.every((h) => h.currentConnections === 1), 'one connection per host')
+    await until('one connection per host', () => fleet.stats().hosts.every((h) => h.currentConnections === 1), 20_000)
   }, 60_000)
 })

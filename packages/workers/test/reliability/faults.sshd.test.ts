@@ -16,6 +16,7 @@ import {
   SSHD_LOG,
   type SshdServer,
   startSshd,
+  until,
 } from '@kay/core/testing'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { type CollectTick, Supervisor, type SupervisorOptions } from '../../src/supervisor.js'
@@ -68,14 +69,16 @@ function sleep(ms: number): Promise<void> {
 }
 
 /** Polls `cond` (refreshing statuses from the shards) until true; bounded by `ms`. */
-async function until(s: Supervisor, cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms
-  for (;;) {
-    await s.refreshStats()
-    if (cond()) return
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}: ${JSON.stringify(s.stats())}`)
-    await sleep(25)
-  }
+/** Waits on the shards' own stats (refreshed on every check), not on the parent's last copy. */
+function settled(s: Supervisor, cond: () => boolean, ms: number, what: string): Promise<boolean> {
+  return until(
+    what,
+    async () => {
+      await s.refreshStats()
+      return cond()
+    },
+    ms,
+  )
 }
 
 function statusOf(s: Supervisor, id: string): HostStatus {
@@ -116,7 +119,7 @@ describe('Supervisor against real sshd faults', () => {
       s.map((x, i) => target(ids[i]!, x)),
       { keepalive: { intervalMs: 500, probeDeadlineMs: 500 } },
     )
-    await until(sv, () => sv.stats().byState.ready === 3, 10_000, 'all 3 ready')
+    await settled(sv, () => sv.stats().byState.ready === 3, 10_000, 'all 3 ready')
     const handshakes = ids.map((id) => statusOf(sv, id).handshakes)
     expect(handshakes).toEqual([1, 1, 1])
 
@@ -148,7 +151,7 @@ describe('Supervisor against real sshd faults', () => {
     expect(out.handshakes).toBeLessThan(60)
 
     await s[1]!.restart()
-    await until(sv, () => sv.stats().byState.ready === 3, 10_000, 'k1 ready again')
+    await settled(sv, () => sv.stats().byState.ready === 3, 10_000, 'k1 ready again')
     const tick = await sv.collect({ timeoutMs: 5000 })
     expectComplete(tick, ids)
     expect(tick.hosts.every((h) => h.metrics !== undefined)).toBe(true)
@@ -166,7 +169,7 @@ describe('Supervisor against real sshd faults', () => {
       ids.map((id) => target(id, s)),
       { dialCap: 16, governor: true, backoff: { baseMs: 50, capMs: 1000 } },
     )
-    await until(sv, () => sv.stats().byState.ready === 12, 20_000, 'all 12 ready')
+    await settled(sv, () => sv.stats().byState.ready === 12, 20_000, 'all 12 ready')
     const drops = await s.count(SSHD_LOG.maxStartupsDrop)
     const st = sv.stats()
     // sshd really pushed back (dropped dials past MaxStartups), and the gate saw it as pressure.
@@ -184,7 +187,7 @@ describe('Supervisor against real sshd faults', () => {
   it('runs 10 commands at once on one host behind MaxSessions 2: all queue and succeed on one connection', async () => {
     const s = await sshd({ maxSessions: 2 })
     const sv = await supervise([target('sess', s)], { threads: 1, collectMode: 'exec' })
-    await until(sv, () => sv.stats().byState.ready === 1, 10_000, 'ready')
+    await settled(sv, () => sv.stats().byState.ready === 1, 10_000, 'ready')
     const rs = await Promise.all(
       Array.from({ length: 10 }, (_, i) => sv.run('sess', `echo s${i}`, { timeoutMs: 10_000 })),
     )
@@ -204,12 +207,12 @@ describe('Supervisor against real sshd faults', () => {
       s.map((x, i) => target(ids[i]!, x)),
       { trust: { knownHostsPath, policy: 'accept-new' } },
     )
-    await until(sv, () => sv.stats().byState.ready === 3, 10_000, 'all 3 ready')
+    await settled(sv, () => sv.stats().byState.ready === 3, 10_000, 'all 3 ready')
     const pins = await readFile(knownHostsPath)
     const oldFp = s[1]!.fingerprint
 
     await s[1]!.restart({ newHostKey: true })
-    await until(sv, () => statusOf(sv, 'h1').state === 'quarantined', 10_000, 'h1 quarantined')
+    await settled(sv, () => statusOf(sv, 'h1').state === 'quarantined', 10_000, 'h1 quarantined')
     const err = statusOf(sv, 'h1').lastError!
     expect(err.code).toBe('KAY_HOST_KEY_MISMATCH')
     expect(err.details).toMatchObject({ expected: [oldFp], offered: s[1]!.fingerprint })

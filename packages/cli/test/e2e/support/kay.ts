@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { generateClientKey, type SimFleet, type SimFleetOptions, startSimFleet } from '@kay/core/sim'
+import { until } from '@kay/core/testing'
 
 /** The repository root (the CLI runs with this as its working directory). */
 export const REPO_ROOT = resolve(fileURLToPath(new URL('../../../../../', import.meta.url)))
@@ -154,28 +155,6 @@ export function ndjson(text: string): Array<Record<string, unknown>> {
     .map((l) => JSON.parse(l) as Record<string, unknown>)
 }
 
-/** Poll `check` every `everyMs` until it returns a value other than undefined, or throw after `timeoutMs`. */
-export async function waitFor<T>(
-  what: string,
-  check: () => T | undefined | Promise<T | undefined>,
-  timeoutMs: number,
-  everyMs = 50,
-): Promise<T> {
-  const end = Date.now() + timeoutMs
-  let last: unknown
-  for (let i = 0; i < 100_000; i++) {
-    try {
-      const v = await check()
-      if (v !== undefined) return v
-    } catch (err) {
-      last = err
-    }
-    if (Date.now() > end) break
-    await new Promise((r) => setTimeout(r, everyMs))
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`)
-}
-
 /** Run a command with a bounded timeout; resolves with stdout (rejects on a non-zero exit). */
 export function run(file: string, args: string[], timeoutMs = 5000): Promise<string> {
   return new Promise((resolvePromise, reject) => {
@@ -235,14 +214,13 @@ export class TmuxSession {
   ): Promise<string> {
     let last = ''
     try {
-      return await waitFor(
+      return await until(
         what,
         async () => {
           last = await this.capture(escapes)
           return pred(last) ? last : undefined
         },
-        timeoutMs,
-        100,
+        { timeoutMs: timeoutMs, everyMs: 100 },
       )
     } catch (err) {
       throw new Error(`${(err as Error).message}\nlast screen:\n${JSON.stringify(last)}`)

@@ -8,9 +8,9 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { makeClientKey, requireSshd, type SshdServer, startSshd } from '@kay/core/testing'
+import { makeClientKey, requireSshd, type SshdServer, startSshd, until } from '@kay/core/testing'
 import { expect } from 'vitest'
-import { KAY_NODE_ARGS, REPO_ROOT, waitFor } from './kay.js'
+import { KAY_NODE_ARGS, REPO_ROOT } from './kay.js'
 
 /** A free TCP port on 127.0.0.1 (bound once to port 0, then released). */
 export function freePort(): Promise<number> {
@@ -71,7 +71,7 @@ export async function get(
 
 /** The first /metrics body of `port` for which `pred` holds (polled until `ms`). */
 export function metricsWhen(port: number, pred: (text: string) => boolean, ms = 30_000): Promise<string> {
-  return waitFor(
+  return until(
     'metrics',
     async () => {
       try {
@@ -81,7 +81,7 @@ export function metricsWhen(port: number, pred: (text: string) => boolean, ms = 
         return undefined
       }
     },
-    ms,
+    { timeoutMs: ms, everyMs: 50 },
   )
 }
 
