@@ -88,7 +88,8 @@ function defineError<C extends ErrorCode>(code: C, name: string, opts: { stack?:
         super(code, message, o)
       } else {
         // Hot-path answers (fail fast while down, once per host per tick at fleet scale): capturing a stack trace
-        // is most of their cost (~8 µs of ~9) and says nothing a code, host and state do not.
+        // is most of their cost (bench/RESULTS.md, micro benches: dispatch) and says nothing a code, host and state
+        // do not.
         const limit = Error.stackTraceLimit
         Error.stackTraceLimit = 0
         try {

@@ -1,9 +1,9 @@
 /**
  * The common case of a collect reply, packed: a ready host with metrics and a plain status travels as one row of
- * numbers in a Float64Array that is transferred, not cloned, plus its id in a string array. Structured clone of
- * ~30 properties in 3 objects per host cost 5.75 µs per host per tick (bench/micro/dispatch.bench.ts); a row of
- * a transferred buffer, 0.09 µs. Anything else (an error, a host not ready, a status with a last error, a value
- * that is not a finite number) stays an object in `results`, so nothing is lost to the packing.
+ * numbers in a Float64Array that is transferred, not cloned, plus its id in a string array: the structured clone of
+ * ~30 properties in 3 objects per host cost some 60 times what the row does (ADR 0002). Anything else (an error, a
+ * host not ready, a status with a last error, a value that is not a finite number) stays an object in `results`,
+ * so nothing is lost to the packing.
  *
  * A row, PACKED_FIELDS numbers; NaN = absent (an optional field):
  *   0 at · 1 cpus · 2 memTotalBytes · 3 memUsedBytes · 4 memAvailableBytes · 5 swapTotalBytes · 6 swapUsedBytes

@@ -982,8 +982,8 @@ function resolveConfig(opts: SupervisorOptions): ShardConfig {
 
 /**
  * Hosts one shard thread serves before the default adds another. A thread adds parallelism (tick wall time, dials
- * per second) at a cost in CPU per host-tick and ~30 MB; one thread collects 1,000 real hosts in ~0.15 s per tick
- * and keeps up with the default dial rate (docs/adr/0006-shard-threads-sized-to-fleet.md).
+ * per second) at a cost in memory and CPU per host-tick; one thread keeps a 1,000-host tick well inside the goal and
+ * keeps up with the default dial rate (docs/adr/0006-shard-threads-sized-to-fleet.md).
  */
 export const HOSTS_PER_SHARD = 1000
 

@@ -111,9 +111,9 @@ const PS = 'ps -eo pid,user,pcpu,pmem,rss,comm --sort=-pcpu'
  * that have a device, i.e. are not under /sys/devices/virtual/net, and whose byte counters can be read. Their
  * counters go into the netdev section as `<name>: <rx_bytes> 0 0 0 0 0 0 0 <tx_bytes>` lines (the fields the
  * parser reads of /proc/net/dev's format). With no such interface (a container as the target, no /sys) the section
- * is /proc/net/dev itself. Reading two sysfs counters per interface costs the host a few µs; /proc/net/dev is
- * formatted anew for every interface on each read (~250 µs with 200 veths on a container node, bench/RESULTS.md),
- * and counting only devices also stops container traffic from being counted twice (on the NIC and on its veth).
+ * is /proc/net/dev itself. Two sysfs counters per interface stay cheap on a container node, where /proc/net/dev is
+ * formatted anew for each of its hundreds of veths on every read (ADR 0007), and counting only devices also stops
+ * container traffic from being counted twice (on the NIC and on its veth).
  * The loops find the interfaces once, when they start; the exec command on every run. Names that begin with a dot
  * are left out by all of them, as a shell glob and `ls` leave them out.
  *
@@ -267,8 +267,8 @@ const BASH_LOOP =
 
 /**
  * perl: the /proc files are opened once, when the loop starts, and each request rewinds them (`sysseek` to 0
- * regenerates a /proc file) and reads them with sysread; one syswrite per frame. Opening once instead of per
- * request cut the loop's host CPU by about a third (bench/RESULTS.md). A table request sends only what the table's
+ * regenerates a /proc file) and reads them with sysread; one syswrite per frame: opening per request was most of
+ * the loop's host CPU (ADR 0004). A table request sends only what the table's
  * parser reads: /proc/stat up to the end of its cpu lines, /proc/meminfo up to SReclaimable. A node request sends
  * them whole but for the long `intr` line, cut to its total, and leaves out the vmstat fields, block devices and
  * mounts node_exporter leaves out. A file that cannot be opened gives an empty table section or no node section.
@@ -278,8 +278,8 @@ const BASH_LOOP =
  * statfs lines), gettimeofday(2) (the clock) and uname(2) through perl's `syscall`, with no fork. Elsewhere, or if
  * a call fails, it forks `df -P /` or `stat -f` once per request that needs them, reads the clock with `time`
  * (whole seconds) and uname from /proc/sys/kernel plus one `uname -m`. The df section is printed as `df -P` prints
- * it (Use% rounded up, as coreutils does). Forking df cost the host ~2 ms, a third of all host CPU over the 12
- * ticks between two df sections.
+ * it (Use% rounded up, as coreutils does). A df fork would cost the host about as much as all the requests between
+ * two df sections together (ADR 0004).
  */
 const PERL_LOOP =
   String.raw`use Config;my %sc=(x86_64=>[137,96,63],aarch64=>[43,169,160],riscv64=>[43,169,160]);` +
@@ -511,8 +511,8 @@ const AWK_PROGRAM =
 
 /**
  * sh: the last resort, for hosts where no other loop works. One awk per request runs the awk loop's program for
- * that request: one fork, where a `cat` per file forked five times (~4.7 → ~1 ms of host CPU per request,
- * bench/RESULTS.md); it serves where the long-lived awk loop cannot (an awk that does not answer a line at a time).
+ * that request: one fork, where a `cat` per file forked five times (ADR 0004); it serves where the long-lived awk
+ * loop cannot (an awk that does not answer a line at a time).
  * The interfaces and `uname -m` are found once, when the loop starts. Without awk on the PATH (checked once, when
  * the loop starts) it falls back to `cat` per file for the table's sections, and sends no node section.
  */
