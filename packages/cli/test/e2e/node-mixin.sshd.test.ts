@@ -37,7 +37,7 @@ afterAll(async () => {
 async function readmeExample(): Promise<{ command: string; yaml: string }> {
   const readme = await readFile(join(REPO_ROOT, 'README.md'), 'utf8')
   const section = readme.slice(readme.indexOf('## kay serve'))
-  const command = /```sh\n(pnpm kay serve [^\n]*)\n```/.exec(section)?.[1]
+  const command = /```sh\n((?:pnpm )?kay serve [^\n]*)\n```/.exec(section)?.[1]
   const yaml = /```yaml\n([\s\S]*?)```/.exec(section)?.[1]
   if (command === undefined || yaml === undefined) throw new Error('README: no kay serve example')
   return { command, yaml }
