@@ -98,19 +98,17 @@ describe('cold start', () => {
   it('never has more stream probes in flight than workCap, across shard threads', async () => {
     // The loops never answer: every probe holds its work slot, so the cap is what limits the probing hosts.
     const { sup } = await start(30, { hostDefaults: { streamFault: 'stall' } }, { dialCap: 16, workCap: 3 })
+    // Every change of the fleet's progress, as the shards report it, from the start.
+    const seen: FleetProgress[] = [sup.progress()]
+    sup.on('progress', (p) => seen.push(p))
     await until('every host connected', () => (sup.stats().byState.ready ?? 0) === 30)
-    const seen: FleetProgress[] = []
     await until('probes at the cap, the rest waiting for a slot', () => {
       const p = sup.progress()
-      seen.push(p)
       return p.probing === 3 && p.starting === 27
     })
-    for (let i = 0; i < 20; i++) {
-      seen.push(sup.progress())
-      await new Promise((r) => setTimeout(r, 10))
-    }
+    // A round trip to every shard: the work counts below are the shards' own, not the last event's.
+    const st = await sup.refreshStats()
     expect(Math.max(...seen.map((p) => p.probing))).toBe(3)
-    const st = sup.stats()
     expect(st.workCap).toBe(3)
     expect(st.workInFlight).toBe(3)
     expect(st.workWaiting).toBe(27)
