@@ -9,7 +9,7 @@
  * --governor (on,off).
  */
 import { performance } from 'node:perf_hooks'
-import { flags, fmt, record, runMain, sleep, summarize } from '../load/lib.js'
+import { flags, fmt, reached, record, runMain, summarize } from '../load/lib.js'
 import { closeFleets, openFleets, startSupervisor, totals } from './lib.js'
 
 export async function main(argv: readonly string[]): Promise<number> {
@@ -32,16 +32,17 @@ export async function main(argv: readonly string[]): Promise<number> {
         let minEffective = dialCap
         let readyMs = Number.NaN
         try {
-          const deadline = t0 + timeoutS * 1000
-          while (performance.now() < deadline) {
-            const s = sup.stats()
-            minEffective = Math.min(minEffective, s.effectiveDialCap)
-            if ((s.byState.ready ?? 0) === n) {
+          await reached(
+            'every host ready',
+            () => {
+              const s = sup.stats()
+              minEffective = Math.min(minEffective, s.effectiveDialCap)
+              if ((s.byState.ready ?? 0) !== n) return false
               readyMs = performance.now() - t0
-              break
-            }
-            await sleep(20)
-          }
+              return true
+            },
+            { timeoutMs: Math.max(0, t0 + timeoutS * 1000 - performance.now()), everyMs: 20 },
+          )
           const s = sup.stats()
           const t = await totals(ctx.fleets)
           const r = {
