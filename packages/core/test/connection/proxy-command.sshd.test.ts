@@ -42,7 +42,6 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true })
 })
 
-/** Polls an async condition every 20 ms for up to 5 s. */
 function actorVia(proxyCommand: string, id = 'via-proxy'): HostActor {
   return new HostActor({
     target: { id, hostname: sshd.host, port: sshd.port, user: sshd.user, proxyCommand },

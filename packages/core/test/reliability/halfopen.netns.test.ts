@@ -109,7 +109,6 @@ async function stepUntil(
   return clock.now() - start
 }
 
-/** Polls `cond` on the event loop until true; bounded by `ms` of real time. */
 describe('half-open path to a real sshd in a network namespace', () => {
   it('detects a silently dropped path within interval + deadline, then redials once the path heals', async () => {
     const clock = new ManualClock()

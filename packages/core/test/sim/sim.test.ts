@@ -112,7 +112,6 @@ async function run(c: SshClient, cmd: string): Promise<Result> {
   return collectResult(await openExec(c, cmd))
 }
 
-/** Polls on the event loop until `cond` holds; bounded in real time. */
 function sections(out: string): Map<string, string> {
   const m = new Map<string, string>()
   const parts = out.split(/^@@kay (\S+)\n/m)

@@ -68,7 +68,6 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms))
 }
 
-/** Polls `cond` (refreshing statuses from the shards) until true; bounded by `ms`. */
 /** Waits on the shards' own stats (refreshed on every check), not on the parent's last copy. */
 function settled(s: Supervisor, cond: () => boolean, ms: number, what: string): Promise<boolean> {
   return until(
