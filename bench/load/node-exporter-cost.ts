@@ -8,6 +8,8 @@
  * - `kay-<loop>`: one real sshd (its own group: sshd and the loop) and a kay collection stream in node mode, one
  *   request per interval, the slow sections every 12th request as the collector asks for them;
  * - `kay-exec`: the exec fallback, a new session per request running the node collect command;
+ * - `exec-floor`: a new session per request running `true` on the same kind of sshd and connection: what the
+ *   exec fallback cannot go below;
  * - `kay-perl-table`: the perl loop answering the table's requests (what `kay fleet` costs), for reference.
  *
  * Both node_exporter instances run as kaytest (unprivileged, as node_exporter is meant to run; kay logs in as
@@ -94,7 +96,7 @@ async function nodeExporter(name: string, collectors: readonly string[] | 'defau
 
 async function kay(
   name: string,
-  how: StreamFlavour | 'exec',
+  how: StreamFlavour | 'exec' | 'exec-floor',
   node: boolean,
   key: ReturnType<typeof generateClientKey>,
 ): Promise<Subject> {
@@ -114,6 +116,14 @@ async function kay(
     await sshd.stop()
   }
   const cpuUsec = async () => (await sshd.cpuUsageUsec()) ?? Number.NaN
+  if (how === 'exec-floor') {
+    return {
+      name,
+      cpuUsec,
+      close,
+      request: async () => (await actor.run('true', { timeoutMs: 10_000, maxOutputBytes: 1 << 10 })).stdout.length,
+    }
+  }
   if (how === 'exec') {
     return {
       name,
@@ -174,6 +184,7 @@ async function main(argv: string[]): Promise<number> {
     await nodeExporter('ne-default', 'defaults'),
     ...(await Promise.all(STREAM_FLAVOURS.map((fl) => kay(`kay-${fl}`, fl, true, key)))),
     await kay('kay-exec', 'exec', true, key),
+    await kay('exec-floor', 'exec-floor', true, key),
     await kay('kay-perl-table', 'perl', false, key),
   ]
   const cpu = new Map<string, number[]>()

@@ -215,21 +215,26 @@ const SH_REQUEST =
  */
 const BASH_LOOP =
   'LC_ALL=C;t=$1;printf -v nl "\\n";printf -v tb "\\t";exec 2>/dev/null;' +
-  `DX=${shDq(DISK_EXCLUDE_ERE)};MX=${shDq(MOUNT_POINTS_EXCLUDE)};FX=${shDq(FS_TYPES_EXCLUDE)};UX=${shDq(UDEV_LINE)};M=;` +
+  `DX=${shDq(DISK_EXCLUDE_ERE)};MX=${shDq(MOUNT_POINTS_EXCLUDE)};FX=${shDq(FS_TYPES_EXCLUDE)};M=;` +
   // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
   'V=();for f in /sys/class/net/*;do v=${f##*/};' +
   '[[ -e /sys/devices/virtual/net/$v || ! -r $f/statistics/rx_bytes || ! -r $f/statistics/tx_bytes ]]||V+=("$v");done;' +
+  // The kernel's list of vmstat fields is fixed while it runs: the lines node_exporter keeps are found once.
+  // bash compiles a regex at every `=~` (~60 µs for these): the slow sections' verdicts on mounts and disks are kept
+  // (emptied past 1,000 entries), and a udev line's key is looked up in an associative array.
+  `declare -A MC DC UK;for z in ${UDEV_KEYS.join(' ')};do UK[$z]=1;done;` +
+  `VX=${shDq(VMSTAT_FIELDS)};VI=();VN=0;i=0;while read -r q1 q2;do [[ $q1 =~ $VX ]]&&{ VI+=($i);VN=$((i+1));};((i++));done </proc/vmstat;` +
   // Appends section $1 with content $2 to o (left out when empty; a newline added when the content lacks one).
   'sec(){ [[ -n $2 ]]||return;o+="@@kay $1$nl$2";[[ $2 == *"$nl" ]]||o+=$nl;};' +
   'while IFS= read -r l;do ' +
   SH_REQUEST +
   'a=;b=;c=;u=;p=;x=;' +
   'IFS= read -r -d "" a </proc/loadavg;' +
-  'if [[ -n $n ]];then IFS= read -r -d "" b </proc/meminfo;IFS= read -r -d "" c </proc/stat;' +
+  'if [[ -n $n ]];then mapfile -d "" Q </proc/meminfo&&b=$Q;mapfile -d "" Q </proc/stat&&c=$Q;' +
   'else IFS= read -r -d Z b </proc/meminfo;IFS= read -r -d i c </proc/stat;fi;' +
   'IFS= read -r -d "" u </proc/uptime;' +
   // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
-  '[[ -z $n && ${#V[@]} -gt 0 ]]||IFS= read -r -d "" p </proc/net/dev;' +
+  '[[ -z $n && ${#V[@]} -gt 0 ]]||{ mapfile -d "" Q </proc/net/dev&&p=$Q;};' +
   // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
   'if ((${#V[@]}));then for v in "${V[@]}";do r=;w2=;' +
   'read -r r </sys/class/net/$v/statistics/rx_bytes;read -r w2 </sys/class/net/$v/statistics/tx_bytes;' +
@@ -243,25 +248,42 @@ const BASH_LOOP =
   // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
   'for f in /sys/class/net/*;do v=${f##*/};[[ $v == lo ]]&&continue;r=;' +
   'read -r r <$f/statistics/rx_nohandler&&[[ -n $r && $r != *[!0-9]* ]]&&x+="$v $r$nl";done;sec nohandler "$x";' +
-  'x=;IFS= read -r -d "" x </proc/vmstat;sec vmstat "$x";x=;IFS= read -r -d "" x </proc/sys/fs/file-nr;sec filefd "$x";' +
-  'for r in cpu io memory;do x=;IFS= read -r -d "" x </proc/pressure/$r;sec psi-$r "$x";done;' +
-  'k=;IFS= read -r -d "" k </proc/diskstats;sec diskstats "$k";' +
+  // vmstat: only the lines node_exporter keeps, by the indices found when the loop started (mapfile -n stops after
+  // the last of them). The other whole files are appended straight from mapfile's array (no function argument,
+  // no pattern test: /proc's seq files end every line with a newline); an empty or missing one is left out.
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+  '((VN))&&mapfile -t -n $VN Q </proc/vmstat&&{ x=;for i in "${VI[@]}";do x+="${Q[i]}$nl";done;o+="@@kay vmstat$nl$x";};' +
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+  'mapfile -d "" Q </proc/sys/fs/file-nr&&((${#Q[@]}))&&o+="@@kay filefd$nl$Q";' +
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+  'for r in cpu io memory;do mapfile -d "" Q </proc/pressure/$r&&((${#Q[@]}))&&o+="@@kay psi-$r$nl$Q";done;' +
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+  'k=;mapfile -d "" Q </proc/diskstats&&((${#Q[@]}))&&{ k=$Q;o+="@@kay diskstats$nl$k";};' +
   // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
   'x=$EPOCHREALTIME;[[ -n $x ]]||printf -v x "%(%s)T" -1;o+="@@kay time$nl${x/,/.}$nl";fi;' +
   'if [[ -n $d ]];then x=$(df -P /);o+="@@kay df$nl$x$nl";fi;' +
-  'if [[ -n $n && -n $w ]];then x=;IFS= read -r -d "" x </proc/1/mounts;[[ -n $x ]]||IFS= read -r -d "" x </proc/self/mounts;' +
+  // The slow sources are walked as mapfile arrays split into words with globbing off: a `while read` over a
+  // here-string reads a pipe one byte per system call.
+  'if [[ -n $n && -n $w ]];then L=();mapfile -t L </proc/1/mounts;((${#L[@]}))||mapfile -t L </proc/self/mounts;' +
   // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
-  'P=();y=;while read -r q1 q2 q3 q4 q5;do [[ -n $q4 ]]||continue;v=${q2//\\\\040/ };v=${v//\\\\011/$tb};' +
-  '[[ $v =~ $MX || $q3 =~ $FX ]]&&continue;y+="$q1 $q2 $q3 $q4 $q5$nl";P+=("$v");done <<<"$x";sec mounts "$y";' +
+  'P=();y=;set -f;for x in "${L[@]}";do q=($x);[[ -n ${q[3]} ]]||continue;v=${q[1]//\\\\040/ };v=${v//\\\\011/$tb};' +
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+  'c="${q[2]} $v";r=${MC[$c]};if [[ -z $r ]];then ((${#MC[@]}<1000))||MC=();r=1;[[ $v =~ $MX || ${q[2]} =~ $FX ]]&&r=0;MC[$c]=$r;fi;' +
+  '((r))||continue;y+="$x$nl";P+=("$v");done;set +f;sec mounts "$y";' +
   // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
   'x=;((${#P[@]}))&&x=$(stat -f -c "%s %b %f %a %c %d %n" -- "${P[@]}");sec statfs "$x";' +
   '[[ -n $M ]]||M=$(uname -m);y=;for r in ostype hostname osrelease version;do x=;read -r x </proc/sys/kernel/$r;y+="$x$nl";done;' +
   'x=;read -r x </proc/sys/kernel/domainname;o+="@@kay uname$nl$y$M$nl$x$nl";' +
-  'x=;IFS= read -r -d "" x </etc/os-release||[[ -n $x ]]||IFS= read -r -d "" x </usr/lib/os-release;sec osrelease "$x";' +
-  'y=;while read -r q1 q2 q3 q4;do [[ -n $q3 && ! $q3 =~ $DX ]]||continue;' +
+  'x=;mapfile -d "" Q </etc/os-release&&x=$Q;[[ -n $x ]]||{ mapfile -d "" Q </usr/lib/os-release&&x=$Q;};sec osrelease "$x";' +
   // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
-  'while IFS= read -r x;do [[ $x =~ $UX ]]&&y+="$q1:$q2 ${BASH_REMATCH[1]}$nl";done </run/udev/data/b$q1:$q2;' +
-  'done <<<"$k";sec udev "$y";fi;' +
+  'y=;L=();mapfile -t L </proc/diskstats;set -f;for x in "${L[@]}";do q=($x);[[ -n ${q[2]} ]]||continue;' +
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+  'r=${DC[${q[2]}]};if [[ -z $r ]];then ((${#DC[@]}<1000))||DC=();r=1;[[ ${q[2]} =~ $DX ]]&&r=0;DC[${q[2]}]=$r;fi;((r))||continue;' +
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+  'U=();mapfile -t U </run/udev/data/b${q[0]}:${q[1]};for z in "${U[@]}";do [[ $z == E:?*=* ]]||continue;e=${z#E:};' +
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+  '[[ -n ${UK[${e%%=*}]} ]]&&y+="${q[0]}:${q[1]} $e$nl";done;' +
+  'done;set +f;sec udev "$y";fi;' +
   'printf "%s@@kay-end %s %s\\n" "$o" "$t" "$s";' +
   'done;exit 0'
 
@@ -475,13 +497,13 @@ const AWK_PROGRAM =
   'function one(f,  l){l="";getline l<f;close(f);return l}' +
   'function sec(n,x){return x==""?"":"@@kay " n "\\n" x}' +
   'function sq(s,  r,i){r="";while((i=index(s,Q))>0){r=r substr(s,1,i-1) Q "\\\\" Q Q;s=substr(s,i+1)}return Q r s Q}' +
-  `BEGIN{t=ARGV[1];ARGV[1]="";Q=sprintf("%c",39);DX=${JSON.stringify(DISK_EXCLUDE_ERE)};MX=${JSON.stringify(MOUNT_POINTS_EXCLUDE)};` +
+  `BEGIN{t=ARGV[1];ARGV[1]="";Q=sprintf("%c",39);RQ="^[0-9]+( df)?( node)?( slow)?$";DX=${JSON.stringify(DISK_EXCLUDE_ERE)};MX=${JSON.stringify(MOUNT_POINTS_EXCLUDE)};` +
   `FX=${JSON.stringify(FS_TYPES_EXCLUDE)};VX=${JSON.stringify(VMSTAT_FIELDS)};UX=${JSON.stringify(UDEV_LINE)};` +
   'if(O)nv=split(N,V," ");else{c="exec ls /sys/class/net 2>/dev/null";while((c|getline l)>0){v="/sys/devices/virtual/net/" l "/ifindex";' +
   'if((getline y<v)>0){close(v);continue}r="/sys/class/net/" l "/statistics/";' +
   'if((getline y<(r "rx_bytes"))>0&&(getline y<(r "tx_bytes"))>0)V[++nv]=l;close(r "rx_bytes");close(r "tx_bytes")}close(c);' +
   'c="exec uname -m 2>/dev/null";c|getline M;close(c)}}' +
-  '/^[0-9]+( df)?( node)?( slow)?$/{d=0;n=0;w=0;for(i=2;i<=NF;i++){if($i=="df")d=1;else if($i=="node")n=1;else if($i=="slow")w=1}' +
+  'function rq(){d=0;n=0;w=0;for(i=2;i<=NF;i++){if($i=="df")d=1;else if($i=="node")n=1;else if($i=="slow")w=1}' +
   'o="@@kay loadavg\\n" rd("/proc/loadavg");' +
   'x="";k=0;f="/proc/meminfo";while((getline l<f)>0){if(!n&&l~/^SUnreclaim:/)k=1;if(!k)x=x l "\\n"}close(f);o=o "@@kay meminfo\\n" x;' +
   'x="";k=0;f="/proc/stat";while((getline l<f)>0){if(l~/^intr /){if(n){split(l,q," ");l="intr " q[2]}else k=1}if(!k)x=x l "\\n"}' +
@@ -507,7 +529,9 @@ const AWK_PROGRAM =
   'x=rd("/etc/os-release");if(x=="")x=rd("/usr/lib/os-release");o=o sec("osrelease",x);x="";' +
   'for(j=1;j<=nd;j++){f="/run/udev/data/b" D[j];while((getline l<f)>0)if(l~UX)x=x D[j] " " substr(l,3) "\\n";close(f)}' +
   'o=o sec("udev",x)}' +
-  'o=o "@@kay-end " t " " $1 "\\n";printf "%s",o;fflush()}'
+  'o=o "@@kay-end " t " " $1 "\\n";printf "%s",o;fflush()}' +
+  // The sh loop passes its request as R: the program answers it in BEGIN and exits without reading stdin.
+  'BEGIN{if(R!=""){$0=R;if($0~RQ)rq();exit}}$0~RQ{rq()}'
 
 /**
  * sh: the last resort, for hosts where no other loop works. One awk per request runs the awk loop's program for
@@ -522,7 +546,7 @@ const SH_LOOP =
   'g=/proc/net/dev;h=net/dev;[ -n "$p" ]&&{ g=;h=;};' +
   'while IFS= read -r l;do ' +
   SH_REQUEST +
-  `if [ -n "$a" ];then printf "%s\\n" "$l"|awk -v O=1 -v N="$p" -v M="$M" ${shDq(AWK_PROGRAM)} "$t" 2>/dev/null;continue;fi;` +
+  `if [ -n "$a" ];then awk -v O=1 -v N="$p" -v M="$M" -v R="$l" ${shDq(AWK_PROGRAM)} "$t" </dev/null 2>/dev/null;continue;fi;` +
   'for f in loadavg meminfo stat uptime $h;do x=$(cat /proc/$f 2>/dev/null);' +
   'case $f in net/dev) n=netdev;;*) n=$f;;esac;printf "@@kay %s\\n%s\\n" "$n" "$x";done;' +
   'if [ -n "$p" ];then printf "@@kay netdev\\n";for v in $p;do ' +
@@ -600,13 +624,19 @@ export function streamRequest(seq: number, df = false, node: NodeRequest = 'tabl
 }
 
 /**
- * One-shot node collection (the exec fallback of `kay serve`): the sh loop answering one request `1 node` (or
- * `1 node slow`), so its sections are the stream loops' (the awk program's, where the host has awk). Its output
- * ends with the loop's `@@kay-end collect 1` line.
+ * One-shot node collection (the exec fallback of `kay serve`): the awk program answering one request `1 node` (or
+ * `1 node slow`), so its sections are the stream loops'. sh finds the interfaces with a glob and `exec`s awk: no
+ * fork past the session's own (`uname -m`, which only the slow sections use, is forked on slow requests only).
+ * Without awk it is the sh loop answering the request (the table's sections only). Its output ends with the loop's
+ * `@@kay-end collect 1` line.
  */
 export function nodeCollectCommand(slow: boolean): string {
   const words = slow ? 'node slow' : 'node'
-  return forAnyLoginShell(`: kay-collect v1 ${words};printf "1 ${words}\\n"|sh -c '${SH_LOOP}' kay collect`)
+  return forAnyLoginShell(
+    `: kay-collect v1 ${words};${SH_NET_FIND}M=;${slow ? 'M=$(uname -m 2>/dev/null);' : ''}` +
+      `command -v awk >/dev/null 2>&1&&exec awk -v O=1 -v N="$p" -v M="$M" -v R="1 ${words}" ${shDq(AWK_PROGRAM)} collect </dev/null 2>/dev/null;` +
+      `printf "1 ${words}\\n"|exec sh -c '${SH_LOOP}' kay collect`,
+  )
 }
 
 /** What a command string is, read from its `:` head (for the simulator and for logs). */
