@@ -283,7 +283,13 @@ const BASH_LOOP =
   'U=();mapfile -t U </run/udev/data/b${q[0]}:${q[1]};for z in "${U[@]}";do [[ $z == E:?*=* ]]||continue;e=${z#E:};' +
   // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
   '[[ -n ${UK[${e%%=*}]} ]]&&y+="${q[0]}:${q[1]} $e$nl";done;' +
-  'done;set +f;sec udev "$y";fi;' +
+  'done;set +f;sec udev "$y";y=;for f in /sys/class/net/*;do y+=${f##*/};for r in operstate address broadcast duplex ifalias;do ' +
+  'x=;read -r x <$f/$r;y+="$tb$x";done;y+=$nl;done;sec netclass "$y";y=;' +
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+  'for f in /sys/devices/system/clocksource/clocksource*;do x=;read -r x <$f/current_clocksource||[[ -n $x ]]||continue;r=;' +
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+  'read -r r <$f/available_clocksource;y+="${f##*clocksource}$tb$x$tb$r$nl";done;sec clocksource "$y";' +
+  'printf -v x "%(%Z %z)T" -1;o+="@@kay tz$nl$x$nl";fi;' +
   'printf "%s@@kay-end %s %s\\n" "$o" "$t" "$s";' +
   'done;exit 0'
 
@@ -352,7 +358,12 @@ const PERL_LOOP =
   String.raw`$o.=sec("mounts",$mk).sec("statfs",$sf)."\@\@kay uname\n".uts();` +
   String.raw`my $r=slurp("/etc/os-release");$r=slurp("/usr/lib/os-release") if $r eq "";$o.=sec("osrelease",$r);` +
   String.raw`my $u="";for(@dk){my($ma,$mi)=/^\s*(\d+)\s+(\d+)/;for(split(/^/m,slurp("/run/udev/data/b$ma:$mi"))){$u.="$ma:$mi $1\n" if /$UX/}}` +
-  String.raw`$o.=sec("udev",$u)}` +
+  String.raw`$o.=sec("udev",$u);my($nc,$cs,$cd)=("","","/sys/devices/system/clocksource");` +
+  String.raw`if(opendir(my $D,"/sys/class/net")){for my $i(sort readdir $D){next if $i=~/^\./;` +
+  String.raw`$nc.=join("\t",$i,map{my $x=slurp("/sys/class/net/$i/$_");$x=~s/\s+\z//;$x}qw(operstate address broadcast duplex ifalias))."\n"}closedir $D}` +
+  String.raw`if(opendir(my $D,$cd)){for my $i(sort readdir $D){next unless $i=~/^clocksource(\d+)$/;my $k=$1;` +
+  String.raw`my($c,$v)=map{my $x=slurp("$cd/$i/$_");$x=~s/\s+\z//;$x}qw(current_clocksource available_clocksource);$cs.="$k\t$c\t$v\n"}closedir $D}` +
+  String.raw`require POSIX;$o.=sec("netclass",$nc).sec("clocksource",$cs)."\@\@kay tz\n".POSIX::strftime("%Z %z",localtime)."\n"}` +
   String.raw`syswrite(STDOUT,$o."\@\@kay-end $t $s\n")}exit 0`
 
 /**
@@ -476,6 +487,16 @@ const PYTHON_LOOP = [
   '    e=UX.match(z)',
   String.raw`    if e:x.append(k+b" "+e.group(1)+b"\n")`,
   '  o.append(sec(b"udev",b"".join(x)))',
+  '  x=[];y=[];cd="/sys/devices/system/clocksource/"',
+  '  try:N=sorted(os.listdir("/sys/class/net"))',
+  '  except OSError:N=[]',
+  '  for i in N:',
+  '   if i[:1]!=".":x.append(b"\\t".join([i.encode()]+[sl("/sys/class/net/"+i+"/"+a).rstrip() for a in ("operstate","address","broadcast","duplex","ifalias")])+b"\\n")',
+  '  try:N=sorted(os.listdir(cd))',
+  '  except OSError:N=[]',
+  '  for i in N:',
+  '   if re.match(r"clocksource[0-9]+$",i):y.append(b"\\t".join([i[11:].encode(),sl(cd+i+"/current_clocksource").rstrip(),sl(cd+i+"/available_clocksource").rstrip()])+b"\\n")',
+  String.raw`  o.append(sec(b"netclass",b"".join(x))+sec(b"clocksource",b"".join(y))+b"@@kay tz\n"+time.strftime("%Z %z").encode()+b"\n")`,
   String.raw` o.append(b"@@kay-end "+t+b" "+s+b"\n")`,
   ' m=memoryview(b"".join(o))',
   ' while m:m=m[os.write(1,m):]',
@@ -528,10 +549,28 @@ const AWK_PROGRAM =
   ' "\\n" one(k "version") "\\n" M "\\n" one(k "domainname") "\\n";' +
   'x=rd("/etc/os-release");if(x=="")x=rd("/usr/lib/os-release");o=o sec("osrelease",x);x="";' +
   'for(j=1;j<=nd;j++){f="/run/udev/data/b" D[j];while((getline l<f)>0)if(l~UX)x=x D[j] " " substr(l,3) "\\n";close(f)}' +
-  'o=o sec("udev",x)}' +
+  // /sys/class/net/<device>/duplex fails with EINVAL on many devices, and a read error ends mawk unless it runs
+  // -Winteractive (the awk loop does): a one-shot run (R set: the sh loop, exec) gets the lines from sh in KAY_NC.
+  'o=o sec("udev",x);x="";if(R!="")x=ENVIRON["KAY_NC"];else{m=split(p,L,"\\n");for(j=1;j<=m;j++){if((i=index(L[j],":"))<1)continue;' +
+  'v=substr(L[j],1,i-1);gsub(/[ \\t]/,"",v);if(v==""||v~/[|]/)continue;r="/sys/class/net/" v "/";x=x v "\\t" one(r "operstate")' +
+  ' "\\t" one(r "address") "\\t" one(r "broadcast") "\\t" one(r "duplex") "\\t" one(r "ifalias") "\\n"}}o=o sec("netclass",x);x="";' +
+  'for(j=0;j<64;j++){r="/sys/devices/system/clocksource/clocksource" j "/";z=one(r "current_clocksource");if(z=="")break;' +
+  'x=x j "\\t" z "\\t" one(r "available_clocksource") "\\n"}o=o sec("clocksource",x);' +
+  // The time zone needs a fork (POSIX awk has no strftime): a long-lived awk reads it on every 12th slow request.
+  'if(Z==""||ZC++%12==11){c="exec date \\"+%Z %z\\" 2>/dev/null";Z="";c|getline Z;close(c)}if(Z!="")o=o "@@kay tz\\n" Z "\\n"}' +
   'o=o "@@kay-end " t " " $1 "\\n";printf "%s",o;fflush()}' +
   // The sh loop passes its request as R: the program answers it in BEGIN and exits without reading stdin.
   'BEGIN{if(R!=""){$0=R;if($0~RQ)rq();exit}}$0~RQ{rq()}'
+
+/**
+ * POSIX sh: sets x to the netclass section's lines (`<device>\t<operstate>\t<address>\t<broadcast>\t<duplex>\t<ifalias>`)
+ * when w is set (a slow request), for the awk program's one-shot runs (KAY_NC): sh's `read` survives the EINVAL that
+ * /sys/class/net/<device>/duplex gives on many devices.
+ */
+const SH_NETCLASS =
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+  'x=;[ -n "$w" ]&&for f in /sys/class/net/*;do [ -e "$f" ]||continue;x="$x${f##*/}";' +
+  'for r in operstate address broadcast duplex ifalias;do y=;read -r y 2>/dev/null <"$f/$r";x="$x\t$y";done;x="$x\n";done;'
 
 /**
  * sh: the last resort, for hosts where no other loop works. One awk per request runs the awk loop's program for
@@ -546,7 +585,9 @@ const SH_LOOP =
   'g=/proc/net/dev;h=net/dev;[ -n "$p" ]&&{ g=;h=;};' +
   'while IFS= read -r l;do ' +
   SH_REQUEST +
-  `if [ -n "$a" ];then awk -v O=1 -v N="$p" -v M="$M" -v R="$l" ${shDq(AWK_PROGRAM)} "$t" </dev/null 2>/dev/null;continue;fi;` +
+  'if [ -n "$a" ];then ' +
+  SH_NETCLASS +
+  `KAY_NC=$x awk -v O=1 -v N="$p" -v M="$M" -v R="$l" ${shDq(AWK_PROGRAM)} "$t" </dev/null 2>/dev/null;continue;fi;` +
   'for f in loadavg meminfo stat uptime $h;do x=$(cat /proc/$f 2>/dev/null);' +
   'case $f in net/dev) n=netdev;;*) n=$f;;esac;printf "@@kay %s\\n%s\\n" "$n" "$x";done;' +
   'if [ -n "$p" ];then printf "@@kay netdev\\n";for v in $p;do ' +
@@ -633,8 +674,8 @@ export function streamRequest(seq: number, df = false, node: NodeRequest = 'tabl
 export function nodeCollectCommand(slow: boolean): string {
   const words = slow ? 'node slow' : 'node'
   return forAnyLoginShell(
-    `: kay-collect v1 ${words};${SH_NET_FIND}M=;${slow ? 'M=$(uname -m 2>/dev/null);' : ''}` +
-      `command -v awk >/dev/null 2>&1&&exec awk -v O=1 -v N="$p" -v M="$M" -v R="1 ${words}" ${shDq(AWK_PROGRAM)} collect </dev/null 2>/dev/null;` +
+    `: kay-collect v1 ${words};${SH_NET_FIND}M=;w=;${slow ? `M=$(uname -m 2>/dev/null);w=1;${SH_NETCLASS}` : ''}` +
+      `KAY_NC=$x;export KAY_NC;command -v awk >/dev/null 2>&1&&exec awk -v O=1 -v N="$p" -v M="$M" -v R="1 ${words}" ${shDq(AWK_PROGRAM)} collect </dev/null 2>/dev/null;` +
       `printf "1 ${words}\\n"|exec sh -c '${SH_LOOP}' kay collect`,
   )
 }
