@@ -142,6 +142,13 @@ function shProcLoop(files: string): string {
   )
 }
 
+/** The netdev section of a one-shot command (the interface rule above; /proc/net/dev where no interface has a device). */
+const SH_NETDEV_SECTION =
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+  ';x=$(for f in /sys/class/net/*;do v=${f##*/};[ -e "/sys/devices/virtual/net/$v" ]&&continue;' +
+  SH_NET_LINE +
+  'done 2>/dev/null);[ -n "$x" ]||x=$(cat /proc/net/dev 2>/dev/null);printf \'@@kay netdev\\n%s\\n\' "$x"'
+
 /**
  * One-shot collection (exec mode, the fallback when no stream flavour works): sections loadavg meminfo stat
  * uptime netdev df (`df -P /`), then exit 0. It runs in the login shell, which may be zsh: zsh does not split an
@@ -150,10 +157,7 @@ function shProcLoop(files: string): string {
 const COLLECT_SCRIPT =
   ': kay-collect v1;' +
   shProcLoop(PROC_FILES) +
-  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
-  ';x=$(for f in /sys/class/net/*;do v=${f##*/};[ -e "/sys/devices/virtual/net/$v" ]&&continue;' +
-  SH_NET_LINE +
-  'done 2>/dev/null);[ -n "$x" ]||x=$(cat /proc/net/dev 2>/dev/null);printf \'@@kay netdev\\n%s\\n\' "$x"' +
+  SH_NETDEV_SECTION +
   `;x=$(df -P / 2>/dev/null);printf '@@kay df\\n%s\\n' "$x"`
 
 /**
@@ -668,15 +672,17 @@ export function streamRequest(seq: number, df = false, node: NodeRequest = 'tabl
  * One-shot node collection (the exec fallback of `kay serve`): the awk program answering one request `1 node` (or
  * `1 node slow`), so its sections are the stream loops'. sh finds the interfaces with a glob and `exec`s awk: no
  * fork past the session's own (`uname -m`, which only the slow sections use, is forked on slow requests only).
- * Without awk it is the sh loop answering the request (the table's sections only). Its output ends with the loop's
- * `@@kay-end collect 1` line.
+ * Without awk it sends the table's sections only, as the sh loop does then. Its output ends with the loop's
+ * `@@kay-end collect 1` line. It does not carry the sh loop: the command is half as long, and the login shell and
+ * sh's decoder read and parse every byte of it on every tick.
  */
 export function nodeCollectCommand(slow: boolean): string {
   const words = slow ? 'node slow' : 'node'
   return forAnyLoginShell(
     `: kay-collect v1 ${words};${SH_NET_FIND}M=;w=;${slow ? `M=$(uname -m 2>/dev/null);w=1;${SH_NETCLASS}` : ''}` +
       `KAY_NC=$x;export KAY_NC;command -v awk >/dev/null 2>&1&&exec awk -v O=1 -v N="$p" -v M="$M" -v R="1 ${words}" ${shDq(AWK_PROGRAM)} collect </dev/null 2>/dev/null;` +
-      `printf "1 ${words}\\n"|exec sh -c '${SH_LOOP}' kay collect`,
+      // Without awk, the table's sections as the sh loop sends them then.
+      `${shProcLoop(PROC_FILES)}${SH_NETDEV_SECTION};printf "@@kay-end collect 1\\n"`,
   )
 }
 
