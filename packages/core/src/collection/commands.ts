@@ -244,11 +244,12 @@ const BASH_LOOP =
   'read -r r </sys/class/net/$v/statistics/rx_bytes;read -r w2 </sys/class/net/$v/statistics/tx_bytes;' +
   '[[ -n $r && -n $w2 && $r != *[!0-9]* && $w2 != *[!0-9]* ]]&&x+="$v: $r 0 0 0 0 0 0 0 $w2$nl";done;' +
   'elif [[ -z $n ]];then x=$p;fi;' +
-  '[[ $a == *"$nl" ]]||a+=$nl;[[ $b == *"$nl" ]]||b+=$nl;[[ $c == *"$nl" ]]||c+=$nl;[[ $u == *"$nl" ]]||u+=$nl;' +
+  // A pattern test costs per character: the node request's whole /proc files (mapfile) end with a newline already.
+  '[[ $a == *"$nl" ]]||a+=$nl;[[ -n $n ]]||{ [[ $b == *"$nl" ]]||b+=$nl;[[ $c == *"$nl" ]]||c+=$nl;};[[ $u == *"$nl" ]]||u+=$nl;' +
   'o="@@kay loadavg$nl$a@@kay meminfo$nl$b@@kay stat$nl$c@@kay uptime$nl$u";' +
   // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
   'if [[ -z $n || ${#V[@]} -gt 0 ]];then [[ $x == *"$nl" ]]||x+=$nl;o+="@@kay netdev$nl$x";fi;' +
-  'if [[ -n $n ]];then sec procnetdev "$p";x=;' +
+  'if [[ -n $n ]];then [[ -n $p ]]&&o+="@@kay procnetdev$nl$p";x=;' +
   // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
   'for f in /sys/class/net/*;do v=${f##*/};[[ $v == lo ]]&&continue;r=;' +
   'read -r r <$f/statistics/rx_nohandler&&[[ -n $r && $r != *[!0-9]* ]]&&x+="$v $r$nl";done;sec nohandler "$x";' +
