@@ -8,6 +8,12 @@
  * - `kay-<loop>`: one real sshd (its own group: sshd and the loop) and a kay collection stream in node mode, one
  *   request per interval, the slow sections every 12th request as the collector asks for them;
  * - `kay-exec`: the exec fallback, a new session per request running the node collect command;
+ * - `exec-floor`: a new session per request running `true` on the same kind of sshd and connection: what the
+ *   exec fallback cannot go below;
+ * - `floor-bash`: a bash loop that only reads the files the bash loop reads (mapfile, the cheapest read bash has),
+ *   forks `stat -f /` on the slow requests and answers an empty frame: what a bash loop cannot go below;
+ * - `floor-sh`: a sh loop that forks an awk doing nothing per request: what the sh loop cannot go below (sh's
+ *   `read` costs a system call per byte, so it reads nothing itself);
  * - `kay-perl-table`: the perl loop answering the table's requests (what `kay fleet` costs), for reference.
  *
  * Both node_exporter instances run as kaytest (unprivileged, as node_exporter is meant to run; kay logs in as
@@ -92,9 +98,23 @@ async function nodeExporter(name: string, collectors: readonly string[] | 'defau
   }
 }
 
+/** The floor loops (see the top): `$1` is the token; a request is `<seq>[ node][ slow]`. */
+const FLOOR_LOOPS = {
+  'floor-bash':
+    "exec bash -c 'LC_ALL=C;exec 2>/dev/null;while read -r l;do " +
+    'for f in /proc/loadavg /proc/meminfo /proc/stat /proc/uptime /proc/net/dev /proc/vmstat /proc/sys/fs/file-nr ' +
+    '/proc/pressure/cpu /proc/pressure/io /proc/pressure/memory /proc/diskstats /sys/class/net/*/statistics/rx_bytes ' +
+    '/sys/class/net/*/statistics/tx_bytes /sys/class/net/*/statistics/rx_nohandler;do mapfile -d "" Q <$f;done;' +
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+    '[[ $l == *slow ]]&&x=$(stat -f -c %s /);printf "@@kay-end %s %s\\n" "$0" "${l%% *}";done\'',
+  'floor-sh':
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+    'exec sh -c \'while read -r l;do awk "BEGIN{}" </dev/null;printf "@@kay-end %s %s\\n" "$0" "${l%% *}";done\'',
+} as const
+
 async function kay(
   name: string,
-  how: StreamFlavour | 'exec',
+  how: StreamFlavour | 'exec' | 'exec-floor' | keyof typeof FLOOR_LOOPS,
   node: boolean,
   key: ReturnType<typeof generateClientKey>,
 ): Promise<Subject> {
@@ -114,6 +134,14 @@ async function kay(
     await sshd.stop()
   }
   const cpuUsec = async () => (await sshd.cpuUsageUsec()) ?? Number.NaN
+  if (how === 'exec-floor') {
+    return {
+      name,
+      cpuUsec,
+      close,
+      request: async () => (await actor.run('true', { timeoutMs: 10_000, maxOutputBytes: 1 << 10 })).stdout.length,
+    }
+  }
   if (how === 'exec') {
     return {
       name,
@@ -132,7 +160,9 @@ async function kay(
   const token = randomStreamToken()
   const decoder = new FrameDecoder({ token, maxFrameBytes: 1 << 20 })
   let waiting: ((body: string) => void) | undefined
-  const channel = await actor.openExec(streamCommand(how, token), (ch) =>
+  const command =
+    how === 'floor-bash' || how === 'floor-sh' ? `${FLOOR_LOOPS[how]} ${token}` : streamCommand(how, token)
+  const channel = await actor.openExec(command, (ch) =>
     ch.on('data', (d: Buffer) => {
       for (const f of decoder.push(d)) waiting?.(f.body)
     }),
@@ -174,6 +204,9 @@ async function main(argv: string[]): Promise<number> {
     await nodeExporter('ne-default', 'defaults'),
     ...(await Promise.all(STREAM_FLAVOURS.map((fl) => kay(`kay-${fl}`, fl, true, key)))),
     await kay('kay-exec', 'exec', true, key),
+    await kay('exec-floor', 'exec-floor', true, key),
+    await kay('floor-bash', 'floor-bash', true, key),
+    await kay('floor-sh', 'floor-sh', true, key),
     await kay('kay-perl-table', 'perl', false, key),
   ]
   const cpu = new Map<string, number[]>()

@@ -30,15 +30,17 @@ export const NODE_EXPORTER = '/usr/bin/prometheus-node-exporter'
 
 /**
  * What node_exporter exports with these collectors and kay does not (README, "What kay serve does not export"):
- * node_exporter's own families, and the time collector's zone offset and clocksources.
+ * node_exporter's own families, and of the netclass collector everything but node_network_up and node_network_info.
  */
 const NOT_EXPORTED = [
   /^promhttp_/,
   /^node_scrape_collector_/,
   /^node_exporter_build_info$/,
-  /^node_time_zone_offset_seconds$/,
-  /^node_time_clocksource_/,
+  /^node_network_(address_assign_type|carrier|carrier_(up_|down_)?changes_total|device_id|dormant|flags|iface_id|iface_link|iface_link_mode|mtu_bytes|name_assign_type|net_dev_group|protocol_type|speed_bytes|transmit_queue_length)$/,
 ]
+
+/** The collectors compared: those kay serves, and netclass for node_network_up and node_network_info. */
+const COMPARED_COLLECTORS = [...NODE_EXPORTER_COLLECTORS, 'netclass']
 
 afterEach(() => stopChildren())
 afterAll(() => stopSshdHosts())
@@ -154,7 +156,7 @@ describe('kay serve and node_exporter on the same machine', () => {
     'report the same node_exporter series through %s',
     async (_what, flags, mode) => {
       const { args } = await sshdHosts(['real1'])
-      const ne = await startNodeExporter(NODE_EXPORTER_COLLECTORS)
+      const ne = await startNodeExporter(COMPARED_COLLECTORS)
       const kay = await serve([...args, '--interval', '1s', ...flags])
       // Every family in, from the collection mode under test (the first ticks are exec while the stream opens).
       await metricsWhen(
@@ -179,6 +181,11 @@ describe('kay serve and node_exporter on the same machine', () => {
         'node_uname_info',
         'node_os_info',
         'node_time_seconds',
+        'node_time_zone_offset_seconds',
+        'node_time_clocksource_current_info',
+        'node_time_clocksource_available_info',
+        'node_network_up',
+        'node_network_info',
       ]) {
         expect(names, f).toContain(f)
       }

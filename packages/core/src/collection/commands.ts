@@ -142,6 +142,13 @@ function shProcLoop(files: string): string {
   )
 }
 
+/** The netdev section of a one-shot command (the interface rule above; /proc/net/dev where no interface has a device). */
+const SH_NETDEV_SECTION =
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+  ';x=$(for f in /sys/class/net/*;do v=${f##*/};[ -e "/sys/devices/virtual/net/$v" ]&&continue;' +
+  SH_NET_LINE +
+  'done 2>/dev/null);[ -n "$x" ]||x=$(cat /proc/net/dev 2>/dev/null);printf \'@@kay netdev\\n%s\\n\' "$x"'
+
 /**
  * One-shot collection (exec mode, the fallback when no stream flavour works): sections loadavg meminfo stat
  * uptime netdev df (`df -P /`), then exit 0. It runs in the login shell, which may be zsh: zsh does not split an
@@ -150,10 +157,7 @@ function shProcLoop(files: string): string {
 const COLLECT_SCRIPT =
   ': kay-collect v1;' +
   shProcLoop(PROC_FILES) +
-  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
-  ';x=$(for f in /sys/class/net/*;do v=${f##*/};[ -e "/sys/devices/virtual/net/$v" ]&&continue;' +
-  SH_NET_LINE +
-  'done 2>/dev/null);[ -n "$x" ]||x=$(cat /proc/net/dev 2>/dev/null);printf \'@@kay netdev\\n%s\\n\' "$x"' +
+  SH_NETDEV_SECTION +
   `;x=$(df -P / 2>/dev/null);printf '@@kay df\\n%s\\n' "$x"`
 
 /**
@@ -206,8 +210,10 @@ const SH_REQUEST =
  * /proc/stat at the first `i` (its cpu lines hold only `cpu`, digits and blanks; the `intr` line after them is the
  * longest in the file), /proc/meminfo at the first `Z` (the `Zswap` lines of newer kernels come after MemTotal…
  * SwapFree; a kernel without them is read whole). Each read stops before a line start, so the parser sees the same
- * lines as from the whole file. A node request reads them whole, and its other files whole too (filtering lines in
- * bash costs more than sending them: the parser applies node_exporter's filters). The reads are written out rather
+ * lines as from the whole file. A node request reads them whole with `mapfile -d ""` (cheaper per character than
+ * `read`), and its other files whole too (filtering lines in bash costs more than sending them: the parser applies
+ * node_exporter's filters), but for vmstat: only its lines node_exporter keeps, by indices found once (a quarter of
+ * the frame otherwise). The reads are written out rather
  * than looped over: the loop's per-file bookkeeping cost as much as the reads. stderr is sent to /dev/null once
  * for the whole loop rather than per file: a per-file `2>/dev/null` doubled the system calls of every read.
  * A slow request forks `stat -f` once for all mounts (bash cannot call statfs) and, the first time, `uname -m`.
@@ -215,53 +221,84 @@ const SH_REQUEST =
  */
 const BASH_LOOP =
   'LC_ALL=C;t=$1;printf -v nl "\\n";printf -v tb "\\t";exec 2>/dev/null;' +
-  `DX=${shDq(DISK_EXCLUDE_ERE)};MX=${shDq(MOUNT_POINTS_EXCLUDE)};FX=${shDq(FS_TYPES_EXCLUDE)};UX=${shDq(UDEV_LINE)};M=;` +
+  `DX=${shDq(DISK_EXCLUDE_ERE)};MX=${shDq(MOUNT_POINTS_EXCLUDE)};FX=${shDq(FS_TYPES_EXCLUDE)};M=;` +
   // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
   'V=();for f in /sys/class/net/*;do v=${f##*/};' +
   '[[ -e /sys/devices/virtual/net/$v || ! -r $f/statistics/rx_bytes || ! -r $f/statistics/tx_bytes ]]||V+=("$v");done;' +
+  // The kernel's list of vmstat fields is fixed while it runs: the lines node_exporter keeps are found once.
+  // bash compiles a regex at every `=~` (~60 µs for these): the slow sections' verdicts on mounts and disks are kept
+  // (emptied past 1,000 entries), and a udev line's key is looked up in an associative array.
+  `declare -A MC DC UK;for z in ${UDEV_KEYS.join(' ')};do UK[$z]=1;done;` +
+  `VX=${shDq(VMSTAT_FIELDS)};VI=();VN=0;i=0;while read -r q1 q2;do [[ $q1 =~ $VX ]]&&{ VI+=($i);VN=$((i+1));};((i++));done </proc/vmstat;` +
   // Appends section $1 with content $2 to o (left out when empty; a newline added when the content lacks one).
   'sec(){ [[ -n $2 ]]||return;o+="@@kay $1$nl$2";[[ $2 == *"$nl" ]]||o+=$nl;};' +
   'while IFS= read -r l;do ' +
   SH_REQUEST +
   'a=;b=;c=;u=;p=;x=;' +
   'IFS= read -r -d "" a </proc/loadavg;' +
-  'if [[ -n $n ]];then IFS= read -r -d "" b </proc/meminfo;IFS= read -r -d "" c </proc/stat;' +
+  'if [[ -n $n ]];then mapfile -d "" Q </proc/meminfo&&b=$Q;mapfile -d "" Q </proc/stat&&c=$Q;' +
   'else IFS= read -r -d Z b </proc/meminfo;IFS= read -r -d i c </proc/stat;fi;' +
   'IFS= read -r -d "" u </proc/uptime;' +
   // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
-  '[[ -z $n && ${#V[@]} -gt 0 ]]||IFS= read -r -d "" p </proc/net/dev;' +
+  '[[ -z $n && ${#V[@]} -gt 0 ]]||{ mapfile -d "" Q </proc/net/dev&&p=$Q;};' +
   // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
   'if ((${#V[@]}));then for v in "${V[@]}";do r=;w2=;' +
   'read -r r </sys/class/net/$v/statistics/rx_bytes;read -r w2 </sys/class/net/$v/statistics/tx_bytes;' +
   '[[ -n $r && -n $w2 && $r != *[!0-9]* && $w2 != *[!0-9]* ]]&&x+="$v: $r 0 0 0 0 0 0 0 $w2$nl";done;' +
   'elif [[ -z $n ]];then x=$p;fi;' +
-  '[[ $a == *"$nl" ]]||a+=$nl;[[ $b == *"$nl" ]]||b+=$nl;[[ $c == *"$nl" ]]||c+=$nl;[[ $u == *"$nl" ]]||u+=$nl;' +
+  // A pattern test costs per character: the node request's whole /proc files (mapfile) end with a newline already.
+  '[[ $a == *"$nl" ]]||a+=$nl;[[ -n $n ]]||{ [[ $b == *"$nl" ]]||b+=$nl;[[ $c == *"$nl" ]]||c+=$nl;};[[ $u == *"$nl" ]]||u+=$nl;' +
   'o="@@kay loadavg$nl$a@@kay meminfo$nl$b@@kay stat$nl$c@@kay uptime$nl$u";' +
   // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
   'if [[ -z $n || ${#V[@]} -gt 0 ]];then [[ $x == *"$nl" ]]||x+=$nl;o+="@@kay netdev$nl$x";fi;' +
-  'if [[ -n $n ]];then sec procnetdev "$p";x=;' +
+  'if [[ -n $n ]];then [[ -n $p ]]&&o+="@@kay procnetdev$nl$p";x=;' +
   // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
   'for f in /sys/class/net/*;do v=${f##*/};[[ $v == lo ]]&&continue;r=;' +
   'read -r r <$f/statistics/rx_nohandler&&[[ -n $r && $r != *[!0-9]* ]]&&x+="$v $r$nl";done;sec nohandler "$x";' +
-  'x=;IFS= read -r -d "" x </proc/vmstat;sec vmstat "$x";x=;IFS= read -r -d "" x </proc/sys/fs/file-nr;sec filefd "$x";' +
-  'for r in cpu io memory;do x=;IFS= read -r -d "" x </proc/pressure/$r;sec psi-$r "$x";done;' +
-  'k=;IFS= read -r -d "" k </proc/diskstats;sec diskstats "$k";' +
+  // vmstat: only the lines node_exporter keeps, by the indices found when the loop started (mapfile -n stops after
+  // the last of them). The other whole files are appended straight from mapfile's array (no function argument,
+  // no pattern test: /proc's seq files end every line with a newline); an empty or missing one is left out.
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+  '((VN))&&mapfile -t -n $VN Q </proc/vmstat&&{ x=;for i in "${VI[@]}";do x+="${Q[i]}$nl";done;o+="@@kay vmstat$nl$x";};' +
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+  'mapfile -d "" Q </proc/sys/fs/file-nr&&((${#Q[@]}))&&o+="@@kay filefd$nl$Q";' +
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+  'for r in cpu io memory;do mapfile -d "" Q </proc/pressure/$r&&((${#Q[@]}))&&o+="@@kay psi-$r$nl$Q";done;' +
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+  'k=;mapfile -d "" Q </proc/diskstats&&((${#Q[@]}))&&{ k=$Q;o+="@@kay diskstats$nl$k";};' +
   // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
   'x=$EPOCHREALTIME;[[ -n $x ]]||printf -v x "%(%s)T" -1;o+="@@kay time$nl${x/,/.}$nl";fi;' +
   'if [[ -n $d ]];then x=$(df -P /);o+="@@kay df$nl$x$nl";fi;' +
-  'if [[ -n $n && -n $w ]];then x=;IFS= read -r -d "" x </proc/1/mounts;[[ -n $x ]]||IFS= read -r -d "" x </proc/self/mounts;' +
+  // The slow sources are walked as mapfile arrays split into words with globbing off: a `while read` over a
+  // here-string reads a pipe one byte per system call.
   // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
-  'P=();y=;while read -r q1 q2 q3 q4 q5;do [[ -n $q4 ]]||continue;v=${q2//\\\\040/ };v=${v//\\\\011/$tb};' +
-  '[[ $v =~ $MX || $q3 =~ $FX ]]&&continue;y+="$q1 $q2 $q3 $q4 $q5$nl";P+=("$v");done <<<"$x";sec mounts "$y";' +
+  'if [[ -n $n && -n $w ]];then L=();mapfile -t L </proc/1/mounts;((${#L[@]}))||mapfile -t L </proc/self/mounts;' +
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+  'P=();y=;set -f;for x in "${L[@]}";do q=($x);[[ -n ${q[3]} ]]||continue;v=${q[1]//\\\\040/ };v=${v//\\\\011/$tb};' +
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+  'c="${q[2]} $v";r=${MC[$c]};if [[ -z $r ]];then ((${#MC[@]}<1000))||MC=();r=1;[[ $v =~ $MX || ${q[2]} =~ $FX ]]&&r=0;MC[$c]=$r;fi;' +
+  '((r))||continue;y+="$x$nl";P+=("$v");done;set +f;sec mounts "$y";' +
   // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
   'x=;((${#P[@]}))&&x=$(stat -f -c "%s %b %f %a %c %d %n" -- "${P[@]}");sec statfs "$x";' +
   '[[ -n $M ]]||M=$(uname -m);y=;for r in ostype hostname osrelease version;do x=;read -r x </proc/sys/kernel/$r;y+="$x$nl";done;' +
   'x=;read -r x </proc/sys/kernel/domainname;o+="@@kay uname$nl$y$M$nl$x$nl";' +
-  'x=;IFS= read -r -d "" x </etc/os-release||[[ -n $x ]]||IFS= read -r -d "" x </usr/lib/os-release;sec osrelease "$x";' +
-  'y=;while read -r q1 q2 q3 q4;do [[ -n $q3 && ! $q3 =~ $DX ]]||continue;' +
+  'x=;mapfile -d "" Q </etc/os-release&&x=$Q;[[ -n $x ]]||{ mapfile -d "" Q </usr/lib/os-release&&x=$Q;};sec osrelease "$x";' +
   // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
-  'while IFS= read -r x;do [[ $x =~ $UX ]]&&y+="$q1:$q2 ${BASH_REMATCH[1]}$nl";done </run/udev/data/b$q1:$q2;' +
-  'done <<<"$k";sec udev "$y";fi;' +
+  'y=;L=();mapfile -t L </proc/diskstats;set -f;for x in "${L[@]}";do q=($x);[[ -n ${q[2]} ]]||continue;' +
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+  'r=${DC[${q[2]}]};if [[ -z $r ]];then ((${#DC[@]}<1000))||DC=();r=1;[[ ${q[2]} =~ $DX ]]&&r=0;DC[${q[2]}]=$r;fi;((r))||continue;' +
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+  'U=();mapfile -t U </run/udev/data/b${q[0]}:${q[1]};for z in "${U[@]}";do [[ $z == E:?*=* ]]||continue;e=${z#E:};' +
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+  '[[ -n ${UK[${e%%=*}]} ]]&&y+="${q[0]}:${q[1]} $e$nl";done;' +
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+  'done;set +f;sec udev "$y";y=;for f in /sys/class/net/*;do y+=${f##*/};for r in operstate address broadcast duplex ifalias;do ' +
+  'x=;read -r x <$f/$r;y+="$tb$x";done;y+=$nl;done;sec netclass "$y";y=;' +
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+  'for f in /sys/devices/system/clocksource/clocksource*;do x=;read -r x <$f/current_clocksource||[[ -n $x ]]||continue;r=;' +
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+  'read -r r <$f/available_clocksource;y+="${f##*clocksource}$tb$x$tb$r$nl";done;sec clocksource "$y";' +
+  'printf -v x "%(%Z %z)T" -1;o+="@@kay tz$nl$x$nl";fi;' +
   'printf "%s@@kay-end %s %s\\n" "$o" "$t" "$s";' +
   'done;exit 0'
 
@@ -330,7 +367,12 @@ const PERL_LOOP =
   String.raw`$o.=sec("mounts",$mk).sec("statfs",$sf)."\@\@kay uname\n".uts();` +
   String.raw`my $r=slurp("/etc/os-release");$r=slurp("/usr/lib/os-release") if $r eq "";$o.=sec("osrelease",$r);` +
   String.raw`my $u="";for(@dk){my($ma,$mi)=/^\s*(\d+)\s+(\d+)/;for(split(/^/m,slurp("/run/udev/data/b$ma:$mi"))){$u.="$ma:$mi $1\n" if /$UX/}}` +
-  String.raw`$o.=sec("udev",$u)}` +
+  String.raw`$o.=sec("udev",$u);my($nc,$cs,$cd)=("","","/sys/devices/system/clocksource");` +
+  String.raw`if(opendir(my $D,"/sys/class/net")){for my $i(sort readdir $D){next if $i=~/^\./;` +
+  String.raw`$nc.=join("\t",$i,map{my $x=slurp("/sys/class/net/$i/$_");$x=~s/\s+\z//;$x}qw(operstate address broadcast duplex ifalias))."\n"}closedir $D}` +
+  String.raw`if(opendir(my $D,$cd)){for my $i(sort readdir $D){next unless $i=~/^clocksource(\d+)$/;my $k=$1;` +
+  String.raw`my($c,$v)=map{my $x=slurp("$cd/$i/$_");$x=~s/\s+\z//;$x}qw(current_clocksource available_clocksource);$cs.="$k\t$c\t$v\n"}closedir $D}` +
+  String.raw`require POSIX;$o.=sec("netclass",$nc).sec("clocksource",$cs)."\@\@kay tz\n".POSIX::strftime("%Z %z",localtime)."\n"}` +
   String.raw`syswrite(STDOUT,$o."\@\@kay-end $t $s\n")}exit 0`
 
 /**
@@ -454,6 +496,16 @@ const PYTHON_LOOP = [
   '    e=UX.match(z)',
   String.raw`    if e:x.append(k+b" "+e.group(1)+b"\n")`,
   '  o.append(sec(b"udev",b"".join(x)))',
+  '  x=[];y=[];cd="/sys/devices/system/clocksource/"',
+  '  try:N=sorted(os.listdir("/sys/class/net"))',
+  '  except OSError:N=[]',
+  '  for i in N:',
+  '   if i[:1]!=".":x.append(b"\\t".join([i.encode()]+[sl("/sys/class/net/"+i+"/"+a).rstrip() for a in ("operstate","address","broadcast","duplex","ifalias")])+b"\\n")',
+  '  try:N=sorted(os.listdir(cd))',
+  '  except OSError:N=[]',
+  '  for i in N:',
+  '   if re.match(r"clocksource[0-9]+$",i):y.append(b"\\t".join([i[11:].encode(),sl(cd+i+"/current_clocksource").rstrip(),sl(cd+i+"/available_clocksource").rstrip()])+b"\\n")',
+  String.raw`  o.append(sec(b"netclass",b"".join(x))+sec(b"clocksource",b"".join(y))+b"@@kay tz\n"+time.strftime("%Z %z").encode()+b"\n")`,
   String.raw` o.append(b"@@kay-end "+t+b" "+s+b"\n")`,
   ' m=memoryview(b"".join(o))',
   ' while m:m=m[os.write(1,m):]',
@@ -475,13 +527,13 @@ const AWK_PROGRAM =
   'function one(f,  l){l="";getline l<f;close(f);return l}' +
   'function sec(n,x){return x==""?"":"@@kay " n "\\n" x}' +
   'function sq(s,  r,i){r="";while((i=index(s,Q))>0){r=r substr(s,1,i-1) Q "\\\\" Q Q;s=substr(s,i+1)}return Q r s Q}' +
-  `BEGIN{t=ARGV[1];ARGV[1]="";Q=sprintf("%c",39);DX=${JSON.stringify(DISK_EXCLUDE_ERE)};MX=${JSON.stringify(MOUNT_POINTS_EXCLUDE)};` +
+  `BEGIN{t=ARGV[1];ARGV[1]="";Q=sprintf("%c",39);RQ="^[0-9]+( df)?( node)?( slow)?$";DX=${JSON.stringify(DISK_EXCLUDE_ERE)};MX=${JSON.stringify(MOUNT_POINTS_EXCLUDE)};` +
   `FX=${JSON.stringify(FS_TYPES_EXCLUDE)};VX=${JSON.stringify(VMSTAT_FIELDS)};UX=${JSON.stringify(UDEV_LINE)};` +
   'if(O)nv=split(N,V," ");else{c="exec ls /sys/class/net 2>/dev/null";while((c|getline l)>0){v="/sys/devices/virtual/net/" l "/ifindex";' +
   'if((getline y<v)>0){close(v);continue}r="/sys/class/net/" l "/statistics/";' +
   'if((getline y<(r "rx_bytes"))>0&&(getline y<(r "tx_bytes"))>0)V[++nv]=l;close(r "rx_bytes");close(r "tx_bytes")}close(c);' +
   'c="exec uname -m 2>/dev/null";c|getline M;close(c)}}' +
-  '/^[0-9]+( df)?( node)?( slow)?$/{d=0;n=0;w=0;for(i=2;i<=NF;i++){if($i=="df")d=1;else if($i=="node")n=1;else if($i=="slow")w=1}' +
+  'function rq(){d=0;n=0;w=0;for(i=2;i<=NF;i++){if($i=="df")d=1;else if($i=="node")n=1;else if($i=="slow")w=1}' +
   'o="@@kay loadavg\\n" rd("/proc/loadavg");' +
   'x="";k=0;f="/proc/meminfo";while((getline l<f)>0){if(!n&&l~/^SUnreclaim:/)k=1;if(!k)x=x l "\\n"}close(f);o=o "@@kay meminfo\\n" x;' +
   'x="";k=0;f="/proc/stat";while((getline l<f)>0){if(l~/^intr /){if(n){split(l,q," ");l="intr " q[2]}else k=1}if(!k)x=x l "\\n"}' +
@@ -506,8 +558,28 @@ const AWK_PROGRAM =
   ' "\\n" one(k "version") "\\n" M "\\n" one(k "domainname") "\\n";' +
   'x=rd("/etc/os-release");if(x=="")x=rd("/usr/lib/os-release");o=o sec("osrelease",x);x="";' +
   'for(j=1;j<=nd;j++){f="/run/udev/data/b" D[j];while((getline l<f)>0)if(l~UX)x=x D[j] " " substr(l,3) "\\n";close(f)}' +
-  'o=o sec("udev",x)}' +
-  'o=o "@@kay-end " t " " $1 "\\n";printf "%s",o;fflush()}'
+  // /sys/class/net/<device>/duplex fails with EINVAL on many devices, and a read error ends mawk unless it runs
+  // -Winteractive (the awk loop does): a one-shot run (R set: the sh loop, exec) gets the lines from sh in KAY_NC.
+  'o=o sec("udev",x);x="";if(R!="")x=ENVIRON["KAY_NC"];else{m=split(p,L,"\\n");for(j=1;j<=m;j++){if((i=index(L[j],":"))<1)continue;' +
+  'v=substr(L[j],1,i-1);gsub(/[ \\t]/,"",v);if(v==""||v~/[|]/)continue;r="/sys/class/net/" v "/";x=x v "\\t" one(r "operstate")' +
+  ' "\\t" one(r "address") "\\t" one(r "broadcast") "\\t" one(r "duplex") "\\t" one(r "ifalias") "\\n"}}o=o sec("netclass",x);x="";' +
+  'for(j=0;j<64;j++){r="/sys/devices/system/clocksource/clocksource" j "/";z=one(r "current_clocksource");if(z=="")break;' +
+  'x=x j "\\t" z "\\t" one(r "available_clocksource") "\\n"}o=o sec("clocksource",x);' +
+  // The time zone needs a fork (POSIX awk has no strftime): a long-lived awk reads it on every 12th slow request.
+  'if(Z==""||ZC++%12==11){c="exec date \\"+%Z %z\\" 2>/dev/null";Z="";c|getline Z;close(c)}if(Z!="")o=o "@@kay tz\\n" Z "\\n"}' +
+  'o=o "@@kay-end " t " " $1 "\\n";printf "%s",o;fflush()}' +
+  // The sh loop passes its request as R: the program answers it in BEGIN and exits without reading stdin.
+  'BEGIN{if(R!=""){$0=R;if($0~RQ)rq();exit}}$0~RQ{rq()}'
+
+/**
+ * POSIX sh: sets x to the netclass section's lines (`<device>\t<operstate>\t<address>\t<broadcast>\t<duplex>\t<ifalias>`)
+ * when w is set (a slow request), for the awk program's one-shot runs (KAY_NC): sh's `read` survives the EINVAL that
+ * /sys/class/net/<device>/duplex gives on many devices.
+ */
+const SH_NETCLASS =
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
+  'x=;[ -n "$w" ]&&for f in /sys/class/net/*;do [ -e "$f" ]||continue;x="$x${f##*/}";' +
+  'for r in operstate address broadcast duplex ifalias;do y=;read -r y 2>/dev/null <"$f/$r";x="$x\t$y";done;x="$x\n";done;'
 
 /**
  * sh: the last resort, for hosts where no other loop works. One awk per request runs the awk loop's program for
@@ -522,7 +594,9 @@ const SH_LOOP =
   'g=/proc/net/dev;h=net/dev;[ -n "$p" ]&&{ g=;h=;};' +
   'while IFS= read -r l;do ' +
   SH_REQUEST +
-  `if [ -n "$a" ];then printf "%s\\n" "$l"|awk -v O=1 -v N="$p" -v M="$M" ${shDq(AWK_PROGRAM)} "$t" 2>/dev/null;continue;fi;` +
+  'if [ -n "$a" ];then ' +
+  SH_NETCLASS +
+  `KAY_NC=$x awk -v O=1 -v N="$p" -v M="$M" -v R="$l" ${shDq(AWK_PROGRAM)} "$t" </dev/null 2>/dev/null;continue;fi;` +
   'for f in loadavg meminfo stat uptime $h;do x=$(cat /proc/$f 2>/dev/null);' +
   'case $f in net/dev) n=netdev;;*) n=$f;;esac;printf "@@kay %s\\n%s\\n" "$n" "$x";done;' +
   'if [ -n "$p" ];then printf "@@kay netdev\\n";for v in $p;do ' +
@@ -600,13 +674,21 @@ export function streamRequest(seq: number, df = false, node: NodeRequest = 'tabl
 }
 
 /**
- * One-shot node collection (the exec fallback of `kay serve`): the sh loop answering one request `1 node` (or
- * `1 node slow`), so its sections are the stream loops' (the awk program's, where the host has awk). Its output
- * ends with the loop's `@@kay-end collect 1` line.
+ * One-shot node collection (the exec fallback of `kay serve`): the awk program answering one request `1 node` (or
+ * `1 node slow`), so its sections are the stream loops'. sh finds the interfaces with a glob and `exec`s awk: no
+ * fork past the session's own (`uname -m`, which only the slow sections use, is forked on slow requests only).
+ * Without awk it sends the table's sections only, as the sh loop does then. Its output ends with the loop's
+ * `@@kay-end collect 1` line. It does not carry the sh loop: the command is half as long, and the login shell and
+ * sh's decoder read and parse every byte of it on every tick.
  */
 export function nodeCollectCommand(slow: boolean): string {
   const words = slow ? 'node slow' : 'node'
-  return forAnyLoginShell(`: kay-collect v1 ${words};printf "1 ${words}\\n"|sh -c '${SH_LOOP}' kay collect`)
+  return forAnyLoginShell(
+    `: kay-collect v1 ${words};${SH_NET_FIND}M=;w=;${slow ? `M=$(uname -m 2>/dev/null);w=1;${SH_NETCLASS}` : ''}` +
+      `KAY_NC=$x;export KAY_NC;command -v awk >/dev/null 2>&1&&exec awk -v O=1 -v N="$p" -v M="$M" -v R="1 ${words}" ${shDq(AWK_PROGRAM)} collect </dev/null 2>/dev/null;` +
+      // Without awk, the table's sections as the sh loop sends them then.
+      `${shProcLoop(PROC_FILES)}${SH_NETDEV_SECTION};printf "@@kay-end collect 1\\n"`,
+  )
 }
 
 /** What a command string is, read from its `:` head (for the simulator and for logs). */

@@ -37,7 +37,16 @@ export const NODE_TICK_SECTIONS = [
   'diskstats',
   'time',
 ] as const
-export const NODE_SLOW_SECTIONS = ['mounts', 'statfs', 'uname', 'osrelease', 'udev'] as const
+export const NODE_SLOW_SECTIONS = [
+  'mounts',
+  'statfs',
+  'uname',
+  'osrelease',
+  'udev',
+  'netclass',
+  'clocksource',
+  'tz',
+] as const
 export type NodeSectionName = (typeof NODE_TICK_SECTIONS)[number] | (typeof NODE_SLOW_SECTIONS)[number]
 
 /** The exposition type of a family (node_exporter's vmstat fields are untyped). */
@@ -222,11 +231,16 @@ const STATIC: ReadonlyArray<[string, NodeFamilyMeta]> = [
   ['node_procs_running', g('Number of processes in runnable state.')],
   ['node_procs_blocked', g('Number of processes blocked waiting for I/O to complete.')],
   ['node_time_seconds', g('System time in seconds since epoch (1970).')],
+  ['node_time_zone_offset_seconds', g('System time zone offset in seconds.')],
+  ['node_time_clocksource_available_info', g("Available clocksources read from '/sys/devices/system/clocksource'.")],
+  ['node_time_clocksource_current_info', g("Current clocksource read from '/sys/devices/system/clocksource'.")],
   ['node_load1', g('1m load average.')],
   ['node_load5', g('5m load average.')],
   ['node_load15', g('15m load average.')],
   ...NETDEV_KEYS.map(net),
   net('receive_nohandler'),
+  ['node_network_up', g("Value is 1 if operstate is 'up', 0 otherwise.")],
+  ['node_network_info', g('Non-numeric data from /sys/class/net/<iface>, value is always 1.')],
   ['node_filesystem_size_bytes', g('Filesystem size in bytes.')],
   ['node_filesystem_free_bytes', g('Filesystem free space in bytes.')],
   ['node_filesystem_avail_bytes', g('Filesystem space available to non-root users in bytes.')],

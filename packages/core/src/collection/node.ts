@@ -9,7 +9,8 @@
  *
  * Counter state: node_exporter never lets a CPU's counters go backwards (iowait does, on NO_HZ kernels) and
  * restarts a CPU's counters when its idle time falls back by 3 s or more (hotplug); this does the same per host.
- * The slow sections (mount list and statfs, uname, os-release, udev) come only on some ticks: their series are
+ * The slow sections (mount list and statfs, uname, os-release, udev, /sys/class/net's attributes, the clock
+ * sources and the time zone) come only on some ticks: their series are
  * kept and written again on every tick until the next slow tick replaces them.
  */
 import {
@@ -43,6 +44,8 @@ const CPU_MODE_LABELS = ['user', 'nice', 'system', 'idle', 'iowait', 'irq', 'sof
   (m) => `",mode="${m}"} `,
 )
 const GUEST_MODE_LABELS = ['",mode="user"} ', '",mode="nice"} ']
+const AVAILABLE_CLOCKSOURCE = 'node_time_clocksource_available_info'
+const CURRENT_CLOCKSOURCE = 'node_time_clocksource_current_info'
 const ATA_KEYS = ['ID_ATA_WRITE_CACHE', 'ID_ATA_WRITE_CACHE_ENABLED', 'ID_ATA_ROTATION_RATE_RPM']
 const ATA_FAMILIES = [
   'node_disk_ata_write_cache',
@@ -81,6 +84,9 @@ const S_STATFS = SECTION_NAMES.indexOf('statfs')
 const S_UNAME = SECTION_NAMES.indexOf('uname')
 const S_OSRELEASE = SECTION_NAMES.indexOf('osrelease')
 const S_UDEV = SECTION_NAMES.indexOf('udev')
+const S_NETCLASS = SECTION_NAMES.indexOf('netclass')
+const S_CLOCKSOURCE = SECTION_NAMES.indexOf('clocksource')
+const S_TZ = SECTION_NAMES.indexOf('tz')
 const SECTION_INDEX = new Map(SECTION_NAMES.map((n, i) => [n, i]))
 
 /** A label value as the exposition format wants it (backslash, double quote and newline escaped). */
@@ -656,6 +662,61 @@ export class NodeSeries {
         ]
         this.#info(family('node_os_version'), 'node_os_version', labels, String(version))
       }
+    })
+    // node_exporter's netclass collector: every device of /sys/class/net, lo included (its default ignores none).
+    part(S_NETCLASS, (a, b) => {
+      let n = 0
+      eachLine(s, a, b, (x, y) => {
+        const f = s.slice(x, y).split('\t')
+        const device = f[0]!.trim()
+        if (f.length < 6 || device === '') throw new Error('netclass')
+        if (++n > NODE_LIMITS.devices) {
+          this.overLimit++
+          return
+        }
+        const operstate = f[1]!.trim()
+        this.#info(family('node_network_info'), 'node_network_info', [
+          ['address', f[2]!.trim()],
+          ['broadcast', f[3]!.trim()],
+          ['device', device],
+          ['duplex', f[4]!.trim()],
+          ['ifalias', f.slice(5).join('\t').trim()],
+          ['operstate', operstate],
+        ])
+        this.#info(family('node_network_up'), 'node_network_up', [['device', device]], operstate === 'up' ? '1' : '0')
+      })
+    })
+    part(S_CLOCKSOURCE, (a, b) => {
+      eachLine(s, a, b, (x, y) => {
+        const f = s.slice(x, y).split('\t')
+        if (f.length < 3 || !/^[0-9]{1,6}$/.test(f[0]!)) throw new Error('clocksource')
+        const device = f[0]!
+        for (const c of f[2]!.split(/\s+/).slice(0, 64)) {
+          if (c !== '')
+            this.#info(family(AVAILABLE_CLOCKSOURCE), AVAILABLE_CLOCKSOURCE, [
+              ['clocksource', c],
+              ['device', device],
+            ])
+        }
+        const current = f[1]!.trim()
+        if (current !== '') {
+          this.#info(family(CURRENT_CLOCKSOURCE), CURRENT_CLOCKSOURCE, [
+            ['clocksource', current],
+            ['device', device],
+          ])
+        }
+      })
+    })
+    part(S_TZ, (a, b) => {
+      const m = /^(\S{1,64}) ([+-])([0-9]{2})([0-9]{2})$/.exec(s.slice(a, b).trim())
+      if (m === null) throw new Error('tz')
+      const offset = (m[2] === '-' ? -1 : 1) * (Number(m[3]) * 3600 + Number(m[4]) * 60)
+      this.#info(
+        family('node_time_zone_offset_seconds'),
+        'node_time_zone_offset_seconds',
+        [['time_zone', m[1]!]],
+        String(offset),
+      )
     })
     const udev = new Map<string, UdevProps>()
     part(S_UDEV, (a, b) => {

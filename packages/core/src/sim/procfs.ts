@@ -421,6 +421,31 @@ export class ProcModel {
     )
   }
 
+  /** /sys/class/net's attributes, as the loops send them: `<device>\t<operstate>\t<address>\t<broadcast>\t<duplex>\t<ifalias>`. */
+  netclass(): string {
+    return (
+      'lo\tunknown\t00:00:00:00:00:00\t00:00:00:00:00:00\t\t\n' +
+      `eth0\tup\t02:00:00:${this.#macTail()}\tff:ff:ff:ff:ff:ff\tfull\tuplink\n`
+    )
+  }
+
+  /** The clock sources: `<n>\t<current>\t<available…>`. */
+  clocksource(): string {
+    return '0\ttsc\ttsc hpet acpi_pm \n'
+  }
+
+  /** The time zone, as `date +"%Z %z"` prints it. */
+  tz(): string {
+    return 'UTC +0000\n'
+  }
+
+  /** Three bytes of the host's MAC address, from its name. */
+  #macTail(): string {
+    let h = 0
+    for (let i = 0; i < this.#host.length; i++) h = (h * 31 + this.#host.charCodeAt(i)) >>> 0
+    return [16, 8, 0].map((k) => ((h >>> k) & 255).toString(16).padStart(2, '0')).join(':')
+  }
+
   udev(): string {
     let out = ''
     for (const d of this.#disks) {
@@ -476,6 +501,12 @@ export class ProcModel {
         return this.osrelease()
       case 'udev':
         return this.udev()
+      case 'netclass':
+        return this.netclass()
+      case 'clocksource':
+        return this.clocksource()
+      case 'tz':
+        return this.tz()
     }
   }
 }

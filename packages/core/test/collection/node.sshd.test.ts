@@ -107,6 +107,10 @@ it('gives the same node_exporter series through every stream loop and the exec f
     'node_os_info',
     'node_load1',
     'node_boot_time_seconds',
+    'node_network_up',
+    'node_network_info',
+    'node_time_zone_offset_seconds',
+    'node_time_clocksource_current_info',
   ]) {
     expect(families, f).toContain(f)
   }

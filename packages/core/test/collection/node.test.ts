@@ -271,6 +271,41 @@ describe('NodeSeries', () => {
     expect(series(ns).size).toBe(0)
   })
 
+  it('gives node_network_up and node_network_info per /sys/class/net device, the clock sources and the time zone', () => {
+    const ns = new NodeSeries('h')
+    ns.update(
+      sec('uname', 'Linux\nh\n6.1\n#1\nx86_64\n(none)\n') +
+        sec(
+          'netclass',
+          'lo\tunknown\t00:00:00:00:00:00\t00:00:00:00:00:00\t\t\neth0\tup\t02:fc:00:00:00:01\tff:ff:ff:ff:ff:ff\tfull\tmy uplink\n',
+        ) +
+        sec('clocksource', '0\ttsc\ttsc kvm-clock \n') +
+        sec('tz', 'NST -0330'),
+    )
+    const got = series(ns)
+    expect(got.get('node_network_up{instance="h",device="lo"}')).toBe(0)
+    expect(got.get('node_network_up{instance="h",device="eth0"}')).toBe(1)
+    expect(
+      got.get(
+        'node_network_info{instance="h",address="02:fc:00:00:00:01",broadcast="ff:ff:ff:ff:ff:ff",device="eth0",duplex="full",ifalias="my uplink",operstate="up"}',
+      ),
+    ).toBe(1)
+    expect(
+      got.has(
+        'node_network_info{instance="h",address="00:00:00:00:00:00",broadcast="00:00:00:00:00:00",device="lo",duplex="",ifalias="",operstate="unknown"}',
+      ),
+    ).toBe(true)
+    expect(got.get('node_time_clocksource_current_info{instance="h",clocksource="tsc",device="0"}')).toBe(1)
+    expect(got.get('node_time_clocksource_available_info{instance="h",clocksource="kvm-clock",device="0"}')).toBe(1)
+    expect(got.get('node_time_zone_offset_seconds{instance="h",time_zone="NST"}')).toBe(-12600)
+    // A malformed line or zone leaves its section's families out, counted.
+    ns.update(sec('uname', 'Linux\nh\n6.1\n#1\nx86_64\n(none)\n') + sec('netclass', 'eth0 up') + sec('tz', 'UTC'))
+    const f = familiesOf(series(ns))
+    expect(f.has('node_network_up')).toBe(false)
+    expect(f.has('node_time_zone_offset_seconds')).toBe(false)
+    expect(ns.badSections).toBe(2)
+  })
+
   it('bounds what one host can make: meminfo fields past the limit are ignored and counted', () => {
     const ns = new NodeSeries('h')
     const many = Array.from({ length: NODE_LIMITS.fields + 10 }, (_, i) => `Field${i}: ${i} kB`).join('\n')
