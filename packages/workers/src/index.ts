@@ -22,8 +22,10 @@ export {
   type FleetProgress,
   HOSTS_PER_SHARD,
   type HostRunner,
+  SettleTimeoutError,
   Supervisor,
   type SupervisorEvents,
   type SupervisorOptions,
   type SupervisorStats,
+  type WaitSettledOptions,
 } from './supervisor.js'
