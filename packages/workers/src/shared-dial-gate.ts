@@ -10,7 +10,8 @@
  * `Atomics`, and every slot has a name (as piscina `src/symbols.ts` and thread-stream `lib/indexes.js` do).
  */
 import type { DialGate, DialGateStats, DialOutcome, DialSlot } from '@kay/core'
-import { AbortedError, ClosedError, ConfigError, QueueFullError, SlotWaiter } from '@kay/core'
+import { AbortedError, ClosedError, ConfigError, QueueFullError } from '@kay/core'
+import { SlotWaiter } from '@kay/core/internal'
 
 // ---------------------------------------------------------------------------------------------------------
 // Buffer layout. Int32 slots; the header is fixed, then HELD[maxShards], then WAITING[maxShards].

@@ -9,7 +9,6 @@ import {
   ClosedError,
   ConfigError,
   DEFAULT_BACKOFF,
-  DF_EVERY,
   errorFromJSON,
   type HostDetail,
   type HostMetrics,
@@ -17,6 +16,7 @@ import {
   type HostTarget,
   type KayError,
   type NodeChunk,
+  type RunResult,
   type SerializedError,
   ShardRestartedError,
   SkippedError,
@@ -25,19 +25,18 @@ import {
   TimeoutError,
   toKayError,
   UnknownHostError,
-  verifyBackoff,
 } from '@kay/core'
+import { DF_EVERY, verifyBackoff } from '@kay/core/internal'
 import { buildIdentity } from './deps.js'
 import { shardOf } from './hash.js'
 import { unpackCollectResults } from './packed.js'
 import {
+  type CommandOptions,
   type CopySpec,
   type ExecChunk,
   type HostCollectResult,
   type HostExecResult,
   PROTOCOL_VERSION,
-  type RunOptionsWire,
-  type RunResultWire,
   type ShardConfig,
   type ShardMessage,
   type ShardRequest,
@@ -130,7 +129,7 @@ export interface CollectTick {
 
 export interface ExecResult {
   host: string
-  result?: RunResultWire
+  result?: RunResult
   error?: KayError
   /** Output received before `error` (timeout, output cap, interrupt, connection loss), when not streamed. */
   partial?: { stdout: string; stderr: string }
@@ -155,7 +154,7 @@ export interface FanOutOptions {
   signal?: AbortSignal | undefined
 }
 
-export interface ExecOptions extends RunOptionsWire, FanOutOptions {
+export interface ExecOptions extends CommandOptions, FanOutOptions {
   /** Deliver output as it arrives (`output` events of {@link Supervisor.execStream}) instead of in each result. */
   stream?: boolean
 }
@@ -243,7 +242,7 @@ export class SettleTimeoutError extends TimeoutError {
 /** A runner bound to one host: drill-in reuses that host's pooled connection. */
 export interface HostRunner {
   readonly host: string
-  run(command: string, opts?: RunOptionsWire): Promise<RunResultWire>
+  run(command: string, opts?: CommandOptions): Promise<RunResult>
   detail(opts?: { timeoutMs?: number }): Promise<HostDetail>
 }
 
@@ -592,7 +591,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
    * KAY_OUTPUT_LIMIT past `maxOutputBytes` (default 1 MiB; the connection is kept), KAY_CHANNEL_OPEN_FAILED,
    * KAY_CONNECTION_LOST, KAY_UNKNOWN_HOST for a host not managed here, KAY_SHARD_RESTARTED, KAY_CLOSED.
    */
-  async run(host: string, command: string, opts: RunOptionsWire = {}): Promise<RunResultWire> {
+  async run(host: string, command: string, opts: CommandOptions = {}): Promise<RunResult> {
     this.#check()
     const s = this.#shardFor(host)
     const m = await this.#request<ShardMessage & { type: 'run-result' }>(s, {

@@ -27,8 +27,8 @@ import {
   type SshConfig,
   type TrustExplanation,
   toKayError,
-  verdictError,
 } from '@kay/core'
+import { verdictError } from '@kay/core/internal'
 import { type ConnectionOptions, DEFAULTS, type ParsedCommand } from '../args.js'
 import { EXIT, type ExitCode, exitCodeFor } from '../help.js'
 import { errorLine, type Io } from './common.js'

@@ -6,7 +6,7 @@
  * without `_total`, `unknown` for untyped, `# EOF` at the end), which Prometheus asks for first.
  */
 import type { NodeChunk } from '@kay/core'
-import { nodeFamilyMeta } from '@kay/core'
+import { nodeFamilyMeta } from '@kay/core/internal'
 
 export type FamilyType = 'counter' | 'gauge' | 'untyped' | 'histogram'
 export type ExpositionFormat = 'text' | 'openmetrics'

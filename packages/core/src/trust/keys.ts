@@ -247,6 +247,19 @@ async function agentAvailable(sock: string | undefined): Promise<boolean> {
 }
 
 /**
+ * Parse a private key given as text (OpenSSH or PEM, unencrypted), as one of an {@link Identity}'s keys. A text that
+ * holds no key, or one that cannot be used without a passphrase, is KAY_KEY_INVALID naming `source`.
+ */
+export function parsePrivateKey(text: string | Buffer, source: string): Identity['keys'][number] {
+  const parsed = ssh2.utils.parseKey(text)
+  const key = Array.isArray(parsed) ? parsed[0] : parsed
+  if (!key || key instanceof Error) {
+    throw new KeyInvalidError(`${source}: ${key instanceof Error ? key.message : 'no key found'}`)
+  }
+  return { key, source }
+}
+
+/**
  * Load the identity for public-key auth. Errors: {@link KeyPermissionsError} (key readable by group/others),
  * {@link KeyInvalidError} (unparsable, public, DSA, RSA < 2048), {@link KeyEncryptedError} (passphrase-protected
  * and no agent to use instead), {@link ConfigError} (an explicitly given file is missing).
