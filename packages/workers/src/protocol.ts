@@ -69,7 +69,7 @@ export interface CommandOptions {
   stdin?: string | Uint8Array
 }
 
-export interface ExecOptionsWire extends CommandOptions {
+interface ExecOptionsWire extends CommandOptions {
   /** Send output as it arrives (`chunks` of `exec-items`) instead of inside each host's result. */
   stream?: boolean
 }

@@ -17,7 +17,6 @@ import {
   type KayError,
   type NodeChunk,
   type RunResult,
-  type SerializedError,
   ShardRestartedError,
   SkippedError,
   type StreamFlavour,
@@ -1122,5 +1121,3 @@ function workerEntry(): URL {
 function workerExecArgv(): string[] {
   return fromSource ? ['--conditions=kay-source'] : []
 }
-
-export type { SerializedError }

@@ -8,7 +8,7 @@
 import type { NodeChunk } from '@kay/core'
 import { nodeFamilyMeta } from '@kay/core/internal'
 
-export type FamilyType = 'counter' | 'gauge' | 'untyped' | 'histogram'
+type FamilyType = 'counter' | 'gauge' | 'untyped' | 'histogram'
 export type ExpositionFormat = 'text' | 'openmetrics'
 
 export const CONTENT_TYPES: Record<ExpositionFormat, string> = {

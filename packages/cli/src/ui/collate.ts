@@ -153,7 +153,7 @@ export interface PrefixWriterOptions {
   maxLineLength?: number
 }
 
-export const DEFAULT_MAX_LINE_LENGTH = 64 * 1024
+const DEFAULT_MAX_LINE_LENGTH = 64 * 1024
 
 /**
  * Turns one host's output stream into `prefix: line` lines. Chunks may split lines (and UTF-8 characters) anywhere;

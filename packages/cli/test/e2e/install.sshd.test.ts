@@ -136,6 +136,11 @@ describe('the packed packages, installed with npm into an empty project', () => 
     const files = ok.stdout.trim().split('\n')
     expect(files.some((f) => f.includes('/node_modules/@kay/workers/dist/supervisor.d.ts'))).toBe(true)
     expect(files.filter((f) => f.startsWith(join(REPO_ROOT, 'packages')))).toEqual([])
+    // No published declaration reaches into ssh2's undeclared internals.
+    const deep = await run('grep', ['-rl', '--include=*.d.ts', 'ssh2/lib', join(app, 'node_modules/@kay')], {
+      cwd: app,
+    })
+    expect(deep).toMatchObject({ code: 1, stdout: '' })
 
     // The real-sshd harness stays in the repository: importing it from the packages does not resolve.
     await writeFile(join(app, 'consumer.ts'), "import { startSshd } from '@kay/core/testing'\nconsole.log(startSshd)\n")

@@ -39,7 +39,7 @@ import type { Identity } from '../types.js'
 import { parseCertificate } from './certificates.js'
 
 /** Smallest RSA modulus kay accepts (OpenSSH's RequiredRSASize default). */
-export const MIN_RSA_BITS = 2048
+const MIN_RSA_BITS = 2048
 
 export interface LoadIdentityOptions {
   /** Remote user name. */
@@ -93,7 +93,7 @@ export function clearKeyCache(): void {
  * Default identity files, in the order they are offered (ed25519 first: fewest failed attempts on modern hosts),
  * under the account's home directory as ssh's `~/.ssh/id_*` (the password database, not $HOME).
  */
-export function defaultIdentityFiles(homeDir: string = accountHome()): string[] {
+function defaultIdentityFiles(homeDir: string = accountHome()): string[] {
   return ['id_ed25519', 'id_ecdsa', 'id_rsa'].map((f) => join(homeDir, '.ssh', f))
 }
 
@@ -339,7 +339,7 @@ export async function loadIdentity(opts: LoadIdentityOptions): Promise<Identity>
 }
 
 /** What an auth attempt saw, for {@link AuthFailedError} details. */
-export interface AuthFailureDetails {
+interface AuthFailureDetails {
   /** Methods the server said can continue (empty if it never answered a failure). */
   methodsOffered: string[]
   /** Key sources offered, in order (`agent:<socket>` for the agent). */
