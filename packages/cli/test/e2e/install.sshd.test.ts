@@ -114,6 +114,16 @@ describe('the packed packages, installed with npm into an empty project', () => 
     expect(rows.every((r) => r.ok === true)).toBe(true)
   })
 
+  test('the published manifests: exact versions, dist entries only, no source condition, no scripts', async () => {
+    for (const pkg of ['core', 'workers', 'cli']) {
+      const text = await readFile(join(app, 'node_modules/@kay', pkg, 'package.json'), 'utf8')
+      const m = JSON.parse(text) as { exports: Record<string, Record<string, string>>; engines: unknown }
+      expect(text).not.toMatch(/workspace:|kay-source|"scripts"|\.\/src\//)
+      expect(m.engines).toEqual({ node: '>=20.19' })
+      for (const conds of Object.values(m.exports)) expect(Object.keys(conds)).toEqual(['types', 'default'])
+    }
+  })
+
   test('@kay/core runs the patched ssh2 it bundles, not a stock one from the registry', async () => {
     const probe = [
       "import { createRequire } from 'node:module'",
