@@ -946,7 +946,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
    *
    * Rejects with {@link SettleTimeoutError} (KAY_TIMEOUT, carrying the progress and the pending hosts) past
    * `timeoutMs`, KAY_ABORTED when `signal` fires, and KAY_CLOSED or KAY_SUPERVISOR_FATAL if the supervisor stops
-   * meanwhile. Waiting never changes what the fleet does. Driven by the host events, not by polling.
+   * meanwhile, or with what `onProgress` throws. Waiting never changes what the fleet does. Driven by the host
+   * events, not by polling.
    */
   waitUntilSettled(opts: WaitSettledOptions): Promise<FleetProgress> {
     const { timeoutMs, signal, onProgress } = opts
@@ -968,7 +969,12 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         const key = progressKey(p)
         if (key !== last) {
           last = key
-          onProgress?.(p)
+          try {
+            onProgress?.(p)
+          } catch (err) {
+            // The caller's callback runs inside the shards' message handling: its exception ends its own wait only.
+            return done(() => reject(err))
+          }
         }
         if (p.settled) done(() => resolve(p))
       }

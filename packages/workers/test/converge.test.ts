@@ -177,6 +177,23 @@ describe('Supervisor.waitUntilSettled', () => {
     await expect(sup.waitUntilSettled({ timeoutMs: 1000 })).rejects.toMatchObject({ code: 'KAY_CLOSED' })
     await expect(sup.waitUntilSettled({ timeoutMs: -1 })).rejects.toMatchObject({ code: 'KAY_CONFIG' })
   })
+
+  it('ends only its own wait when onProgress throws; the supervisor goes on', async () => {
+    const { sup } = await start(2, {}, LONG_BACKOFF)
+    const boom = new Error('boom')
+    let calls = 0
+    // The first report comes from the call itself; the second from the shards' events, whose handler must survive.
+    await expect(
+      sup.waitUntilSettled({
+        timeoutMs: 30_000,
+        onProgress: () => {
+          if (++calls === 2) throw boom
+        },
+      }),
+    ).rejects.toBe(boom)
+    expect(calls).toBe(2)
+    await expect(sup.waitUntilSettled({ timeoutMs: 30_000 })).resolves.toMatchObject({ settled: true, streaming: 2 })
+  })
 })
 
 describe('run() and exec() on a host that is not ready', () => {
