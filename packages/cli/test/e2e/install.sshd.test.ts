@@ -7,6 +7,7 @@
  */
 import { execFile } from 'node:child_process'
 import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { type AddressInfo, createServer } from 'node:net'
 import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
@@ -180,34 +181,63 @@ describe("the README's Embedding example, compiled strictly from README.md and r
   const embed = (hosts: string[]) =>
     run(process.execPath, ['out/embed.js', ...hosts], { cwd: app, env: { HOME: home }, timeoutMs: 90_000 })
 
-  /** Every host: a metrics line from the tick and an exec line with exit 0. */
-  function expectEveryHost(r: Ran, hosts: string[], names: string[]): void {
-    expect(r.code, r.stderr).toBe(0)
+  /** Every host up: a metrics line from the tick, an exec line with exit 0, and the first host's run line. */
+  function expectEveryHost(r: Ran, hosts: string[], names: string[]): string[] {
     const lines = r.stdout.trim().split('\n')
     for (const [i, h] of hosts.entries()) {
       expect(lines).toContainEqual(expect.stringMatching(new RegExp(`^${h} load [\\d.]+ mem \\d+ bytes used$`)))
       expect(lines).toContain(`${h} exec exit 0: ${names[i]}`)
     }
-    expect(lines).toHaveLength(2 * hosts.length)
-    expect(r.stderr).toContain(`${hosts.length}/${hosts.length} collecting, 0 down`)
+    return lines
   }
 
-  test('against the simulator', async () => {
+  test('against the simulator, with a host that is down first in the list', async () => {
     fleet = await startSimFleet({ hosts: 3, authorizedKeys: [key.publicKey] })
-    const hosts = fleet.hosts.map((h) => `kay@${h.host}:${h.port}`)
-    expectEveryHost(
-      await embed(hosts),
-      hosts,
+    const dead = `kay@127.0.0.1:${await closedPort()}`
+    const up = fleet.hosts.map((h) => `kay@${h.host}:${h.port}`)
+    const r = await embed([dead, ...up])
+    // The example exits 1 when a host is down, after reporting every host.
+    expect(r.code, r.stderr).toBe(1)
+    const lines = expectEveryHost(
+      r,
+      up,
       fleet.hosts.map((h) => h.name),
     )
+    expect(lines).toContainEqual(
+      expect.stringMatching(
+        new RegExp(`^${dead} KAY_NOT_READY: ${dead}: not ready \\(backoff\\); last error KAY_CONNECT_FAILED: `),
+      ),
+    )
+    expect(lines).toContain(`${dead} exec KAY_NOT_READY`)
+    expect(lines).toContainEqual(
+      expect.stringMatching(
+        new RegExp(`^${dead} run refused, last error KAY_CONNECT_FAILED: ${dead}: connect failed: `),
+      ),
+    )
+    expect(lines).toHaveLength(2 * 4 + 1)
+    expect(r.stderr).toContain('3/4 collecting, 1 down')
   })
 
   test('against real sshd on loopback', async () => {
     sshd = await startSshd({ authorizedKeys: [key.publicKey] })
     const hosts = [`${sshd.user}@${sshd.host}:${sshd.port}`]
-    expectEveryHost(await embed(hosts), hosts, [hostname()])
+    const r = await embed(hosts)
+    expect(r.code, r.stderr).toBe(0)
+    const lines = expectEveryHost(r, hosts, [hostname()])
+    expect(lines).toContainEqual(expect.stringMatching(new RegExp(`^${hosts[0]} run: Linux \\S+$`)))
+    expect(lines).toHaveLength(3)
+    expect(r.stderr).toContain('1/1 collecting, 0 down')
   })
 })
+
+/** A loopback port nothing listens on (bound, then closed): a dial there is refused at once. */
+async function closedPort(): Promise<number> {
+  const server = createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as AddressInfo
+  await new Promise<void>((resolve) => server.close(() => resolve()))
+  return port
+}
 
 test('the fixtures hold a strict tsconfig (what "a strict consumer" means here)', async () => {
   const cfg = JSON.parse(await readFile(join(FIXTURES, 'tsconfig.json'), 'utf8')) as {
