@@ -5,7 +5,7 @@
 import { appendFileSync, readdirSync } from 'node:fs'
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { streamRequest, wantsDf } from '@kay/core'
+import { streamRequest, wantsDf } from '@kay/core/internal'
 import { type UntilOptions, until } from '@kay/core/testing'
 import type { Supervisor } from '@kay/workers'
 

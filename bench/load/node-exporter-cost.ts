@@ -25,21 +25,18 @@
 import { execFileSync, spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { createServer } from 'node:net'
+import { HostActor, LocalDialGate, STREAM_FLAVOURS, type StreamFlavour } from '@kay/core'
 import {
   FrameDecoder,
-  HostActor,
-  LocalDialGate,
   NODE_EXPORTER_COLLECTORS,
   type NodeRequest,
   NodeSeries,
   nodeCollectCommand,
   randomStreamToken,
   SLOW_EVERY,
-  STREAM_FLAVOURS,
-  type StreamFlavour,
   streamCommand,
   streamRequest,
-} from '@kay/core'
+} from '@kay/core/internal'
 import { generateClientKey } from '@kay/core/sim'
 import { Cgroup, SSHD_TEST_USER, sshdAvailable, startSshd } from '@kay/core/testing'
 import { flags, record, runMain, sleep, summarize } from './lib.js'

@@ -12,7 +12,7 @@
  * than 5,000 hosts are split over simulator processes of 5,000 (each under its own fd limit).
  */
 import { performance } from 'node:perf_hooks'
-import { nodeFamilyMeta } from '@kay/core'
+import { nodeFamilyMeta } from '@kay/core/internal'
 import { Counter, Gauge, Registry } from 'prom-client'
 import { createServeMetrics, startHttp } from '../../packages/cli/src/serve/metrics.js'
 import { closeFleets, openFleets, simCpuMs, startSupervisor } from '../stress/lib.js'

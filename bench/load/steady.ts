@@ -16,15 +16,8 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
-import {
-  COLLECT_COMMAND,
-  HostActor,
-  type HostTarget,
-  type Identity,
-  KnownHostsStore,
-  LocalDialGate,
-  parseSections,
-} from '@kay/core'
+import { HostActor, type HostTarget, type Identity, KnownHostsStore, LocalDialGate } from '@kay/core'
+import { COLLECT_COMMAND, parseSections } from '@kay/core/internal'
 import { generateClientKey, type RemoteSimFleet, spawnSimFleet } from '@kay/core/sim'
 import { Supervisor } from '@kay/workers'
 import {

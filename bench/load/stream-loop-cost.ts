@@ -11,15 +11,8 @@
  * Rounds interleave the flavours (perl, bash, sh, floor, perl, bash, …) so that drift on a shared machine
  * spreads over all of them.
  */
-import {
-  FrameDecoder,
-  HostActor,
-  LocalDialGate,
-  randomStreamToken,
-  STREAM_FLAVOURS,
-  streamCommand,
-  streamRequest,
-} from '@kay/core'
+import { HostActor, LocalDialGate, STREAM_FLAVOURS } from '@kay/core'
+import { FrameDecoder, randomStreamToken, streamCommand, streamRequest } from '@kay/core/internal'
 import { generateClientKey } from '@kay/core/sim'
 import { sshdAvailable, startSshd } from '@kay/core/testing'
 import { flags, record, runMain, summarize } from './lib.js'

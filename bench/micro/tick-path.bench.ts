@@ -17,7 +17,8 @@
  */
 import { execFileSync } from 'node:child_process'
 import { EventEmitter } from 'node:events'
-import { type HostActor, HostCollector, identifyCommand, NotReadyError, streamCommand } from '@kay/core'
+import { type HostActor, HostCollector, NotReadyError } from '@kay/core'
+import { identifyCommand, streamCommand } from '@kay/core/internal'
 import { Bench } from 'tinybench'
 import { collectTick, type ShardEntry } from '../../packages/workers/src/shard.js'
 import { type FloorChannel, floorTick, watchFloorChannel } from '../load/lib.js'

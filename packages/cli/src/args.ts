@@ -60,7 +60,7 @@ export interface ConnectionOptions {
 }
 
 export type ExecOutputMode = 'collate' | 'prefix' | 'json' | 'diff'
-export type TrustAction = 'list' | 'repin' | 'forget'
+type TrustAction = 'list' | 'repin' | 'forget'
 
 /** `--batch N` with `--batch-fail N|P%`: a rolling run. */
 interface Rolling {
@@ -169,7 +169,7 @@ export const DEFAULTS = {
 }
 
 /** Upper bounds for numeric flags: typos such as `--fanout 16000` fail loudly instead of hammering a fleet. */
-export const LIMITS = { fanout: 1024, threads: 256, demoHosts: 100_000, ticks: 1_000_000_000, batch: 100_000 }
+const LIMITS = { fanout: 1024, threads: 256, demoHosts: 100_000, ticks: 1_000_000_000, batch: 100_000 }
 
 type FlagKind = 'bool' | 'value' | 'list'
 
@@ -566,7 +566,7 @@ for (const [key, spec] of Object.entries(FLAGS) as Array<[FlagKey, FlagSpec]>) {
 }
 
 /** How a flag is written on the command line, for messages: `-w`, `--fanout`. */
-export function flagName(key: FlagKey): string {
+function flagName(key: FlagKey): string {
   const spec: FlagSpec = FLAGS[key]
   return spec.short !== undefined ? `-${spec.short}` : `--${spec.long}`
 }
@@ -997,7 +997,7 @@ function connection(v: Values, warnings: string[]): ConnectionOptions {
 }
 
 /** Parse `ADDR:PORT`, `[IPv6]:PORT` or `:PORT` (loopback). */
-export function parseListen(text: string): { host: string; port: number } {
+function parseListen(text: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(text.trim())
   const port = Number(m?.[3])
   if (m === null || port > 65_535) throw new ConfigError(`--listen: '${text}' is not ADDR:PORT (e.g. 127.0.0.1:9717)`)
@@ -1006,7 +1006,7 @@ export function parseListen(text: string): { host: string; port: number } {
 }
 
 /** Whether an address only accepts connections from this machine. */
-export function isLoopback(host: string): boolean {
+function isLoopback(host: string): boolean {
   const h = host.toLowerCase()
   return h === 'localhost' || h === '::1' || /^127(\.\d{1,3}){3}$/.test(h) || /^::ffff:127(\.\d{1,3}){3}$/.test(h)
 }

@@ -127,7 +127,7 @@ function wrap(text: string, width: number): string[] {
 }
 
 /** `kay <command> --help`. */
-export function commandHelp(command: CommandName): string {
+function commandHelp(command: CommandName): string {
   const spec = COMMANDS[command]
   const out = [`Usage: ${spec.usage}`, '', spec.summary, '']
   if (command !== 'demo' && command !== 'top') out.push(HOSTS_TEXT, '')

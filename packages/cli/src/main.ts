@@ -86,7 +86,7 @@ async function run(argv: string[], io: Io): Promise<ExitCode> {
  * The one line an error that ended kay prints: the code and the cause with its fix; a file-system error names the
  * file; anything else is a bug, said as such (its stack with KAY_DEBUG=1), never a stack trace by default.
  */
-export function failureLine(err: unknown): string {
+function failureLine(err: unknown): string {
   if (isKayError(err)) return err.host ? errorLine(err.host, err) : `kay: ${err.code}: ${err.message}`
   const e = err as NodeJS.ErrnoException
   if (typeof e?.code === 'string' && typeof e.syscall === 'string') {
@@ -128,5 +128,3 @@ async function dispatch(cmd: ParsedCommand, io: Io): Promise<ExitCode> {
       return cmdServe(cmd, io)
   }
 }
-
-export { resolveHosts }

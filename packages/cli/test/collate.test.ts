@@ -1,14 +1,14 @@
 import { describe, expect, it } from 'vitest'
 import {
   collateResults,
-  type ExecResult,
+  type ExecOutcome,
   execJsonLine,
   PrefixWriter,
   prefixLines,
   renderCollated,
 } from '../src/ui/collate.js'
 
-const ok = (host: string, stdout: string): ExecResult => ({
+const ok = (host: string, stdout: string): ExecOutcome => ({
   host,
   ok: true,
   exitCode: 0,
@@ -33,7 +33,7 @@ describe('collate', () => {
   })
 
   it('groups failures by error code and message even when messages name the host', () => {
-    const fail = (host: string): ExecResult => ({
+    const fail = (host: string): ExecOutcome => ({
       host,
       ok: false,
       exitCode: null,

@@ -3,11 +3,11 @@ import { describe, expect, it } from 'vitest'
 import { parseArgs } from '../src/args.js'
 import { stopAfterFailures } from '../src/commands/common.js'
 import { readStdin } from '../src/commands/exec.js'
-import { collateResults, type ExecResult, failureLine } from '../src/ui/collate.js'
+import { collateResults, type ExecOutcome, failureLine } from '../src/ui/collate.js'
 import { editScript, referenceGroup, renderDiff, unifiedHunks } from '../src/ui/diff.js'
 import { StatusLog } from '../src/ui/tui.js'
 
-const res = (host: string, stdout: string, over: Partial<ExecResult> = {}): ExecResult => ({
+const res = (host: string, stdout: string, over: Partial<ExecOutcome> = {}): ExecOutcome => ({
   host,
   ok: true,
   exitCode: 0,

@@ -108,7 +108,11 @@ function defineError<C extends ErrorCode>(code: C, name: string, opts: { stack?:
 
 const registry = new Map<ErrorCode, new (message: string, opts?: KayErrorOptions) => KayError>()
 
-/** The connection is not ready; answered at once, never after waiting for a dial. details: state, nextRetryAt. */
+/**
+ * The connection is not ready; answered at once, never after waiting for a dial. details: state, nextRetryAt, and
+ * for a host that failed before, `lastError` ({@link LastError}: its code and message, also in the message and as
+ * `cause`).
+ */
 export const NotReadyError = defineError('KAY_NOT_READY', 'NotReadyError', { stack: false })
 /** A command (or a collection) passed its deadline. */
 export const TimeoutError = defineError('KAY_TIMEOUT', 'TimeoutError')
@@ -206,10 +210,28 @@ export const HOST_KEY_ERROR_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   'KAY_HOST_CA_REVOKED',
 ])
 
+/** What a not-ready refusal says about the host's last failure (`details.lastError` of {@link NotReadyError}). */
+export interface LastError {
+  code: ErrorCode
+  message: string
+}
+
+/** The last failure a not-ready (or closed) refusal carries, if the host failed before. */
+export function lastErrorOf(err: KayError): LastError | undefined {
+  const last = err.details.lastError as Partial<LastError> | undefined
+  if (typeof last?.code !== 'string' || typeof last.message !== 'string') return undefined
+  return { code: last.code, message: last.message }
+}
+
 /** Re-create an error from its plain-data form, as the same class (matched by code). */
 export function errorFromJSON(data: SerializedError): KayError {
   const cls = registry.get(data.code)
   const opts: KayErrorOptions = { host: data.host, details: data.details }
+  const last =
+    data.details && typeof data.details.lastError === 'object' ? (data.details.lastError as LastError) : undefined
+  // The last failure crosses threads as data; on this side it is the `cause` again.
+  if (last && typeof last.code === 'string')
+    opts.cause = errorFromJSON({ ...last, ...(data.host === undefined ? {} : { host: data.host }) })
   return cls ? new cls(data.message, opts) : new KayError(data.code, data.message, opts)
 }
 

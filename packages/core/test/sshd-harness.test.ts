@@ -8,7 +8,7 @@ import { type ClientChannel, Client as SshClient } from 'ssh2'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
   type ClientKey,
-  fingerprintOf,
+  fingerprintOfLine,
   isAlive,
   makeClientKey,
   processTable,
@@ -81,7 +81,7 @@ function openChannel(client: SshClient, command: string): Promise<ClientChannel 
 
 /** The `SHA256:…` fingerprint of a raw host key blob as ssh2 hands it to hostVerifier. */
 function blobFingerprint(blob: Buffer): string {
-  return fingerprintOf(`ssh-ed25519 ${blob.toString('base64')}`)
+  return fingerprintOfLine(`ssh-ed25519 ${blob.toString('base64')}`)
 }
 
 // This tier needs real sshd (.ci/setup-sshd.sh installs it); without it the suite fails loudly instead of skipping.

@@ -1,19 +1,12 @@
-import { type Identity, KeyInvalidError, KnownHostsStore, loadIdentity, RateLimitedDialGate } from '@kay/core'
-import ssh2 from 'ssh2'
+import { type Identity, KnownHostsStore, loadIdentity, parsePrivateKey } from '@kay/core'
+import { RateLimitedDialGate } from '@kay/core/internal'
 import type { ShardWorkerData } from './protocol.js'
 import type { ShardDeps } from './shard.js'
 import { SharedDialGate } from './shared-dial-gate.js'
 
 /** Parse the identity once (per shard, or once in the supervisor to fail fast on a bad key). */
 export async function buildIdentity(cfg: ShardWorkerData['config']['identity']): Promise<Identity> {
-  const inline = (cfg.keys ?? []).map((text, i) => {
-    const parsed = ssh2.utils.parseKey(text)
-    const key = Array.isArray(parsed) ? parsed[0] : parsed
-    if (!key || key instanceof Error) {
-      throw new KeyInvalidError(`inline key #${i + 1}: ${key instanceof Error ? key.message : 'no key found'}`)
-    }
-    return { key, source: `inline key #${i + 1}` }
-  })
+  const inline = (cfg.keys ?? []).map((text, i) => parsePrivateKey(text, `inline key #${i + 1}`))
   const fromFiles =
     cfg.keyFiles.length > 0 || inline.length === 0
       ? await loadIdentity({

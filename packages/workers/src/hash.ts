@@ -69,7 +69,7 @@ export function fnv1a32(s: string): number {
 }
 
 /** The murmur3 32-bit finaliser: a bijection with full avalanche (every input bit flips ~half the output). */
-export function fmix32(x: number): number {
+function fmix32(x: number): number {
   let h = x | 0
   h ^= h >>> 16
   h = Math.imul(h, 0x85ebca6b)

@@ -3,11 +3,10 @@
  */
 export { CLUSTER_SALT, hostHash, inShard, parseShardSpec, type ShardSpec, shardOf } from './hash.js'
 export type {
+  CommandOptions,
   CopySpec,
   HostCollectResult,
   HostExecResult,
-  RunOptionsWire as RunOptions,
-  RunResultWire as RunResult,
   ShardConfig,
 } from './protocol.js'
 export { SharedDialGate } from './shared-dial-gate.js'
@@ -22,8 +21,10 @@ export {
   type FleetProgress,
   HOSTS_PER_SHARD,
   type HostRunner,
+  SettleTimeoutError,
   Supervisor,
   type SupervisorEvents,
   type SupervisorOptions,
   type SupervisorStats,
+  type WaitSettledOptions,
 } from './supervisor.js'

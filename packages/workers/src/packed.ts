@@ -15,16 +15,8 @@
  * offset of each family's text (Uint32, padded to 8 bytes), then the texts (UTF-8). One buffer per shard per
  * tick, whatever the fleet's size, and no object per host or per series on the way.
  */
-import {
-  COLLECT_MODES,
-  type CollectMode,
-  CPU_STATES,
-  type HostMetrics,
-  type HostStatus,
-  NODE_LIMITS,
-  type NodeChunk,
-  nodeFamilyMeta,
-} from '@kay/core'
+import { COLLECT_MODES, type CollectMode, type HostMetrics, type HostStatus, type NodeChunk } from '@kay/core'
+import { CPU_STATES, NODE_LIMITS, nodeFamilyMeta } from '@kay/core/internal'
 import type { HostCollectResult } from './results.js'
 
 /** The collect modes a row can carry, by index (a row stores the index). */

@@ -5,11 +5,11 @@
  * the same classes on arrival (structured clone would keep only a bare Error).
  */
 import { isIP } from 'node:net'
-import type { HostDetail, HostStatus, HostTarget, SerializedError, StreamFlavour } from '@kay/core'
+import type { HostDetail, HostStatus, HostTarget, RunResult, SerializedError, StreamFlavour } from '@kay/core'
 import { isPackedCollectResults, type PackedCollectResults } from './packed.js'
-import type { ExecChunk, HostCollectResult, HostExecResult, RunResultWire } from './results.js'
+import type { ExecChunk, HostCollectResult, HostExecResult } from './results.js'
 
-export type { ExecChunk, HostCollectResult, HostExecResult, RunResultWire }
+export type { ExecChunk, HostCollectResult, HostExecResult }
 
 export const PROTOCOL_VERSION = 3
 
@@ -62,14 +62,14 @@ export interface ShardWorkerData {
   hosts: HostTarget[]
 }
 
-export interface RunOptionsWire {
+export interface CommandOptions {
   timeoutMs?: number
   maxOutputBytes?: number
   /** Written to the command's stdin, then EOF. */
   stdin?: string | Uint8Array
 }
 
-export interface ExecOptionsWire extends RunOptionsWire {
+interface ExecOptionsWire extends CommandOptions {
   /** Send output as it arrives (`chunks` of `exec-items`) instead of inside each host's result. */
   stream?: boolean
 }
@@ -89,7 +89,7 @@ export type ShardRequest =
   | { type: 'add'; hosts: HostTarget[] }
   | { type: 'remove'; ids: string[] }
   | { type: 'collect'; id: number; timeoutMs: number }
-  | { type: 'run'; id: number; host: string; command: string; opts: RunOptionsWire }
+  | { type: 'run'; id: number; host: string; command: string; opts: CommandOptions }
   | { type: 'exec'; id: number; hosts: string[]; command: string; opts: ExecOptionsWire }
   | { type: 'copy'; id: number; hosts: string[]; spec: CopySpec }
   /** Stop the exec or copy request `target`: running commands get TERM, hosts not started an abort error. */
@@ -118,7 +118,7 @@ export type ShardMessage =
   | { type: 'ready'; version: number; shardIndex: number }
   /** `packed`: the ready hosts with metrics as rows of a transferred buffer (packed.ts); `results`: the rest. */
   | { type: 'collect-result'; id: number; results: HostCollectResult[]; packed?: PackedCollectResults }
-  | { type: 'run-result'; id: number; host: string; result?: RunResultWire; error?: SerializedError }
+  | { type: 'run-result'; id: number; host: string; result?: RunResult; error?: SerializedError }
   /** Results (and, for a streamed exec, output chunks, which come before their host's result) of an exec or copy. */
   | { type: 'exec-items'; id: number; items: HostExecResult[]; chunks?: ExecChunk[]; done: boolean }
   | { type: 'detail-result'; id: number; host: string; detail?: HostDetail; error?: SerializedError }

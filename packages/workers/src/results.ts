@@ -1,13 +1,5 @@
 /** What a shard answers for one host: the data types shared by the wire protocol and the packed rows. */
-import type { CollectMode, HostMetrics, HostStatus, SerializedError } from '@kay/core'
-
-export interface RunResultWire {
-  stdout: string
-  stderr: string
-  exitCode: number | null
-  signal: string | null
-  durationMs: number
-}
+import type { CollectMode, HostMetrics, HostStatus, RunResult, SerializedError } from '@kay/core'
 
 /** One host's outcome of a collect tick: metrics, or a typed error, always with its connection status. */
 export interface HostCollectResult {
@@ -21,7 +13,7 @@ export interface HostCollectResult {
 /** One host's outcome of an exec or a copy: a result or a typed error, never neither. */
 export interface HostExecResult {
   host: string
-  result?: RunResultWire
+  result?: RunResult
   error?: SerializedError
   /** Output received before `error` (timeout, output cap, abort, connection loss), when the output was not streamed. */
   partial?: { stdout: string; stderr: string }

@@ -12,7 +12,6 @@ import {
   type Connector,
   type DialGate,
   directConnector,
-  getPaths,
   HostActor,
   HostCollector,
   type HostKeyVerifier,
@@ -21,20 +20,17 @@ import {
   type HostTarget,
   type Identity,
   loadIdentity,
-  NODE_LIMITS,
-  NodeSink,
-  putPaths,
-  STOP_GRACE_MS,
   toKayError,
   UnknownHostError,
 } from '@kay/core'
+import { getPaths, NODE_LIMITS, NodeSink, putPaths, STOP_GRACE_MS } from '@kay/core/internal'
 import { CollectPacker, type CollectReply } from './packed.js'
 import type {
+  CommandOptions,
   ExecChunk,
   HostCollectResult,
   HostEvent,
   HostExecResult,
-  RunOptionsWire,
   ShardConfig,
   ShardMessage,
   ShardRequest,
@@ -409,7 +405,7 @@ export class Shard {
     this.#port.postMessage({ type: 'collect-result', id, results, packed }, [packed.values.buffer as ArrayBuffer])
   }
 
-  async run(id: number, host: string, command: string, opts: RunOptionsWire): Promise<void> {
+  async run(id: number, host: string, command: string, opts: CommandOptions): Promise<void> {
     const e = this.#hosts.get(host)
     if (!e) {
       this.#port.postMessage({ type: 'run-result', id, host, error: unknownHost(host) })

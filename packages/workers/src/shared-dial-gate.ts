@@ -10,40 +10,41 @@
  * `Atomics`, and every slot has a name (as piscina `src/symbols.ts` and thread-stream `lib/indexes.js` do).
  */
 import type { DialGate, DialGateStats, DialOutcome, DialSlot } from '@kay/core'
-import { AbortedError, ClosedError, ConfigError, QueueFullError, SlotWaiter } from '@kay/core'
+import { AbortedError, ClosedError, ConfigError, QueueFullError } from '@kay/core'
+import { SlotWaiter } from '@kay/core/internal'
 
 // ---------------------------------------------------------------------------------------------------------
 // Buffer layout. Int32 slots; the header is fixed, then HELD[maxShards], then WAITING[maxShards].
 // ---------------------------------------------------------------------------------------------------------
 
 /** Marks a buffer made by {@link SharedDialGate.createBuffer} (ASCII 'KAY1'); bump it when the layout changes. */
-export const LAYOUT_MAGIC = 0x4b415931
+const LAYOUT_MAGIC = 0x4b415931
 /** Slot: {@link LAYOUT_MAGIC}. */
-export const MAGIC = 0
+const MAGIC = 0
 /** Slot: the configured cap (never changes after creation). */
 export const CAP = 1
 /** Slot: the governor's current cap, 1..CAP. Equal to CAP when the governor is off. */
-export const EFFECTIVE_CAP = 2
+const EFFECTIVE_CAP = 2
 /** Slot: dials in flight across all shards. Never above min(CAP, EFFECTIVE_CAP at acquire time). */
 export const IN_FLIGHT = 3
 /** Slot: bumped and notified on every release (and reclaim); waiters `Atomics.waitAsync` on it. */
-export const WAKE_SEQ = 4
+const WAKE_SEQ = 4
 /** Slot: 1 when the governor is on, 0 when off. */
-export const GOVERNOR = 5
+const GOVERNOR = 5
 /** Slot: 'ok' releases since the last change of EFFECTIVE_CAP or the last pressure event. */
-export const SUCCESS_STREAK = 6
+const SUCCESS_STREAK = 6
 /** Slot: bumped on each decrease; slots are stamped with it at acquire so stale pressure is ignored. */
-export const DECREASE_EPOCH = 7
+const DECREASE_EPOCH = 7
 /** Slot: releases with outcome 'pressure' (counted whether or not the governor is on). */
-export const PRESSURE_EVENTS = 8
+const PRESSURE_EVENTS = 8
 /** Slot: how many times the governor halved EFFECTIVE_CAP. */
-export const DECREASES = 9
+const DECREASES = 9
 /** Slot: how many times the governor raised EFFECTIVE_CAP by one. */
-export const INCREASES = 10
+const INCREASES = 10
 /** Slot: the number of shard slots in HELD and WAITING. */
-export const MAX_SHARDS = 11
+const MAX_SHARDS = 11
 /** Header size in Int32 slots (room left for new fields without moving the per-shard arrays). */
-export const HEADER_FIELDS = 16
+const HEADER_FIELDS = 16
 
 /** Index of HELD[shard]: slots currently held by that shard (what {@link SharedDialGate.reclaim} returns). */
 export function heldIndex(shardIndex: number): number {
@@ -51,7 +52,7 @@ export function heldIndex(shardIndex: number): number {
 }
 
 /** Index of WAITING[shard]: that shard's local queue length, for the gauge only. */
-export function waitingIndex(shardIndex: number, maxShards: number): number {
+function waitingIndex(shardIndex: number, maxShards: number): number {
   return HEADER_FIELDS + maxShards + shardIndex
 }
 

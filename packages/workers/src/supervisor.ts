@@ -9,7 +9,6 @@ import {
   ClosedError,
   ConfigError,
   DEFAULT_BACKOFF,
-  DF_EVERY,
   errorFromJSON,
   type HostDetail,
   type HostMetrics,
@@ -17,7 +16,7 @@ import {
   type HostTarget,
   type KayError,
   type NodeChunk,
-  type SerializedError,
+  type RunResult,
   ShardRestartedError,
   SkippedError,
   type StreamFlavour,
@@ -25,19 +24,18 @@ import {
   TimeoutError,
   toKayError,
   UnknownHostError,
-  verifyBackoff,
 } from '@kay/core'
+import { DF_EVERY, verifyBackoff } from '@kay/core/internal'
 import { buildIdentity } from './deps.js'
 import { shardOf } from './hash.js'
 import { unpackCollectResults } from './packed.js'
 import {
+  type CommandOptions,
   type CopySpec,
   type ExecChunk,
   type HostCollectResult,
   type HostExecResult,
   PROTOCOL_VERSION,
-  type RunOptionsWire,
-  type RunResultWire,
   type ShardConfig,
   type ShardMessage,
   type ShardRequest,
@@ -130,7 +128,7 @@ export interface CollectTick {
 
 export interface ExecResult {
   host: string
-  result?: RunResultWire
+  result?: RunResult
   error?: KayError
   /** Output received before `error` (timeout, output cap, interrupt, connection loss), when not streamed. */
   partial?: { stdout: string; stderr: string }
@@ -155,7 +153,7 @@ export interface FanOutOptions {
   signal?: AbortSignal | undefined
 }
 
-export interface ExecOptions extends RunOptionsWire, FanOutOptions {
+export interface ExecOptions extends CommandOptions, FanOutOptions {
   /** Deliver output as it arrives (`output` events of {@link Supervisor.execStream}) instead of in each result. */
   stream?: boolean
 }
@@ -210,10 +208,40 @@ export interface FleetProgress {
   settled: boolean
 }
 
+/** How {@link Supervisor.waitUntilSettled} waits. */
+export interface WaitSettledOptions {
+  /** The deadline, ms from the call. Past it the wait rejects with {@link SettleTimeoutError}. */
+  timeoutMs: number
+  /** Stop waiting: the wait rejects with KAY_ABORTED (the fleet keeps connecting). */
+  signal?: AbortSignal | undefined
+  /** Called with the fleet's progress at the start and each time it changes while waiting. */
+  onProgress?: ((progress: FleetProgress) => void) | undefined
+}
+
+/**
+ * {@link Supervisor.waitUntilSettled} passed its deadline: `progress` is where the fleet stood then and `pending` the
+ * hosts still connecting or opening their collection stream. The code is KAY_TIMEOUT, as for any deadline.
+ */
+export class SettleTimeoutError extends TimeoutError {
+  readonly progress: FleetProgress
+  readonly pending: readonly string[]
+
+  constructor(timeoutMs: number, progress: FleetProgress, pending: readonly string[]) {
+    const shown = pending.slice(0, 5).join(', ') + (pending.length > 5 ? `, … (${pending.length - 5} more)` : '')
+    super(
+      `the fleet did not settle within ${timeoutMs} ms: ${progress.connecting} connecting, ${progress.starting} starting, ${progress.probing} probing (${shown})`,
+      { details: { timeoutMs, progress, pending: pending.slice(0, 100) } },
+    )
+    this.name = 'SettleTimeoutError'
+    this.progress = progress
+    this.pending = pending
+  }
+}
+
 /** A runner bound to one host: drill-in reuses that host's pooled connection. */
 export interface HostRunner {
   readonly host: string
-  run(command: string, opts?: RunOptionsWire): Promise<RunResultWire>
+  run(command: string, opts?: CommandOptions): Promise<RunResult>
   detail(opts?: { timeoutMs?: number }): Promise<HostDetail>
 }
 
@@ -277,6 +305,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   #fatal: KayError | undefined
   readonly #resolver: CachingResolver
   #lastProgress = ''
+  /** Waits of {@link waitUntilSettled}: each re-checks the fleet when host states change or the supervisor stops. */
+  readonly #settleWaiters = new Set<() => void>()
 
   private constructor(opts: SupervisorOptions) {
     super()
@@ -396,6 +426,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
           }
         }
         this.#emitProgress()
+        this.#wakeSettleWaiters()
         return
       case 'exec-items': {
         const p = s.pending.get(m.id)
@@ -465,6 +496,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       return
     }
     this.#restarts++
+    this.#wakeSettleWaiters()
     this.#spawn(s)
     this.emit('shard-restart', { shard: s.index, code, restarts: this.#restarts })
   }
@@ -549,8 +581,16 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     return e
   }
 
-  /** One command on one host's pooled connection. KAY_NOT_READY at once if the host is not connected. */
-  async run(host: string, command: string, opts: RunOptionsWire = {}): Promise<RunResultWire> {
+  /**
+   * One command on one host's pooled connection (a new channel on it: no handshake). Never waits for a connection:
+   * a host that is not connected is refused at once with KAY_NOT_READY, whose `details` say its `state`, `nextRetryAt`
+   * and, if it failed before, `lastError` ({ code, message }: why it is down, also its `cause`). Use
+   * {@link waitUntilSettled} first after `start()`. A command that exits non-zero resolves (see `exitCode`); it
+   * rejects only when the command could not run or finish: KAY_TIMEOUT past `timeoutMs` (default 30 s),
+   * KAY_OUTPUT_LIMIT past `maxOutputBytes` (default 1 MiB; the connection is kept), KAY_CHANNEL_OPEN_FAILED,
+   * KAY_CONNECTION_LOST, KAY_UNKNOWN_HOST for a host not managed here, KAY_SHARD_RESTARTED, KAY_CLOSED.
+   */
+  async run(host: string, command: string, opts: CommandOptions = {}): Promise<RunResult> {
     this.#check()
     const s = this.#shardFor(host)
     const m = await this.#request<ShardMessage & { type: 'run-result' }>(s, {
@@ -565,8 +605,11 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   }
 
   /**
-   * Run a command on many hosts; results arrive as they complete. Every host yields exactly one result: its
-   * command's result, or a typed error with what it printed before (`partial`).
+   * Run a command on many hosts; results arrive as they complete. Every host yields exactly one result, and the
+   * iteration itself never throws for a host: its command's result (any exit code), or a typed `error` — the same
+   * codes as {@link run} (KAY_NOT_READY at once for a host that is not connected, with its last cause), KAY_SKIPPED
+   * after `stopAfterFailures`, KAY_ABORTED on `signal` — with what it printed before (`partial`). Breaking out of the
+   * loop stops the commands still running.
    */
   async *exec(hosts: string[], command: string, opts: ExecOptions = {}): AsyncIterable<ExecResult> {
     for await (const e of this.execStream(hosts, command, { ...opts, stream: false })) {
@@ -788,6 +831,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       removed.set(s, list)
     }
     for (const [s, list] of removed) s.worker?.postMessage({ type: 'remove', ids: list } satisfies ShardRequest)
+    this.#wakeSettleWaiters()
   }
 
   /** The hosts managed, in no particular order. */
@@ -894,10 +938,69 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     return p
   }
 
+  /**
+   * Wait until the fleet has settled ({@link FleetProgress.settled}): every host collects (streaming or exec), or
+   * has failed at least once and backs off (its cause in its status's `lastError` and in the KAY_NOT_READY it is
+   * answered with; it keeps redialing by itself), or is refused for good (host key) — nothing is left connecting or
+   * opening its collection stream. Resolves with the progress at that moment, at once if already settled.
+   *
+   * Rejects with {@link SettleTimeoutError} (KAY_TIMEOUT, carrying the progress and the pending hosts) past
+   * `timeoutMs`, KAY_ABORTED when `signal` fires, and KAY_CLOSED or KAY_SUPERVISOR_FATAL if the supervisor stops
+   * meanwhile, or with what `onProgress` throws. Waiting never changes what the fleet does. Driven by the host
+   * events, not by polling.
+   */
+  waitUntilSettled(opts: WaitSettledOptions): Promise<FleetProgress> {
+    const { timeoutMs, signal, onProgress } = opts
+    if (!Number.isFinite(timeoutMs) || timeoutMs < 0) {
+      return Promise.reject(new ConfigError(`timeoutMs must be a number >= 0, got ${timeoutMs}`))
+    }
+    return new Promise<FleetProgress>((resolve, reject) => {
+      let last = ''
+      const done = (settle: () => void) => {
+        this.#settleWaiters.delete(check)
+        clearTimeout(timer)
+        signal?.removeEventListener('abort', onAbort)
+        settle()
+      }
+      const check = () => {
+        if (this.#fatal) return done(() => reject(this.#fatal))
+        if (this.#stopping) return done(() => reject(new ClosedError('supervisor stopped while waiting to settle')))
+        const p = this.progress()
+        const key = progressKey(p)
+        if (key !== last) {
+          last = key
+          try {
+            onProgress?.(p)
+          } catch (err) {
+            // The caller's callback runs inside the shards' message handling: its exception ends its own wait only.
+            return done(() => reject(err))
+          }
+        }
+        if (p.settled) done(() => resolve(p))
+      }
+      const onAbort = () => done(() => reject(new AbortedError('stopped waiting for the fleet to settle')))
+      const timer = setTimeout(() => {
+        const p = this.progress()
+        const pending = this.statuses()
+          .filter(unsettled)
+          .map((st) => st.id)
+        done(() => reject(new SettleTimeoutError(timeoutMs, p, pending)))
+      }, timeoutMs)
+      if (signal?.aborted) return onAbort()
+      signal?.addEventListener('abort', onAbort, { once: true })
+      this.#settleWaiters.add(check)
+      check()
+    })
+  }
+
+  #wakeSettleWaiters(): void {
+    for (const w of [...this.#settleWaiters]) w()
+  }
+
   #emitProgress(): void {
     if (this.listenerCount('progress') === 0) return
     const p = this.progress()
-    const key = `${p.hosts} ${p.connecting} ${p.starting} ${p.probing} ${p.streaming} ${p.exec} ${p.backoff} ${p.failed}`
+    const key = progressKey(p)
     if (key === this.#lastProgress) return
     this.#lastProgress = key
     this.emit('progress', p)
@@ -923,6 +1026,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   async stop(opts: { timeoutMs?: number } = {}): Promise<void> {
     const timeoutMs = opts.timeoutMs ?? STOP_TIMEOUT_MS
     this.#stopping = true
+    this.#wakeSettleWaiters()
     await Promise.all(
       this.#shards.map(async (s) => {
         const w = s.worker
@@ -946,6 +1050,16 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     this.#resolver.close()
     this.removeAllListeners('host')
   }
+}
+
+/** A host that has not settled yet: connecting, or connected with its collection stream not open (starting, probing). */
+function unsettled(st: HostStatus): boolean {
+  if (st.state === 'idle' || st.state === 'dialing') return true
+  return st.state === 'ready' && st.collectPhase !== 'streaming' && st.collectPhase !== 'exec'
+}
+
+function progressKey(p: FleetProgress): string {
+  return `${p.hosts} ${p.connecting} ${p.starting} ${p.probing} ${p.streaming} ${p.exec} ${p.backoff} ${p.failed}`
 }
 
 function resolveConfig(opts: SupervisorOptions): ShardConfig {
@@ -1013,5 +1127,3 @@ function workerEntry(): URL {
 function workerExecArgv(): string[] {
   return fromSource ? ['--conditions=kay-source'] : []
 }
-
-export type { SerializedError }

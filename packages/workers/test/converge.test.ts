@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import { generateClientKey, type SimFleet, type SimFleetOptions, startSimFleet } from '@kay/core/sim'
 import { until } from '@kay/core/testing'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { type FleetProgress, Supervisor, type SupervisorOptions } from '../src/supervisor.js'
+import { type FleetProgress, SettleTimeoutError, Supervisor, type SupervisorOptions } from '../src/supervisor.js'
 
 let dir: string
 let key: ReturnType<typeof generateClientKey>
@@ -112,5 +112,116 @@ describe('cold start', () => {
     expect(st.workCap).toBe(3)
     expect(st.workInFlight).toBe(3)
     expect(st.workWaiting).toBe(27)
+  })
+})
+
+// The embedding contract: waitUntilSettled (deadline, progress, typed timeout), and what run() / exec() answer for a
+// host that is not ready (its last cause travels with the refusal).
+
+/** A failed host backs off for a long time: the tests see its first failure, not a redial. */
+const LONG_BACKOFF: Partial<SupervisorOptions> = { backoff: { baseMs: 60_000, capMs: 60_000, stableAfterMs: 10_000 } }
+/** A host whose handshake stalls stays connecting for the whole test. */
+const STALLED: Partial<SupervisorOptions> = { handshakeTimeoutMs: 60_000 }
+
+describe('Supervisor.waitUntilSettled', () => {
+  it('resolves once every host collects or has failed, reporting progress on the way', async () => {
+    const seen: FleetProgress[] = []
+    const { fleet: f, sup } = await start(6, { hostOverrides: { 5: { refuse: true } } }, LONG_BACKOFF)
+    const p = await sup.waitUntilSettled({ timeoutMs: 30_000, onProgress: (q) => seen.push(q) })
+    expect(p).toMatchObject({ hosts: 6, settled: true, connecting: 0, starting: 0, probing: 0, backoff: 1 })
+    expect(p.streaming + p.exec).toBe(5)
+    // The first report is where the fleet stood at the call; the last is the settled one returned.
+    expect(seen.length).toBeGreaterThanOrEqual(1)
+    expect(seen.at(-1)).toEqual(p)
+    // Settled: a collect now has metrics for every host that connected, and the refused host's cause.
+    const tick = await sup.collect({ timeoutMs: 5000 })
+    expect(tick.hosts.filter((h) => h.metrics !== undefined)).toHaveLength(5)
+    const down = tick.hosts.find((h) => h.host === f.hosts[5]!.name)!
+    expect(down.error).toMatchObject({ code: 'KAY_NOT_READY', details: { lastError: { code: 'KAY_CONNECT_FAILED' } } })
+    // Already settled: resolves at once with the same counts.
+    await expect(sup.waitUntilSettled({ timeoutMs: 0 })).resolves.toMatchObject({ settled: true, backoff: 1 })
+  })
+
+  it('rejects past its deadline with a typed KAY_TIMEOUT that carries the progress and the pending hosts', async () => {
+    const { fleet: f, sup } = await start(3, { hostOverrides: { 0: { stallHandshake: true } } }, STALLED)
+    const err = await sup.waitUntilSettled({ timeoutMs: 1500 }).then(
+      () => undefined,
+      (e: unknown) => e,
+    )
+    expect(err).toBeInstanceOf(SettleTimeoutError)
+    const e = err as SettleTimeoutError
+    expect(e.code).toBe('KAY_TIMEOUT')
+    expect(e.pending).toEqual([f.hosts[0]!.name])
+    expect(e.progress).toMatchObject({ hosts: 3, connecting: 1, settled: false })
+    expect(e.message).toContain(f.hosts[0]!.name)
+    expect(e.toJSON().details).toMatchObject({ pending: [f.hosts[0]!.name], progress: { connecting: 1 } })
+  })
+
+  it('rejects KAY_ABORTED on its signal, KAY_CLOSED when the supervisor stops, KAY_CONFIG on a bad deadline', async () => {
+    const { sup } = await start(2, { hostOverrides: { 0: { stallHandshake: true } } }, STALLED)
+    const ac = new AbortController()
+    const aborted = sup.waitUntilSettled({ timeoutMs: 60_000, signal: ac.signal })
+    ac.abort()
+    await expect(aborted).rejects.toMatchObject({ code: 'KAY_ABORTED' })
+    await expect(sup.waitUntilSettled({ timeoutMs: 60_000, signal: ac.signal })).rejects.toMatchObject({
+      code: 'KAY_ABORTED',
+    })
+    const closed = sup.waitUntilSettled({ timeoutMs: 60_000 }).then(
+      () => undefined,
+      (e: unknown) => e,
+    )
+    await sup.stop({ timeoutMs: 2000 })
+    expect(await closed).toMatchObject({ code: 'KAY_CLOSED' })
+    await expect(sup.waitUntilSettled({ timeoutMs: 1000 })).rejects.toMatchObject({ code: 'KAY_CLOSED' })
+    await expect(sup.waitUntilSettled({ timeoutMs: -1 })).rejects.toMatchObject({ code: 'KAY_CONFIG' })
+  })
+
+  it('ends only its own wait when onProgress throws; the supervisor goes on', async () => {
+    const { sup } = await start(2, {}, LONG_BACKOFF)
+    const boom = new Error('boom')
+    let calls = 0
+    // The first report comes from the call itself; the second from the shards' events, whose handler must survive.
+    await expect(
+      sup.waitUntilSettled({
+        timeoutMs: 30_000,
+        onProgress: () => {
+          if (++calls === 2) throw boom
+        },
+      }),
+    ).rejects.toBe(boom)
+    expect(calls).toBe(2)
+    await expect(sup.waitUntilSettled({ timeoutMs: 30_000 })).resolves.toMatchObject({ settled: true, streaming: 2 })
+  })
+})
+
+describe('run() and exec() on a host that is not ready', () => {
+  it('run() rejects KAY_NOT_READY at once, with the last cause as details.lastError, in the message and as cause', async () => {
+    const { fleet: f, sup } = await start(2, { hostOverrides: { 1: { refuse: true } } }, LONG_BACKOFF)
+    await sup.waitUntilSettled({ timeoutMs: 30_000 })
+    const down = f.hosts[1]!.name
+    const err = await sup.run(down, 'true').then(
+      () => undefined,
+      (e: unknown) => e,
+    )
+    expect(err).toMatchObject({
+      code: 'KAY_NOT_READY',
+      host: down,
+      details: { state: 'backoff', lastError: { code: 'KAY_CONNECT_FAILED' } },
+      cause: { code: 'KAY_CONNECT_FAILED', host: down },
+    })
+    expect((err as Error).message).toMatch(
+      new RegExp(`^${down}: not ready \\(backoff\\); last error KAY_CONNECT_FAILED: `),
+    )
+    // A ready host runs; exec answers every host exactly once, the down one with the same refusal.
+    await expect(sup.run(f.hosts[0]!.name, 'echo hi')).resolves.toMatchObject({ exitCode: 0 })
+    const results = []
+    for await (const r of sup.exec([f.hosts[0]!.name, down], 'echo hi')) results.push(r)
+    expect(results).toHaveLength(2)
+    expect(results.find((r) => r.host === down)?.error).toMatchObject({
+      code: 'KAY_NOT_READY',
+      details: { lastError: { code: 'KAY_CONNECT_FAILED' } },
+    })
+    expect(results.find((r) => r.host === f.hosts[0]!.name)?.result).toMatchObject({ exitCode: 0 })
+    await expect(sup.run('nope', 'true')).rejects.toMatchObject({ code: 'KAY_UNKNOWN_HOST' })
   })
 })

@@ -6,7 +6,7 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { LocalDialGate, loadIdentity } from '@kay/core'
+import { LocalDialGate, loadIdentity, parsePrivateKey } from '@kay/core'
 import { generateClientKey, type SimFleet, startSimFleet } from '@kay/core/sim'
 import { until } from '@kay/core/testing'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
@@ -139,9 +139,7 @@ describe('the shard batches streamed output across the thread boundary', () => {
     const messages: ShardMessage[] = []
     const port: ShardPort = { postMessage: (m) => messages.push(m) }
     const identity = await loadIdentity({ username: 'kay', identityFiles: [], defaultIdentityFiles: [] })
-    const { default: ssh2 } = await import('ssh2')
-    const parsed = ssh2.utils.parseKey(key.privateKey)
-    identity.keys = [{ key: Array.isArray(parsed) ? parsed[0] : parsed, source: 'inline' }] as typeof identity.keys
+    identity.keys = [parsePrivateKey(key.privateKey, 'inline')]
     const shard = new Shard(
       port,
       {

@@ -18,7 +18,11 @@ const RUNS = 500
 
 const notReady = new NotReadyError('sim0002: not ready (backoff)', {
   host: 'sim0002',
-  details: { state: 'backoff', nextRetryAt: 1_700_000_001_000, lastError: 'KAY_CONNECT_FAILED' },
+  details: {
+    state: 'backoff',
+    nextRetryAt: 1_700_000_001_000,
+    lastError: { code: 'KAY_CONNECT_FAILED', message: 'sim0002: connect refused' },
+  },
 }).toJSON()
 const connectFailed = new ConnectError('sim0003: connect failed: connect EMFILE 127.0.0.1:40001', {
   host: 'sim0003',

@@ -1,6 +1,6 @@
 /** What every command shares: its I/O, the Supervisor options built from the connection flags, the waits. */
 import { userInfo } from 'node:os'
-import { defaultPinFile, defaultUserKnownHostsFiles, type HostStatus, type HostTarget } from '@kay/core'
+import { defaultPinFile, defaultUserKnownHostsFiles, type HostTarget } from '@kay/core'
 import { Supervisor, type SupervisorOptions } from '@kay/workers'
 import { type ConnectionOptions, DEFAULTS } from '../args.js'
 import { fixHint } from '../ui/collate.js'
@@ -74,19 +74,11 @@ export function dialDeadlineMs(conn: ConnectionOptions, hosts: readonly HostTarg
 }
 
 /**
- * Wait until every host is ready with its collection stream probed (or collecting over exec), or has failed at least
- * once (bounded by `ms`).
+ * Wait until every host collects or has failed at least once (bounded by `ms`, or until `signal`): the supervisor's
+ * own wait. Past the deadline the command goes on, and each host not settled reports its own state.
  */
 export async function waitSettled(sup: Supervisor, ms: number, signal: AbortSignal): Promise<void> {
-  const end = Date.now() + ms
-  const settled = (s: HostStatus) =>
-    (s.state === 'ready' && s.collectPhase !== 'starting' && s.collectPhase !== 'probing') ||
-    s.state === 'quarantined' ||
-    (s.state === 'backoff' && s.attempts > 0)
-  while (!signal.aborted && Date.now() < end) {
-    if (sup.statuses().every(settled)) return
-    await new Promise((r) => setTimeout(r, 25))
-  }
+  await sup.waitUntilSettled({ timeoutMs: ms, signal }).catch(() => {})
 }
 
 /**

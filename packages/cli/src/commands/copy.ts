@@ -3,7 +3,8 @@
  * session of its pooled connection, modes kept, with per-host results and exit codes as `kay exec` has.
  */
 import { mkdir, stat } from 'node:fs/promises'
-import { ConfigError, checkLocalSources } from '@kay/core'
+import { ConfigError } from '@kay/core'
+import { checkLocalSources } from '@kay/core/internal'
 import type { ParsedCommand } from '../args.js'
 import { EXIT, type ExitCode, exitCodeFor, type HostOutcome } from '../help.js'
 import { resolveHosts } from '../hosts.js'

@@ -12,7 +12,7 @@ import { EXIT, type ExitCode, exitCodeFor, type HostOutcome } from '../help.js'
 import { resolveHosts } from '../hosts.js'
 import {
   collateResults,
-  type ExecResult,
+  type ExecOutcome,
   execJsonLine,
   failureLine,
   PrefixWriter,
@@ -82,7 +82,7 @@ class ExecView {
   readonly #io: Io
   readonly #statuses: Map<string, HostStatus>
   readonly #hosts = new Map<string, HostOutput>()
-  readonly #gathered: ExecResult[] = []
+  readonly #gathered: ExecOutcome[] = []
   readonly #keep: boolean
   /** Whole lines of the chunk being handled: written with one call (a flood would otherwise be a write per line). */
   #lines: string[] = []
@@ -137,7 +137,7 @@ class ExecView {
     h.err?.end()
     this.#flushLines(this.#io.err)
     const text = (parts: Uint8Array[]) => Buffer.concat(parts).toString('utf8')
-    const er: ExecResult = {
+    const er: ExecOutcome = {
       host: r.host,
       ok: r.result?.exitCode === 0 && !r.error,
       exitCode: r.result?.exitCode ?? null,

@@ -27,8 +27,8 @@ import {
   type SshConfig,
   type TrustExplanation,
   toKayError,
-  verdictError,
 } from '@kay/core'
+import { verdictError } from '@kay/core/internal'
 import { type ConnectionOptions, DEFAULTS, type ParsedCommand } from '../args.js'
 import { EXIT, type ExitCode, exitCodeFor } from '../help.js'
 import { errorLine, type Io } from './common.js'
@@ -97,7 +97,7 @@ function expandTrustHost(host: string): string[] {
 }
 
 /** A HOST as the operator wrote it, resolved through ssh_config (known_hosts `[addr]:port` names accepted). */
-export async function resolveTrustHost(config: SshConfig, host: string, conn: ConnectionOptions): Promise<HostTarget> {
+async function resolveTrustHost(config: SshConfig, host: string, conn: ConnectionOptions): Promise<HostTarget> {
   if (host.startsWith('|')) {
     throw new ConfigError(`'${host.slice(0, 12)}…' is a hashed known_hosts name; name the host instead`)
   }

@@ -6,9 +6,9 @@
  * without `_total`, `unknown` for untyped, `# EOF` at the end), which Prometheus asks for first.
  */
 import type { NodeChunk } from '@kay/core'
-import { nodeFamilyMeta } from '@kay/core'
+import { nodeFamilyMeta } from '@kay/core/internal'
 
-export type FamilyType = 'counter' | 'gauge' | 'untyped' | 'histogram'
+type FamilyType = 'counter' | 'gauge' | 'untyped' | 'histogram'
 export type ExpositionFormat = 'text' | 'openmetrics'
 
 export const CONTENT_TYPES: Record<ExpositionFormat, string> = {

@@ -10,14 +10,8 @@
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
-import {
-  type ActorState,
-  ConfigError,
-  escapeLabelValue,
-  type HostStatus,
-  type HostTarget,
-  type KayError,
-} from '@kay/core'
+import { type ActorState, ConfigError, type HostStatus, type HostTarget, type KayError } from '@kay/core'
+import { escapeLabelValue } from '@kay/core/internal'
 import type { CollectTick, Supervisor } from '@kay/workers'
 import { CONTENT_TYPES, Exposition, type ExpositionFormat, formatValue, negotiate } from './exposition.js'
 

@@ -13,7 +13,7 @@ import { foldHosts } from '@kay/core'
 import { ansi, sanitize } from './format.js'
 
 /** One host's outcome of `kay exec`. */
-export interface ExecResult {
+export interface ExecOutcome {
   host: string
   /** The command ran and exited 0. */
   ok: boolean
@@ -56,7 +56,7 @@ function errorKeyMessage(host: string, message: string): string {
  * Group results with identical stdout, stderr, exit status and error. Groups are ordered largest first
  * (the common answer, then the outliers), ties by first host.
  */
-export function collateResults(results: readonly ExecResult[]): CollateGroup[] {
+export function collateResults(results: readonly ExecOutcome[]): CollateGroup[] {
   const groups = new Map<string, CollateGroup>()
   for (const r of results) {
     const error =
@@ -112,7 +112,7 @@ export function fixHint(host: string, err: { code: string; message: string }): s
  * The closing line for a host that did not succeed, pdsh style (`pdsh@x: h001: ssh exited with exit code 3`), or
  * undefined when it did. One line, on stderr, in every output mode.
  */
-export function failureLine(r: ExecResult, printedOutput = r.stdout !== '' || r.stderr !== ''): string | undefined {
+export function failureLine(r: ExecOutcome, printedOutput = r.stdout !== '' || r.stderr !== ''): string | undefined {
   if (r.error !== undefined) {
     const partial = printedOutput ? ' (its output until then is shown)' : ''
     if (r.error.code === 'KAY_ABORTED') return `kay: ${r.host}: interrupted${partial}`
@@ -153,7 +153,7 @@ export interface PrefixWriterOptions {
   maxLineLength?: number
 }
 
-export const DEFAULT_MAX_LINE_LENGTH = 64 * 1024
+const DEFAULT_MAX_LINE_LENGTH = 64 * 1024
 
 /**
  * Turns one host's output stream into `prefix: line` lines. Chunks may split lines (and UTF-8 characters) anywhere;
@@ -216,7 +216,7 @@ export function prefixLines(host: string, text: string): string[] {
 }
 
 /** One NDJSON line (without the newline) for `kay exec --json`. */
-export function execJsonLine(r: ExecResult): string {
+export function execJsonLine(r: ExecOutcome): string {
   const obj: Record<string, unknown> = {
     host: r.host,
     ok: r.ok,

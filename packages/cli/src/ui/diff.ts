@@ -11,8 +11,8 @@ import { sanitize } from './format.js'
 
 /** Lines of context around each change, as `diff -u`. */
 const CONTEXT = 3
-export const MAX_DIFF_LINES = 20_000
-export const MAX_EDIT_DISTANCE = 1_000
+const MAX_DIFF_LINES = 20_000
+const MAX_EDIT_DISTANCE = 1_000
 
 type Op = { kind: ' ' | '-' | '+'; line: string }
 

@@ -5,7 +5,7 @@
  * turn into stray characters in the filter.
  */
 
-export type KeyName =
+type KeyName =
   | 'up'
   | 'down'
   | 'left'

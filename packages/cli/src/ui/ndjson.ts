@@ -19,9 +19,9 @@ export interface HostReport {
 }
 
 /** The printed per-host line: a HostReport's documented fields, in that order. */
-export type HostLine = HostReport
+type HostLine = HostReport
 
-export interface SummaryLine {
+interface SummaryLine {
   summary: true
   hosts: number
   ok: number
@@ -35,7 +35,7 @@ export interface SummaryLine {
 }
 
 /** The per-host object (only the documented fields, in a stable order). */
-export function hostLine(r: HostReport): HostLine {
+function hostLine(r: HostReport): HostLine {
   const o: HostLine = { host: r.host, ok: r.ok, state: r.state }
   if (r.metrics !== undefined) o.metrics = r.metrics
   if (r.error !== undefined) o.error = { code: r.error.code, message: r.error.message }
@@ -44,7 +44,7 @@ export function hostLine(r: HostReport): HostLine {
   return o
 }
 
-export function summaryLine(
+function summaryLine(
   reports: Iterable<HostReport>,
   tick: number,
   durationMs: number,

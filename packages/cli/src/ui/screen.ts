@@ -9,7 +9,7 @@
 import type { Key } from './keys.js'
 import { type FleetRow, type PreparedTable, prepareTable, SORT_CYCLE, type SortColumn } from './table.js'
 
-export type View = { kind: 'fleet' } | { kind: 'detail'; host: string }
+type View = { kind: 'fleet' } | { kind: 'detail'; host: string }
 
 export interface ScreenState {
   /** The latest data, as given (unsorted). */
@@ -37,7 +37,7 @@ export interface ScreenState {
 }
 
 /** Longest filter accepted; keys past it are ignored (a paste cannot grow state without bound). */
-export const FILTER_MAX_LENGTH = 200
+const FILTER_MAX_LENGTH = 200
 
 export function initialScreen(
   rows: readonly FleetRow[],

@@ -47,7 +47,7 @@ export type SortColumn = 'host' | 'state' | 'cpu' | 'mem' | 'load' | 'net' | 'fs
  */
 export const SORT_CYCLE: readonly SortColumn[] = ['host', 'state', 'cpu', 'mem', 'load', 'net', 'fs', 'rtt', 'uptime']
 
-export interface StateCounts {
+interface StateCounts {
   /** Connection ready. */
   ready: number
   /** Not yet connected: waiting for a dial slot (idle) or dialing. */
@@ -73,8 +73,8 @@ export interface PreparedTable {
   readonly problemsOnly: boolean
 }
 
-export const HOST_WIDTH_MIN = 4
-export const HOST_WIDTH_MAX = 40
+const HOST_WIDTH_MIN = 4
+const HOST_WIDTH_MAX = 40
 
 const collator = new Intl.Collator('en', { numeric: true, sensitivity: 'base' })
 
@@ -94,7 +94,7 @@ const NUMERIC: Partial<Record<SortColumn, NumKey>> = {
 }
 
 /** A comparator for a sort column; ties (and missing values, which sort last) fall back to the host id. */
-export function comparator(sort: SortColumn): (a: FleetRow, b: FleetRow) => number {
+function comparator(sort: SortColumn): (a: FleetRow, b: FleetRow) => number {
   const byId = (a: FleetRow, b: FleetRow): number => collator.compare(a.id, b.id)
   if (sort === 'host') return byId
   if (sort === 'state') {
@@ -121,7 +121,7 @@ export function comparator(sort: SortColumn): (a: FleetRow, b: FleetRow) => numb
 }
 
 /** The short state label used in the STATE column and matched by the filter (no retry time). */
-export function stateLabel(row: FleetRow): string {
+function stateLabel(row: FleetRow): string {
   const code = row.lastError?.code
   if (row.state === 'ready') {
     return row.collectPhase === 'starting' || row.collectPhase === 'probing' ? row.collectPhase : 'ready'
@@ -149,7 +149,7 @@ export function stateLabel(row: FleetRow): string {
 }
 
 /** Whether a row matches a filter: case-insensitive substring of the id, the state label or the error code. */
-export function matchesFilter(row: FleetRow, filter: string): boolean {
+function matchesFilter(row: FleetRow, filter: string): boolean {
   if (filter === '') return true
   const f = filter.toLowerCase()
   return (
@@ -160,11 +160,11 @@ export function matchesFilter(row: FleetRow, filter: string): boolean {
 }
 
 /** A host with a problem: not ready, or ready with a failed last tick. */
-export function hasProblem(row: FleetRow): boolean {
+function hasProblem(row: FleetRow): boolean {
   return row.state !== 'ready' || row.lastError !== undefined
 }
 
-export function countStates(rows: readonly FleetRow[]): StateCounts {
+function countStates(rows: readonly FleetRow[]): StateCounts {
   const c: StateCounts = { ready: 0, connecting: 0, down: 0, total: rows.length, problems: 0 }
   for (const r of rows) {
     if (r.state === 'ready') c.ready++
@@ -215,7 +215,7 @@ interface ColumnDef {
 }
 
 /** REASON's natural width: the code and a readable cause; it grows into spare room. */
-export const REASON_MIN_WIDTH = 30
+const REASON_MIN_WIDTH = 30
 
 /** Columns left to right, with their natural widths. HOST's width comes from the data; REASON takes the rest. */
 const COLUMNS: readonly ColumnDef[] = [
@@ -245,7 +245,7 @@ const COMPACT: Partial<Record<ColumnKey, Pick<ColumnDef, 'title' | 'width'>>> = 
  * any host has a problem REASON stays too (it shrinks to {@link REASON_SHRUNK_WIDTH} before CPU goes). STATE drops
  * the retry time before LOAD goes.
  */
-export const LAYOUT_STEPS: ReadonlyArray<{ drop: ColumnKey } | { compact: ColumnKey }> = [
+const LAYOUT_STEPS: ReadonlyArray<{ drop: ColumnKey } | { compact: ColumnKey }> = [
   { drop: 'mode' },
   { drop: 'rtt' },
   { drop: 'uptime' },
@@ -265,7 +265,7 @@ export const COLUMN_DROP_ORDER: readonly ColumnKey[] = LAYOUT_STEPS.flatMap((s) 
 /** REASON grows into the spare width up to this many columns. */
 const REASON_MAX_WIDTH = 100
 /** The narrowest REASON: the code and the start of the cause. */
-export const REASON_SHRUNK_WIDTH = 16
+const REASON_SHRUNK_WIDTH = 16
 
 export type Column = ColumnDef
 
@@ -456,7 +456,7 @@ export function collectSummary(p: {
 }
 
 /** Lines above the rows (summary, optional progress bar, header) and below them (optional status line, footer). */
-export function chromeHeight(summary: FleetSummary, status = false): number {
+function chromeHeight(summary: FleetSummary, status = false): number {
   return (summary.coldStart === true ? 2 : 1) + 1 + (status ? 1 : 0) + 1
 }
 

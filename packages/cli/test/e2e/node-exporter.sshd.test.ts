@@ -7,7 +7,7 @@
  */
 import { execFileSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { NODE_EXPORTER_COLLECTORS } from '@kay/core'
+import { NODE_EXPORTER_COLLECTORS } from '@kay/core/internal'
 import { SSHD_TEST_USER, until } from '@kay/core/testing'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import {

@@ -94,12 +94,9 @@ export const STREAM_FLAVOURS: readonly StreamFlavour[] = ['perl', 'python', 'awk
 export const COLLECT_MODES: readonly CollectMode[] = [...STREAM_FLAVOURS.map((f) => `stream-${f}` as const), 'exec']
 
 /** Whether `x` names a stream flavour. */
-export function isStreamFlavour(x: unknown): x is StreamFlavour {
+function isStreamFlavour(x: unknown): x is StreamFlavour {
   return typeof x === 'string' && (STREAM_FLAVOURS as readonly string[]).includes(x)
 }
-
-/** The sections every collection (and every stream frame) carries, in order. */
-export const COLLECT_SECTIONS = ['loadavg', 'meminfo', 'stat', 'uptime', 'netdev'] as const
 
 /** The tick's /proc files; its netdev section follows the interface rule below. */
 const PROC_FILES = 'loadavg meminfo stat uptime'

@@ -25,7 +25,7 @@ export interface FrameDecoderOptions {
   maxFrameBytes?: number
 }
 
-export const DEFAULT_MAX_FRAME_BYTES = 256 * 1024
+const DEFAULT_MAX_FRAME_BYTES = 256 * 1024
 
 const MARKER = Buffer.from('@@kay-end ', 'latin1')
 const NL_MARKER = Buffer.from('\n@@kay-end ', 'latin1')

@@ -2,14 +2,10 @@
 
 export {
   COLLECT_COMMAND,
-  COLLECT_MODES,
-  COLLECT_SECTIONS,
   DETAIL_COMMAND,
   DF_EVERY,
   forAnyLoginShell,
   identifyCommand,
-  isStreamFlavour,
-  type KayCommand,
   type NodeRequest,
   nodeCollectCommand,
   notKayOutput,
@@ -23,31 +19,17 @@ export {
   wantsDf,
 } from './commands.js'
 export {
-  DEFAULT_MAX_FRAME_BYTES,
-  type DropReason,
   type Frame,
   FrameDecoder,
-  type FrameDecoderOptions,
 } from './frame-decoder.js'
-export { escapeLabelValue, NODE_LIMITS, NodeSeries, parseOsRelease } from './node.js'
+export { NODE_LIMITS, NodeSeries, parseOsRelease } from './node.js'
 export {
-  DISK_DEVICES_EXCLUDE,
-  FS_TYPES_EXCLUDE,
-  MOUNT_POINTS_EXCLUDE,
-  NET_DEVICES_EXCLUDE,
-  NODE_EXPORTER_COLLECTORS,
-  type NodeFamilyMeta,
-  type NodeFamilyType,
   nodeFamilyMeta,
   STATIC_NODE_FAMILIES,
-  VMSTAT_FIELDS,
 } from './node-families.js'
 export {
-  CPU_STATES,
   computeMetrics,
-  MAX_CPUS,
   MAX_INPUT_CHARS,
-  MAX_INTERFACES,
   MAX_LOAD,
   MAX_UPTIME_SECONDS,
   parseCollection,
@@ -58,4 +40,4 @@ export {
   parseTickSample,
 } from './parse.js'
 export { ByteWriter, NodeSink } from './series-writer.js'
-export type { CpuState, HostDetail, HostMetrics, InterfaceCounters, NodeChunk, RawSample } from './types.js'
+export type { HostMetrics, RawSample } from './types.js'

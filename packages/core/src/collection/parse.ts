@@ -13,9 +13,9 @@ import type { CpuState, HostDetail, HostMetrics, InterfaceCounters, RawSample } 
 /** Input larger than this (in UTF-16 units, ≈ bytes for /proc text) is refused before any parsing. */
 export const MAX_INPUT_CHARS = 1024 * 1024
 /** More `cpuN` lines than this is not a real host. */
-export const MAX_CPUS = 4096
+const MAX_CPUS = 4096
 /** More interfaces than this in /proc/net/dev is refused. */
-export const MAX_INTERFACES = 65_536
+const MAX_INTERFACES = 65_536
 /** Load averages above this are refused as absurd. */
 export const MAX_LOAD = 1_000_000
 /** Uptimes above this (≈ 317 years) are refused as absurd. */

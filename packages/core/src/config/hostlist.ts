@@ -19,7 +19,7 @@ import { readFile } from 'node:fs/promises'
 import { ConfigError, ExpansionLimitError } from '../errors.js'
 
 /** Default cap on the number of hosts one expression (or host file) may expand to. */
-export const DEFAULT_EXPANSION_LIMIT = 1_000_000
+const DEFAULT_EXPANSION_LIMIT = 1_000_000
 
 /** A `[user@]host[:port]` spec, split. */
 export interface HostSpec {
@@ -251,7 +251,7 @@ function applyExclusions(hosts: string[], exclude: ExpandOptions['exclude'], lim
 }
 
 /** Remove duplicates, keeping the first occurrence's position. */
-export function dedupe<T>(items: Iterable<T>): T[] {
+function dedupe<T>(items: Iterable<T>): T[] {
   return [...new Set(items)]
 }
 

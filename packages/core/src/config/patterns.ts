@@ -44,8 +44,3 @@ export function matchPatternListResult(text: string, list: string, lower = false
   }
   return got
 }
-
-/** {@link matchPatternListResult} as a yes/no: a positive match and no negated one. */
-export function matchPatternList(text: string, list: string, lower = false): boolean {
-  return matchPatternListResult(text, list, lower) === 1
-}

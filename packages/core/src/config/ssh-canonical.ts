@@ -16,7 +16,7 @@ import type { CanonicalizeMode, PermittedCname } from './ssh-keywords.js'
 const execFileP = promisify(execFile)
 
 /** What getaddrinfo(3) says about a name. */
-export interface NameLookup {
+interface NameLookup {
   addresses: string[]
   /** ai_canonname: the name the resolver ended at (the first name of an /etc/hosts line, a CNAME's target). */
   canonicalName?: string
@@ -178,7 +178,7 @@ export function addressBytes(s: string): number[] | undefined {
 }
 
 /** ssh.c is_addr_fast: a name that can only be an address (digits and dots only, or a `:` or `%`). */
-export function isAddrFast(name: string): boolean {
+function isAddrFast(name: string): boolean {
   return name.includes('%') || name.includes(':') || /^[0-9.]*$/.test(name)
 }
 
@@ -188,7 +188,7 @@ export function isAddr(name: string, family: 0 | 4 | 6): boolean {
 }
 
 /** readconf.c config_has_permitted_cnames: set, and not just `none`. */
-export function hasPermittedCnames(rules: readonly PermittedCname[] | undefined): rules is readonly PermittedCname[] {
+function hasPermittedCnames(rules: readonly PermittedCname[] | undefined): rules is readonly PermittedCname[] {
   if (rules === undefined || rules.length === 0) return false
   return !(rules.length === 1 && rules[0]?.source.toLowerCase() === 'none' && rules[0]?.target === '')
 }
@@ -212,7 +212,7 @@ export interface CanonicalizeSettings {
 }
 
 /** ssh.c check_follow_cname: `name` replaced by `cname` when a permitted rule covers both. */
-export function followCname(name: string, cname: string | undefined, s: CanonicalizeSettings): string {
+function followCname(name: string, cname: string | undefined, s: CanonicalizeSettings): string {
   if (cname === undefined || cname === '' || !hasPermittedCnames(s.cnames) || name === cname) return name
   if (s.mode === 'no') return name
   if (!s.direct && s.mode !== 'always') return name

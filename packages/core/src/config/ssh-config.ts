@@ -47,10 +47,8 @@ import {
   securePermissions,
 } from './ssh-system.js'
 
-export type { NameLookup, NameResolver } from './ssh-canonical.js'
-export { systemResolver } from './ssh-canonical.js'
-export type { Account, ExecOutcome, MatchExecRunner, SystemDb } from './ssh-system.js'
-export { defaultSystemDb, filesSystemDb, runMatchExec } from './ssh-system.js'
+export type { ExecOutcome } from './ssh-system.js'
+export { filesSystemDb } from './ssh-system.js'
 
 /** readconf.c READCONF_MAX_DEPTH. */
 const MAX_INCLUDE_DEPTH = 16
@@ -61,7 +59,7 @@ const MAX_JUMP_DEPTH = 10
 /** readconf.h SSH_MAX_IDENTITY_FILES / SSH_MAX_CERTIFICATE_FILES. */
 const MAX_IDENTITY_FILES = 100
 /** The system-wide file ssh reads after the user's (only when no file is given explicitly). */
-export const SYSTEM_SSH_CONFIG = '/etc/ssh/ssh_config'
+const SYSTEM_SSH_CONFIG = '/etc/ssh/ssh_config'
 
 export interface SshConfigOptions {
   /** The account's home directory (getpwuid's pw_dir): `~`, `%d`, the default files. Default: from the account database. */

@@ -7,7 +7,7 @@
  * with ssh's "first obtained value wins" rules.
  */
 import { matchPatternListResult } from './patterns.js'
-import { argvSplit, type Env, ExpandError, expand, strdelim, validEnvName } from './ssh-lex.js'
+import { argvSplit, type Env, expand, strdelim, validEnvName } from './ssh-lex.js'
 
 /** A refused line; the caller adds file and line. */
 export class LineError extends Error {}
@@ -68,7 +68,7 @@ export interface LineContext {
 type Handler = (args: Args, ctx: LineContext) => Setting
 
 /** The arguments of one line, consumed as readconf.c consumes them; leftovers are "extra arguments". */
-export class Args {
+class Args {
   #i = 0
   constructor(
     readonly keyword: string,
@@ -118,7 +118,7 @@ function choices(...names: string[]): Handler {
 }
 
 /** misc.c convtime: `90`, `1m30s`, `2h`; `none` is -1 (ssh's parse_time). */
-export function parseTime(arg: string | undefined): number {
+function parseTime(arg: string | undefined): number {
   if (arg === undefined || arg === '') throw new LineError('missing time value')
   if (arg === 'none') return -1
   const mult: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400, w: 604800 }
@@ -161,7 +161,7 @@ function parseInteger(arg: string | undefined): number {
 }
 
 /** misc.c a2port: 0-65535 as a number, else a service name; the caller refuses <= 0. */
-export function a2port(s: string, servicePort: (name: string) => number | undefined): number {
+function a2port(s: string, servicePort: (name: string) => number | undefined): number {
   const v = strtonum(s, 65535)
   if (typeof v === 'number') return v
   return servicePort(s) ?? -1
@@ -289,7 +289,7 @@ function validKeyName(name: string): boolean {
 }
 
 /** misc.c valid_domain (as CanonicalDomains checks it): lower-cased, a trailing dot dropped. */
-export function validDomain(name: string): string {
+function validDomain(name: string): string {
   if (name === '') throw new LineError('empty domain name')
   if (!/^[A-Za-z0-9]/.test(name)) throw new LineError(`domain name "${name}" starts with invalid character`)
   const lower = name.toLowerCase()
@@ -460,7 +460,7 @@ function forward(kind: 'local' | 'remote' | 'dynamic'): Handler {
 }
 
 /** misc.c parse_user_host_port / parse_uri for one ProxyJump hop; `undefined` when ssh refuses it. */
-export function parseJumpHop(
+function parseJumpHop(
   s: string,
   servicePort: (name: string) => number | undefined,
 ): { user?: string; host: string; port?: number } | undefined {
@@ -989,19 +989,4 @@ export function parseMatch(rest: string): Criterion[] {
   }
   if (attributes === 0) throw new LineError('One or more attributes required for Match')
   return out
-}
-
-/** Refuse what `ssh -G` would refuse while expanding a keyword it expands before printing. */
-export function checkExpands(
-  value: string,
-  tokens: Readonly<Record<string, string>>,
-  env: Env | undefined,
-  what: string,
-): string {
-  try {
-    return expand(value, tokens, env)
-  } catch (err) {
-    if (err instanceof ExpandError) throw new LineError(`${what}: ${err.message}`)
-    throw err
-  }
 }

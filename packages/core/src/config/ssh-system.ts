@@ -8,7 +8,7 @@ import { execFileSync, spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import os from 'node:os'
 
-export interface Account {
+interface Account {
   name: string
   uid: number
   gid: number
@@ -163,7 +163,7 @@ export type MatchExecRunner = (
 ) => Promise<ExecOutcome>
 
 /** How long kay lets one `Match exec` command run (ssh waits forever; a fleet tool cannot). */
-export const MATCH_EXEC_TIMEOUT_MS = 30_000
+const MATCH_EXEC_TIMEOUT_MS = 30_000
 
 /**
  * Run a command the way ssh runs `Match exec`: `$SHELL -c command` (or /bin/sh), stdin and stdout on /dev/null,

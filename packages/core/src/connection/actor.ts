@@ -234,9 +234,12 @@ export class HostActor extends EventEmitter<HostActorEvents> {
   notReady(): KayError {
     const details: Record<string, unknown> = { state: this.#state }
     if (this.#nextRetryAt !== undefined) details.nextRetryAt = this.#nextRetryAt
-    if (this.#lastError) details.lastError = this.#lastError.code
+    const last = this.#lastError
+    if (last) details.lastError = { code: last.code, message: last.message }
     if (this.#state === 'closed') return new ClosedError(`${this.id}: actor closed`, { host: this.id, details })
-    return new NotReadyError(`${this.id}: not ready (${this.#state})`, { host: this.id, details })
+    // The cause of a host that is down travels with the refusal, so a caller need not look up its status.
+    const why = last ? `; last error ${last.code}: ${withoutHost(last.message, this.id)}` : ''
+    return new NotReadyError(`${this.id}: not ready (${this.#state})${why}`, { host: this.id, details, cause: last })
   }
 
   /**
@@ -1146,4 +1149,9 @@ function classifyHandshakeError(
     cause: err,
     details: level ? { level } : undefined,
   })
+}
+
+/** An error message without its leading `host: ` (the refusal that quotes it names the host already). */
+function withoutHost(message: string, host: string): string {
+  return message.startsWith(`${host}: `) ? message.slice(host.length + 2) : message
 }

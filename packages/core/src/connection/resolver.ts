@@ -86,7 +86,7 @@ interface Job {
 }
 
 /** getaddrinfo through Node, first address (as ssh tries them in order, kay dials the first). */
-export const systemLookup: LookupFn = async (hostname) => {
+const systemLookup: LookupFn = async (hostname) => {
   const r = await dnsLookup(hostname)
   return { address: r.address, family: r.family === 6 ? 6 : 4 }
 }

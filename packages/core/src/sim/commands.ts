@@ -317,7 +317,7 @@ class Exec implements RunningCommand {
 }
 
 /** Shell-like word split: whitespace separated, single or double quotes group (no escapes, no expansion). */
-export function splitWords(cmd: string): string[] {
+function splitWords(cmd: string): string[] {
   const out: string[] = []
   const re = /'([^']*)'|"([^"]*)"|(\S+)/g
   for (let m = re.exec(cmd); m !== null; m = re.exec(cmd)) out.push(m[1] ?? m[2] ?? m[3] ?? '')

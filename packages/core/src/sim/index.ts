@@ -4,7 +4,7 @@
  * and have fault knobs that can change at run time.
  */
 export { startSimFleet } from './fleet.js'
-export { fingerprintOf, type GeneratedKey, generateClientKey } from './keys.js'
+export { type GeneratedKey, generateClientKey } from './keys.js'
 export { ProcModel, seededRandom } from './procfs.js'
 export type { SpawnSimFleetOptions } from './protocol.js'
 export { type RemoteSimFleet, type SpawnOptions, spawnSimFleet } from './spawn.js'

@@ -1,6 +1,6 @@
-import { createHash } from 'node:crypto'
 import ssh2, { type ParsedKey } from 'ssh2'
 import { ConfigError, KeyInvalidError } from '../errors.js'
+import { fingerprint } from '../trust/known-hosts-format.js'
 
 // ssh2 is CommonJS and its `utils` is not a static named export Node's ESM loader can see.
 const { utils } = ssh2
@@ -53,12 +53,7 @@ export interface HostKey {
 export function generateHostKey(): HostKey {
   const { parsed } = generateEd25519('')
   const blob = parsed.getPublicSSH()
-  return { parsed, publicLine: `${parsed.type} ${blob.toString('base64')}`, fingerprint: fingerprintOf(blob) }
-}
-
-/** `SHA256:<base64 without padding>` of an SSH wire-format public key blob, as `ssh-keygen -l` prints it. */
-export function fingerprintOf(blob: Buffer): string {
-  return `SHA256:${createHash('sha256').update(blob).digest('base64').replace(/=+$/, '')}`
+  return { parsed, publicLine: `${parsed.type} ${blob.toString('base64')}`, fingerprint: fingerprint(blob) }
 }
 
 /** An authorized key, ready to compare (wire blob) and verify (parsed). */

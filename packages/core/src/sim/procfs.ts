@@ -530,7 +530,7 @@ export function junkBytes(n: number, rand: () => number = Math.random): Buffer {
 const HUGE_LINE = 300 * 1024
 
 /** Corrupt one section's content per the fault. Sections a fault does not touch pass through. */
-export function corruptSection(name: SectionName, content: string, fault: ProcFault): string | Buffer {
+function corruptSection(name: SectionName, content: string, fault: ProcFault): string | Buffer {
   switch (fault) {
     case 'none':
       return content

@@ -18,7 +18,7 @@ export {
   type ClientKey,
   FLEET_START_CONCURRENCY,
   type FleetOptions,
-  fingerprintOf,
+  fingerprintOfLine,
   fleetAddress,
   isLoopbackAddress,
   makeClientKey,

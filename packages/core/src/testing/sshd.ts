@@ -166,7 +166,7 @@ export function requireSshd(): boolean {
 }
 
 /** `SHA256:<base64, no padding>` of an OpenSSH public key line, as `ssh-keygen -lf` prints it. */
-export function fingerprintOf(publicKeyLine: string): string {
+export function fingerprintOfLine(publicKeyLine: string): string {
   const blob = publicKeyLine.trim().split(/\s+/)[1]
   if (!blob) throw new ConfigError(`not an OpenSSH public key line: ${publicKeyLine.slice(0, 40)}`)
   return `SHA256:${createHash('sha256').update(Buffer.from(blob, 'base64')).digest('base64').replace(/=+$/, '')}`
@@ -184,7 +184,7 @@ export async function makeClientKey(dir: string, name = 'id_ed25519'): Promise<C
     publicKeyPath: `${privateKeyPath}.pub`,
     privateKey: await readFile(privateKeyPath, 'utf8'),
     publicKey,
-    fingerprint: fingerprintOf(publicKey),
+    fingerprint: fingerprintOfLine(publicKey),
   }
 }
 
@@ -316,7 +316,7 @@ export class SshdServer {
   }
   /** `SHA256:…` of the host key, as `ssh-keygen -lf` and known_hosts tooling print it. */
   get fingerprint(): string {
-    return fingerprintOf(this.#hostKeyPublic)
+    return fingerprintOfLine(this.#hostKeyPublic)
   }
   /** The listener's pid (0 while stopped). */
   get pid(): number {

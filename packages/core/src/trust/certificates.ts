@@ -19,7 +19,7 @@ const MAX_PRINCIPALS = 256
 const CERT_SUFFIX = '-cert-v01@openssh.com'
 
 /** CASignatureAlgorithms as OpenSSH 9.2 defaults it (`ssh -G`), less the security-key ones kay cannot verify. */
-export const DEFAULT_CA_SIGNATURE_ALGORITHMS: readonly string[] = [
+const DEFAULT_CA_SIGNATURE_ALGORITHMS: readonly string[] = [
   'ssh-ed25519',
   'ecdsa-sha2-nistp256',
   'ecdsa-sha2-nistp384',

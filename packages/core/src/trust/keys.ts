@@ -39,7 +39,7 @@ import type { Identity } from '../types.js'
 import { parseCertificate } from './certificates.js'
 
 /** Smallest RSA modulus kay accepts (OpenSSH's RequiredRSASize default). */
-export const MIN_RSA_BITS = 2048
+const MIN_RSA_BITS = 2048
 
 export interface LoadIdentityOptions {
   /** Remote user name. */
@@ -93,7 +93,7 @@ export function clearKeyCache(): void {
  * Default identity files, in the order they are offered (ed25519 first: fewest failed attempts on modern hosts),
  * under the account's home directory as ssh's `~/.ssh/id_*` (the password database, not $HOME).
  */
-export function defaultIdentityFiles(homeDir: string = accountHome()): string[] {
+function defaultIdentityFiles(homeDir: string = accountHome()): string[] {
   return ['id_ed25519', 'id_ecdsa', 'id_rsa'].map((f) => join(homeDir, '.ssh', f))
 }
 
@@ -247,6 +247,19 @@ async function agentAvailable(sock: string | undefined): Promise<boolean> {
 }
 
 /**
+ * Parse a private key given as text (OpenSSH or PEM, unencrypted), as one of an {@link Identity}'s keys. A text that
+ * holds no key, or one that cannot be used without a passphrase, is KAY_KEY_INVALID naming `source`.
+ */
+export function parsePrivateKey(text: string | Buffer, source: string): Identity['keys'][number] {
+  const parsed = ssh2.utils.parseKey(text)
+  const key = Array.isArray(parsed) ? parsed[0] : parsed
+  if (!key || key instanceof Error) {
+    throw new KeyInvalidError(`${source}: ${key instanceof Error ? key.message : 'no key found'}`)
+  }
+  return { key, source }
+}
+
+/**
  * Load the identity for public-key auth. Errors: {@link KeyPermissionsError} (key readable by group/others),
  * {@link KeyInvalidError} (unparsable, public, DSA, RSA < 2048), {@link KeyEncryptedError} (passphrase-protected
  * and no agent to use instead), {@link ConfigError} (an explicitly given file is missing).
@@ -326,7 +339,7 @@ export async function loadIdentity(opts: LoadIdentityOptions): Promise<Identity>
 }
 
 /** What an auth attempt saw, for {@link AuthFailedError} details. */
-export interface AuthFailureDetails {
+interface AuthFailureDetails {
   /** Methods the server said can continue (empty if it never answered a failure). */
   methodsOffered: string[]
   /** Key sources offered, in order (`agent:<socket>` for the agent). */

@@ -91,11 +91,7 @@ export {
   entryMatchesName,
   fingerprint,
   hashKnownHostsName,
-  type KnownHostsEntry,
-  type KnownHostsMarker,
   keyTypeOf,
-  knownHostsName,
-  type ParsedKnownHosts,
   parseKnownHosts,
   parseKnownHostsLine,
 } from './known-hosts-format.js'
@@ -124,7 +120,7 @@ export type KnownHostsTarget = HostKeyTarget &
   Partial<Pick<HostTarget, 'strictHostKeyChecking' | 'userKnownHostsFiles' | 'globalKnownHostsFiles' | 'hostKeyAlias'>>
 
 /** The one name ssh looks the host up under: HostKeyAlias (lower-cased), else `host` / `[host]:port`. */
-export function hostKeyName(target: KnownHostsTarget): string {
+function hostKeyName(target: KnownHostsTarget): string {
   return target.hostKeyAlias !== undefined && target.hostKeyAlias !== ''
     ? target.hostKeyAlias.toLowerCase()
     : knownHostsName(target.hostname, target.port)
@@ -299,10 +295,7 @@ export function defaultUserKnownHostsFiles(homeDir: string = os.homedir()): stri
 }
 
 /** OpenSSH's default GlobalKnownHostsFile list. */
-export const DEFAULT_GLOBAL_KNOWN_HOSTS_FILES: readonly string[] = [
-  '/etc/ssh/ssh_known_hosts',
-  '/etc/ssh/ssh_known_hosts2',
-]
+const DEFAULT_GLOBAL_KNOWN_HOSTS_FILES: readonly string[] = ['/etc/ssh/ssh_known_hosts', '/etc/ssh/ssh_known_hosts2']
 
 /** A presented host key: its blob, and the certificate when it is one. */
 interface PresentedKey {

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest'
 import { HostActor } from '../../src/connection/actor.js'
 import { LocalDialGate } from '../../src/connection/dial-gate.js'
 import { CachingResolver, type LookupAnswer, type LookupFn } from '../../src/connection/resolver.js'
+import { errorFromJSON, type KayError, lastErrorOf } from '../../src/errors.js'
 import { startSimFleet } from '../../src/sim/index.js'
 import type { HostTarget } from '../../src/types.js'
 import { clientIdentity, memoryVerifier, waitForState } from '../support/fixtures.js'
@@ -253,9 +254,26 @@ describe('an actor resolves its name before asking for a dial slot', () => {
         message: 'gone: gone.example: name does not resolve: no such host',
       },
     })
-    await expect(actor.run('true')).rejects.toMatchObject({
+    // The refusal carries the host's last cause: code and message in details, in the message, and as `cause`.
+    const refused = await actor.run('true').then(
+      () => undefined,
+      (e: unknown) => e,
+    )
+    expect(refused).toMatchObject({
       code: 'KAY_NOT_READY',
-      details: { lastError: 'KAY_RESOLVE_FAILED' },
+      message:
+        'gone: not ready (backoff); last error KAY_RESOLVE_FAILED: gone.example: name does not resolve: no such host',
+      details: {
+        lastError: { code: 'KAY_RESOLVE_FAILED', message: 'gone: gone.example: name does not resolve: no such host' },
+      },
+      cause: { code: 'KAY_RESOLVE_FAILED' },
+    })
+    // Across a thread boundary (plain data), the cause is re-created too.
+    const again = errorFromJSON((refused as KayError).toJSON())
+    expect(again.cause).toMatchObject({ code: 'KAY_RESOLVE_FAILED', host: 'gone' })
+    expect(lastErrorOf(again)).toEqual({
+      code: 'KAY_RESOLVE_FAILED',
+      message: 'gone: gone.example: name does not resolve: no such host',
     })
     expect(gate.stats().inFlight).toBe(0)
     await actor.close()
