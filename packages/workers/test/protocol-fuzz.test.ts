@@ -103,8 +103,9 @@ const MESSAGES: Array<[ShardMessage, string[]]> = [
         { host: 'sim0001', status: ready as never, metrics: metrics as never, collectMode: 'stream-bash' },
         { host: 'sim0002', status: backoff as never, error: notReady },
       ],
+      droppedFrames: 0,
     },
-    ['id', 'results'],
+    ['id', 'results', 'droppedFrames'],
   ],
   [
     {
@@ -116,8 +117,9 @@ const MESSAGES: Array<[ShardMessage, string[]]> = [
           { host: 'sim0002', status: backoff as never, error: notReady },
         ]),
       ),
+      droppedFrames: 3,
     },
-    ['id', 'results'],
+    ['id', 'results', 'droppedFrames'],
   ],
   [{ type: 'run-result', id: 2, host: 'sim0001', result: runResult }, ['id', 'host']],
   [{ type: 'run-result', id: 2, host: 'sim0002', error: notReady }, ['id', 'host']],
