@@ -19,7 +19,7 @@
  * Every tick must answer for every host (kay: `ok` in the summary line; floor: every end marker).
  */
 import { execFileSync, spawn } from 'node:child_process'
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { performance } from 'node:perf_hooks'
@@ -40,6 +40,41 @@ interface Reading {
   atMs: number
   kayUsec: number
   hostUsec: number
+  threads?: Threads
+}
+
+/** CPU (ns) and times scheduled, per thread name, summed over a process's threads (/proc/<pid>/task/<tid>/schedstat). */
+type Threads = Map<string, { ns: number; runs: number }>
+
+async function threadsOf(pid: number): Promise<Threads> {
+  const m: Threads = new Map()
+  for (const tid of await readdir(`/proc/${pid}/task`).catch(() => [] as string[])) {
+    try {
+      // Node names every thread `node`: the main thread is the pid, the rest by their order of creation (V8's
+      // platform threads, then libuv's pool and the shard workers, in tid order).
+      const comm = (await readFile(`/proc/${pid}/task/${tid}/comm`, 'utf8')).trim()
+      const name = Number(tid) === pid ? 'main' : `${comm}+${Number(tid) - pid}`
+      const [ns, , runs] = (await readFile(`/proc/${pid}/task/${tid}/schedstat`, 'utf8')).split(' ').map(Number)
+      const t = m.get(name) ?? { ns: 0, runs: 0 }
+      t.ns += ns!
+      t.runs += runs!
+      m.set(name, t)
+    } catch {
+      // the thread ended
+    }
+  }
+  return m
+}
+
+/** Per thread name over a window: CPU ms per host-tick and wake-ups per tick. */
+function threadDelta(a: Threads, b: Threads, n: number, ticks: number): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const [name, t] of b) {
+    const p = a.get(name) ?? { ns: 0, runs: 0 }
+    out[name] =
+      `${((t.ns - p.ns) / 1e6 / (n * ticks)).toFixed(3)} ms, ${((t.runs - p.runs) / ticks).toFixed(0)} runs/tick`
+  }
+  return out
 }
 
 interface PerHostTick {
@@ -106,6 +141,7 @@ async function kayPhase(dir: string, fleet: SshdFleet, n: number, intervalS: num
       kay.once('exit', (code) => fail(new Error(`kay exited ${code}`)))
       let chain = Promise.resolve()
       createInterface({ input: kay.stdout! }).on('line', (line) => {
+        if (!line.startsWith('{')) console.log(`  kay: ${line}`) // what --node-flags asked for (e.g. --trace-gc)
         if (!line.startsWith('{"summary":true')) return
         const s = JSON.parse(line) as { tick: number; ok: number; progress?: { streaming: number } }
         const atMs = performance.now() - t0
@@ -118,6 +154,7 @@ async function kayPhase(dir: string, fleet: SshdFleet, n: number, intervalS: num
             atMs,
             kayUsec: await group.cpuUsageUsec(),
             hostUsec: (await hostCpu()) - h0,
+            threads: await threadsOf(kay.pid!),
           }
           readings.push(r)
           if (!converged && r.ok === n && r.streaming === n) converged = r
@@ -144,6 +181,7 @@ async function kayPhase(dir: string, fleet: SshdFleet, n: number, intervalS: num
     coldHostMsPerHost: c.hostUsec / 1000 / n,
     first: perHostTick(c, at(ticks), n),
     after: perHostTick(at(ticks), at(2 * ticks), n),
+    afterThreads: threadDelta(at(ticks).threads!, at(2 * ticks).threads!, n, ticks),
     ticksWithFailures: failed,
   }
 }
@@ -218,8 +256,11 @@ async function main(argv: string[]): Promise<number> {
   const intervals = intList(f.get('intervals'), [1, 5, 15])
   const ticks = Number(f.get('ticks') ?? 6)
   const methods = (f.get('methods') ?? 'kay,floor').split(',')
-  // Extra node flags for the CLI, e.g. `--node-flags=--cpu-prof,--cpu-prof-dir=/tmp/p` (comma-separated).
-  const nodeFlags = f.get('node-flags')?.split(',') ?? []
+  // Node flags for the CLI, e.g. `--node-flags=--trace-gc` (comma-separated); `--variants 'a;b,c'` runs the CLI once
+  // per set (`;`-separated, `-` for none) on the same fleet, against one floor run.
+  const variants = (f.get('variants') ?? f.get('node-flags') ?? '-')
+    .split(';')
+    .map((v) => (v === '-' || v === '' ? [] : v.split(',')))
   const commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim()
   const dir = await mkdtemp(join(tmpdir(), 'kay-tick-cost-'))
   const key = await makeClientKey(dir)
@@ -228,16 +269,19 @@ async function main(argv: string[]): Promise<number> {
     await writeConfig(dir, fleet, key.privateKeyPath)
     for (const intervalS of intervals) {
       if (methods.includes('kay')) {
-        await rm(join(dir, 'known_hosts'), { force: true })
-        const k = await kayPhase(dir, fleet, n, intervalS, ticks, nodeFlags)
-        console.log(
-          `kay   ${n} hosts @${intervalS}s: every host streaming at ${k.convergedS.toFixed(1)} s (tick ${k.convergedTick}), ` +
-            `cold ${k.coldClientMsPerHost.toFixed(1)} ms client / ${k.coldHostMsPerHost.toFixed(1)} ms host per host; ` +
-            `per host-tick: first ${ticks} ${k.first.client.toFixed(3)} / ${k.first.host.toFixed(3)}, ` +
-            `next ${ticks} ${k.after.client.toFixed(3)} / ${k.after.host.toFixed(3)} ms (client / host)` +
-            (k.ticksWithFailures > 0 ? `, ${k.ticksWithFailures} ticks with failures` : ''),
-        )
-        record('tick-cost', { method: 'kay-cli', hosts: n, intervalS, ticks, commit, ...k })
+        for (const nodeFlags of variants) {
+          await rm(join(dir, 'known_hosts'), { force: true })
+          const k = await kayPhase(dir, fleet, n, intervalS, ticks, nodeFlags)
+          console.log(
+            `kay ${nodeFlags.join(' ')}  ${n} hosts @${intervalS}s: every host streaming at ${k.convergedS.toFixed(1)} s (tick ${k.convergedTick}), ` +
+              `cold ${k.coldClientMsPerHost.toFixed(1)} ms client / ${k.coldHostMsPerHost.toFixed(1)} ms host per host; ` +
+              `per host-tick: first ${ticks} ${k.first.client.toFixed(3)} / ${k.first.host.toFixed(3)}, ` +
+              `next ${ticks} ${k.after.client.toFixed(3)} / ${k.after.host.toFixed(3)} ms (client / host)` +
+              (k.ticksWithFailures > 0 ? `, ${k.ticksWithFailures} ticks with failures` : ''),
+          )
+          for (const [name, v] of Object.entries(k.afterThreads)) console.log(`      thread ${name}: ${v}`)
+          record('tick-cost', { method: 'kay-cli', nodeFlags, hosts: n, intervalS, ticks, commit, ...k })
+        }
       }
       if (methods.includes('floor')) {
         const r = await floorPhase(fleet, key.privateKeyPath, n, intervalS, ticks)
