@@ -260,6 +260,7 @@ const arbMessage: fc.Arbitrary<ShardMessage> = fc.oneof(
       ),
       { maxLength: 5 },
     ),
+    droppedFrames: fc.nat(),
   }),
   fc.record(
     { type: fc.constant('run-result' as const), id, host: str, result: arbRunResult, error: arbError },
@@ -401,7 +402,8 @@ describe('the worker wire protocol decoder', () => {
       { type: 'collect', id: 1.5, timeoutMs: 1 },
       { type: 'collect', id: 1, timeoutMs: Number.POSITIVE_INFINITY },
       { type: 'crash', how: 'segfault' },
-      { type: 'collect-result', id: 1, results: [{ host: 'a', status: null }] },
+      { type: 'collect-result', id: 1, results: [{ host: 'a', status: null }], droppedFrames: 0 },
+      { type: 'collect-result', id: 1, results: [], droppedFrames: -1 },
       { type: 'collect-result', id: 1, results: [{ host: 'a', status: ready, error: { code: 'EPERM', message: '' } }] },
       { type: 'run-result', id: 1, host: 'a', error: { code: 'KAY_TIMEOUT' } },
       { type: 'run-result', id: 1, host: 'a', result: { ...runResult, exitCode: '0' } },
