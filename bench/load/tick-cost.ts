@@ -111,8 +111,8 @@ async function kayPhase(dir: string, fleet: SshdFleet, n: number, intervalS: num
   const t0 = performance.now()
   const argv = [
     process.execPath,
-    ...extra,
-    'packages/cli/bin/kay.js',
+    ...extra.filter((x) => !x.startsWith('cli=')),
+    extra.find((x) => x.startsWith('cli='))?.slice(4) ?? 'packages/cli/bin/kay.js',
     'fleet',
     '--json',
     '--interval',
@@ -257,7 +257,8 @@ async function main(argv: string[]): Promise<number> {
   const ticks = Number(f.get('ticks') ?? 6)
   const methods = (f.get('methods') ?? 'kay,floor').split(',')
   // Node flags for the CLI, e.g. `--node-flags=--trace-gc` (comma-separated); `--variants 'a;b,c'` runs the CLI once
-  // per set (`;`-separated, `-` for none) on the same fleet, against one floor run.
+  // per set (`;`-separated, `-` for none) on the same fleet, against one floor run. A `cli=<path>` item runs another
+  // build of the CLI (e.g. the commit before a change, built elsewhere) in place of packages/cli/bin/kay.js.
   const variants = (f.get('variants') ?? f.get('node-flags') ?? '-')
     .split(';')
     .map((v) => (v === '-' || v === '' ? [] : v.split(',')))
