@@ -11,7 +11,7 @@ import type { ExecChunk, HostCollectResult, HostExecResult, RunResultWire } from
 
 export type { ExecChunk, HostCollectResult, HostExecResult, RunResultWire }
 
-export const PROTOCOL_VERSION = 3
+export const PROTOCOL_VERSION = 4
 
 /** What a shard needs to build its actors. Plain data: it crosses threads. */
 export interface ShardConfig {
