@@ -134,6 +134,8 @@ async function kayPhase(dir: string, fleet: SshdFleet, n: number, intervalS: num
   })
   const readings: Reading[] = []
   let converged: Reading | undefined
+  /** The CLI's resident set at the end of the last window (main thread, shard threads, V8 heaps). */
+  let rssKiB = Number.NaN
   try {
     const deadlineMs = 300_000 + 3 * ticks * intervalS * 1000
     await new Promise<void>((done, fail) => {
@@ -159,6 +161,7 @@ async function kayPhase(dir: string, fleet: SshdFleet, n: number, intervalS: num
           readings.push(r)
           if (!converged && r.ok === n && r.streaming === n) converged = r
           if (converged && r.tick - converged.tick >= 2 * ticks) {
+            rssKiB = Number(/^VmRSS:\s+(\d+)/m.exec(await readFile(`/proc/${kay.pid}/status`, 'utf8'))?.[1])
             clearTimeout(timer)
             done()
           }
@@ -181,6 +184,7 @@ async function kayPhase(dir: string, fleet: SshdFleet, n: number, intervalS: num
     coldHostMsPerHost: c.hostUsec / 1000 / n,
     first: perHostTick(c, at(ticks), n),
     after: perHostTick(at(ticks), at(2 * ticks), n),
+    rssKiBPerHost: rssKiB / n,
     afterThreads: threadDelta(at(ticks).threads!, at(2 * ticks).threads!, n, ticks),
     ticksWithFailures: failed,
   }
@@ -277,7 +281,8 @@ async function main(argv: string[]): Promise<number> {
             `kay ${nodeFlags.join(' ')}  ${n} hosts @${intervalS}s: every host streaming at ${k.convergedS.toFixed(1)} s (tick ${k.convergedTick}), ` +
               `cold ${k.coldClientMsPerHost.toFixed(1)} ms client / ${k.coldHostMsPerHost.toFixed(1)} ms host per host; ` +
               `per host-tick: first ${ticks} ${k.first.client.toFixed(3)} / ${k.first.host.toFixed(3)}, ` +
-              `next ${ticks} ${k.after.client.toFixed(3)} / ${k.after.host.toFixed(3)} ms (client / host)` +
+              `next ${ticks} ${k.after.client.toFixed(3)} / ${k.after.host.toFixed(3)} ms (client / host); ` +
+              `RSS ${k.rssKiBPerHost.toFixed(0)} KiB per host` +
               (k.ticksWithFailures > 0 ? `, ${k.ticksWithFailures} ticks with failures` : ''),
           )
           for (const [name, v] of Object.entries(k.afterThreads)) console.log(`      thread ${name}: ${v}`)
