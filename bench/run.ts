@@ -66,6 +66,12 @@ const PROFILES: Record<string, () => Step[]> = {
       timeoutMs: 600_000,
     },
     {
+      name: 'cost per host-tick at 1/5/15 s, 100 real sshd, built CLI vs ssh2 floor',
+      file: join(here, 'load/tick-cost.ts'),
+      args: ['--hosts', '100', '--intervals', '1,5,15', '--ticks', '5'],
+      timeoutMs: 1_200_000,
+    },
+    {
       name: 'real sshd 100,300',
       file: join(here, 'load/real-sshd.ts'),
       args: ['--sizes', '100,300', '--ticks', '5'],

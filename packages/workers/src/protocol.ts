@@ -11,7 +11,7 @@ import type { ExecChunk, HostCollectResult, HostExecResult } from './results.js'
 
 export type { ExecChunk, HostCollectResult, HostExecResult }
 
-export const PROTOCOL_VERSION = 3
+export const PROTOCOL_VERSION = 4
 
 /** What a shard needs to build its actors. Plain data: it crosses threads. */
 export interface ShardConfig {
@@ -116,8 +116,18 @@ export type HostEvent = { kind: 'state'; status: HostStatus } | { kind: 'pinned'
 /** Shard → supervisor. */
 export type ShardMessage =
   | { type: 'ready'; version: number; shardIndex: number }
-  /** `packed`: the ready hosts with metrics as rows of a transferred buffer (packed.ts); `results`: the rest. */
-  | { type: 'collect-result'; id: number; results: HostCollectResult[]; packed?: PackedCollectResults }
+  /**
+   * `packed`: the ready hosts with metrics as rows of a transferred buffer (packed.ts); `results`: the rest. Every
+   * host's status travels with its result and `droppedFrames` is the shard's count so far, so a tick needs no
+   * `status` round trip after it.
+   */
+  | {
+      type: 'collect-result'
+      id: number
+      results: HostCollectResult[]
+      packed?: PackedCollectResults
+      droppedFrames: number
+    }
   | { type: 'run-result'; id: number; host: string; result?: RunResult; error?: SerializedError }
   /** Results (and, for a streamed exec, output chunks, which come before their host's result) of an exec or copy. */
   | { type: 'exec-items'; id: number; items: HostExecResult[]; chunks?: ExecChunk[]; done: boolean }
@@ -265,7 +275,10 @@ const REQUEST_CHECKS: Record<string, (m: Obj) => boolean> = {
 const MESSAGE_CHECKS: Record<string, (m: Obj) => boolean> = {
   ready: (m) => isId(m.version) && isId(m.shardIndex),
   'collect-result': (m) =>
-    isId(m.id) && arrayOf(m.results, isCollectResult) && optional(m.packed, isPackedCollectResults),
+    isId(m.id) &&
+    arrayOf(m.results, isCollectResult) &&
+    optional(m.packed, isPackedCollectResults) &&
+    isId(m.droppedFrames),
   'run-result': (m) =>
     isId(m.id) && isStr(m.host) && optional(m.result, isRunResult) && optional(m.error, isSerializedError),
   'exec-items': (m) =>

@@ -402,7 +402,11 @@ export class Shard {
 
   async collect(id: number, timeoutMs: number): Promise<void> {
     const { results, packed } = await collectTick(this.#hosts.values(), timeoutMs, this.#nodeSink)
-    this.#port.postMessage({ type: 'collect-result', id, results, packed }, [packed.values.buffer as ArrayBuffer])
+    let droppedFrames = 0
+    for (const e of this.#hosts.values()) droppedFrames += e.collector.droppedFrames
+    this.#port.postMessage({ type: 'collect-result', id, results, packed, droppedFrames }, [
+      packed.values.buffer as ArrayBuffer,
+    ])
   }
 
   async run(id: number, host: string, command: string, opts: CommandOptions): Promise<void> {

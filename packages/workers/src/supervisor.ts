@@ -39,7 +39,6 @@ import {
   type ShardConfig,
   type ShardMessage,
   type ShardRequest,
-  type ShardStats,
   type ShardWorkerData,
 } from './protocol.js'
 import { SharedDialGate } from './shared-dial-gate.js'
@@ -270,7 +269,8 @@ interface ShardHandle {
   hosts: Map<string, HostTarget>
   pending: Map<number, Pending>
   ready: Promise<void>
-  stats: ShardStats | undefined
+  /** The shard's dropped frames, as of its last collect or status reply. */
+  droppedFrames: number
 }
 
 const STOP_TIMEOUT_MS = 5000
@@ -338,7 +338,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         hosts: new Map(),
         pending: new Map(),
         ready: Promise.resolve(),
-        stats: undefined,
+        droppedFrames: 0,
       })
     }
     for (const h of opts.hosts) this.#place(h)
@@ -543,6 +543,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
             id: this.#nextId++,
             timeoutMs,
           })
+          s.droppedFrames = m.droppedFrames
           const entries = m.results.map((r) => this.#collectEntry(s, r))
           if (m.packed) {
             for (const r of unpackCollectResults(m.packed)) entries.push(this.#collectEntry(s, r))
@@ -570,6 +571,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         const phase = this.#statuses.get(r.host)?.collectPhase
         if (phase !== undefined) r.status.collectPhase = phase
       }
+      // The mode travels beside the status (one field of a row): the status keeps it, as a status reply's does.
+      if (r.collectMode !== undefined) r.status.collectMode = r.collectMode
       this.#statuses.set(r.host, r.status)
     }
     // Without an error the received result (a fresh clone or an unpacked row) is the entry: no copy per host.
@@ -844,7 +847,10 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     return [...this.#statuses.values()]
   }
 
-  /** Refresh per-shard counters (handshakes, collect modes, dropped frames) from the shards. */
+  /**
+   * Ask every shard for every host's status and its counters now. A tick does not need it: each collect reply
+   * carries the same (every host's status, the shard's dropped frames), so `stats()` after `collect()` is current.
+   */
   async refreshStats(): Promise<SupervisorStats> {
     this.#check()
     await Promise.all(
@@ -854,7 +860,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
             type: 'status',
             id: this.#nextId++,
           })
-          s.stats = m.stats
+          s.droppedFrames = m.stats.droppedFrames
           for (const st of m.statuses) if (s.hosts.has(st.id)) this.#statuses.set(st.id, st)
         } catch {
           // a restarting shard reports at the next refresh
@@ -875,7 +881,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       if (st.collectMode) byMode[st.collectMode] = (byMode[st.collectMode] ?? 0) + 1
     }
     let dropped = 0
-    for (const s of this.#shards) dropped += s.stats?.droppedFrames ?? 0
+    for (const s of this.#shards) dropped += s.droppedFrames
     const g = SharedDialGate.snapshot(this.#gateBuffer)
     const w = SharedDialGate.snapshot(this.#workBuffer)
     return Object.freeze({

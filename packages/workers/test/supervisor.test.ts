@@ -4,10 +4,11 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
+import { Worker } from 'node:worker_threads'
 import type { HostTarget } from '@kay/core'
 import { generateClientKey, type SimFleet, startSimFleet } from '@kay/core/sim'
 import { until } from '@kay/core/testing'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
 import { defaultThreads, HOSTS_PER_SHARD, Supervisor, type SupervisorOptions } from '../src/supervisor.js'
 
 const execFileP = promisify(execFile)
@@ -54,6 +55,10 @@ async function supervise(f: SimFleet, opts: Partial<SupervisorOptions> = {}): Pr
   running.push(sup)
   return sup
 }
+
+/** Hosts collecting over a stream, in any flavour. */
+const streaming = (st: { byMode: Record<string, number> }) =>
+  Object.entries(st.byMode).reduce((n, [mode, k]) => n + (mode.startsWith('stream-') ? k : 0), 0)
 
 async function allReady(sup: Supervisor, n: number, ms = 60_000): Promise<void> {
   await until(
@@ -133,6 +138,39 @@ describe('Supervisor with the simulator', () => {
     expect(byHost.get(f.hosts[3]!.name)?.error?.code).toBe('KAY_NOT_READY')
     expect(byHost.get(f.hosts[7]!.name)?.error?.code).toBe('KAY_PARSE_ERROR')
     expect(tick.hosts.filter((h) => h.metrics).length).toBe(18)
+  })
+
+  it('costs one round trip per shard per tick: the collect reply carries every status and counter', async () => {
+    const f = await fleetOf(8)
+    const sup = await supervise(f)
+    await allReady(sup, 8, 15_000)
+    for (let i = 0; i < 50 && streaming(await sup.refreshStats()) < 8; i++) await sup.collect({ timeoutMs: 5000 })
+    const posted: string[] = []
+    const original = Worker.prototype.postMessage
+    const post = vi.spyOn(Worker.prototype, 'postMessage').mockImplementation(function (this: Worker, m, t) {
+      posted.push((m as { type: string }).type)
+      return original.call(this, m, t)
+    })
+    let tick: Awaited<ReturnType<Supervisor['collect']>>
+    try {
+      tick = await sup.collect({ timeoutMs: 5000 })
+    } finally {
+      post.mockRestore()
+    }
+    expect(posted).toEqual(['collect', 'collect'])
+    expect(tick.hosts.filter((h) => h.metrics)).toHaveLength(8)
+    // What the tick leaves in stats() and statuses() is what a status round trip says.
+    const pick = (st: ReturnType<Supervisor['stats']>) => {
+      const { hosts, byState, byMode, handshakes, droppedFrames } = st
+      return { hosts, byState, byMode, handshakes, droppedFrames }
+    }
+    const key = (xs: ReturnType<Supervisor['statuses']>) =>
+      xs.map((s) => `${s.id} ${s.state} ${s.handshakes} ${s.collectMode} ${s.collectPhase}`).sort()
+    const fromTick = { stats: pick(sup.stats()), statuses: key(sup.statuses()) }
+    expect(fromTick.stats).toMatchObject({ hosts: 8, byState: { ready: 8 }, handshakes: 8 })
+    expect(streaming(fromTick.stats)).toBe(8)
+    expect(pick(await sup.refreshStats())).toEqual(fromTick.stats)
+    expect(key(sup.statuses())).toEqual(fromTick.statuses)
   })
 
   it('probes the configured stream flavours in the shards (collectFlavours), perl first by default', async () => {

@@ -30,7 +30,6 @@ export async function cmdCollect(
     await sup.collect({ timeoutMs })
     await sleep(cmd.sampleGapMs, io.signal)
     const tick = await sup.collect({ timeoutMs })
-    await sup.refreshStats()
     if (cmd.json) io.out.write(`${tickLines(reportsOf(tick), tick.tick, tick.durationMs).join('\n')}\n`)
     else printTable(io, tick, sup)
     for (const h of tick.hosts) {

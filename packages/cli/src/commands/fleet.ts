@@ -59,7 +59,6 @@ export async function cmdFleet(
       const last = await sup.collect({ timeoutMs: Math.min(cmd.intervalMs, connectTimeoutOf(conn)) })
       n++
       worst = Math.max(worst, exitCodeFor(outcomes(last))) as ExitCode
-      await sup.refreshStats()
       if (cmd.json) {
         io.out.write(`${tickLines(reportsOf(last), last.tick, last.durationMs, sup.progress()).join('\n')}\n`)
       } else printTable(io, last, sup)

@@ -41,7 +41,6 @@ export async function cmdServe(cmd: ParsedCommand & { command: 'serve' }, io: Io
       while (!io.signal.aborted) {
         const started = Date.now()
         const tick = await sup.collect({ timeoutMs: Math.min(cmd.intervalMs, connectTimeoutOf(cmd.connection)) })
-        await sup.refreshStats()
         metrics.update(tick, sup)
         firstTickDone = true
         await sleep(Math.max(0, cmd.intervalMs - (Date.now() - started)), io.signal)

@@ -213,7 +213,6 @@ export async function runTui(sup: Supervisor, opts: TuiOptions): Promise<ExitCod
         const t = await sup.collect({ timeoutMs: opts.intervalMs })
         tick = t.tick
         absorbTick(t, metrics, errors)
-        await sup.refreshStats()
         if (!everyoneReadyOnce && (sup.stats().byState.ready ?? 0) === sup.stats().hosts) everyoneReadyOnce = true
         refreshRows()
         if (selectedRow(state) === undefined) state = resize(state, pageSize())

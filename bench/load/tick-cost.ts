@@ -1,0 +1,308 @@
+/**
+ * Cost per host-tick at the operator's interval: the built CLI (`kay fleet --json --interval Ns`) over real OpenSSH
+ * sshd hosts (one per host on 127.77.x.y), from a cold start and after it, against the transport floor at the same
+ * interval in the same run.
+ *
+ *   bash .ci/setup-sshd.sh && pnpm build   # sshd and kaytest; the CLI it runs is the built one (bin/kay.js)
+ *   flock /tmp/kay-heavy.lock node --conditions=kay-source --import tsx bench/load/tick-cost.ts \
+ *     --hosts 100 --intervals 5 --ticks 6
+ *
+ * Per interval (`--intervals 1,5,15`, seconds), two phases over the same fleet:
+ * - kay: the CLI runs in a cgroup of its own (every thread, from exec on); the hosts' sshd and loops in the fleet's.
+ *   `cold` is the CPU from exec to the first tick at which every host answered over its stream (handshakes, probes,
+ *   V8's first compiles), per host. Then `first` is the `--ticks` ticks after that tick and `after` the `--ticks`
+ *   after those, per host-tick, each from the end of one tick to the end of the tick `--ticks` later, as read
+ *   when the CLI prints the tick's summary line.
+ * - floor: the cheapest design there is, in this process: one bare ssh2 Client per host, one channel per host
+ *   running kay's perl loop, one request line per tick on it, the frame's end marker awaited, nothing parsed. Client
+ *   CPU is this process's (it does nothing else meanwhile); host CPU the fleet's cgroup. One tick of warm-up.
+ * Every tick must answer for every host (kay: `ok` in the summary line; floor: every end marker).
+ */
+import { execFileSync, spawn } from 'node:child_process'
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { performance } from 'node:perf_hooks'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
+import { randomStreamToken, streamCommand } from '@kay/core/internal'
+import { Cgroup, makeClientKey, type SshdFleet, sshdAvailable, startSshdFleet } from '@kay/core/testing'
+import { Client, type ClientChannel } from 'ssh2'
+import { type FloorChannel, flags, floorTick, intList, record, runMain, sleep, watchFloorChannel } from './lib.js'
+
+const ROOT = resolve(fileURLToPath(new URL('../../', import.meta.url)))
+const FANOUT = 16
+
+interface Reading {
+  tick: number
+  ok: number
+  streaming: number
+  atMs: number
+  kayUsec: number
+  hostUsec: number
+  threads?: Threads
+}
+
+/** CPU (ns) and times scheduled, per thread name, summed over a process's threads (/proc/<pid>/task/<tid>/schedstat). */
+type Threads = Map<string, { ns: number; runs: number }>
+
+async function threadsOf(pid: number): Promise<Threads> {
+  const m: Threads = new Map()
+  for (const tid of await readdir(`/proc/${pid}/task`).catch(() => [] as string[])) {
+    try {
+      // Node names every thread `node`: the main thread is the pid, the rest by their order of creation (V8's
+      // platform threads, then libuv's pool and the shard workers, in tid order).
+      const comm = (await readFile(`/proc/${pid}/task/${tid}/comm`, 'utf8')).trim()
+      const name = Number(tid) === pid ? 'main' : `${comm}+${Number(tid) - pid}`
+      const [ns, , runs] = (await readFile(`/proc/${pid}/task/${tid}/schedstat`, 'utf8')).split(' ').map(Number)
+      const t = m.get(name) ?? { ns: 0, runs: 0 }
+      t.ns += ns!
+      t.runs += runs!
+      m.set(name, t)
+    } catch {
+      // the thread ended
+    }
+  }
+  return m
+}
+
+/** Per thread name over a window: CPU ms per host-tick and wake-ups per tick. */
+function threadDelta(a: Threads, b: Threads, n: number, ticks: number): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const [name, t] of b) {
+    const p = a.get(name) ?? { ns: 0, runs: 0 }
+    out[name] =
+      `${((t.ns - p.ns) / 1e6 / (n * ticks)).toFixed(3)} ms, ${((t.runs - p.runs) / ticks).toFixed(0)} runs/tick`
+  }
+  return out
+}
+
+interface PerHostTick {
+  client: number
+  host: number
+}
+
+const perHostTick = (a: Reading, b: Reading, n: number): PerHostTick => ({
+  client: (b.kayUsec - a.kayUsec) / 1000 / (n * (b.tick - a.tick)),
+  host: (b.hostUsec - a.hostUsec) / 1000 / (n * (b.tick - a.tick)),
+})
+
+async function writeConfig(dir: string, fleet: SshdFleet, keyPath: string): Promise<string[]> {
+  const names = fleet.servers.map((_, i) => `h${i + 1}`)
+  await writeFile(
+    join(dir, 'ssh_config'),
+    fleet.servers
+      .map(
+        (s, i) =>
+          `Host ${names[i]}\n  HostName ${s.host}\n  Port ${s.port}\n  User ${s.user}\n  IdentityFile ${keyPath}\n`,
+      )
+      .join(''),
+  )
+  await writeFile(join(dir, 'hosts'), `${names.join('\n')}\n`)
+  return names
+}
+
+/** One CLI run from exec: the cold start, then two windows of `ticks` ticks. */
+async function kayPhase(dir: string, fleet: SshdFleet, n: number, intervalS: number, ticks: number, extra: string[]) {
+  const group = Cgroup.create('bench')
+  if (!group) throw new Error('no writable cgroup v2 hierarchy')
+  const hostCpu = async () => (await fleet.cpuUsageUsec()) ?? Number.NaN
+  const h0 = await hostCpu()
+  const t0 = performance.now()
+  const argv = [
+    process.execPath,
+    ...extra.filter((x) => !x.startsWith('cli=')),
+    extra.find((x) => x.startsWith('cli='))?.slice(4) ?? 'packages/cli/bin/kay.js',
+    'fleet',
+    '--json',
+    '--interval',
+    `${intervalS}s`,
+    '--hostfile',
+    join(dir, 'hosts'),
+    '--ssh-config',
+    join(dir, 'ssh_config'),
+    '--known-hosts',
+    join(dir, 'known_hosts'),
+  ]
+  const kay = spawn('sh', ['-c', `echo $$ > ${group.procsPath} && exec "$@"`, 'sh', ...argv], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  // Host-key pins are expected on a cold start; anything else on stderr is shown.
+  createInterface({ input: kay.stderr! }).on('line', (l) => {
+    if (!l.startsWith('kay: pinned host key')) console.error(l)
+  })
+  const readings: Reading[] = []
+  let converged: Reading | undefined
+  /** The CLI's resident set at the end of the last window (main thread, shard threads, V8 heaps). */
+  let rssKiB = Number.NaN
+  try {
+    const deadlineMs = 300_000 + 3 * ticks * intervalS * 1000
+    await new Promise<void>((done, fail) => {
+      const timer = setTimeout(() => fail(new Error('kay: no result in time')), deadlineMs)
+      kay.once('exit', (code) => fail(new Error(`kay exited ${code}`)))
+      let chain = Promise.resolve()
+      createInterface({ input: kay.stdout! }).on('line', (line) => {
+        if (!line.startsWith('{')) console.log(`  kay: ${line}`) // what --node-flags asked for (e.g. --trace-gc)
+        if (!line.startsWith('{"summary":true')) return
+        const s = JSON.parse(line) as { tick: number; ok: number; progress?: { streaming: number } }
+        const atMs = performance.now() - t0
+        // Read both groups in arrival order; the tick's work is done when its summary line is printed.
+        chain = chain.then(async () => {
+          const r: Reading = {
+            tick: s.tick,
+            ok: s.ok,
+            streaming: s.progress?.streaming ?? 0,
+            atMs,
+            kayUsec: await group.cpuUsageUsec(),
+            hostUsec: (await hostCpu()) - h0,
+            threads: await threadsOf(kay.pid!),
+          }
+          readings.push(r)
+          if (!converged && r.ok === n && r.streaming === n) converged = r
+          if (converged && r.tick - converged.tick >= 2 * ticks) {
+            rssKiB = Number(/^VmRSS:\s+(\d+)/m.exec(await readFile(`/proc/${kay.pid}/status`, 'utf8'))?.[1])
+            clearTimeout(timer)
+            done()
+          }
+        })
+      })
+    })
+  } finally {
+    kay.removeAllListeners('exit')
+    kay.kill('SIGTERM')
+    await new Promise((r) => (kay.exitCode === null ? kay.once('exit', r) : r(null)))
+    await group.destroy()
+  }
+  const c = converged!
+  const at = (k: number) => readings.find((r) => r.tick === c.tick + k)!
+  const failed = readings.filter((r) => r.tick > c.tick && r.ok !== n).length
+  return {
+    convergedS: c.atMs / 1000,
+    convergedTick: c.tick,
+    coldClientMsPerHost: c.kayUsec / 1000 / n,
+    coldHostMsPerHost: c.hostUsec / 1000 / n,
+    first: perHostTick(c, at(ticks), n),
+    after: perHostTick(at(ticks), at(2 * ticks), n),
+    rssKiBPerHost: rssKiB / n,
+    afterThreads: threadDelta(at(ticks).threads!, at(2 * ticks).threads!, n, ticks),
+    ticksWithFailures: failed,
+  }
+}
+
+interface FloorConn extends FloorChannel {
+  client: Client
+  channel: ClientChannel
+}
+
+function openFloorConn(host: string, port: number, user: string, key: Buffer): Promise<FloorConn> {
+  return new Promise((resolve, reject) => {
+    const client = new Client()
+    const token = randomStreamToken()
+    client.on('error', reject)
+    client.on('ready', () => {
+      client.exec(streamCommand('perl', token), (err, channel) => {
+        if (err) return reject(err)
+        const c: FloorConn = { client, channel, token, tail: '' }
+        channel.stderr.resume()
+        watchFloorChannel(c)
+        channel.on('close', () => c.want?.resolve(false))
+        resolve(c)
+      })
+    })
+    client.connect({ host, port, username: user, privateKey: key, hostVerifier: () => true })
+  })
+}
+
+/** The floor at `intervalS`: one warm-up tick, then `ticks` measured ones. */
+async function floorPhase(fleet: SshdFleet, keyPath: string, n: number, intervalS: number, ticks: number) {
+  const key = await readFile(keyPath)
+  const conns: FloorConn[] = []
+  const s = fleet.servers
+  try {
+    for (let i = 0; i < n; i += FANOUT) {
+      const batch = s.slice(i, i + FANOUT)
+      conns.push(...(await Promise.all(batch.map((x) => openFloorConn(x.host, x.port, x.user, key)))))
+    }
+    let seq = 0
+    let failed = 0
+    let a: Reading | undefined
+    let b: Reading | undefined
+    for (let k = 0; k <= ticks; k++) {
+      const started = performance.now()
+      const ok = await floorTick(conns, ++seq)
+      if (ok !== n) failed++
+      const r: Reading = {
+        tick: k,
+        ok,
+        streaming: n,
+        atMs: 0,
+        kayUsec: process.cpuUsage().user + process.cpuUsage().system,
+        hostUsec: (await fleet.cpuUsageUsec()) ?? Number.NaN,
+      }
+      if (k === 0) a = r
+      else b = r
+      if (k < ticks) await sleep(Math.max(0, intervalS * 1000 - (performance.now() - started)))
+    }
+    return { ...perHostTick(a!, b!, n), ticksWithFailures: failed }
+  } finally {
+    for (const c of conns) c.client.end()
+  }
+}
+
+async function main(argv: string[]): Promise<number> {
+  if (!sshdAvailable()) {
+    console.error('needs sshd and the kaytest user: run .ci/setup-sshd.sh')
+    return 2
+  }
+  const f = flags(argv)
+  const n = Number(f.get('hosts') ?? 100)
+  const intervals = intList(f.get('intervals'), [1, 5, 15])
+  const ticks = Number(f.get('ticks') ?? 6)
+  const methods = (f.get('methods') ?? 'kay,floor').split(',')
+  // Node flags for the CLI, e.g. `--node-flags=--trace-gc` (comma-separated); `--variants 'a;b,c'` runs the CLI once
+  // per set (`;`-separated, `-` for none) on the same fleet, against one floor run. A `cli=<path>` item runs another
+  // build of the CLI (e.g. the commit before a change, built elsewhere) in place of packages/cli/bin/kay.js.
+  const variants = (f.get('variants') ?? f.get('node-flags') ?? '-')
+    .split(';')
+    .map((v) => (v === '-' || v === '' ? [] : v.split(',')))
+  const commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim()
+  const dir = await mkdtemp(join(tmpdir(), 'kay-tick-cost-'))
+  const key = await makeClientKey(dir)
+  const fleet = await startSshdFleet({ count: n, authorizedKeys: [key.publicKey] })
+  try {
+    await writeConfig(dir, fleet, key.privateKeyPath)
+    for (const intervalS of intervals) {
+      if (methods.includes('kay')) {
+        for (const nodeFlags of variants) {
+          await rm(join(dir, 'known_hosts'), { force: true })
+          const k = await kayPhase(dir, fleet, n, intervalS, ticks, nodeFlags)
+          console.log(
+            `kay ${nodeFlags.join(' ')}  ${n} hosts @${intervalS}s: every host streaming at ${k.convergedS.toFixed(1)} s (tick ${k.convergedTick}), ` +
+              `cold ${k.coldClientMsPerHost.toFixed(1)} ms client / ${k.coldHostMsPerHost.toFixed(1)} ms host per host; ` +
+              `per host-tick: first ${ticks} ${k.first.client.toFixed(3)} / ${k.first.host.toFixed(3)}, ` +
+              `next ${ticks} ${k.after.client.toFixed(3)} / ${k.after.host.toFixed(3)} ms (client / host); ` +
+              `RSS ${k.rssKiBPerHost.toFixed(0)} KiB per host` +
+              (k.ticksWithFailures > 0 ? `, ${k.ticksWithFailures} ticks with failures` : ''),
+          )
+          for (const [name, v] of Object.entries(k.afterThreads)) console.log(`      thread ${name}: ${v}`)
+          record('tick-cost', { method: 'kay-cli', nodeFlags, hosts: n, intervalS, ticks, commit, ...k })
+        }
+      }
+      if (methods.includes('floor')) {
+        const r = await floorPhase(fleet, key.privateKeyPath, n, intervalS, ticks)
+        console.log(
+          `floor ${n} hosts @${intervalS}s: per host-tick ${r.client.toFixed(3)} / ${r.host.toFixed(3)} ms (client / host)` +
+            (r.ticksWithFailures > 0 ? `, ${r.ticksWithFailures} ticks with failures` : ''),
+        )
+        record('tick-cost', { method: 'ssh2-floor', hosts: n, intervalS, ticks, ...r })
+      }
+    }
+    return 0
+  } finally {
+    await fleet.stop()
+    await rm(dir, { recursive: true, force: true })
+  }
+}
+
+runMain(import.meta.url, main)
