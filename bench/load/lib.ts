@@ -5,9 +5,10 @@
 import { appendFileSync, readdirSync } from 'node:fs'
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { streamRequest, wantsDf } from '@kay/core/internal'
+import { randomStreamToken, streamCommand, streamRequest, wantsDf } from '@kay/core/internal'
 import { type UntilOptions, until } from '@kay/core/testing'
 import type { Supervisor } from '@kay/workers'
+import { Client, type ClientChannel } from 'ssh2'
 
 export { sleep }
 
@@ -256,4 +257,29 @@ export async function floorTick(conns: readonly FloorChannel[], seq: number): Pr
     ),
   )
   return answered.filter(Boolean).length
+}
+
+export interface FloorConn extends FloorChannel {
+  client: Client
+  channel: ClientChannel
+}
+
+/** Dials one host with a bare ssh2 Client and opens kay's perl loop on it (the same command kay sends). */
+export function openFloorConn(host: string, port: number, user: string, key: Buffer): Promise<FloorConn> {
+  return new Promise((resolve, reject) => {
+    const client = new Client()
+    const token = randomStreamToken()
+    client.on('error', reject)
+    client.on('ready', () => {
+      client.exec(streamCommand('perl', token), (err, channel) => {
+        if (err) return reject(err)
+        const c: FloorConn = { client, channel, token, tail: '' }
+        channel.stderr.resume()
+        watchFloorChannel(c)
+        channel.on('close', () => c.want?.resolve(false))
+        resolve(c)
+      })
+    })
+    client.connect({ host, port, username: user, privateKey: key, hostVerifier: () => true })
+  })
 }

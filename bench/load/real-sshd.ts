@@ -25,17 +25,17 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import type { StreamFlavour } from '@kay/core'
-import { COLLECT_COMMAND, randomStreamToken, streamCommand } from '@kay/core/internal'
+import { COLLECT_COMMAND } from '@kay/core/internal'
 import { Cgroup, makeClientKey, SSHD_LOG, type SshdFleet, sshdAvailable, startSshdFleet } from '@kay/core/testing'
 import { Supervisor } from '@kay/workers'
-import { Client, type ClientChannel } from 'ssh2'
 import {
   cpuMsSince,
-  type FloorChannel,
+  type FloorConn,
   flags,
   floorTick,
   fmt,
   intList,
+  openFloorConn,
   reached,
   record,
   runMain,
@@ -43,7 +43,6 @@ import {
   sleep,
   summarize,
   warmUpStreams,
-  watchFloorChannel,
 } from './lib.js'
 
 const FANOUT = 16
@@ -225,31 +224,6 @@ async function kay(ctx: Ctx, mode: 'stream' | 'exec', ticks: number, flavour?: S
   }
 }
 
-interface FloorConn extends FloorChannel {
-  client: Client
-  channel: ClientChannel
-}
-
-/** Dials one host with a bare ssh2 Client and opens kay's perl loop on it (the same command kay sends). */
-function openFloorConn(ctx: Ctx, host: string, key: Buffer): Promise<FloorConn> {
-  return new Promise((resolve, reject) => {
-    const client = new Client()
-    const token = randomStreamToken()
-    client.on('error', reject)
-    client.on('ready', () => {
-      client.exec(streamCommand('perl', token), (err, channel) => {
-        if (err) return reject(err)
-        const c: FloorConn = { client, channel, token, tail: '' }
-        channel.stderr.resume()
-        watchFloorChannel(c)
-        channel.on('close', () => c.want?.resolve(false))
-        resolve(c)
-      })
-    })
-    client.connect({ host, port: ctx.port, username: 'kaytest', privateKey: key, hostVerifier: () => true })
-  })
-}
-
 /**
  * The transport floor: what ssh2 and Node cost per host-tick before any of kay's own work. One thread, a bare ssh2
  * Client per host, one channel per host running kay's perl loop (so the hosts do exactly what they do for
@@ -261,7 +235,9 @@ async function ssh2Floor(ctx: Ctx, ticks: number): Promise<RealRun> {
   const conns: FloorConn[] = []
   try {
     for (let i = 0; i < ctx.hosts.length; i += FANOUT) {
-      conns.push(...(await Promise.all(ctx.hosts.slice(i, i + FANOUT).map((h) => openFloorConn(ctx, h, key)))))
+      conns.push(
+        ...(await Promise.all(ctx.hosts.slice(i, i + FANOUT).map((h) => openFloorConn(h, ctx.port, 'kaytest', key)))),
+      )
     }
     let seq = 0
     const tick = () => floorTick(conns, ++seq)

@@ -25,10 +25,8 @@ import { join, resolve } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
-import { randomStreamToken, streamCommand } from '@kay/core/internal'
 import { Cgroup, makeClientKey, type SshdFleet, sshdAvailable, startSshdFleet } from '@kay/core/testing'
-import { Client, type ClientChannel } from 'ssh2'
-import { type FloorChannel, flags, floorTick, intList, record, runMain, sleep, watchFloorChannel } from './lib.js'
+import { type FloorConn, flags, floorTick, intList, openFloorConn, record, runMain, sleep } from './lib.js'
 
 const ROOT = resolve(fileURLToPath(new URL('../../', import.meta.url)))
 const FANOUT = 16
@@ -188,30 +186,6 @@ async function kayPhase(dir: string, fleet: SshdFleet, n: number, intervalS: num
     afterThreads: threadDelta(at(ticks).threads!, at(2 * ticks).threads!, n, ticks),
     ticksWithFailures: failed,
   }
-}
-
-interface FloorConn extends FloorChannel {
-  client: Client
-  channel: ClientChannel
-}
-
-function openFloorConn(host: string, port: number, user: string, key: Buffer): Promise<FloorConn> {
-  return new Promise((resolve, reject) => {
-    const client = new Client()
-    const token = randomStreamToken()
-    client.on('error', reject)
-    client.on('ready', () => {
-      client.exec(streamCommand('perl', token), (err, channel) => {
-        if (err) return reject(err)
-        const c: FloorConn = { client, channel, token, tail: '' }
-        channel.stderr.resume()
-        watchFloorChannel(c)
-        channel.on('close', () => c.want?.resolve(false))
-        resolve(c)
-      })
-    })
-    client.connect({ host, port, username: user, privateKey: key, hostVerifier: () => true })
-  })
 }
 
 /** The floor at `intervalS`: one warm-up tick, then `ticks` measured ones. */
