@@ -8,6 +8,10 @@
  * whatever the fleet size); the marginal figure (step 2 − step 1) / added hosts is what each further host costs.
  *
  *   node --expose-gc --conditions=kay-source --import tsx bench/load/memory-per-host.ts stream|exec [--first 250] [--hosts 1000]
+ *
+ * `--buffer-pool-size N` sets Buffer.poolSize before the first host (0: no pool). A small Buffer.allocUnsafe or
+ * Buffer.from is a slice of a shared 8 KiB slab, and one long-lived slice keeps its whole slab alive: this shows
+ * how much of the per-host figure such slabs are (compare `arrayBuffers`).
  */
 import { HostActor, HostCollector, LocalDialGate } from '@kay/core'
 import { generateClientKey, spawnSimFleet } from '@kay/core/sim'
@@ -20,6 +24,7 @@ const f = flags(process.argv.slice(3))
 const total = Number(f.get('hosts') ?? 1000)
 const first = Number(f.get('first') ?? 250)
 if (!(first > 0 && total > first)) throw new Error('need 0 < --first < --hosts')
+if (f.has('buffer-pool-size')) Buffer.poolSize = Number(f.get('buffer-pool-size'))
 const key = generateClientKey()
 const fleet = await spawnSimFleet({ hosts: total, authorizedKeys: [key.publicKey] })
 const gate = new LocalDialGate({ cap: 16 })
@@ -62,7 +67,7 @@ const m2 = await settle()
 const keys = ['rss', 'heapUsed', 'heapTotal', 'external', 'arrayBuffers'] as const
 const per = (a: NodeJS.MemoryUsage, b: NodeJS.MemoryUsage, n: number) =>
   keys.map((k) => `${k} ${((b[k] - a[k]) / n / 1024).toFixed(1)}`).join(' ')
-console.log(mode, 'modes', [...new Set(pairs.map((p) => p.c.mode))].join(','))
+console.log(mode, `Buffer.poolSize ${Buffer.poolSize}`, 'modes', [...new Set(pairs.map((p) => p.c.mode))].join(','))
 console.log(`  first ${first} hosts, KiB/host:`, per(m0, m1, first))
 console.log(`  marginal ${first} -> ${total} hosts, KiB/host:`, per(m1, m2, total - first))
 await Promise.all(

@@ -629,34 +629,42 @@ export class HostCollector {
   #open(flavour: StreamFlavour, onOpen: (s: OpenStream) => void): Promise<unknown> {
     const token = randomStreamToken()
     // Listeners go on inside openExec's callback, before any of the channel's events can fire.
-    const setup = (channel: ClientChannel) => {
-      const s: OpenStream = {
-        channel,
-        flavour,
-        mode: `stream-${flavour}`,
-        seq: 0,
-        closed: false,
-        decoder: new FrameDecoder({ token, maxFrameBytes: this.#maxFrameBytes }),
-        pendingSeq: 0,
-        onOutcome: undefined,
-        deadline: 0,
-        askedSlow: false,
-        onTick: (outcome) => this.#onStreamOutcome(s, outcome),
-      }
-      channel.on('data', (chunk: Buffer) => this.#onStreamData(s, chunk))
-      channel.stderr.resume()
-      channel.on('close', () => {
-        s.closed = true
-        const err = new StreamError(`${this.#actor.id}: collection stream (${flavour}) closed`, {
-          host: this.#actor.id,
-        })
-        this.#settle(s, err)
-        // The current stream closed under us (its close() is then a no-op): the same as a stream that failed.
-        this.#streamFailed(s)
-      })
-      onOpen(s)
+    return this.#actor.openExec(streamCommand(flavour, token), (channel) =>
+      onOpen(this.#streamOn(channel, flavour, token)),
+    )
+  }
+
+  /**
+   * The stream's state and listeners on a channel just opened. Its own method so that the listeners, which live as
+   * long as the stream, close over nothing of the probe's: through `onOpen` they held the probe's settled promise,
+   * and with it the first frame's text, for the life of every stream.
+   */
+  #streamOn(channel: ClientChannel, flavour: StreamFlavour, token: string): OpenStream {
+    const s: OpenStream = {
+      channel,
+      flavour,
+      mode: `stream-${flavour}`,
+      seq: 0,
+      closed: false,
+      decoder: new FrameDecoder({ token, maxFrameBytes: this.#maxFrameBytes }),
+      pendingSeq: 0,
+      onOutcome: undefined,
+      deadline: 0,
+      askedSlow: false,
+      onTick: (outcome) => this.#onStreamOutcome(s, outcome),
     }
-    return this.#actor.openExec(streamCommand(flavour, token), setup)
+    channel.on('data', (chunk: Buffer) => this.#onStreamData(s, chunk))
+    channel.stderr.resume()
+    channel.on('close', () => {
+      s.closed = true
+      const err = new StreamError(`${this.#actor.id}: collection stream (${flavour}) closed`, {
+        host: this.#actor.id,
+      })
+      this.#settle(s, err)
+      // The current stream closed under us (its close() is then a no-op): the same as a stream that failed.
+      this.#streamFailed(s)
+    })
+    return s
   }
 
   /** Writes the next request line; `onOutcome` gets its frame's body or the error, exactly once. */
