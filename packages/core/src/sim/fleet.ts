@@ -356,7 +356,9 @@ class HostSim implements SimHostHandle {
     }
     if (s.refuse) {
       this.#counters.refused++
-      socket.destroy()
+      // A reset, always: a plain close would be a FIN or a reset depending on whether the client's banner had
+      // arrived yet, and the client's error with it.
+      socket.resetAndDestroy()
       return
     }
     if (
