@@ -197,8 +197,29 @@ export async function withDeadline<T>(what: string, ms: number, fn: () => Promis
 }
 
 /** Run `main` when this module is the entry point (not when imported by bench/run.ts), exiting with its code. */
+const onInterruptCleanups = new Set<() => Promise<unknown>>()
+
+/**
+ * Registers what must be undone if the bench is interrupted (SIGINT, SIGTERM) before its own `finally` runs: an sshd
+ * fleet to stop, a cgroup to remove, a child to end. Returns the function that unregisters it.
+ */
+export function onInterrupt(cleanup: () => Promise<unknown>): () => void {
+  onInterruptCleanups.add(cleanup)
+  return () => onInterruptCleanups.delete(cleanup)
+}
+
 export function runMain(moduleUrl: string, main: (argv: string[]) => Promise<number>): void {
   if (moduleUrl !== `file://${process.argv[1]}`) return
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(sig, () => {
+      console.error(`${sig}: cleaning up`)
+      // Newest first: a child in a cgroup goes before the cgroup, a phase before the fleet it ran on.
+      const all = [...onInterruptCleanups].reverse()
+      void all
+        .reduce((p, f) => p.then(() => f().catch(() => undefined)), Promise.resolve<unknown>(undefined))
+        .finally(() => process.exit(130))
+    })
+  }
   main(process.argv.slice(2)).then(
     (code) => process.exit(code),
     (err) => {

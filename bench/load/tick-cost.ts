@@ -26,7 +26,7 @@ import { performance } from 'node:perf_hooks'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { Cgroup, makeClientKey, type SshdFleet, sshdAvailable, startSshdFleet } from '@kay/core/testing'
-import { type FloorConn, flags, floorTick, intList, openFloorConn, record, runMain, sleep } from './lib.js'
+import { type FloorConn, flags, floorTick, intList, onInterrupt, openFloorConn, record, runMain, sleep } from './lib.js'
 
 const ROOT = resolve(fileURLToPath(new URL('../../', import.meta.url)))
 const FANOUT = 16
@@ -126,10 +126,18 @@ async function kayPhase(dir: string, fleet: SshdFleet, n: number, intervalS: num
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
   })
+  const stopKay = async () => {
+    kay.removeAllListeners('exit')
+    kay.kill('SIGTERM')
+    await new Promise((r) => (kay.exitCode === null && kay.signalCode === null ? kay.once('exit', r) : r(null)))
+    await group.destroy()
+  }
+  const offInterrupt = onInterrupt(stopKay)
   // Host-key pins are expected on a cold start; anything else on stderr is shown.
   createInterface({ input: kay.stderr! }).on('line', (l) => {
     if (!l.startsWith('kay: pinned host key')) console.error(l)
   })
+  const tracing = extra.some((x) => x.startsWith('--trace'))
   const readings: Reading[] = []
   let converged: Reading | undefined
   /** The CLI's resident set at the end of the last window (main thread, shard threads, V8 heaps). */
@@ -144,6 +152,7 @@ async function kayPhase(dir: string, fleet: SshdFleet, n: number, intervalS: num
         if (!line.startsWith('{')) console.log(`  kay: ${line}`) // what --node-flags asked for (e.g. --trace-gc)
         if (!line.startsWith('{"summary":true')) return
         const s = JSON.parse(line) as { tick: number; ok: number; progress?: { streaming: number } }
+        if (tracing) console.log(`  kay: --- tick ${s.tick}`) // so a trace can be cut by tick
         const atMs = performance.now() - t0
         // Read both groups in arrival order; the tick's work is done when its summary line is printed.
         chain = chain.then(async () => {
@@ -167,10 +176,8 @@ async function kayPhase(dir: string, fleet: SshdFleet, n: number, intervalS: num
       })
     })
   } finally {
-    kay.removeAllListeners('exit')
-    kay.kill('SIGTERM')
-    await new Promise((r) => (kay.exitCode === null ? kay.once('exit', r) : r(null)))
-    await group.destroy()
+    offInterrupt()
+    await stopKay()
   }
   const c = converged!
   const at = (k: number) => readings.find((r) => r.tick === c.tick + k)!
@@ -244,6 +251,10 @@ async function main(argv: string[]): Promise<number> {
   const dir = await mkdtemp(join(tmpdir(), 'kay-tick-cost-'))
   const key = await makeClientKey(dir)
   const fleet = await startSshdFleet({ count: n, authorizedKeys: [key.publicKey] })
+  const offInterrupt = onInterrupt(async () => {
+    await fleet.stop()
+    await rm(dir, { recursive: true, force: true })
+  })
   try {
     await writeConfig(dir, fleet, key.privateKeyPath)
     for (const intervalS of intervals) {
@@ -274,6 +285,7 @@ async function main(argv: string[]): Promise<number> {
     }
     return 0
   } finally {
+    offInterrupt()
     await fleet.stop()
     await rm(dir, { recursive: true, force: true })
   }
