@@ -59,7 +59,11 @@ export interface HostActorOptions {
   backoff?: Partial<BackoffOptions>
   /** TCP connect + key exchange + auth, as a whole, ms. Default 10000 (or the target's ConnectTimeout). */
   handshakeTimeoutMs?: number
-  /** Probe when nothing was received for this long, ms. Default 15000. 0 disables keepalive. */
+  /**
+   * Probe when nothing was received for this long, ms (from 10 s on, checked on the next whole second of the clock —
+   * below it, the next tenth of the interval —, so a shard's hosts are checked together, not each on a wake-up of its
+   * own; below 1 s, exactly). Default 15000. 0 disables keepalive.
+   */
   keepaliveIntervalMs?: number
   /** A probe not answered within this deadline tears the connection down, ms. Default 5000. */
   probeDeadlineMs?: number
@@ -111,6 +115,9 @@ export interface HostActorEvents {
 }
 
 const CHANNEL_RETRY_DELAYS_MS = [25, 100, 250]
+
+/** Keepalive checks fall on multiples of this (ms of the clock), or of a tenth of a shorter interval: #armKeepalive. */
+const KEEPALIVE_GRID_MS = 1000
 /** How long a command told to stop (TERM) has to exit before it gets KILL and its channel is closed, ms. */
 export const STOP_GRACE_MS = 1000
 
@@ -176,6 +183,7 @@ export class HostActor extends EventEmitter<HostActorEvents> {
   #rttMs: number | undefined
   #timer: TimerHandle | undefined // backoff or handshake deadline
   #kaTimer: TimerHandle | undefined
+  readonly #onKeepalive = () => this.#keepaliveTick()
   #probeTimer: TimerHandle | undefined
   #rxCount = 0
   #rxSeen = 0
@@ -512,10 +520,20 @@ export class HostActor extends EventEmitter<HostActorEvents> {
 
   // -------------------------------------------------------------------------------------------- keepalive
 
+  /**
+   * The check falls on the next whole second after the interval (a tenth of the interval, in 100 ms steps, if that is
+   * shorter; exactly on the interval below 1 s): hosts armed
+   * within the same second share one wake-up of their thread, so a shard's keepalives cost at most one wake-up per
+   * second, not one per host per interval (traffic re-arms the check: with ticks shorter than the interval, these
+   * checks were most of a steady host's wake-ups between ticks).
+   */
   #armKeepalive(): void {
     if (this.#keepaliveIntervalMs <= 0) return
     this.#rxSeen = this.#rxCount
-    this.#kaTimer = this.#clock.setTimeout(() => this.#keepaliveTick(), this.#keepaliveIntervalMs)
+    const now = this.#clock.now()
+    const grid = Math.max(1, Math.min(KEEPALIVE_GRID_MS, Math.floor(this.#keepaliveIntervalMs / 1000) * 100))
+    const at = Math.ceil((now + this.#keepaliveIntervalMs) / grid) * grid
+    this.#kaTimer = this.#clock.setTimeout(this.#onKeepalive, at - now)
   }
 
   #keepaliveTick(): void {

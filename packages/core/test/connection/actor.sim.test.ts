@@ -101,6 +101,32 @@ describe('HostActor against the simulator', () => {
     fleet.setFault(2, { halfOpen: false })
   })
 
+  it('checks keepalive on whole seconds, so hosts that came up within one second share one wake-up', async () => {
+    // Keepalive timers (the only ones of 15 s here), by the absolute time they fall due.
+    const clock = new (class extends ManualClock {
+      keepaliveDue: number[] = []
+      override setTimeout(fn: () => void, ms: number) {
+        if (ms >= 14_000) this.keepaliveDue.push(this.now() + ms)
+        return super.setTimeout(fn, ms)
+      }
+    })(1_700_000_000_300)
+    const a = actorFor(5, { clock, keepaliveIntervalMs: 15_000 })
+    a.start()
+    await waitForState(a, 'ready')
+    clock.advance(400) // the second host comes up 400 ms later, in the same second
+    const b = actorFor(6, { clock, keepaliveIntervalMs: 15_000 })
+    b.start()
+    await waitForState(b, 'ready')
+    // Due 15 s after each came up, rounded up to the next whole second: the same instant for both.
+    expect(clock.keepaliveDue).toEqual([1_700_000_016_000, 1_700_000_016_000])
+    clock.advance(15_000) // 15.7 s after the first: not yet
+    expect(clock.keepaliveDue).toHaveLength(2)
+    clock.advance(300) // the whole second: both probed (no traffic meanwhile), both answer
+    await until('both probes answered', () => a.status().rttMs !== undefined && b.status().rttMs !== undefined, 5000)
+    // Re-armed on the grid again, 15 s after the answers.
+    expect(clock.keepaliveDue.slice(2)).toEqual([1_700_000_031_000, 1_700_000_031_000])
+  })
+
   it('counts inbound traffic as proof of life: no probe while data flows', async () => {
     const clock = new ManualClock()
     const a = actorFor(3, { clock, keepaliveIntervalMs: 15_000 })
