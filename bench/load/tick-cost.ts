@@ -17,6 +17,10 @@
  *   running kay's perl loop, one request line per tick on it, the frame's end marker awaited, nothing parsed. Client
  *   CPU is this process's (it does nothing else meanwhile); host CPU the fleet's cgroup. One tick of warm-up.
  * Every tick must answer for every host (kay: `ok` in the summary line; floor: every end marker).
+ *
+ * With `--sim`, the hosts are simulated (kay's ssh2 simulator, 5,000 hosts per process, answering the perl loop
+ * itself) instead of real sshd, so 10,000 hosts fit on this machine; host CPU is then the simulator processes'.
+ * Both the CLI and this process hold one descriptor per host: raise the limit first (`ulimit -n 65536`).
  */
 import { execFileSync, spawn } from 'node:child_process'
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
@@ -25,7 +29,8 @@ import { join, resolve } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
-import { Cgroup, makeClientKey, type SshdFleet, sshdAvailable, startSshdFleet } from '@kay/core/testing'
+import { Cgroup, makeClientKey, sshdAvailable, startSshdFleet } from '@kay/core/testing'
+import { closeFleets, openFleets, simCpuMs } from '../stress/lib.js'
 import { type FloorConn, flags, floorTick, intList, onInterrupt, openFloorConn, record, runMain, sleep } from './lib.js'
 
 const ROOT = resolve(fileURLToPath(new URL('../../', import.meta.url)))
@@ -85,14 +90,46 @@ const perHostTick = (a: Reading, b: Reading, n: number): PerHostTick => ({
   host: (b.hostUsec - a.hostUsec) / 1000 / (n * (b.tick - a.tick)),
 })
 
-async function writeConfig(dir: string, fleet: SshdFleet, keyPath: string): Promise<string[]> {
+/** The hosts under test, real or simulated: where they listen, the client key, the CPU they use. */
+interface BenchFleet {
+  servers: ReadonlyArray<{ host: string; port: number; user: string }>
+  keyPath: string
+  /** CPU used by every host so far (µs): the sshd fleet's cgroup, or the simulator processes. */
+  cpuUsageUsec(): Promise<number>
+  stop(): Promise<void>
+}
+
+async function realFleet(dir: string, n: number): Promise<BenchFleet> {
+  const key = await makeClientKey(dir)
+  const fleet = await startSshdFleet({ count: n, authorizedKeys: [key.publicKey] })
+  return {
+    servers: fleet.servers,
+    keyPath: key.privateKeyPath,
+    cpuUsageUsec: async () => (await fleet.cpuUsageUsec()) ?? Number.NaN,
+    stop: () => fleet.stop(),
+  }
+}
+
+async function simFleet(dir: string, n: number): Promise<BenchFleet> {
+  const ctx = await openFleets(n, { parts: Math.ceil(n / 5000) })
+  const keyPath = join(dir, 'id_sim')
+  await writeFile(keyPath, ctx.privateKey, { mode: 0o600 })
+  return {
+    servers: ctx.targets.map((t) => ({ host: t.hostname, port: t.port, user: t.user })),
+    keyPath,
+    cpuUsageUsec: async () => (await simCpuMs(ctx.fleets)) * 1000,
+    stop: () => closeFleets(ctx),
+  }
+}
+
+async function writeConfig(dir: string, fleet: BenchFleet): Promise<string[]> {
   const names = fleet.servers.map((_, i) => `h${i + 1}`)
   await writeFile(
     join(dir, 'ssh_config'),
     fleet.servers
       .map(
         (s, i) =>
-          `Host ${names[i]}\n  HostName ${s.host}\n  Port ${s.port}\n  User ${s.user}\n  IdentityFile ${keyPath}\n`,
+          `Host ${names[i]}\n  HostName ${s.host}\n  Port ${s.port}\n  User ${s.user}\n  IdentityFile ${fleet.keyPath}\n`,
       )
       .join(''),
   )
@@ -101,10 +138,10 @@ async function writeConfig(dir: string, fleet: SshdFleet, keyPath: string): Prom
 }
 
 /** One CLI run from exec: the cold start, then two windows of `ticks` ticks. */
-async function kayPhase(dir: string, fleet: SshdFleet, n: number, intervalS: number, ticks: number, extra: string[]) {
+async function kayPhase(dir: string, fleet: BenchFleet, n: number, intervalS: number, ticks: number, extra: string[]) {
   const group = Cgroup.create('bench')
   if (!group) throw new Error('no writable cgroup v2 hierarchy')
-  const hostCpu = async () => (await fleet.cpuUsageUsec()) ?? Number.NaN
+  const hostCpu = () => fleet.cpuUsageUsec()
   const h0 = await hostCpu()
   const t0 = performance.now()
   const argv = [
@@ -122,7 +159,8 @@ async function kayPhase(dir: string, fleet: SshdFleet, n: number, intervalS: num
     '--known-hosts',
     join(dir, 'known_hosts'),
   ]
-  const kay = spawn('sh', ['-c', `echo $$ > ${group.procsPath} && exec "$@"`, 'sh', ...argv], {
+  // One descriptor per host: as many as this process may have (the CLI warns below hosts + 64).
+  const kay = spawn('sh', ['-c', `ulimit -n $(ulimit -Hn); echo $$ > ${group.procsPath} && exec "$@"`, 'sh', ...argv], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
   })
@@ -196,8 +234,8 @@ async function kayPhase(dir: string, fleet: SshdFleet, n: number, intervalS: num
 }
 
 /** The floor at `intervalS`: one warm-up tick, then `ticks` measured ones. */
-async function floorPhase(fleet: SshdFleet, keyPath: string, n: number, intervalS: number, ticks: number) {
-  const key = await readFile(keyPath)
+async function floorPhase(fleet: BenchFleet, n: number, intervalS: number, ticks: number) {
+  const key = await readFile(fleet.keyPath)
   const conns: FloorConn[] = []
   const s = fleet.servers
   try {
@@ -219,7 +257,7 @@ async function floorPhase(fleet: SshdFleet, keyPath: string, n: number, interval
         streaming: n,
         atMs: 0,
         kayUsec: process.cpuUsage().user + process.cpuUsage().system,
-        hostUsec: (await fleet.cpuUsageUsec()) ?? Number.NaN,
+        hostUsec: await fleet.cpuUsageUsec(),
       }
       if (k === 0) a = r
       else b = r
@@ -232,11 +270,11 @@ async function floorPhase(fleet: SshdFleet, keyPath: string, n: number, interval
 }
 
 async function main(argv: string[]): Promise<number> {
-  if (!sshdAvailable()) {
-    console.error('needs sshd and the kaytest user: run .ci/setup-sshd.sh')
+  const f = flags(argv)
+  if (!f.has('sim') && !sshdAvailable()) {
+    console.error('needs sshd and the kaytest user: run .ci/setup-sshd.sh (or --sim for simulated hosts)')
     return 2
   }
-  const f = flags(argv)
   const n = Number(f.get('hosts') ?? 100)
   const intervals = intList(f.get('intervals'), [1, 5, 15])
   const ticks = Number(f.get('ticks') ?? 6)
@@ -248,22 +286,22 @@ async function main(argv: string[]): Promise<number> {
     .split(';')
     .map((v) => (v === '-' || v === '' ? [] : v.split(',')))
   const commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim()
+  const sim = f.has('sim')
   const dir = await mkdtemp(join(tmpdir(), 'kay-tick-cost-'))
-  const key = await makeClientKey(dir)
-  const fleet = await startSshdFleet({ count: n, authorizedKeys: [key.publicKey] })
+  const fleet = await (sim ? simFleet(dir, n) : realFleet(dir, n))
   const offInterrupt = onInterrupt(async () => {
     await fleet.stop()
     await rm(dir, { recursive: true, force: true })
   })
   try {
-    await writeConfig(dir, fleet, key.privateKeyPath)
+    await writeConfig(dir, fleet)
     for (const intervalS of intervals) {
       if (methods.includes('kay')) {
         for (const nodeFlags of variants) {
           await rm(join(dir, 'known_hosts'), { force: true })
           const k = await kayPhase(dir, fleet, n, intervalS, ticks, nodeFlags)
           console.log(
-            `kay ${nodeFlags.join(' ')}  ${n} hosts @${intervalS}s: every host streaming at ${k.convergedS.toFixed(1)} s (tick ${k.convergedTick}), ` +
+            `kay ${nodeFlags.join(' ')}  ${n} ${sim ? 'simulated ' : ''}hosts @${intervalS}s: every host streaming at ${k.convergedS.toFixed(1)} s (tick ${k.convergedTick}), ` +
               `cold ${k.coldClientMsPerHost.toFixed(1)} ms client / ${k.coldHostMsPerHost.toFixed(1)} ms host per host; ` +
               `per host-tick: first ${ticks} ${k.first.client.toFixed(3)} / ${k.first.host.toFixed(3)}, ` +
               `next ${ticks} ${k.after.client.toFixed(3)} / ${k.after.host.toFixed(3)} ms (client / host); ` +
@@ -271,16 +309,16 @@ async function main(argv: string[]): Promise<number> {
               (k.ticksWithFailures > 0 ? `, ${k.ticksWithFailures} ticks with failures` : ''),
           )
           for (const [name, v] of Object.entries(k.afterThreads)) console.log(`      thread ${name}: ${v}`)
-          record('tick-cost', { method: 'kay-cli', nodeFlags, hosts: n, intervalS, ticks, commit, ...k })
+          record('tick-cost', { method: 'kay-cli', nodeFlags, hosts: n, sim, intervalS, ticks, commit, ...k })
         }
       }
       if (methods.includes('floor')) {
-        const r = await floorPhase(fleet, key.privateKeyPath, n, intervalS, ticks)
+        const r = await floorPhase(fleet, n, intervalS, ticks)
         console.log(
-          `floor ${n} hosts @${intervalS}s: per host-tick ${r.client.toFixed(3)} / ${r.host.toFixed(3)} ms (client / host)` +
+          `floor ${n} ${sim ? 'simulated ' : ''}hosts @${intervalS}s: per host-tick ${r.client.toFixed(3)} / ${r.host.toFixed(3)} ms (client / host)` +
             (r.ticksWithFailures > 0 ? `, ${r.ticksWithFailures} ticks with failures` : ''),
         )
-        record('tick-cost', { method: 'ssh2-floor', hosts: n, intervalS, ticks, ...r })
+        record('tick-cost', { method: 'ssh2-floor', hosts: n, sim, intervalS, ticks, ...r })
       }
     }
     return 0
