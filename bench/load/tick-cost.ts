@@ -11,11 +11,13 @@
  * - kay: the CLI runs in a cgroup of its own (every thread, from exec on); the hosts' sshd and loops in the fleet's.
  *   `cold` is the CPU from exec to the first tick at which every host answered over its stream (handshakes, probes,
  *   V8's first compiles), per host. Then `first` is the `--ticks` ticks after that tick and `after` the `--ticks`
- *   after those, per host-tick, each from the end of one tick to the end of the tick `--ticks` later, as read
+ *   after those — or, with `--settle-s S`, the `--ticks` after S more seconds of ticks (V8 keeps optimising for
+ *   tens of ticks at 5 s) —, per host-tick, each from the end of one tick to the end of the tick `--ticks` later, as read
  *   when the CLI prints the tick's summary line.
  * - floor: the cheapest design there is, in this process: one bare ssh2 Client per host, one channel per host
  *   running kay's perl loop, one request line per tick on it, the frame's end marker awaited, nothing parsed. Client
- *   CPU is this process's (it does nothing else meanwhile); host CPU the fleet's cgroup. One tick of warm-up.
+ *   CPU is this process's (it does nothing else meanwhile); host CPU the fleet's cgroup. Warm-up: one tick, plus
+ *   `--settle-s` seconds of ticks.
  * Every tick must answer for every host (kay: `ok` in the summary line; floor: every end marker).
  *
  * With `--sim`, the hosts are simulated (kay's ssh2 simulator, 5,000 hosts per process, answering the perl loop
@@ -138,7 +140,15 @@ async function writeConfig(dir: string, fleet: BenchFleet): Promise<string[]> {
 }
 
 /** One CLI run from exec: the cold start, then two windows of `ticks` ticks. */
-async function kayPhase(dir: string, fleet: BenchFleet, n: number, intervalS: number, ticks: number, extra: string[]) {
+async function kayPhase(
+  dir: string,
+  fleet: BenchFleet,
+  n: number,
+  intervalS: number,
+  ticks: number,
+  settle: number,
+  extra: string[],
+) {
   const group = Cgroup.create('bench')
   if (!group) throw new Error('no writable cgroup v2 hierarchy')
   const hostCpu = () => fleet.cpuUsageUsec()
@@ -181,7 +191,7 @@ async function kayPhase(dir: string, fleet: BenchFleet, n: number, intervalS: nu
   /** The CLI's resident set at the end of the last window (main thread, shard threads, V8 heaps). */
   let rssKiB = Number.NaN
   try {
-    const deadlineMs = 300_000 + 3 * ticks * intervalS * 1000
+    const deadlineMs = 300_000 + 3 * (ticks + settle) * intervalS * 1000
     await new Promise<void>((done, fail) => {
       const timer = setTimeout(() => fail(new Error('kay: no result in time')), deadlineMs)
       kay.once('exit', (code) => fail(new Error(`kay exited ${code}`)))
@@ -205,7 +215,7 @@ async function kayPhase(dir: string, fleet: BenchFleet, n: number, intervalS: nu
           }
           readings.push(r)
           if (!converged && r.ok === n && r.streaming === n) converged = r
-          if (converged && r.tick - converged.tick >= 2 * ticks) {
+          if (converged && r.tick - converged.tick >= 2 * ticks + settle) {
             rssKiB = Number(/^VmRSS:\s+(\d+)/m.exec(await readFile(`/proc/${kay.pid}/status`, 'utf8'))?.[1])
             clearTimeout(timer)
             done()
@@ -226,15 +236,15 @@ async function kayPhase(dir: string, fleet: BenchFleet, n: number, intervalS: nu
     coldClientMsPerHost: c.kayUsec / 1000 / n,
     coldHostMsPerHost: c.hostUsec / 1000 / n,
     first: perHostTick(c, at(ticks), n),
-    after: perHostTick(at(ticks), at(2 * ticks), n),
+    after: perHostTick(at(ticks + settle), at(2 * ticks + settle), n),
     rssKiBPerHost: rssKiB / n,
-    afterThreads: threadDelta(at(ticks).threads!, at(2 * ticks).threads!, n, ticks),
+    afterThreads: threadDelta(at(ticks + settle).threads!, at(2 * ticks + settle).threads!, n, ticks),
     ticksWithFailures: failed,
   }
 }
 
-/** The floor at `intervalS`: one warm-up tick, then `ticks` measured ones. */
-async function floorPhase(fleet: BenchFleet, n: number, intervalS: number, ticks: number) {
+/** The floor at `intervalS`: 1 + `settle` warm-up ticks, then `ticks` measured ones. */
+async function floorPhase(fleet: BenchFleet, n: number, intervalS: number, ticks: number, settle: number) {
   const key = await readFile(fleet.keyPath)
   const conns: FloorConn[] = []
   const s = fleet.servers
@@ -247,7 +257,7 @@ async function floorPhase(fleet: BenchFleet, n: number, intervalS: number, ticks
     let failed = 0
     let a: Reading | undefined
     let b: Reading | undefined
-    for (let k = 0; k <= ticks; k++) {
+    for (let k = -settle; k <= ticks; k++) {
       const started = performance.now()
       const ok = await floorTick(conns, ++seq)
       if (ok !== n) failed++
@@ -278,6 +288,9 @@ async function main(argv: string[]): Promise<number> {
   const n = Number(f.get('hosts') ?? 100)
   const intervals = intList(f.get('intervals'), [1, 5, 15])
   const ticks = Number(f.get('ticks') ?? 6)
+  /** Seconds of ticks between the `first` window and the `next` one (and of the floor's warm-up). */
+  const settleS = Number(f.get('settle-s') ?? 0)
+  const settleOf = (intervalS: number) => Math.ceil(settleS / intervalS)
   const methods = (f.get('methods') ?? 'kay,floor').split(',')
   // Node flags for the CLI, e.g. `--node-flags=--trace-gc` (comma-separated); `--variants 'a;b,c'` runs the CLI once
   // per set (`;`-separated, `-` for none) on the same fleet, against one floor run. A `cli=<path>` item runs another
@@ -299,26 +312,44 @@ async function main(argv: string[]): Promise<number> {
       if (methods.includes('kay')) {
         for (const nodeFlags of variants) {
           await rm(join(dir, 'known_hosts'), { force: true })
-          const k = await kayPhase(dir, fleet, n, intervalS, ticks, nodeFlags)
+          const k = await kayPhase(dir, fleet, n, intervalS, ticks, settleOf(intervalS), nodeFlags)
           console.log(
             `kay ${nodeFlags.join(' ')}  ${n} ${sim ? 'simulated ' : ''}hosts @${intervalS}s: every host streaming at ${k.convergedS.toFixed(1)} s (tick ${k.convergedTick}), ` +
               `cold ${k.coldClientMsPerHost.toFixed(1)} ms client / ${k.coldHostMsPerHost.toFixed(1)} ms host per host; ` +
               `per host-tick: first ${ticks} ${k.first.client.toFixed(3)} / ${k.first.host.toFixed(3)}, ` +
-              `next ${ticks} ${k.after.client.toFixed(3)} / ${k.after.host.toFixed(3)} ms (client / host); ` +
+              `next ${ticks} (after ${settleOf(intervalS)} more) ${k.after.client.toFixed(3)} / ${k.after.host.toFixed(3)} ms (client / host); ` +
               `RSS ${k.rssKiBPerHost.toFixed(0)} KiB per host` +
               (k.ticksWithFailures > 0 ? `, ${k.ticksWithFailures} ticks with failures` : ''),
           )
           for (const [name, v] of Object.entries(k.afterThreads)) console.log(`      thread ${name}: ${v}`)
-          record('tick-cost', { method: 'kay-cli', nodeFlags, hosts: n, sim, intervalS, ticks, commit, ...k })
+          record('tick-cost', {
+            method: 'kay-cli',
+            nodeFlags,
+            hosts: n,
+            sim,
+            intervalS,
+            ticks,
+            settle: settleOf(intervalS),
+            commit,
+            ...k,
+          })
         }
       }
       if (methods.includes('floor')) {
-        const r = await floorPhase(fleet, n, intervalS, ticks)
+        const r = await floorPhase(fleet, n, intervalS, ticks, settleOf(intervalS))
         console.log(
           `floor ${n} ${sim ? 'simulated ' : ''}hosts @${intervalS}s: per host-tick ${r.client.toFixed(3)} / ${r.host.toFixed(3)} ms (client / host)` +
             (r.ticksWithFailures > 0 ? `, ${r.ticksWithFailures} ticks with failures` : ''),
         )
-        record('tick-cost', { method: 'ssh2-floor', hosts: n, sim, intervalS, ticks, ...r })
+        record('tick-cost', {
+          method: 'ssh2-floor',
+          hosts: n,
+          sim,
+          intervalS,
+          ticks,
+          settle: settleOf(intervalS),
+          ...r,
+        })
       }
     }
     return 0
