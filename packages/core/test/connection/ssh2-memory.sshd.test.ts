@@ -2,7 +2,7 @@
  * The ssh2 patch's memory hunks (patches/ssh2@1.17.0.patch, `(kay patch: memory)`), against real OpenSSH sshd: what
  * a connection keeps for its whole life. Connections that offer the same algorithms share one KexInit; the remote
  * ident and the GCM tag buffer are their own memory, not slices that keep a shared 8 KiB pool slab alive; the key
- * exchange drops its completion closure (which holds the shared secret) once done — and rekeys still work after
+ * exchange drops its completion closure (which holds the shared secret) and its ephemeral key pair once done — and rekeys still work after
  * that, the session ID unchanged.
  */
 import { mkdtemp, rm } from 'node:fs/promises'
@@ -17,7 +17,7 @@ interface Internals {
     _offer: object
     _remoteIdentRaw: Buffer
     _decipher: { _tag?: Buffer }
-    _kex: { sessionID: Uint8Array; finish: unknown }
+    _kex: { type: string; sessionID: Uint8Array; finish: unknown; _keys: unknown }
   }
 }
 
@@ -49,8 +49,8 @@ function connect(s: SshdServer): Promise<{ client: Client; handshakes: () => num
       username: s.user,
       privateKey: key.privateKey,
       hostVerifier: (k: Buffer) => k.equals(hostKey),
-      // As the actor offers them: no compression; GCM, so the decipher has a tag buffer.
-      algorithms: { compress: ['none'], cipher: ['aes128-gcm@openssh.com'] },
+      // As the actor offers them: no compression; GCM, so the decipher has a tag buffer; X25519 key exchange.
+      algorithms: { compress: ['none'], cipher: ['aes128-gcm@openssh.com'], kex: ['curve25519-sha256'] },
       readyTimeout: 10_000,
     })
   })
@@ -91,6 +91,8 @@ describe('ssh2 memory per connection (patched), against real sshd', () => {
         expect(p._decipher._tag).toBeInstanceOf(Buffer)
         expect(ownsMemory(p._decipher._tag!)).toBe(true)
         expect(Object.hasOwn(p._kex, 'finish')).toBe(false)
+        expect(p._kex.type).toBe('25519')
+        expect(p._kex._keys).toBeNull()
       }
       const sessionID = Buffer.from(pa._kex.sessionID)
       expect(sessionID.length).toBeGreaterThan(0)
@@ -101,6 +103,7 @@ describe('ssh2 memory per connection (patched), against real sshd', () => {
       expect(await exec(a.client, 'echo still-here')).toBe('still-here\n')
       expect(Buffer.from(pa._kex.sessionID).equals(sessionID)).toBe(true)
       expect(Object.hasOwn(pa._kex, 'finish')).toBe(false)
+      expect(pa._kex._keys).toBeNull()
       expect(pa._offer).toBe(pb._offer)
     } finally {
       for (const c of clients) c.end()
