@@ -274,6 +274,12 @@ interface ShardHandle {
 }
 
 const STOP_TIMEOUT_MS = 5000
+/**
+ * A shard's young generation, MiB (V8 splits it into two semi-spaces and a large-object space). V8's own ceiling is
+ * 48: a shard's steady allocation (frames parsed each tick) grows it there and, with the memory reducer off, it never
+ * shrinks — tens of MiB per thread of RSS that buy no CPU at the operator's interval (bench/RESULTS.md, #24).
+ */
+export const SHARD_YOUNG_GENERATION_MB = 12
 const EARLY_PINS_MAX = 100_000
 
 /**
@@ -385,7 +391,11 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       config: this.#config,
       hosts: [...s.hosts.values()],
     }
-    const worker = new Worker(workerEntry(), { workerData: data, execArgv: workerExecArgv() })
+    const worker = new Worker(workerEntry(), {
+      workerData: data,
+      execArgv: workerExecArgv(),
+      resourceLimits: { maxYoungGenerationSizeMb: SHARD_YOUNG_GENERATION_MB },
+    })
     s.worker = worker
     s.ready = new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {

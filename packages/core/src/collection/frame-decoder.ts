@@ -73,7 +73,10 @@ export class FrameDecoder {
     }
     this.token = token
     this.maxFrameBytes = maxFrameBytes
-    this.#tokenBytes = Buffer.from(token, 'latin1')
+    // Its own memory, not a slice of Buffer's shared 8 KiB pool: a decoder lives as long as its stream, and one
+    // long-lived slice keeps its whole slab (and every short-lived slice's bytes in it) alive.
+    this.#tokenBytes = Buffer.allocUnsafeSlow(token.length)
+    this.#tokenBytes.write(token, 'latin1')
   }
 
   /** The seq of the request now in flight. Earlier seqs become stale. */

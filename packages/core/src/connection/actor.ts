@@ -287,6 +287,9 @@ export class HostActor extends EventEmitter<HostActorEvents> {
       this.#dialFailed(gen, err instanceof KayError ? err : new ConnectError(String(err), { host: this.id }), 'failed')
       return
     }
+    // Only the lookup and the wait for a slot listen to it; a connected actor need not keep it (and its listener
+    // tables) for the connection's life.
+    if (this.#dialAbort === abort) this.#dialAbort = undefined
     if (gen !== this.#connGen || this.#state !== 'dialing') {
       slot.release('failed')
       return

@@ -312,6 +312,24 @@ describe('dial slots are released exactly once on every path', () => {
     await a.close()
     expect(gate.stats().inFlight).toBe(0)
   })
+
+  it('close while waiting for a dial slot takes the dial out of the queue; a later dial is not aborted', async () => {
+    const gate = new LocalDialGate({ cap: 1 })
+    const held = await gate.acquire()
+    const a = actorFor(1, { dialGate: gate, clock: new ManualClock() })
+    a.start()
+    await until('waiting for a slot', () => gate.stats().waiting === 1, 5000)
+    await a.close()
+    expect(gate.stats().waiting).toBe(0)
+    held.release('ok')
+    // The actor drops its dial's abort controller once it holds a slot: a connected actor still closes cleanly.
+    const b = actorFor(2, { dialGate: gate })
+    b.start()
+    await waitForState(b, 'ready')
+    await b.close()
+    expect(b.state).toBe('closed')
+    expect(gate.stats()).toMatchObject({ inFlight: 0, waiting: 0 })
+  })
 })
 
 describe('trust and auth outcomes', () => {
