@@ -193,7 +193,11 @@ async function kayPhase(
   try {
     const deadlineMs = 300_000 + 3 * (ticks + settle) * intervalS * 1000
     await new Promise<void>((done, fail) => {
-      const timer = setTimeout(() => fail(new Error('kay: no result in time')), deadlineMs)
+      const timer = setTimeout(() => {
+        const r = readings.at(-1)
+        const last = r ? `tick ${r.tick}: ${r.ok} ok, ${r.streaming} streaming of ${n}` : 'no tick'
+        fail(new Error(`kay: not every host streaming and ok within ${deadlineMs / 1000} s (last ${last})`))
+      }, deadlineMs)
       kay.once('exit', (code) => fail(new Error(`kay exited ${code}`)))
       let chain = Promise.resolve()
       createInterface({ input: kay.stdout! }).on('line', (line) => {
