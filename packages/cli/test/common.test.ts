@@ -1,7 +1,7 @@
 import type { HostTarget } from '@kay/core'
 import { describe, expect, it } from 'vitest'
 import { type ConnectionOptions, DEFAULTS } from '../src/args.js'
-import { connectTimeoutOf, dialDeadlineMs, supervisorOptions } from '../src/commands/common.js'
+import { connectTimeoutOf, dialDeadlineMs, settleDeadlineMs, supervisorOptions } from '../src/commands/common.js'
 
 const conn = (connectTimeoutMs?: number): ConnectionOptions => ({
   identityFiles: [],
@@ -38,5 +38,11 @@ describe('the dial deadline, command line over ssh_config', () => {
     expect(connectTimeoutOf(conn(1000))).toBe(1000)
     expect(connectTimeoutOf(conn())).toBe(DEFAULTS.connectTimeoutMs)
     expect(dialDeadlineMs(conn(), [])).toBe(DEFAULTS.connectTimeoutMs)
+  })
+
+  it('waits for the first dials a second past their deadline (every command: the dial starts after the wait does)', () => {
+    const hosts = [host('a', 30_000), host('c', 2000, [host('hop', 5000)])]
+    expect(settleDeadlineMs(conn(1000), hosts)).toBe(3000)
+    expect(settleDeadlineMs(conn(), hosts)).toBe(31_000)
   })
 })

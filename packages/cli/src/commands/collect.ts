@@ -8,9 +8,9 @@ import { tickLines } from '../ui/ndjson.js'
 import { causeOf, outcomes, reportsOf } from '../ui/rows.js'
 import {
   connectTimeoutOf,
-  dialDeadlineMs,
   errorLine,
   type Io,
+  settleDeadlineMs,
   supervisorOptions,
   waitSettled,
   withSupervisor,
@@ -25,7 +25,7 @@ export async function cmdCollect(
 ): Promise<ExitCode> {
   const hosts = targets ?? (await resolveHosts(cmd.hosts, cmd.connection))
   return withSupervisor(supervisorOptions(cmd.connection, hosts, extra), io, async (sup) => {
-    await waitSettled(sup, dialDeadlineMs(cmd.connection, hosts) + 1000, io.signal)
+    await waitSettled(sup, settleDeadlineMs(cmd.connection, hosts), io.signal)
     const timeoutMs = connectTimeoutOf(cmd.connection)
     await sup.collect({ timeoutMs })
     await sleep(cmd.sampleGapMs, io.signal)

@@ -74,6 +74,15 @@ export function dialDeadlineMs(conn: ConnectionOptions, hosts: readonly HostTarg
 }
 
 /**
+ * How long a command waits for every host's first dial to settle: the longest dial chain's deadline, plus a second
+ * for the dial to start (name lookup, a dial slot) after the wait did, so a host that hangs in its handshake reports
+ * its KAY_HANDSHAKE_TIMEOUT on the first tick rather than `connecting`.
+ */
+export function settleDeadlineMs(conn: ConnectionOptions, hosts: readonly HostTarget[]): number {
+  return dialDeadlineMs(conn, hosts) + 1000
+}
+
+/**
  * Wait until every host collects or has failed at least once (bounded by `ms`, or until `signal`): the supervisor's
  * own wait. Past the deadline the command goes on, and each host not settled reports its own state.
  */
