@@ -525,10 +525,10 @@ export class HostActor extends EventEmitter<HostActorEvents> {
 
   /**
    * The check falls on the next whole second after the interval (a tenth of the interval, in 100 ms steps, if that is
-   * shorter; exactly on the interval below 1 s): hosts armed
-   * within the same second share one wake-up of their thread, so a shard's keepalives cost at most one wake-up per
-   * second, not one per host per interval (traffic re-arms the check: with ticks shorter than the interval, these
-   * checks were most of a steady host's wake-ups between ticks).
+   * shorter; exactly on the interval below 1 s): hosts armed within the same second share one wake-up of their
+   * thread, so a shard's keepalives cost at most one wake-up per second, not one per host per interval (traffic
+   * re-arms the check: with ticks shorter than the interval, these checks were most of a steady host's wake-ups
+   * between ticks).
    */
   #armKeepalive(): void {
     if (this.#keepaliveIntervalMs <= 0) return
