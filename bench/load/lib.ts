@@ -3,6 +3,8 @@
  * JSON-lines result sink so run.ts can collect every bench's numbers.
  */
 import { appendFileSync, readdirSync } from 'node:fs'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { randomStreamToken, streamCommand, streamRequest, wantsDf } from '@kay/core/internal'
@@ -197,6 +199,24 @@ export async function withDeadline<T>(what: string, ms: number, fn: () => Promis
 }
 
 /** Run `main` when this module is the entry point (not when imported by bench/run.ts), exiting with its code. */
+/**
+ * Writes `dir`/ssh_config (one `Host hN` per server, with its address, port, user and the client key) and `dir`/hosts
+ * (their names, one per line) for a CLI run over a bench fleet; returns the names.
+ */
+export async function writeFleetConfig(
+  dir: string,
+  servers: ReadonlyArray<{ host: string; port: number; user: string }>,
+  keyPath: string,
+): Promise<string[]> {
+  const names = servers.map((_, i) => `h${i + 1}`)
+  const hosts = servers.map(
+    (s, i) => `Host ${names[i]}\n  HostName ${s.host}\n  Port ${s.port}\n  User ${s.user}\n  IdentityFile ${keyPath}\n`,
+  )
+  await writeFile(join(dir, 'ssh_config'), hosts.join(''))
+  await writeFile(join(dir, 'hosts'), `${names.join('\n')}\n`)
+  return names
+}
+
 const onInterruptCleanups = new Set<() => Promise<unknown>>()
 
 /**

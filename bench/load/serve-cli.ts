@@ -8,14 +8,14 @@
  *   node --conditions=kay-source --import tsx bench/load/serve-cli.ts --hosts 100 --interval 5s --ticks 6
  */
 import { spawn } from 'node:child_process'
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
 import { makeClientKey, sshdAvailable, startSshdFleet } from '@kay/core/testing'
-import { flags, record, runMain, sleep } from './lib.js'
+import { flags, record, runMain, sleep, writeFleetConfig } from './lib.js'
 
 const ROOT = resolve(fileURLToPath(new URL('../../', import.meta.url)))
 
@@ -49,17 +49,7 @@ async function main(argv: string[]): Promise<number> {
   const dir = await mkdtemp(join(tmpdir(), 'kay-serve-cli-'))
   const key = await makeClientKey(dir)
   const fleet = await startSshdFleet({ count: n, authorizedKeys: [key.publicKey] })
-  const names = fleet.servers.map((_, i) => `h${i + 1}`)
-  await writeFile(
-    join(dir, 'ssh_config'),
-    fleet.servers
-      .map(
-        (s, i) =>
-          `Host ${names[i]}\n  HostName ${s.host}\n  Port ${s.port}\n  User ${s.user}\n  IdentityFile ${key.privateKeyPath}\n`,
-      )
-      .join(''),
-  )
-  await writeFile(join(dir, 'hosts'), `${names.join('\n')}\n`)
+  await writeFleetConfig(dir, fleet.servers, key.privateKeyPath)
   const port = await freePort()
   const t0 = performance.now()
   const kay = spawn(

@@ -33,7 +33,18 @@ import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { Cgroup, makeClientKey, sshdAvailable, startSshdFleet } from '@kay/core/testing'
 import { closeFleets, openFleets, simCpuMs } from '../stress/lib.js'
-import { type FloorConn, flags, floorTick, intList, onInterrupt, openFloorConn, record, runMain, sleep } from './lib.js'
+import {
+  type FloorConn,
+  flags,
+  floorTick,
+  intList,
+  onInterrupt,
+  openFloorConn,
+  record,
+  runMain,
+  sleep,
+  writeFleetConfig,
+} from './lib.js'
 
 const ROOT = resolve(fileURLToPath(new URL('../../', import.meta.url)))
 const FANOUT = 16
@@ -122,21 +133,6 @@ async function simFleet(dir: string, n: number): Promise<BenchFleet> {
     cpuUsageUsec: async () => (await simCpuMs(ctx.fleets)) * 1000,
     stop: () => closeFleets(ctx),
   }
-}
-
-async function writeConfig(dir: string, fleet: BenchFleet): Promise<string[]> {
-  const names = fleet.servers.map((_, i) => `h${i + 1}`)
-  await writeFile(
-    join(dir, 'ssh_config'),
-    fleet.servers
-      .map(
-        (s, i) =>
-          `Host ${names[i]}\n  HostName ${s.host}\n  Port ${s.port}\n  User ${s.user}\n  IdentityFile ${fleet.keyPath}\n`,
-      )
-      .join(''),
-  )
-  await writeFile(join(dir, 'hosts'), `${names.join('\n')}\n`)
-  return names
 }
 
 /** One CLI run from exec: the cold start, then two windows of `ticks` ticks. */
@@ -318,7 +314,7 @@ async function main(argv: string[]): Promise<number> {
     await rm(dir, { recursive: true, force: true })
   })
   try {
-    await writeConfig(dir, fleet)
+    await writeFleetConfig(dir, fleet.servers, fleet.keyPath)
     for (const intervalS of intervals) {
       if (methods.includes('kay')) {
         for (const nodeFlags of variants) {
