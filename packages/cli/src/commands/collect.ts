@@ -6,15 +6,7 @@ import { EXIT, type ExitCode, exitCodeFor } from '../help.js'
 import { resolveHosts } from '../hosts.js'
 import { tickLines } from '../ui/ndjson.js'
 import { causeOf, outcomes, reportsOf } from '../ui/rows.js'
-import {
-  connectTimeoutOf,
-  errorLine,
-  type Io,
-  settleDeadlineMs,
-  supervisorOptions,
-  waitSettled,
-  withSupervisor,
-} from './common.js'
+import { connectTimeoutOf, errorLine, type Io, supervisorOptions, waitSettled, withSupervisor } from './common.js'
 import { printTable } from './fleet.js'
 
 export async function cmdCollect(
@@ -25,7 +17,7 @@ export async function cmdCollect(
 ): Promise<ExitCode> {
   const hosts = targets ?? (await resolveHosts(cmd.hosts, cmd.connection))
   return withSupervisor(supervisorOptions(cmd.connection, hosts, extra), io, async (sup) => {
-    await waitSettled(sup, settleDeadlineMs(cmd.connection, hosts), io.signal)
+    await waitSettled(sup, cmd.connection, hosts, io.signal)
     const timeoutMs = connectTimeoutOf(cmd.connection)
     await sup.collect({ timeoutMs })
     await sleep(cmd.sampleGapMs, io.signal)

@@ -83,11 +83,17 @@ export function settleDeadlineMs(conn: ConnectionOptions, hosts: readonly HostTa
 }
 
 /**
- * Wait until every host collects or has failed at least once (bounded by `ms`, or until `signal`): the supervisor's
- * own wait. Past the deadline the command goes on, and each host not settled reports its own state.
+ * Wait until every host collects or has failed at least once (bounded by {@link settleDeadlineMs}, or until
+ * `signal`): the supervisor's own wait. Past the deadline the command goes on, and each host not settled reports its
+ * own state.
  */
-export async function waitSettled(sup: Supervisor, ms: number, signal: AbortSignal): Promise<void> {
-  await sup.waitUntilSettled({ timeoutMs: ms, signal }).catch(() => {})
+export async function waitSettled(
+  sup: Supervisor,
+  conn: ConnectionOptions,
+  hosts: readonly HostTarget[],
+  signal: AbortSignal,
+): Promise<void> {
+  await sup.waitUntilSettled({ timeoutMs: settleDeadlineMs(conn, hosts), signal }).catch(() => {})
 }
 
 /**

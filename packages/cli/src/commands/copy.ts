@@ -10,14 +10,7 @@ import { EXIT, type ExitCode, exitCodeFor, type HostOutcome } from '../help.js'
 import { resolveHosts } from '../hosts.js'
 import { failureLine } from '../ui/collate.js'
 import { causeOf } from '../ui/rows.js'
-import {
-  type Io,
-  settleDeadlineMs,
-  stopAfterFailures,
-  supervisorOptions,
-  waitSettled,
-  withSupervisor,
-} from './common.js'
+import { type Io, stopAfterFailures, supervisorOptions, waitSettled, withSupervisor } from './common.js'
 
 export async function cmdCopy(cmd: ParsedCommand & { command: 'cp' | 'rcopy' }, io: Io): Promise<ExitCode> {
   const hosts = await resolveHosts(cmd.hosts, cmd.connection)
@@ -25,7 +18,7 @@ export async function cmdCopy(cmd: ParsedCommand & { command: 'cp' | 'rcopy' }, 
   if (cmd.command === 'cp') await checkLocalSources(cmd.sources, cmd.recursive)
   else await localDir(cmd.dest)
   return withSupervisor(supervisorOptions(cmd.connection, hosts, { collectMode: 'exec' }), io, async (sup) => {
-    await waitSettled(sup, settleDeadlineMs(cmd.connection, hosts), io.signal)
+    await waitSettled(sup, cmd.connection, hosts, io.signal)
     const statuses = new Map(sup.statuses().map((s) => [s.id, s]))
     const outcomes: HostOutcome[] = []
     const stopAfter = stopAfterFailures(cmd.batchFail, hosts.length)

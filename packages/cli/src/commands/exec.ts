@@ -20,15 +20,7 @@ import {
 } from '../ui/collate.js'
 import { renderDiff } from '../ui/diff.js'
 import { causeOf } from '../ui/rows.js'
-import {
-  type Io,
-  readerGone,
-  settleDeadlineMs,
-  stopAfterFailures,
-  supervisorOptions,
-  waitSettled,
-  withSupervisor,
-} from './common.js'
+import { type Io, readerGone, stopAfterFailures, supervisorOptions, waitSettled, withSupervisor } from './common.js'
 
 type ExecCommand = ParsedCommand & { command: 'exec' }
 
@@ -37,7 +29,7 @@ export async function cmdExec(cmd: ExecCommand, io: Io): Promise<ExitCode> {
   const stdin = cmd.stdin ? await readStdin(process.stdin, DEFAULTS.stdinMaxBytes, io.signal) : undefined
   if (cmd.outdir !== undefined) await prepareOutdir(cmd.outdir)
   return withSupervisor(supervisorOptions(cmd.connection, hosts, { collectMode: 'exec' }), io, async (sup) => {
-    await waitSettled(sup, settleDeadlineMs(cmd.connection, hosts), io.signal)
+    await waitSettled(sup, cmd.connection, hosts, io.signal)
     const statuses = new Map(sup.statuses().map((s) => [s.id, s]))
     const view = new ExecView(cmd, io, statuses)
     const stopAfter = stopAfterFailures(cmd.batchFail, hosts.length)

@@ -8,14 +8,7 @@ import { tickLines } from '../ui/ndjson.js'
 import { absorbTick, outcomes, reportsOf, rowsOf } from '../ui/rows.js'
 import { collectSummary, type FleetRow, prepareTable, renderFleet } from '../ui/table.js'
 import { runTui } from '../ui/tui.js'
-import {
-  connectTimeoutOf,
-  type Io,
-  settleDeadlineMs,
-  supervisorOptions,
-  waitSettled,
-  withSupervisor,
-} from './common.js'
+import { connectTimeoutOf, type Io, supervisorOptions, waitSettled, withSupervisor } from './common.js'
 
 export function printTable(io: Io, tick: CollectTick, sup: Supervisor): void {
   const metrics = new Map<string, HostMetrics>()
@@ -62,7 +55,7 @@ export async function cmdFleet(
     let n = 0
     while (!io.signal.aborted && (cmd.ticks === undefined || n < cmd.ticks)) {
       const started = Date.now()
-      if (n === 0) await waitSettled(sup, settleDeadlineMs(conn, targets), io.signal)
+      if (n === 0) await waitSettled(sup, conn, targets, io.signal)
       const last = await sup.collect({ timeoutMs: Math.min(cmd.intervalMs, connectTimeoutOf(conn)) })
       n++
       worst = Math.max(worst, exitCodeFor(outcomes(last))) as ExitCode

@@ -6,7 +6,7 @@ import { resolveHosts } from '../hosts.js'
 import { renderDetail } from '../ui/detail.js'
 import { causeOf } from '../ui/rows.js'
 import { runTui } from '../ui/tui.js'
-import { errorLine, type Io, settleDeadlineMs, supervisorOptions, waitSettled, withSupervisor } from './common.js'
+import { errorLine, type Io, supervisorOptions, waitSettled, withSupervisor } from './common.js'
 
 /**
  * `kay top HOST`: the single-host detail view, refreshed every interval over the host's pooled connection. On a TTY
@@ -32,7 +32,7 @@ export async function cmdTop(cmd: ParsedCommand & { command: 'top' }, io: Io): P
       }
       return runTui(sup, tui)
     }
-    await waitSettled(sup, settleDeadlineMs(cmd.connection, hosts), io.signal)
+    await waitSettled(sup, cmd.connection, hosts, io.signal)
     const status = sup.statuses()[0]
     try {
       const runner = sup.runner(host.id)
