@@ -295,7 +295,6 @@ async function main(argv: string[]): Promise<number> {
   const ticks = Number(f.get('ticks') ?? 6)
   /** Seconds of ticks between the `first` window and the `next` one (and of the floor's warm-up). */
   const settleS = Number(f.get('settle-s') ?? 0)
-  const settleOf = (intervalS: number) => Math.ceil(settleS / intervalS)
   /** `--min-streaming-pct P`: the cold start is done when every host is ok and P % of them stream (default 100). */
   const minStreamingPct = Number(f.get('min-streaming-pct') ?? 100)
   const methods = (f.get('methods') ?? 'kay,floor').split(',')
@@ -316,15 +315,16 @@ async function main(argv: string[]): Promise<number> {
   try {
     await writeFleetConfig(dir, fleet.servers, fleet.keyPath)
     for (const intervalS of intervals) {
+      const settle = Math.ceil(settleS / intervalS)
       if (methods.includes('kay')) {
         for (const nodeFlags of variants) {
           await rm(join(dir, 'known_hosts'), { force: true })
-          const k = await kayPhase(dir, fleet, n, intervalS, ticks, settleOf(intervalS), minStreamingPct, nodeFlags)
+          const k = await kayPhase(dir, fleet, n, intervalS, ticks, settle, minStreamingPct, nodeFlags)
           console.log(
             `kay ${nodeFlags.join(' ')}  ${n} ${sim ? 'simulated ' : ''}hosts @${intervalS}s: converged at ${k.convergedS.toFixed(1)} s (tick ${k.convergedTick}; streaming in the settled window: ${k.streaming.join('–')}), ` +
               `cold ${k.coldClientMsPerHost.toFixed(1)} ms client / ${k.coldHostMsPerHost.toFixed(1)} ms host per host; ` +
               `per host-tick: first ${ticks} ${k.first.client.toFixed(3)} / ${k.first.host.toFixed(3)}, ` +
-              `next ${ticks} (after ${settleOf(intervalS)} more) ${k.after.client.toFixed(3)} / ${k.after.host.toFixed(3)} ms (client / host); ` +
+              `next ${ticks} (after ${settle} more) ${k.after.client.toFixed(3)} / ${k.after.host.toFixed(3)} ms (client / host); ` +
               `RSS ${k.rssKiBPerHost.toFixed(0)} KiB per host` +
               (k.ticksWithFailures > 0 ? `, ${k.ticksWithFailures} ticks with failures` : ''),
           )
@@ -336,14 +336,14 @@ async function main(argv: string[]): Promise<number> {
             sim,
             intervalS,
             ticks,
-            settle: settleOf(intervalS),
+            settle,
             commit,
             ...k,
           })
         }
       }
       if (methods.includes('floor')) {
-        const r = await floorPhase(fleet, n, intervalS, ticks, settleOf(intervalS))
+        const r = await floorPhase(fleet, n, intervalS, ticks, settle)
         console.log(
           `floor ${n} ${sim ? 'simulated ' : ''}hosts @${intervalS}s: per host-tick ${r.client.toFixed(3)} / ${r.host.toFixed(3)} ms (client / host)` +
             (r.ticksWithFailures > 0 ? `, ${r.ticksWithFailures} ticks with failures` : ''),
@@ -354,7 +354,7 @@ async function main(argv: string[]): Promise<number> {
           sim,
           intervalS,
           ticks,
-          settle: settleOf(intervalS),
+          settle,
           ...r,
         })
       }
