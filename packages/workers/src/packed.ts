@@ -9,7 +9,7 @@
  *   0 at · 1 cpus · 2 memTotalBytes · 3 memUsedBytes · 4 memAvailableBytes · 5 swapTotalBytes · 6 swapUsedBytes
  *   7 load1 · 8 load5 · 9 load15 · 10 uptimeSeconds · 11 cpuPct · 12 netRxBytesPerSec · 13 netTxBytesPerSec
  *   14 rootFsUsedPct · 15–22 cpuStates (CPU_STATES order; all or none) · 23 attempts · 24 handshakes · 25 rttMs
- *   26 readySince · 27 collectMode (index in PACKED_MODES)
+ *   26 readySince · 27 collectMode (index in PACKED_MODES) · 28 seq (when the shard took the status)
  *
  * With `kay serve` the shard's hosts' node_exporter series travel in the same buffer, after the rows: the end
  * offset of each family's text (Uint32, padded to 8 bytes), then the texts (UTF-8). One buffer per shard per
@@ -34,12 +34,17 @@ const HANDSHAKES_AT = ATTEMPTS_AT + 1
 const RTT_AT = HANDSHAKES_AT + 1
 const READY_SINCE_AT = RTT_AT + 1
 const MODE_AT = READY_SINCE_AT + 1
-/** Numbers per row (28). */
-export const PACKED_FIELDS = MODE_AT + 1
+const SEQ_AT = MODE_AT + 1
+/** Numbers per row (29). */
+export const PACKED_FIELDS = SEQ_AT + 1
 
-/** A shard's collect reply: the rows, and the results that did not pack (in the order they came). */
+/**
+ * A shard's collect reply: the rows, and the results that did not pack (in the order they came) with the `seqs` of
+ * their statuses (protocol.ts HostEvent: the shard's order of status captures; each row carries its own).
+ */
 export interface CollectReply {
   results: HostCollectResult[]
+  seqs: number[]
   packed: PackedCollectResults
 }
 
@@ -156,18 +161,22 @@ export class CollectPacker {
   readonly #values: Float64Array
   readonly #hosts: string[] = []
   readonly #rest: HostCollectResult[] = []
+  readonly #restSeqs: number[] = []
 
   /** `capacity`: the most results that will be added (the shard's host count). */
   constructor(capacity: number) {
     this.#values = new Float64Array(Math.max(0, capacity) * PACKED_FIELDS).fill(Number.NaN)
   }
 
-  add(r: HostCollectResult): void {
+  /** `seq`: when `r`'s status was taken. */
+  add(r: HostCollectResult, seq: number): void {
     const o = this.#hosts.length * PACKED_FIELDS
     if (o + PACKED_FIELDS > this.#values.length || !writeRow(this.#values, o, r)) {
       this.#rest.push(r)
+      this.#restSeqs.push(seq)
       return
     }
+    this.#values[o + SEQ_AT] = seq
     this.#hosts.push(r.host)
   }
 
@@ -179,7 +188,7 @@ export class CollectPacker {
     const n = this.#hosts.length * PACKED_FIELDS
     if (node === undefined) {
       const values = n === this.#values.length ? this.#values : this.#values.slice(0, n)
-      return { results: this.#rest, packed: { hosts: this.#hosts, values } }
+      return { results: this.#rest, seqs: this.#restSeqs, packed: { hosts: this.#hosts, values } }
     }
     let textBytes = 0
     for (const p of node.parts) textBytes += p.length
@@ -199,16 +208,25 @@ export class CollectPacker {
     }
     return {
       results: this.#rest,
+      seqs: this.#restSeqs,
       packed: { hosts: this.#hosts, values, node: { families: node.families, bytes, ends } },
     }
   }
 }
 
-/** Splits a collect reply into the rows that pack and the results that stay objects (in their order). */
-export function packCollectResults(results: readonly HostCollectResult[]): CollectReply {
+/**
+ * Splits a collect reply into the rows that pack and the results that stay objects (in their order); `seqs[i]` is
+ * when `results[i]`'s status was taken (default: in their order).
+ */
+export function packCollectResults(results: readonly HostCollectResult[], seqs?: readonly number[]): CollectReply {
   const packer = new CollectPacker(results.length)
-  for (const r of results) packer.add(r)
+  for (let i = 0; i < results.length; i++) packer.add(results[i]!, seqs?.[i] ?? i)
   return packer.finish()
+}
+
+/** When the status of row `i` of a packed block was taken. */
+export function rowSeq(p: PackedCollectResults, i: number): number {
+  return p.values[i * PACKED_FIELDS + SEQ_AT]!
 }
 
 /**
@@ -302,9 +320,11 @@ export function isPackedCollectResults(v: unknown): v is PackedCollectResults {
   if (!Array.isArray(hosts) || !(values instanceof Float64Array)) return false
   if (values.length !== hosts.length * PACKED_FIELDS) return false
   for (const h of hosts) if (typeof h !== 'string') return false
-  for (let i = MODE_AT; i < values.length; i += PACKED_FIELDS) {
-    const mode = values[i]!
+  for (let i = 0; i < values.length; i += PACKED_FIELDS) {
+    const mode = values[i + MODE_AT]!
     if (!Number.isNaN(mode) && PACKED_MODES[mode] === undefined) return false
+    const seq = values[i + SEQ_AT]!
+    if (!Number.isSafeInteger(seq) || seq < 0) return false
   }
   return true
 }

@@ -111,7 +111,13 @@ export interface ShardStats {
   byMode: Record<string, number>
 }
 
-export type HostEvent = { kind: 'state'; status: HostStatus } | { kind: 'pinned'; host: string; fingerprint: string }
+/**
+ * `seq` (here and in replies): where the status falls in the shard's order of status captures (shard.ts `statusSeq`);
+ * the supervisor keeps each host's newest, not the last to arrive.
+ */
+export type HostEvent =
+  | { kind: 'state'; status: HostStatus; seq: number }
+  | { kind: 'pinned'; host: string; fingerprint: string }
 
 /** Shard → supervisor. */
 export type ShardMessage =
@@ -125,6 +131,8 @@ export type ShardMessage =
       type: 'collect-result'
       id: number
       results: HostCollectResult[]
+      /** When each of `results`' statuses was taken (the rows carry theirs). */
+      seqs: number[]
       packed?: PackedCollectResults
       droppedFrames: number
     }
@@ -132,7 +140,8 @@ export type ShardMessage =
   /** Results (and, for a streamed exec, output chunks, which come before their host's result) of an exec or copy. */
   | { type: 'exec-items'; id: number; items: HostExecResult[]; chunks?: ExecChunk[]; done: boolean }
   | { type: 'detail-result'; id: number; host: string; detail?: HostDetail; error?: SerializedError }
-  | { type: 'status-result'; id: number; statuses: HostStatus[]; stats: ShardStats }
+  /** `seq`: when the shard took the statuses (all at once). */
+  | { type: 'status-result'; id: number; statuses: HostStatus[]; seq: number; stats: ShardStats }
   | { type: 'stopped'; id: number }
   | { type: 'events'; events: HostEvent[] }
   /**
@@ -247,7 +256,7 @@ function isChunk(v: unknown): boolean {
 
 function isHostEvent(v: unknown): boolean {
   if (!isObj(v)) return false
-  if (v.kind === 'state') return isHostStatus(v.status)
+  if (v.kind === 'state') return isHostStatus(v.status) && isId(v.seq)
   return v.kind === 'pinned' && isStr(v.host) && isStr(v.fingerprint)
 }
 
@@ -277,6 +286,8 @@ const MESSAGE_CHECKS: Record<string, (m: Obj) => boolean> = {
   'collect-result': (m) =>
     isId(m.id) &&
     arrayOf(m.results, isCollectResult) &&
+    arrayOf(m.seqs, isId) &&
+    (m.seqs as unknown[]).length === (m.results as unknown[]).length &&
     optional(m.packed, isPackedCollectResults) &&
     isId(m.droppedFrames),
   'run-result': (m) =>
@@ -288,7 +299,7 @@ const MESSAGE_CHECKS: Record<string, (m: Obj) => boolean> = {
     typeof m.done === 'boolean',
   'detail-result': (m) =>
     isId(m.id) && isStr(m.host) && optional(m.detail, isObj) && optional(m.error, isSerializedError),
-  'status-result': (m) => isId(m.id) && arrayOf(m.statuses, isHostStatus) && isObj(m.stats),
+  'status-result': (m) => isId(m.id) && arrayOf(m.statuses, isHostStatus) && isId(m.seq) && isObj(m.stats),
   stopped: (m) => isId(m.id),
   events: (m) => arrayOf(m.events, isHostEvent),
   resolve: (m) => isId(m.id) && isStr(m.hostname),

@@ -66,6 +66,13 @@ export interface ShardEntry {
   collector: HostCollector
 }
 
+/**
+ * The shard's order of status captures: every status that leaves the shard (in an event, a collect or a status
+ * reply) carries the number it was taken at, so the supervisor keeps each host's newest, whatever order the messages
+ * carrying them arrive in (a tick's reply, for one, leaves when its last host answers).
+ */
+let statusSeq = 0
+
 /** A host's status with its collection's mode and phase: what events and status replies carry. */
 function statusOf({ actor, collector }: ShardEntry): HostStatus {
   const s = actor.status()
@@ -99,7 +106,8 @@ export function collectTick(entries: Iterable<ShardEntry>, timeoutMs: number, si
   return new Promise((resolve) => {
     let left = list.length
     const report = (e: ShardEntry, metrics: HostMetrics | undefined, err: unknown): void => {
-      packer.add(hostResult(e, metrics, err))
+      // The status is taken now, in the same turn as its number.
+      packer.add(hostResult(e, metrics, err), ++statusSeq)
       if (metrics !== undefined && sink !== undefined) e.collector.nodeSeries?.writeTo(sink)
       if (--left === 0) resolve(finish())
     }
@@ -160,7 +168,8 @@ export class Shard {
   /** Actors that were dialing when their hop came back: retried once more if that dial fails. */
   readonly #retryOnFailure = new Set<HostActor>()
   readonly #identities = new Map<string, Promise<Identity>>()
-  readonly #pendingEvents = new Map<string, HostEvent>()
+  /** Hosts whose state or collection phase changed since the last flush: their status is taken when it goes. */
+  readonly #pendingEvents = new Map<string, HostActor>()
   readonly #pendingPins: HostEvent[] = []
   /** Exec and copy requests in progress, by request id: aborting one cancels it. */
   readonly #fanOuts = new Map<number, AbortController>()
@@ -194,7 +203,7 @@ export class Shard {
         ...(this.#config.collect.flavours ? { flavours: this.#config.collect.flavours } : {}),
         ...(this.#deps.workGate ? { workGate: this.#deps.workGate } : {}),
         onPhase: () => {
-          if (entry) this.#queueEvent({ kind: 'state', status: statusOf(entry) })
+          if (entry) this.#queueEvent(entry.actor)
         },
       })
       entry = { actor, collector }
@@ -313,8 +322,7 @@ export class Shard {
     })
     actor.on('state', (status) => {
       if (this.#retryOnFailure.size > 0) this.#retryAfterHop(actor, status)
-      const entry = this.#hosts.get(status.id)
-      this.#queueEvent({ kind: 'state', status: entry?.actor === actor ? statusOf(entry) : status })
+      this.#queueEvent(actor)
     })
     actor.on('pinned', (p) => this.#queuePin({ kind: 'pinned', host: p.id, fingerprint: p.fingerprint }))
     return actor
@@ -376,9 +384,9 @@ export class Shard {
     if (status.state === 'backoff' && PATH_ERRORS.has(status.lastError?.code ?? '')) actor.retryNow()
   }
 
-  #queueEvent(e: HostEvent & { kind: 'state' }): void {
+  #queueEvent(actor: HostActor): void {
     if (this.#stopping) return
-    this.#pendingEvents.set(e.status.id, e)
+    this.#pendingEvents.set(actor.id, actor)
     this.#armEvents()
   }
 
@@ -395,16 +403,21 @@ export class Shard {
   #flushEvents(): void {
     this.#eventTimer = undefined
     if (this.#pendingEvents.size === 0 && this.#pendingPins.length === 0) return
-    const events = [...this.#pendingPins.splice(0), ...this.#pendingEvents.values()]
+    const events = this.#pendingPins.splice(0)
+    for (const actor of this.#pendingEvents.values()) {
+      const entry = this.#hosts.get(actor.id)
+      const status = entry?.actor === actor ? statusOf(entry) : actor.status()
+      events.push({ kind: 'state', status, seq: ++statusSeq })
+    }
     this.#pendingEvents.clear()
     this.#port.postMessage({ type: 'events', events })
   }
 
   async collect(id: number, timeoutMs: number): Promise<void> {
-    const { results, packed } = await collectTick(this.#hosts.values(), timeoutMs, this.#nodeSink)
+    const { results, seqs, packed } = await collectTick(this.#hosts.values(), timeoutMs, this.#nodeSink)
     let droppedFrames = 0
     for (const e of this.#hosts.values()) droppedFrames += e.collector.droppedFrames
-    this.#port.postMessage({ type: 'collect-result', id, results, packed, droppedFrames }, [
+    this.#port.postMessage({ type: 'collect-result', id, results, seqs, packed, droppedFrames }, [
       packed.values.buffer as ArrayBuffer,
     ])
   }
@@ -540,6 +553,7 @@ export class Shard {
 
   status(id: number): void {
     const statuses: HostStatus[] = []
+    const seq = ++statusSeq
     const stats: ShardStats = { hosts: this.#hosts.size, byState: {}, handshakes: 0, droppedFrames: 0, byMode: {} }
     for (const entry of this.#hosts.values()) {
       const { collector } = entry
@@ -551,7 +565,7 @@ export class Shard {
       if (collector.mode) stats.byMode[collector.mode] = (stats.byMode[collector.mode] ?? 0) + 1
     }
     for (const j of this.#jumps.values()) stats.handshakes += j.status().handshakes
-    this.#port.postMessage({ type: 'status-result', id, statuses, stats })
+    this.#port.postMessage({ type: 'status-result', id, statuses, seq, stats })
   }
 
   /** Close every actor (in-flight work gets KAY_CLOSED), flush events, leave no timer behind. */

@@ -28,7 +28,7 @@ import {
 import { DF_EVERY, verifyBackoff } from '@kay/core/internal'
 import { buildIdentity } from './deps.js'
 import { shardOf } from './hash.js'
-import { unpackCollectResults } from './packed.js'
+import { rowSeq, unpackCollectResults } from './packed.js'
 import {
   type CommandOptions,
   type CopySpec,
@@ -296,6 +296,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   readonly #workBuffer: SharedArrayBuffer
   readonly #shards: ShardHandle[] = []
   readonly #statuses = new Map<string, HostStatus>()
+  /** When the host's shard took the status in `#statuses` (absent for one the supervisor made itself). */
+  readonly #statusSeqs = new Map<string, number>()
   readonly #restartTimes: number[] = []
   readonly #intensity: number
   readonly #periodMs: number
@@ -378,7 +380,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     if (this.#statuses.has(h.id)) return false
     const s = this.#shards[shardOf(h.id, this.#shards.length)]!
     s.hosts.set(h.id, h)
-    this.#statuses.set(h.id, { id: h.id, state: 'idle', attempts: 0, handshakes: 0 })
+    this.#keepStatus({ id: h.id, state: 'idle', attempts: 0, handshakes: 0 }, undefined)
     return true
   }
 
@@ -425,8 +427,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       case 'events':
         for (const e of m.events) {
           if (e.kind === 'state') {
-            if (!s.hosts.has(e.status.id)) continue
-            this.#statuses.set(e.status.id, e.status)
+            if (!s.hosts.has(e.status.id) || !this.#keepStatus(e.status, e.seq)) continue
             this.emit('host', e.status)
           } else if (this.#earlyPins && this.listenerCount('pinned') === 0) {
             if (this.#earlyPins.length < EARLY_PINS_MAX)
@@ -492,7 +493,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     for (const id of s.hosts.keys()) {
       const st: HostStatus = { id, state: 'idle', attempts: 0, handshakes: this.#statuses.get(id)?.handshakes ?? 0 }
       st.lastError = err(id).toJSON()
-      this.#statuses.set(id, st)
+      // The new shard thread counts its status captures from the start again.
+      this.#keepStatus(st, undefined)
     }
     const now = Date.now()
     this.#restartTimes.push(now)
@@ -554,9 +556,10 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
             timeoutMs,
           })
           s.droppedFrames = m.droppedFrames
-          const entries = m.results.map((r) => this.#collectEntry(s, r))
+          const entries = m.results.map((r, i) => this.#collectEntry(s, r, m.seqs[i]!))
           if (m.packed) {
-            for (const r of unpackCollectResults(m.packed)) entries.push(this.#collectEntry(s, r))
+            const rows = unpackCollectResults(m.packed)
+            for (let i = 0; i < rows.length; i++) entries.push(this.#collectEntry(s, rows[i]!, rowSeq(m.packed, i)))
             if (m.packed.node) node.push(m.packed.node)
           }
           return entries
@@ -573,7 +576,25 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     return { tick, startedAt, durationMs: Date.now() - startedAt, hosts: parts.flat(), node }
   }
 
-  #collectEntry(s: ShardHandle, r: HostCollectResult): CollectResultEntry {
+  /**
+   * Keeps `st` as the host's status unless its shard took a newer one (`seq`) that is already here, and says whether
+   * it did. A tick's reply leaves the shard when its last host answers, with each host's status as it was when that
+   * host answered: an event about a later change (connected, streaming) can arrive first, and a reply's older status
+   * must not undo it — a ready host's next rows carry no phase, so the host would never count as streaming again.
+   * `seq` undefined: a status the supervisor made (a host added, a shard restarted); the next from the shard wins.
+   */
+  #keepStatus(st: HostStatus, seq: number | undefined): boolean {
+    if (seq === undefined) this.#statusSeqs.delete(st.id)
+    else {
+      const newest = this.#statusSeqs.get(st.id)
+      if (newest !== undefined && seq < newest) return false
+      this.#statusSeqs.set(st.id, seq)
+    }
+    this.#statuses.set(st.id, st)
+    return true
+  }
+
+  #collectEntry(s: ShardHandle, r: HostCollectResult, seq: number): CollectResultEntry {
     // A host removed while the tick ran is still in it, but no longer among the statuses.
     if (s.hosts.has(r.host)) {
       // A host with metrics travels as a plain status (it packs into a row): its phase is the one its events said.
@@ -583,7 +604,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       }
       // The mode travels beside the status (one field of a row): the status keeps it, as a status reply's does.
       if (r.collectMode !== undefined) r.status.collectMode = r.collectMode
-      this.#statuses.set(r.host, r.status)
+      this.#keepStatus(r.status, seq)
     }
     // Without an error the received result (a fresh clone or an unpacked row) is the entry: no copy per host.
     if (r.error === undefined) return r as CollectResultEntry
@@ -839,6 +860,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       const s = this.#shards[shardOf(id, this.#shards.length)]!
       if (!s.hosts.delete(id)) continue
       this.#statuses.delete(id)
+      this.#statusSeqs.delete(id)
       const list = removed.get(s) ?? []
       list.push(id)
       removed.set(s, list)
@@ -871,7 +893,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
             id: this.#nextId++,
           })
           s.droppedFrames = m.stats.droppedFrames
-          for (const st of m.statuses) if (s.hosts.has(st.id)) this.#statuses.set(st.id, st)
+          for (const st of m.statuses) if (s.hosts.has(st.id)) this.#keepStatus(st, m.seq)
         } catch {
           // a restarting shard reports at the next refresh
         }

@@ -95,6 +95,38 @@ describe('cold start', () => {
     expect(sawPhase).toBe(true)
   })
 
+  it("keeps each host's newest status: a tick's reply, taken before the events that follow it, does not undo them", async () => {
+    // One shard: its reply to a tick leaves when the last host answers. Hosts added as the tick starts answer it at
+    // once (not ready yet), then connect and stream while host 0's stalled stream holds the tick; their events say
+    // so before the reply, whose statuses are from before, arrives.
+    const fleet = await startSimFleet({ hosts: 5, authorizedKeys: [key.publicKey] })
+    fleets.push(fleet)
+    const targets = fleet.hosts.map((h) => ({ id: h.name, hostname: h.host, port: h.port, user: 'kay' }))
+    const sup = await Supervisor.start({
+      hosts: targets.slice(0, 1),
+      threads: 1,
+      identity: { username: 'kay', keyFiles: [], keys: [key.privateKey] },
+      trust: { knownHostsPath: join(dir, `known_hosts.${++n}`), policy: 'accept-new' },
+    })
+    running.push(sup)
+    await until('host 0 streaming', () => sup.progress().streaming === 1)
+    fleet.setFault(0, { streamFault: 'stall' })
+    sup.add(targets.slice(1))
+    const tick = sup.collect({ timeoutMs: 60_000 })
+    await until('the added hosts streaming', () => sup.progress().streaming === 5)
+    fleet.drop(0)
+    const t = await tick
+    const added = new Set(targets.slice(1).map((h) => h.id))
+    // The tick shows each added host as it was when it answered: not connected yet.
+    for (const h of t.hosts.filter((x) => added.has(x.host))) expect(h.error?.code).toBe('KAY_NOT_READY')
+    const now = () => sup.statuses().filter((st) => added.has(st.id))
+    expect(now().map((st) => `${st.state} ${st.collectPhase}`)).toEqual(Array(4).fill('ready streaming'))
+    // The next tick's rows carry no phase: they keep the one the events said.
+    const next = await sup.collect({ timeoutMs: 10_000 })
+    expect(next.hosts.filter((x) => added.has(x.host) && x.metrics !== undefined)).toHaveLength(4)
+    expect(now().map((st) => `${st.state} ${st.collectPhase}`)).toEqual(Array(4).fill('ready streaming'))
+  })
+
   it('never has more stream probes in flight than workCap, across shard threads', async () => {
     // The loops never answer: every probe holds its work slot, so the cap is what limits the probing hosts.
     const { sup } = await start(30, { hostDefaults: { streamFault: 'stall' } }, { dialCap: 16, workCap: 3 })

@@ -9,6 +9,7 @@ import {
   PACKED_FIELDS,
   PACKED_MODES,
   packCollectResults,
+  rowSeq,
   unpackCollectResults,
 } from '../src/packed.js'
 import type { HostCollectResult } from '../src/protocol.js'
@@ -138,21 +139,24 @@ describe('packed collect results', () => {
     // Room for 3 rows, 4 results, one of which does not pack: the 3 ready ones fill the rows, in arrival order.
     const packer = new CollectPacker(3)
     const arrivals = [readyResult('b', BASE), down, readyResult('a', BASE), readyResult('c', BASE)]
-    for (const r of arrivals) packer.add(r)
-    const { results, packed } = packer.finish()
+    for (const [i, r] of arrivals.entries()) packer.add(r, 10 + i)
+    const { results, seqs, packed } = packer.finish()
     expect(packed.hosts).toEqual(['b', 'a', 'c'])
     expect(results.map((r) => r.host)).toEqual(['e'])
+    // Each status keeps the number it was taken at, row or object.
+    expect(packed.hosts.map((_, i) => rowSeq(packed, i))).toEqual([10, 12, 13])
+    expect(seqs).toEqual([11])
     expect(byHost([...results, ...unpackCollectResults(packed)])).toEqual(byHost(arrivals))
     // More results than rows: the rest stay objects, none is lost.
     const small = new CollectPacker(1)
-    small.add(readyResult('x', BASE))
-    small.add(readyResult('y', BASE))
+    small.add(readyResult('x', BASE), 0)
+    small.add(readyResult('y', BASE), 1)
     const out = small.finish()
     expect(out.packed.hosts).toEqual(['x'])
     expect(out.results.map((r) => r.host)).toEqual(['y'])
     // Fewer results than rows: the block is trimmed to what was packed, so it stays well-formed.
     const big = new CollectPacker(10)
-    big.add(readyResult('z', BASE))
+    big.add(readyResult('z', BASE), 0)
     const one = big.finish().packed
     expect(one.values.length).toBe(PACKED_FIELDS)
     expect(isPackedCollectResults(one)).toBe(true)
@@ -170,6 +174,11 @@ describe('packed collect results', () => {
     expect(isPackedCollectResults({ hosts: ['a'], values: badMode })).toBe(false)
     badMode[27] = 0.5
     expect(isPackedCollectResults({ hosts: ['a'], values: badMode })).toBe(false)
+    const badSeq = new Float64Array(packed.values)
+    for (const seq of [Number.NaN, -1, 1.5]) {
+      badSeq[28] = seq
+      expect(isPackedCollectResults({ hosts: ['a'], values: badSeq })).toBe(false)
+    }
   })
 
   it('leaves no trace in a row of a result that turned out not to fit it', () => {
@@ -182,8 +191,8 @@ describe('packed collect results', () => {
       metrics: BASE,
     }
     const packer = new CollectPacker(2)
-    packer.add(readyResult('full', full))
-    packer.add(bare)
+    packer.add(readyResult('full', full), 0)
+    packer.add(bare, 1)
     const { results, packed } = packer.finish()
     expect(results.map((r) => r.host)).toEqual(['full'])
     expect(unpackCollectResults(packed)).toEqual([bare])
@@ -191,8 +200,8 @@ describe('packed collect results', () => {
 
   it('carries the node series in the same buffer as the rows, across a thread boundary, transferred', async () => {
     const packer = new CollectPacker(2)
-    packer.add(readyResult('a', BASE))
-    packer.add(readyResult('b', BASE))
+    packer.add(readyResult('a', BASE), 0)
+    packer.add(readyResult('b', BASE), 1)
     const texts = [
       'node_load1{instance="a"} 1\nnode_load1{instance="b"} 2\n',
       'node_uname_info{instance="a",nodename="é"} 1\n',

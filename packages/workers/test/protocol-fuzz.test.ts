@@ -107,23 +107,27 @@ const MESSAGES: Array<[ShardMessage, string[]]> = [
         { host: 'sim0001', status: ready as never, metrics: metrics as never, collectMode: 'stream-bash' },
         { host: 'sim0002', status: backoff as never, error: notReady },
       ],
+      seqs: [4, 2],
       droppedFrames: 0,
     },
-    ['id', 'results', 'droppedFrames'],
+    ['id', 'results', 'seqs', 'droppedFrames'],
   ],
   [
     {
       type: 'collect-result',
       id: 1,
-      ...(({ results, packed }) => ({ results, packed }))(
-        packCollectResults([
-          { host: 'sim0001', status: ready as never, metrics: metrics as never, collectMode: 'stream-perl' },
-          { host: 'sim0002', status: backoff as never, error: notReady },
-        ]),
+      ...(({ results, seqs, packed }) => ({ results, seqs, packed }))(
+        packCollectResults(
+          [
+            { host: 'sim0001', status: ready as never, metrics: metrics as never, collectMode: 'stream-perl' },
+            { host: 'sim0002', status: backoff as never, error: notReady },
+          ],
+          [7, 9],
+        ),
       ),
       droppedFrames: 3,
     },
-    ['id', 'results', 'droppedFrames'],
+    ['id', 'results', 'seqs', 'droppedFrames'],
   ],
   [{ type: 'run-result', id: 2, host: 'sim0001', result: runResult }, ['id', 'host']],
   [{ type: 'run-result', id: 2, host: 'sim0002', error: notReady }, ['id', 'host']],
@@ -158,9 +162,10 @@ const MESSAGES: Array<[ShardMessage, string[]]> = [
       type: 'status-result',
       id: 5,
       statuses: [ready as never, backoff as never],
+      seq: 12,
       stats: { hosts: 2, byState: { ready: 1, backoff: 1 }, handshakes: 5, droppedFrames: 0, byMode: { exec: 1 } },
     },
-    ['id', 'statuses', 'stats'],
+    ['id', 'statuses', 'seq', 'stats'],
   ],
   [{ type: 'stopped', id: 6 }, ['id']],
   [{ type: 'resolve', id: 7, hostname: 'web001.example' }, ['id', 'hostname']],
@@ -168,7 +173,7 @@ const MESSAGES: Array<[ShardMessage, string[]]> = [
     {
       type: 'events',
       events: [
-        { kind: 'state', status: backoff as never },
+        { kind: 'state', status: backoff as never, seq: 3 },
         { kind: 'pinned', host: 'sim0001', fingerprint: 'SHA256:abc' },
       ],
     },
@@ -248,24 +253,26 @@ const arbRequest: fc.Arbitrary<ShardRequest> = fc.oneof(
 ) as fc.Arbitrary<ShardRequest>
 const arbMessage: fc.Arbitrary<ShardMessage> = fc.oneof(
   fc.record({ type: fc.constant('ready' as const), version: fc.nat(), shardIndex: fc.nat() }),
-  fc.record({
-    type: fc.constant('collect-result' as const),
-    id,
-    results: fc.array(
-      fc.record(
-        {
-          host: str,
-          status: arbStatus,
-          metrics: fc.constant(metrics),
-          error: arbError,
-          collectMode: fc.constant('exec'),
-        },
-        { requiredKeys: ['host', 'status'] },
+  fc
+    .record({
+      type: fc.constant('collect-result' as const),
+      id,
+      results: fc.array(
+        fc.record(
+          {
+            host: str,
+            status: arbStatus,
+            metrics: fc.constant(metrics),
+            error: arbError,
+            collectMode: fc.constant('exec'),
+          },
+          { requiredKeys: ['host', 'status'] },
+        ),
+        { maxLength: 5 },
       ),
-      { maxLength: 5 },
-    ),
-    droppedFrames: fc.nat(),
-  }),
+      droppedFrames: fc.nat(),
+    })
+    .map((m) => ({ ...m, seqs: m.results.map((_, i) => i) })),
   fc.record(
     { type: fc.constant('run-result' as const), id, host: str, result: arbRunResult, error: arbError },
     { requiredKeys: ['type', 'id', 'host'] },
@@ -301,7 +308,7 @@ const arbMessage: fc.Arbitrary<ShardMessage> = fc.oneof(
     type: fc.constant('events' as const),
     events: fc.array(
       fc.oneof(
-        fc.record({ kind: fc.constant('state' as const), status: arbStatus }),
+        fc.record({ kind: fc.constant('state' as const), status: arbStatus, seq: fc.nat() }),
         fc.record({ kind: fc.constant('pinned' as const), host: str, fingerprint: str }),
       ),
       { maxLength: 5 },
@@ -407,7 +414,10 @@ describe('the worker wire protocol decoder', () => {
       { type: 'collect', id: 1, timeoutMs: Number.POSITIVE_INFINITY },
       { type: 'crash', how: 'segfault' },
       { type: 'collect-result', id: 1, results: [{ host: 'a', status: null }], droppedFrames: 0 },
-      { type: 'collect-result', id: 1, results: [], droppedFrames: -1 },
+      { type: 'collect-result', id: 1, results: [], seqs: [], droppedFrames: -1 },
+      { type: 'collect-result', id: 1, results: [], seqs: [1], droppedFrames: 0 },
+      { type: 'status-result', id: 1, statuses: [], seq: -1, stats: {} },
+      { type: 'events', events: [{ kind: 'state', status: ready, seq: 0.5 }] },
       { type: 'collect-result', id: 1, results: [{ host: 'a', status: ready, error: { code: 'EPERM', message: '' } }] },
       { type: 'run-result', id: 1, host: 'a', error: { code: 'KAY_TIMEOUT' } },
       { type: 'run-result', id: 1, host: 'a', result: { ...runResult, exitCode: '0' } },
