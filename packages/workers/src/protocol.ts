@@ -11,7 +11,7 @@ import type { ExecChunk, HostCollectResult, HostExecResult } from './results.js'
 
 export type { ExecChunk, HostCollectResult, HostExecResult }
 
-export const PROTOCOL_VERSION = 4
+export const PROTOCOL_VERSION = 5
 
 /** What a shard needs to build its actors. Plain data: it crosses threads. */
 export interface ShardConfig {
