@@ -300,6 +300,9 @@ export async function floorTick(conns: readonly FloorChannel[], seq: number): Pr
   return answered.filter(Boolean).length
 }
 
+/** Numbers per host in a shaped floor's reply (floor-worker.ts), as in kay's packed rows. */
+export const FLOOR_ROW_FIELDS = 29
+
 export interface FloorConn extends FloorChannel {
   client: Client
   channel: ClientChannel

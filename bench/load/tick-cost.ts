@@ -18,6 +18,9 @@
  *   running kay's perl loop, one request line per tick on it, the frame's end marker awaited, nothing parsed. Client
  *   CPU is this process's (it does nothing else meanwhile); host CPU the fleet's cgroup. Warm-up: one tick, plus
  *   `--settle-s` seconds of ticks.
+ * - floor-shaped (`--methods kay,floor,floor-shaped`): the same floor in kay's shape — its clients in a worker thread
+ *   that answers each tick with a row of numbers per host, this thread printing a JSON line per host of them
+ *   (floor-worker.ts): what kay's two isolates and its output cost without kay's collector.
  * Every tick must answer for every host (kay: `ok` in the summary line; floor: every end marker).
  *
  * With `--sim`, the hosts are simulated (kay's ssh2 simulator, 5,000 hosts per process, answering the perl loop
@@ -25,15 +28,19 @@
  * Both the CLI and this process hold one descriptor per host: raise the limit first (`ulimit -n 65536`).
  */
 import { execFileSync, spawn } from 'node:child_process'
+import { createWriteStream } from 'node:fs'
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
+import { Worker } from 'node:worker_threads'
 import { Cgroup, makeClientKey, sshdAvailable, startSshdFleet } from '@kay/core/testing'
 import { closeFleets, openFleets, simCpuMs } from '../stress/lib.js'
+import type { FloorWorkerData, FloorWorkerReply, FloorWorkerRequest } from './floor-worker.js'
 import {
+  FLOOR_ROW_FIELDS,
   type FloorConn,
   flags,
   floorTick,
@@ -248,23 +255,126 @@ async function kayPhase(
   }
 }
 
-/** The floor at `intervalS`: 1 + `settle` warm-up ticks, then `ticks` measured ones. */
-async function floorPhase(fleet: BenchFleet, n: number, intervalS: number, ticks: number, settle: number) {
+/** One tick of a floor: how many hosts answered. */
+type FloorTicker = (seq: number) => Promise<number>
+
+/** The plain floor, in this thread: bare ssh2 clients, nothing parsed, nothing printed. */
+async function plainFloor(fleet: BenchFleet): Promise<{ tick: FloorTicker; close(): void }> {
   const key = await readFile(fleet.keyPath)
   const conns: FloorConn[] = []
+  const close = () => {
+    for (const c of conns) c.client.end()
+  }
   const s = fleet.servers
   try {
-    for (let i = 0; i < n; i += FANOUT) {
+    for (let i = 0; i < s.length; i += FANOUT) {
       const batch = s.slice(i, i + FANOUT)
       conns.push(...(await Promise.all(batch.map((x) => openFloorConn(x.host, x.port, x.user, key)))))
     }
+  } catch (err) {
+    close()
+    throw err
+  }
+  return { tick: (seq) => floorTick(conns, seq), close }
+}
+
+/**
+ * The floor in kay's shape: the same clients in a worker thread (floor-worker.ts) that answers each tick with one row
+ * of numbers per host, transferred; this thread makes a JSON line per host of them and writes them out (to
+ * /dev/null), as `kay fleet --json` does. Kay's two isolates and its output, without kay's collector.
+ */
+async function shapedFloor(fleet: BenchFleet): Promise<{ tick: FloorTicker; close(): void }> {
+  const data: FloorWorkerData = { servers: [...fleet.servers], keyPath: fleet.keyPath, fanout: FANOUT }
+  const worker = new Worker(new URL('./floor-boot.mjs', import.meta.url), {
+    workerData: data,
+    execArgv: ['--conditions=kay-source'],
+  })
+  const next = () =>
+    new Promise<FloorWorkerReply>((resolve, reject) => {
+      const onError = (err: Error) => reject(err)
+      worker.once('error', onError)
+      worker.once('message', (m: FloorWorkerReply) => {
+        worker.off('error', onError)
+        resolve(m)
+      })
+    })
+  await next() // ready: every connection open
+  const out = createWriteStream('/dev/null')
+  const tick: FloorTicker = async (seq) => {
+    const reply = next()
+    worker.postMessage({ type: 'tick', seq } satisfies FloorWorkerRequest)
+    const r = await reply
+    if (r.type !== 'tick') return 0
+    const v = r.values
+    const lines: string[] = []
+    for (let i = 0; i < r.hosts.length; i++) {
+      const o = i * FLOOR_ROW_FIELDS
+      const metrics: Record<string, number | Record<string, number>> = {}
+      for (let j = 0; j < 15; j++) metrics[FLOOR_METRICS[j]!] = v[o + j]!
+      const cpuStates: Record<string, number> = {}
+      for (let j = 0; j < 8; j++) cpuStates[FLOOR_STATES[j]!] = v[o + 15 + j]!
+      metrics.cpuStates = cpuStates
+      lines.push(
+        JSON.stringify({
+          host: r.hosts[i],
+          ok: true,
+          state: 'ready',
+          metrics,
+          rttMs: v[o + 25],
+          collectMode: 'stream-perl',
+        }),
+      )
+    }
+    out.write(`${lines.join('\n')}\n`)
+    return r.ok
+  }
+  return {
+    tick,
+    close: () => {
+      worker.postMessage({ type: 'stop' } satisfies FloorWorkerRequest)
+      out.end()
+    },
+  }
+}
+
+/** The names of a row's first 23 numbers, as kay prints them (HostMetrics). */
+const FLOOR_METRICS = [
+  'at',
+  'cpus',
+  'memTotalBytes',
+  'memUsedBytes',
+  'memAvailableBytes',
+  'swapTotalBytes',
+  'swapUsedBytes',
+  'load1',
+  'load5',
+  'load15',
+  'uptimeSeconds',
+  'cpuPct',
+  'netRxBytesPerSec',
+  'netTxBytesPerSec',
+  'rootFsUsedPct',
+]
+const FLOOR_STATES = ['user', 'nice', 'system', 'idle', 'iowait', 'irq', 'softirq', 'steal']
+
+/** A floor at `intervalS`: 1 + `settle` warm-up ticks, then `ticks` measured ones. */
+async function floorPhase(
+  fleet: BenchFleet,
+  shaped: boolean,
+  n: number,
+  intervalS: number,
+  ticks: number,
+  settle: number,
+) {
+  const floor = await (shaped ? shapedFloor(fleet) : plainFloor(fleet))
+  try {
     let seq = 0
     let failed = 0
     let a: Reading | undefined
     let b: Reading | undefined
     for (let k = -settle; k <= ticks; k++) {
       const started = performance.now()
-      const ok = await floorTick(conns, ++seq)
+      const ok = await floor.tick(++seq)
       if (ok !== n) failed++
       const r: Reading = {
         tick: k,
@@ -280,7 +390,7 @@ async function floorPhase(fleet: BenchFleet, n: number, intervalS: number, ticks
     }
     return { ...perHostTick(a!, b!, n), ticksWithFailures: failed }
   } finally {
-    for (const c of conns) c.client.end()
+    floor.close()
   }
 }
 
@@ -342,14 +452,14 @@ async function main(argv: string[]): Promise<number> {
           })
         }
       }
-      if (methods.includes('floor')) {
-        const r = await floorPhase(fleet, n, intervalS, ticks, settle)
+      for (const method of ['floor', 'floor-shaped'].filter((m) => methods.includes(m))) {
+        const r = await floorPhase(fleet, method === 'floor-shaped', n, intervalS, ticks, settle)
         console.log(
-          `floor ${n} ${sim ? 'simulated ' : ''}hosts @${intervalS}s: per host-tick ${r.client.toFixed(3)} / ${r.host.toFixed(3)} ms (client / host)` +
+          `${method} ${n} ${sim ? 'simulated ' : ''}hosts @${intervalS}s: per host-tick ${r.client.toFixed(3)} / ${r.host.toFixed(3)} ms (client / host)` +
             (r.ticksWithFailures > 0 ? `, ${r.ticksWithFailures} ticks with failures` : ''),
         )
         record('tick-cost', {
-          method: 'ssh2-floor',
+          method: method === 'floor' ? 'ssh2-floor' : 'ssh2-floor-shaped',
           hosts: n,
           sim,
           intervalS,
