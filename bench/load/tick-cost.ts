@@ -284,7 +284,9 @@ async function plainFloor(fleet: BenchFleet): Promise<{ tick: FloorTicker; close
  * /dev/null), as `kay fleet --json` does. Kay's two isolates and its output, without kay's collector.
  */
 async function shapedFloor(fleet: BenchFleet): Promise<{ tick: FloorTicker; close(): void }> {
-  const data: FloorWorkerData = { servers: [...fleet.servers], keyPath: fleet.keyPath, fanout: FANOUT }
+  // Plain objects: a server's fields may be getters, which a structured clone drops.
+  const servers = fleet.servers.map(({ host, port, user }) => ({ host, port, user }))
+  const data: FloorWorkerData = { servers, keyPath: fleet.keyPath, fanout: FANOUT }
   const worker = new Worker(new URL('./floor-boot.mjs', import.meta.url), {
     workerData: data,
     execArgv: ['--conditions=kay-source'],
