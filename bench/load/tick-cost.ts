@@ -368,6 +368,9 @@ async function floorPhase(
   ticks: number,
   settle: number,
 ) {
+  // Memory the floor adds to this process (every thread), per host: its resident set after the last tick against
+  // before its connections opened (garbage not collected, as the CLI's is read).
+  const rss0 = process.memoryUsage.rss()
   const floor = await (shaped ? shapedFloor(fleet) : plainFloor(fleet))
   try {
     let seq = 0
@@ -390,7 +393,8 @@ async function floorPhase(
       else b = r
       if (k < ticks) await sleep(Math.max(0, intervalS * 1000 - (performance.now() - started)))
     }
-    return { ...perHostTick(a!, b!, n), ticksWithFailures: failed }
+    const rssKiBPerHost = (process.memoryUsage.rss() - rss0) / 1024 / n
+    return { ...perHostTick(a!, b!, n), ticksWithFailures: failed, rssKiBPerHost }
   } finally {
     floor.close()
   }
@@ -457,7 +461,8 @@ async function main(argv: string[]): Promise<number> {
       for (const method of ['floor', 'floor-shaped'].filter((m) => methods.includes(m))) {
         const r = await floorPhase(fleet, method === 'floor-shaped', n, intervalS, ticks, settle)
         console.log(
-          `${method} ${n} ${sim ? 'simulated ' : ''}hosts @${intervalS}s: per host-tick ${r.client.toFixed(3)} / ${r.host.toFixed(3)} ms (client / host)` +
+          `${method} ${n} ${sim ? 'simulated ' : ''}hosts @${intervalS}s: per host-tick ${r.client.toFixed(3)} / ${r.host.toFixed(3)} ms (client / host); ` +
+            `RSS added ${r.rssKiBPerHost.toFixed(0)} KiB per host` +
             (r.ticksWithFailures > 0 ? `, ${r.ticksWithFailures} ticks with failures` : ''),
         )
         record('tick-cost', {
