@@ -5,9 +5,9 @@
 import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { until } from '@kay/core/testing'
+import { descendantsOf, processTable, until } from '@kay/core/testing'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
-import { descendants, KAY_NODE_ARGS, processTable, REPO_ROOT, TmuxSession } from './support/kay.js'
+import { KAY_NODE_ARGS, REPO_ROOT, TmuxSession } from './support/kay.js'
 
 const HOSTS = 50
 
@@ -42,11 +42,10 @@ async function demoThenPress(key: string, runTmp: string) {
   // The kay process (the shell's child) and everything under it: worker threads live inside it, the simulated
   // fleet is a forked child.
   const table = await processTable()
-  const kay = table.find((p) => p.ppid === shell && p.args.includes('packages/cli/src/cli.ts demo'))
+  const kay = table.find((p) => p.ppid === shell && p.cmd.includes('packages/cli/src/cli.ts demo'))
   expect(kay).toBeDefined()
-  const tree = descendants(table, kay!.pid)
-  const during = table.filter((p) => tree.includes(p.pid))
-  expect(during.some((p) => p.pid !== kay!.pid && p.args.includes('sim/main'))).toBe(true)
+  const during = [kay!, ...descendantsOf(table, kay!.pid)]
+  expect(during.some((p) => p.pid !== kay!.pid && p.cmd.includes('sim/main'))).toBe(true)
   const demoDirs = (await readdir(runTmp)).filter((d) => d.startsWith('kay-demo-'))
   expect(demoDirs).toHaveLength(1)
 
@@ -59,7 +58,7 @@ async function demoThenPress(key: string, runTmp: string) {
     'the demo processes to be gone',
     async () => {
       const now = await processTable()
-      const alive = now.filter((p) => during.some((d) => d.pid === p.pid && d.args === p.args))
+      const alive = now.filter((p) => during.some((d) => d.pid === p.pid && d.cmd === p.cmd))
       return alive.length === 0 ? alive : undefined
     },
     { timeoutMs: 5000, everyMs: 50 },

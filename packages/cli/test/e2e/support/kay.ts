@@ -237,22 +237,3 @@ export class TmuxSession {
     await this.tmux(['kill-server']).catch(() => undefined)
   }
 }
-
-/** `pid ppid args` of every process. */
-export async function processTable(): Promise<Array<{ pid: number; ppid: number; args: string }>> {
-  const out = await run('ps', ['-eo', 'pid=,ppid=,args='])
-  return out
-    .split('\n')
-    .map((l) => /^\s*(\d+)\s+(\d+)\s+(.*)$/.exec(l))
-    .filter((m): m is RegExpExecArray => m !== null)
-    .map((m) => ({ pid: Number(m[1]), ppid: Number(m[2]), args: m[3]! }))
-}
-
-/** PIDs of `root` and all its descendants. */
-export function descendants(table: Array<{ pid: number; ppid: number }>, root: number): number[] {
-  const out = [root]
-  for (let i = 0; i < out.length && i < 10_000; i++) {
-    for (const p of table) if (p.ppid === out[i]) out.push(p.pid)
-  }
-  return out
-}
