@@ -339,7 +339,7 @@ async function shapedFloor(fleet: BenchFleet): Promise<{ tick: FloorTicker; clos
   }
 }
 
-/** The names of a row's first 23 numbers, as kay prints them (HostMetrics). */
+/** The names of a row's first 15 numbers (the next 8 are the CPU states), as kay prints them (HostMetrics). */
 const FLOOR_METRICS = [
   'at',
   'cpus',
@@ -369,7 +369,8 @@ async function floorPhase(
   settle: number,
 ) {
   // Memory the floor adds to this process (every thread), per host: its resident set after the last tick against
-  // before its connections opened (garbage not collected, as the CLI's is read).
+  // before its connections opened (garbage not collected, as the CLI's is read). Only the first floor of a run
+  // counts: a second one reuses what the first freed.
   const rss0 = process.memoryUsage.rss()
   const floor = await (shaped ? shapedFloor(fleet) : plainFloor(fleet))
   try {
