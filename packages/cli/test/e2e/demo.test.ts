@@ -6,7 +6,7 @@ import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { descendantsOf, processTable, until } from '@kay/core/testing'
-import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
 import { KAY_NODE_ARGS, REPO_ROOT, TmuxSession } from './support/kay.js'
 
 const HOSTS = 50
@@ -18,8 +18,13 @@ beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'kay-e2e-demo-'))
 })
 
-afterAll(async () => {
+// Each test's session goes with it, passed or failed: a failed one left in place would keep its demo running.
+afterEach(async () => {
   await tmux?.kill()
+  tmux = undefined
+})
+
+afterAll(async () => {
   await rm(dir, { recursive: true, force: true })
 })
 
