@@ -7,7 +7,7 @@
  */
 import { readFile } from 'node:fs/promises'
 import { parentPort, workerData } from 'node:worker_threads'
-import { FLOOR_ROW_FIELDS, type FloorConn, floorTick, openFloorConn } from './lib.js'
+import { FLOOR_ROW_FIELDS, floorTick, openFloorConns } from './lib.js'
 
 export interface FloorWorkerData {
   servers: Array<{ host: string; port: number; user: string }>
@@ -20,11 +20,7 @@ export type FloorWorkerReply = { type: 'ready' } | { type: 'tick'; ok: number; h
 const port = parentPort!
 const { servers, keyPath, fanout } = workerData as FloorWorkerData
 const key = await readFile(keyPath)
-const conns: FloorConn[] = []
-for (let i = 0; i < servers.length; i += fanout) {
-  const batch = servers.slice(i, i + fanout)
-  conns.push(...(await Promise.all(batch.map((s) => openFloorConn(s.host, s.port, s.user, key)))))
-}
+const conns = await openFloorConns(servers, key, fanout)
 const hosts = servers.map((s) => `${s.host}:${s.port}`)
 
 port.on('message', (m: FloorWorkerRequest) => {

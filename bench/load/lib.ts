@@ -198,7 +198,6 @@ export async function withDeadline<T>(what: string, ms: number, fn: () => Promis
   }
 }
 
-/** Run `main` when this module is the entry point (not when imported by bench/run.ts), exiting with its code. */
 /**
  * Writes `dir`/ssh_config (one `Host hN` per server, with its address, port, user and the client key) and `dir`/hosts
  * (their names, one per line) for a CLI run over a bench fleet; returns the names.
@@ -228,6 +227,7 @@ export function onInterrupt(cleanup: () => Promise<unknown>): () => void {
   return () => onInterruptCleanups.delete(cleanup)
 }
 
+/** Run `main` when this module is the entry point (not when imported by bench/run.ts), exiting with its code. */
 export function runMain(moduleUrl: string, main: (argv: string[]) => Promise<number>): void {
   if (moduleUrl !== `file://${process.argv[1]}`) return
   for (const sig of ['SIGINT', 'SIGTERM'] as const) {
@@ -326,4 +326,26 @@ export function openFloorConn(host: string, port: number, user: string, key: Buf
     })
     client.connect({ host, port, username: user, privateKey: key, hostVerifier: () => true })
   })
+}
+
+/**
+ * Opens a floor connection to each server, `fanout` dials at a time (as kay's dial cap does); if one fails, closes
+ * those already open and rejects.
+ */
+export async function openFloorConns(
+  servers: ReadonlyArray<{ host: string; port: number; user: string }>,
+  key: Buffer,
+  fanout: number,
+): Promise<FloorConn[]> {
+  const conns: FloorConn[] = []
+  try {
+    for (let i = 0; i < servers.length; i += fanout) {
+      const batch = servers.slice(i, i + fanout)
+      conns.push(...(await Promise.all(batch.map((s) => openFloorConn(s.host, s.port, s.user, key)))))
+    }
+    return conns
+  } catch (err) {
+    for (const c of conns) c.client.end()
+    throw err
+  }
 }

@@ -30,12 +30,11 @@ import { Cgroup, makeClientKey, SSHD_LOG, type SshdFleet, sshdAvailable, startSs
 import { Supervisor } from '@kay/workers'
 import {
   cpuMsSince,
-  type FloorConn,
   flags,
   floorTick,
   fmt,
   intList,
-  openFloorConn,
+  openFloorConns,
   reached,
   record,
   runMain,
@@ -231,14 +230,9 @@ async function kay(ctx: Ctx, mode: 'stream' | 'exec', ticks: number, flavour?: S
  * nothing. kay-stream-perl's client CPU minus this is kay's own share (frame decoding, parsing, actors, shards).
  */
 async function ssh2Floor(ctx: Ctx, ticks: number): Promise<RealRun> {
-  const key = await readFile(ctx.keyPath)
-  const conns: FloorConn[] = []
+  const servers = ctx.hosts.map((host) => ({ host, port: ctx.port, user: 'kaytest' }))
+  const conns = await openFloorConns(servers, await readFile(ctx.keyPath), FANOUT)
   try {
-    for (let i = 0; i < ctx.hosts.length; i += FANOUT) {
-      conns.push(
-        ...(await Promise.all(ctx.hosts.slice(i, i + FANOUT).map((h) => openFloorConn(h, ctx.port, 'kaytest', key)))),
-      )
-    }
     let seq = 0
     const tick = () => floorTick(conns, ++seq)
     await warmUp(ctx, tick)

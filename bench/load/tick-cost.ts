@@ -41,12 +41,11 @@ import { closeFleets, openFleets, simCpuMs } from '../stress/lib.js'
 import type { FloorWorkerData, FloorWorkerReply, FloorWorkerRequest } from './floor-worker.js'
 import {
   FLOOR_ROW_FIELDS,
-  type FloorConn,
   flags,
   floorTick,
   intList,
   onInterrupt,
-  openFloorConn,
+  openFloorConns,
   record,
   runMain,
   sleep,
@@ -260,20 +259,9 @@ type FloorTicker = (seq: number) => Promise<number>
 
 /** The plain floor, in this thread: bare ssh2 clients, nothing parsed, nothing printed. */
 async function plainFloor(fleet: BenchFleet): Promise<{ tick: FloorTicker; close(): void }> {
-  const key = await readFile(fleet.keyPath)
-  const conns: FloorConn[] = []
+  const conns = await openFloorConns(fleet.servers, await readFile(fleet.keyPath), FANOUT)
   const close = () => {
     for (const c of conns) c.client.end()
-  }
-  const s = fleet.servers
-  try {
-    for (let i = 0; i < s.length; i += FANOUT) {
-      const batch = s.slice(i, i + FANOUT)
-      conns.push(...(await Promise.all(batch.map((x) => openFloorConn(x.host, x.port, x.user, key)))))
-    }
-  } catch (err) {
-    close()
-    throw err
   }
   return { tick: (seq) => floorTick(conns, seq), close }
 }
